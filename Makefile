@@ -1,0 +1,32 @@
+# mschedule: `make run` starts a local stack, `make test` runs the whole suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+
+.PHONY: venv run test lint unit clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "mschedule needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+run: venv
+	@PYTHON=$(PY) scripts/run_local.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+unit: venv
+	$(PY) -m pytest tests/unit -q
+
+test: venv lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .state .run .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

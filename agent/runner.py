@@ -1,0 +1,59 @@
+"""Build the agents of one process (``--instances N``) and run them until SIGINT/SIGTERM."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import gevent
+import gevent.event
+
+from agent.executor import Executor
+from agent.identity import hostname as system_hostname
+from agent.identity import load_or_create_agent_id, local_ipv4_addresses
+from agent.worker import AgentWorker
+from utils.rpc import MasterLink
+
+log = logging.getLogger(__name__)
+
+
+def instance_state_dir(state_dir: str, index: int, instances: int) -> str:
+    """A single agent keeps its id in ``<state-dir>``; instance k of N > 1 in ``<state-dir>/<k>``."""
+    return state_dir if instances == 1 else os.path.join(state_dir, str(index))
+
+
+def instance_hostname(template: str | None, index: int) -> str:
+    """``--hostname`` with ``{i}`` replaced by the instance number; the system hostname by default."""
+    if not template:
+        return system_hostname()
+    return template.replace("{i}", str(index))
+
+
+def build_workers(master: str, state_dir: str, instances: int, hostname_template: str | None,
+                  labels: dict[str, str], interval: float, poll_wait: float, output_cap: int) -> list[AgentWorker]:
+    """Create (or load) every instance's identity; raises StateDirError when one cannot be written."""
+    link = MasterLink(master)
+    ips = local_ipv4_addresses()
+    workers = []
+    for index in range(instances):
+        agent_id = load_or_create_agent_id(instance_state_dir(state_dir, index, instances))
+        workers.append(AgentWorker(agent_id, instance_hostname(hostname_template, index), link, ips=ips,
+                                   labels=labels, interval=interval, poll_wait=poll_wait,
+                                   executor=Executor(output_cap=output_cap)))
+    return workers
+
+
+def run_workers(workers: list[AgentWorker]) -> None:
+    """Start every worker and block until SIGINT or SIGTERM, then stop them cleanly."""
+    stop = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
+    for worker in workers:
+        worker.start()
+    log.info("%d agent(s) started: %s%s", len(workers), ", ".join(w.id for w in workers[:5]),
+             " ..." if len(workers) > 5 else "")
+    stop.wait()
+    log.info("agent stopping")
+    gevent.joinall([gevent.spawn(w.stop) for w in workers], timeout=10)
+    if workers:
+        workers[0].link.close()

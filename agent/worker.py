@@ -1,0 +1,165 @@
+"""One agent: registers, heartbeats, pulls tasks when idle, runs them, reports results."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import gevent
+import gevent.event
+import zerorpc
+
+from agent.backoff import Backoff
+from agent.executor import ExecResult, Executor
+from utils import messages
+from utils.defaults import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT
+from utils.exceptions import MessageError
+from utils.messages import AgentInfo, ResultMessage, TaskMessage
+from utils.rpc import TRANSPORT_ERRORS, MasterLink
+
+log = logging.getLogger(__name__)
+
+POLL_RPC_MARGIN = 10.0
+"""Seconds a long poll's RPC timeout exceeds the poll's own wait."""
+
+
+class AgentWorker:
+    """One agent identity and its loops (heartbeat, work), as gevent greenlets."""
+
+    def __init__(self, agent_id: str, hostname: str, link: MasterLink, ips: list[str] | None = None,
+                 labels: dict[str, str] | None = None, interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+                 poll_wait: float = DEFAULT_POLL_WAIT, executor: Executor | None = None) -> None:
+        self.info = AgentInfo(id=agent_id, hostname=hostname, ip=list(ips or []), labels=dict(labels or {}),
+                              session=uuid.uuid4().hex)
+        self.link = link
+        self.interval = interval
+        self.poll_wait = poll_wait
+        self.executor = executor or Executor()
+        self._registered = False
+        self._pending: ResultMessage | None = None
+        self._stopped = gevent.event.Event()
+        self._greenlets: list[gevent.Greenlet] = []
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    def start(self) -> None:
+        self._greenlets = [gevent.spawn(self._work_loop), gevent.spawn(self._heartbeat_loop)]
+
+    def stop(self) -> None:
+        """Stop the loops; a running script's process group is killed."""
+        self._stopped.set()
+        self.executor.kill()
+        gevent.killall(self._greenlets, block=True, timeout=5)
+
+    def join(self) -> None:
+        gevent.joinall(self._greenlets)
+
+    # ---- messages -----------------------------------------------------------------------
+    def _send(self, msg: dict) -> dict:
+        reply = self.link.call("send", msg)
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            error = reply.get("error") if isinstance(reply, dict) else reply
+            raise MessageError(f"master refused {msg['type']}: {error}")
+        return reply
+
+    def _register(self) -> None:
+        self._send(messages.register_message(self.info))
+        if not self._registered:
+            log.info("agent %s: registered with %s", self.id, self.link.endpoint)
+        self._registered = True
+
+    # ---- loops --------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        failing = False
+        while not self._stopped.wait(self.interval):
+            try:
+                reply = self._send(messages.heartbeat_message(self.info))
+                if not reply.get("known", True):
+                    log.info("agent %s: master does not know us (restarted?): registering", self.id)
+                    self._register()
+                if failing:
+                    log.info("agent %s: heartbeat reaches the master again", self.id)
+                failing = False
+            except TRANSPORT_ERRORS as exc:
+                if not failing:
+                    log.warning("agent %s: heartbeat failed: %s", self.id, exc)
+                failing = True
+                self._registered = False
+            except (zerorpc.RemoteError, MessageError) as exc:
+                log.error("agent %s: heartbeat refused: %s", self.id, exc)
+
+    def _work_loop(self) -> None:
+        backoff = Backoff()
+        while not self._stopped.is_set():
+            try:
+                task_msg = self._step()
+                backoff.reset()
+            except TRANSPORT_ERRORS as exc:
+                self._registered = False
+                delay = backoff.next_delay()
+                log.warning("agent %s: master %s unreachable (%s); retry in %.1fs",
+                            self.id, self.link.endpoint, type(exc).__name__, delay)
+                self._stopped.wait(delay)
+                continue
+            except zerorpc.RemoteError as exc:
+                if exc.name == "NotFound":
+                    self._registered = False
+                    continue
+                delay = backoff.next_delay()
+                log.error("agent %s: master error %s: %s; retry in %.1fs", self.id, exc.name, exc.msg, delay)
+                self._stopped.wait(delay)
+                continue
+            except MessageError as exc:
+                delay = backoff.next_delay()
+                log.error("agent %s: %s; retry in %.1fs", self.id, exc, delay)
+                self._stopped.wait(delay)
+                continue
+            if task_msg is not None:
+                self._run(task_msg)
+
+    def _step(self) -> dict | None:
+        """Register if needed, deliver a pending result, then long-poll for the next task."""
+        if not self._registered:
+            self._register()
+        if self._pending is not None:
+            try:
+                self._report(self._pending)
+            except MessageError as exc:  # refused for good: resending cannot help
+                log.error("agent %s: task %s result dropped: %s", self.id, self._pending.id, exc)
+            self._pending = None
+        return self.link.call("get_task", self.id, self.poll_wait, timeout=self.poll_wait + POLL_RPC_MARGIN)
+
+    def _report(self, result: ResultMessage) -> None:
+        reply = self._send(result.to_message())
+        log.info("agent %s: task %s result delivered (code=%s, applied=%s)",
+                 self.id, result.id, result.code, reply.get("applied"))
+
+    def _run(self, task_msg: dict) -> None:
+        try:
+            task = TaskMessage.from_message(task_msg)
+        except MessageError as exc:
+            task_id = task_msg.get("payload", {}).get("id") if isinstance(task_msg, dict) else None
+            log.error("agent %s: malformed task %s: %s", self.id, task_id, exc)
+            if isinstance(task_id, str):
+                self._pending = ResultMessage(id=task_id, agent_id=self.id, code=-1,
+                                              output=f"[mschedule: agent refused a malformed task: {exc}]\n".encode())
+            return
+        log.info("agent %s: task %s running (timeout=%s, script=%dB)", self.id, task.id, task.timeout, len(task.script))
+        self.info.running = task.id
+        try:
+            outcome: ExecResult = self.executor.run(task.script, task.timeout,
+                                                    env={"MSCHEDULE_TASK_ID": task.id, "MSCHEDULE_AGENT_ID": self.id})
+        except OSError as exc:
+            log.error("agent %s: task %s could not start: %s", self.id, task.id, exc)
+            now = time.time()
+            outcome = ExecResult(code=127, output=f"[mschedule: could not start the script: {exc}]\n".encode(),
+                                 timed_out=False, truncated=False, started=now, finished=now)
+        finally:
+            self.info.running = None
+        log.info("agent %s: task %s exited code=%s%s", self.id, task.id, outcome.code,
+                 " (timed out)" if outcome.timed_out else "")
+        self._pending = ResultMessage(id=task.id, agent_id=self.id, code=outcome.code, output=outcome.output,
+                                      timed_out=outcome.timed_out, truncated=outcome.truncated,
+                                      started=outcome.started, finished=outcome.finished)

@@ -1,0 +1,88 @@
+"""mschedule agent: ``python app.py --master tcp://MASTER:9000``."""
+from __future__ import annotations
+
+import sys
+
+from agent.identity import StateDirError, resolve_state_dir
+from agent.runner import build_workers, run_workers
+from utils.config import add_logging_flags, env, fail, new_parser
+from utils.defaults import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MASTER, DEFAULT_OUTPUT_CAP, DEFAULT_POLL_WAIT
+from utils.log import setup_logging
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--label {text!r}: expected key=value")
+    return key.strip(), value.strip()
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = new_parser("mschedule agent: dials the master, pulls tasks and runs them with /bin/sh.")
+    parser.add_argument("--master", default=env("MASTER", DEFAULT_MASTER),
+                        help="master zerorpc endpoint [MSCHEDULE_MASTER]")
+    parser.add_argument("--state-dir", default=env("STATE_DIR", None),
+                        help="where the agent id is kept (default /var/lib/mschedule, "
+                             "or ~/.mschedule when that is not writable) [MSCHEDULE_STATE_DIR]")
+    parser.add_argument("--interval", type=float, default=env("INTERVAL", DEFAULT_HEARTBEAT_INTERVAL, float),
+                        help="seconds between heartbeats [MSCHEDULE_INTERVAL]")
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="label sent with register and heartbeat; repeatable [MSCHEDULE_LABELS, comma separated]")
+    parser.add_argument("--hostname", default=env("HOSTNAME_OVERRIDE", None),
+                        help="report this hostname instead of the system's; {i} is the instance number "
+                             "[MSCHEDULE_HOSTNAME_OVERRIDE]")
+    parser.add_argument("--instances", type=int, default=env("INSTANCES", 1, int),
+                        help="independent agents in this process, ids under <state-dir>/<k>/ [MSCHEDULE_INSTANCES]")
+    parser.add_argument("--poll-wait", type=float, default=env("POLL_WAIT", DEFAULT_POLL_WAIT, float),
+                        help="seconds one long poll for a task may wait on the master [MSCHEDULE_POLL_WAIT]")
+    parser.add_argument("--output-cap", type=int, default=env("OUTPUT_CAP", DEFAULT_OUTPUT_CAP, int),
+                        help="bytes of a script's output kept [MSCHEDULE_OUTPUT_CAP]")
+    parser.add_argument("--check", action="store_true",
+                        help="ask the master once whether it answers, print the result and exit 0 or 1")
+    add_logging_flags(parser)
+    args = parser.parse_args(argv)
+    labels_env = env("LABELS", "")
+    try:
+        args.labels = dict(parse_label(t) for t in [*filter(None, labels_env.split(",")), *args.label])
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.interval <= 0 or args.instances < 1 or args.output_cap < 1 or not 0 < args.poll_wait <= 60:
+        parser.error("--interval and --output-cap must be > 0, --instances >= 1, --poll-wait in (0, 60]")
+    return args
+
+
+def check_master(endpoint: str) -> int:
+    """``--check``: one ping to the master; exit code 0 when it answers."""
+    from utils.rpc import TRANSPORT_ERRORS, MasterLink
+
+    link = MasterLink(endpoint, timeout=3)
+    try:
+        reply = link.call("ping")
+    except TRANSPORT_ERRORS:
+        sys.stderr.write(f"mschedule: master {endpoint} unreachable\n")
+        return 1
+    finally:
+        link.close()
+    sys.stdout.write(f"master {endpoint} ok: {reply}\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        setup_logging("agent", args.log_dir, args.log_level)
+    except OSError as exc:
+        fail(f"cannot write logs to {args.log_dir}: {exc.strerror}")
+    if args.check:
+        sys.exit(check_master(args.master))
+    try:
+        state_dir = resolve_state_dir(args.state_dir)
+        workers = build_workers(args.master, state_dir, args.instances, args.hostname, args.labels,
+                                args.interval, args.poll_wait, args.output_cap)
+    except StateDirError as exc:
+        fail(str(exc))
+    run_workers(workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""Who runs what, when: dispatch with a parallel window, failure limits, lost agents.
+
+The rules (README "State machine"):
+
+- a task's targets start WAITING; an idle agent that polls gets its oldest task whose window
+  has room (``running < parallel``), the target becomes RUNNING;
+- after every target end the failure limits are checked; a breach makes the task FAILED at once
+  and its WAITING targets CANCELLED (RUNNING ones finish and keep their results);
+- a task whose targets all ended without a breach is SUCCEED;
+- an agent silent for ``agent_timeout`` seconds is offline: its RUNNING and WAITING targets fail.
+
+All methods run in the master's single gevent thread and never block, except the ``wait_*`` ones
+which wait on gevent events.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+
+import gevent.event
+
+from master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
+from utils.exceptions import NotFound, ValidationError
+from utils.messages import AgentInfo, ResultMessage
+from utils.states import State
+from utils.taskspec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """The task and target state machine on top of :class:`Storage`."""
+
+    def __init__(self, storage: Storage, agent_timeout: float, clock: Callable[[], float] = time.time) -> None:
+        self.storage = storage
+        self.agent_timeout = agent_timeout
+        self.clock = clock
+        #: per agent, ids of tasks where it has a WAITING target, oldest first
+        self._queues: dict[str, deque[str]] = {}
+        #: events of agents blocked in wait_task
+        self._pollers: dict[str, gevent.event.Event] = {}
+        #: events of callers blocked in wait_finished
+        self._finish_events: dict[str, gevent.event.Event] = {}
+
+    # ---- agents -------------------------------------------------------------------------
+    def agent_seen(self, info: AgentInfo) -> bool:
+        """Record a register or heartbeat. Returns whether the agent was known before."""
+        now = self.clock()
+        agent = self.storage.get_agent(info.id)
+        if agent is None:
+            agent = AgentRecord(id=info.id, hostname=info.hostname, registered=now, session=info.session)
+            self.storage.add_agent(agent)
+            log.info("agent %s registered hostname=%s ip=%s", info.id, info.hostname, ",".join(info.ip))
+            known = False
+        else:
+            known = True
+            if not agent.online:
+                log.info("agent %s is back online", agent.id)
+            if info.session and agent.session and info.session != agent.session:
+                self._agent_restarted(agent, info)
+        changed = (agent.hostname, agent.ip, agent.labels, agent.session) != (
+            info.hostname, info.ip, info.labels, info.session or agent.session)
+        agent.hostname, agent.ip, agent.labels = info.hostname, list(info.ip), dict(info.labels)
+        agent.session = info.session or agent.session
+        agent.heartbeat = now
+        agent.online = True
+        agent.reported_running = info.running
+        if changed:
+            self.storage.save_agent(agent)
+        return known
+
+    def _agent_restarted(self, agent: AgentRecord, info: AgentInfo) -> None:
+        log.info("agent %s restarted (new session %s)", agent.id, info.session)
+        if agent.current and agent.current != info.running:
+            task = self.storage.get_task(agent.current)
+            if task is not None:
+                self._fail_target(task, task.targets[agent.id],
+                                  "agent restarted while running this task; the script's fate is unknown")
+
+    def check_agents(self) -> list[str]:
+        """Declare silent agents offline and fail their targets. Returns the ids declared offline."""
+        now = self.clock()
+        lost = [a for a in self.storage.agents.values() if a.online and now - a.heartbeat > self.agent_timeout]
+        for agent in lost:
+            silent = now - agent.heartbeat
+            agent.online = False
+            log.warning("agent %s offline: no heartbeat for %.1fs", agent.id, silent)
+            self._fail_agent_targets(agent, f"agent offline: no heartbeat for {silent:.1f}s")
+        return [a.id for a in lost]
+
+    def _fail_agent_targets(self, agent: AgentRecord, reason: str) -> None:
+        if agent.current:
+            task = self.storage.get_task(agent.current)
+            if task is not None:
+                self._fail_target(task, task.targets[agent.id], reason)
+            agent.current = None
+        for task_id in self._queues.pop(agent.id, ()):
+            task = self.storage.get_task(task_id)
+            if task is not None and task.targets[agent.id].state is State.WAITING:
+                self._fail_target(task, task.targets[agent.id], reason)
+
+    # ---- tasks --------------------------------------------------------------------------
+    def submit(self, spec: TaskSpec) -> TaskRecord:
+        """Create a task. Offline targets fail at once (and count toward the limits).
+
+        Raises:
+            ValidationError: a target is not a known agent.
+        """
+        unknown = [a for a in spec.targets if self.storage.get_agent(a) is None]
+        if unknown:
+            raise ValidationError(f"targets: unknown agent id {unknown[0]!r}"
+                                  + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+        task = TaskRecord(
+            id=uuid.uuid4().hex, script=spec.script, timeout=spec.timeout, parallel=spec.parallel,
+            fail_rate=spec.fail_rate, fail_count=spec.fail_count,
+            targets={a: TargetRecord(agent_id=a) for a in spec.targets}, created=self.clock(),
+        )
+        self.storage.add_task(task)
+        log.info("task %s submitted: %d targets parallel=%d fail_rate=%s fail_count=%d timeout=%s script=%dB",
+                 task.id, task.total, task.parallel, task.fail_rate, task.fail_count, task.timeout,
+                 len(task.script))
+        for agent_id, target in task.targets.items():
+            if not self.storage.agents[agent_id].online:
+                self._fail_target(task, target, "agent offline when the task was submitted")
+                if task.state.is_finished:
+                    break
+        for agent_id, target in task.targets.items():
+            if target.state is State.WAITING:
+                self._queues.setdefault(agent_id, deque()).append(task.id)
+                self._wake_agent(agent_id)
+        return task
+
+    def next_task(self, agent_id: str) -> TaskRecord | None:
+        """Hand ``agent_id`` its next task, or None. Never blocks.
+
+        An agent polls only when idle, so a poll from an agent the master believes busy means the
+        reply that carried its task was lost: the same task is handed out again.
+
+        Raises:
+            NotFound: the agent is not registered (the master restarted): it should register.
+        """
+        agent = self.storage.get_agent(agent_id)
+        if agent is None:
+            raise NotFound(f"agent {agent_id} is not registered")
+        if agent.current:
+            task = self.storage.get_task(agent.current)
+            if task is not None and task.targets[agent_id].state is State.RUNNING:
+                log.info("agent %s: task %s handed out again (lost reply)", agent_id, task.id)
+                return task
+            agent.current = None
+        queue = self._queues.get(agent_id)
+        while queue:
+            for index, task_id in enumerate(queue):
+                task = self.storage.tasks[task_id]
+                target = task.targets[agent_id]
+                if target.state is not State.WAITING or task.state.is_finished:
+                    del queue[index]
+                    break  # deque changed: rescan
+                if task.running < task.parallel:
+                    del queue[index]
+                    self._start_target(agent, task, target)
+                    return task
+            else:
+                return None
+        return None
+
+    def _start_target(self, agent: AgentRecord, task: TaskRecord, target: TargetRecord) -> None:
+        now = self.clock()
+        task.set_target_state(target, State.RUNNING)
+        target.started = now
+        agent.current = task.id
+        if task.state is State.WAITING:
+            task.state = State.RUNNING
+            task.started = now
+            self.storage.save_task(task)
+        self.storage.save_target(task, target)
+        log.info("agent %s: task %s started (%d/%d running)", agent.id, task.id, task.running, task.parallel)
+
+    def wait_task(self, agent_id: str, wait: float) -> TaskRecord | None:
+        """Long poll: the next task for ``agent_id``, as soon as there is one, or None after ``wait``."""
+        deadline = self.clock() + wait
+        while True:
+            task = self.next_task(agent_id)
+            remaining = deadline - self.clock()
+            if task is not None or remaining <= 0:
+                return task
+            event = self._pollers[agent_id] = gevent.event.Event()
+            try:
+                event.wait(remaining)
+            finally:
+                if self._pollers.get(agent_id) is event:
+                    del self._pollers[agent_id]
+
+    def _wake_agent(self, agent_id: str) -> None:
+        event = self._pollers.get(agent_id)
+        if event is not None:
+            event.set()
+
+    def apply_result(self, result: ResultMessage) -> bool:
+        """Record an agent's result. Returns whether it changed anything (a resend does not)."""
+        task = self.storage.get_task(result.id)
+        agent = self.storage.get_agent(result.agent_id)
+        if agent is not None and agent.current == result.id:
+            agent.current = None
+        if task is None or result.agent_id not in task.targets:
+            log.warning("agent %s: result for unknown task %s ignored", result.agent_id, result.id)
+            return False
+        target = task.targets[result.agent_id]
+        if target.state is not State.RUNNING:
+            self._late_result(task, target, result)
+            return False
+        target.code = result.code
+        target.output = result.output
+        target.timed_out = result.timed_out
+        target.truncated = result.truncated
+        target.finished = self.clock()
+        ok = result.code == 0 and not result.timed_out
+        task.set_target_state(target, State.SUCCEED if ok else State.FAILED)
+        log.info("agent %s: task %s finished code=%s%s output=%dB", result.agent_id, task.id, result.code,
+                 " (timed out)" if result.timed_out else "", len(result.output))
+        self.storage.save_target(task, target)
+        self._target_ended(task)
+        return True
+
+    def _late_result(self, task: TaskRecord, target: TargetRecord, result: ResultMessage) -> None:
+        """A result for a target already ended: a resend, or from an agent given up as lost."""
+        if target.state is State.FAILED and target.code is None:
+            target.code = result.code
+            target.output += (f"\n[mschedule: late result: the agent reported code {result.code} after the "
+                              f"target had failed; the task's outcome is unchanged]\n").encode() + result.output
+            self.storage.save_target(task, target)
+            log.warning("agent %s: late result for task %s recorded (code=%s)", target.agent_id, task.id,
+                        result.code)
+        else:
+            log.info("agent %s: duplicate result for task %s ignored", target.agent_id, task.id)
+
+    def _fail_target(self, task: TaskRecord, target: TargetRecord, reason: str) -> None:
+        if target.state.is_finished:
+            return
+        now = self.clock()
+        if target.state is State.RUNNING:
+            agent = self.storage.get_agent(target.agent_id)
+            if agent is not None and agent.current == task.id:
+                agent.current = None
+        task.set_target_state(target, State.FAILED)
+        target.output = f"[mschedule: {reason}]\n".encode()
+        target.finished = now
+        log.warning("agent %s: task %s target failed: %s", target.agent_id, task.id, reason)
+        self.storage.save_target(task, target)
+        self._target_ended(task)
+
+    def _target_ended(self, task: TaskRecord) -> None:
+        """Apply the failure limits and the end of the task after one target ended."""
+        if task.state.is_finished:
+            return
+        if task.limit_breached():
+            self._abort(task)
+        elif task.pending == 0:
+            self._finish(task, State.SUCCEED)
+        else:
+            self._wake_waiting_targets(task)
+
+    def _abort(self, task: TaskRecord) -> None:
+        cancelled = 0
+        for target in task.targets.values():
+            if target.state is State.WAITING:
+                task.set_target_state(target, State.CANCELLED)
+                self.storage.save_target(task, target)
+                cancelled += 1
+        log.warning("task %s aborted: %d failed of %d (fail_count=%d fail_rate=%s), %d cancelled",
+                    task.id, task.failed, task.total, task.fail_count, task.fail_rate, cancelled)
+        self._finish(task, State.FAILED)
+
+    def _finish(self, task: TaskRecord, state: State) -> None:
+        task.state = state
+        task.finished = self.clock()
+        self.storage.save_task(task)
+        log.info("task %s %s: %s", task.id, state.value, dict((s.value, n) for s, n in task.counts.items() if n))
+        event = self._finish_events.pop(task.id, None)
+        if event is not None:
+            event.set()
+
+    def _wake_waiting_targets(self, task: TaskRecord) -> None:
+        if task.running >= task.parallel:
+            return
+        for agent_id, target in task.targets.items():
+            if target.state is State.WAITING:
+                self._wake_agent(agent_id)
+
+    def wait_finished(self, task_id: str, wait: float) -> TaskRecord:
+        """The task once it has finished, or as it is after ``wait`` seconds.
+
+        Raises:
+            NotFound: no such task.
+        """
+        task = self.storage.get_task(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        if wait > 0 and not task.state.is_finished:
+            event = self._finish_events.setdefault(task_id, gevent.event.Event())
+            event.wait(wait)
+        return task

@@ -1,0 +1,23 @@
+import pytest
+
+from tests.integration.harness import Stack
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def stack(request, tmp_path):
+    """Real processes for one test, always stopped; their logs are printed when the test fails."""
+    s = Stack(tmp_path)
+    try:
+        yield s
+    finally:
+        failed = getattr(request.node, "rep_call", None)
+        if failed is not None and failed.failed:
+            print(s.logs())
+        s.close()

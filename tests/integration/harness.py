@@ -1,0 +1,218 @@
+"""Start the real master, web tier and agents as processes on free loopback ports, and talk HTTP to them."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON = sys.executable
+TIME_FACTOR = float(os.environ.get("MSCHEDULE_TEST_TIME_FACTOR", "1"))
+
+#: fast liveness for tests: heartbeat every 0.5 s, offline after 3 s of silence
+AGENT_INTERVAL = 0.5
+AGENT_TIMEOUT = 3.0
+
+
+def scaled(seconds: float) -> float:
+    return seconds * TIME_FACTOR
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; AssertionError after ``timeout`` (scaled)."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {scaled(timeout):.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Proc:
+    """One tier's process; its output goes to a log file shown when a test fails."""
+
+    def __init__(self, name: str, args: list[str], log_path: str) -> None:
+        self.name = name
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.popen = subprocess.Popen([PYTHON, *args], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10) -> int | None:
+        """SIGTERM, then SIGKILL of the whole process group (scripts the agent started included)."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self._kill_group()
+        self._log.close()
+        return self.popen.returncode
+
+    def kill9(self) -> None:
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(10)
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.popen.poll() is None:
+            self.popen.wait(10)
+
+    def log(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", errors="replace")
+
+
+class Api:
+    """A tiny JSON-over-HTTP client (urllib, so tests need nothing beyond the standard library)."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+                timeout: float = 30) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            payload = err.read()
+            try:
+                return err.code, json.loads(payload)
+            except ValueError:
+                return err.code, payload.decode(errors="replace")
+
+    def get(self, path: str, **kw) -> tuple[int, Any]:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw) -> tuple[int, Any]:
+        return self.request("POST", path, body, **kw)
+
+    def agents(self) -> dict:
+        status, body = self.get("/task/targets")
+        assert status == 200, body
+        return body
+
+    def submit(self, script: str, targets: list[str], **kw) -> str:
+        status, body = self.post("/task", {"script": script, "targets": targets, **kw})
+        assert status == 201, body
+        return body["task_id"]
+
+    def wait_task(self, task_id: str, timeout: float = 30) -> dict:
+        """The task once finished with no target running, polling with the API's own ``wait``."""
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            status, body = self.post("/result", {"task_id": task_id, "wait": 5})
+            assert status == 200, body
+            if body["finished"] and body["counts"]["RUNNING"] == 0:
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_id} not finished after {timeout}s: {body}")
+            time.sleep(0.1)
+
+    def run(self, script: str, targets: list[str], wait_for: float = 30, **kw) -> dict:
+        """Submit and wait until finished; ``kw`` are task fields (``timeout`` is the script's)."""
+        return self.wait_task(self.submit(script, targets, **kw), wait_for)
+
+
+class Stack:
+    """Factory for the tiers of one test; ``close`` stops everything it started."""
+
+    def __init__(self, tmp_path) -> None:
+        self.tmp = tmp_path
+        self.procs: list[Proc] = []
+        self.master_port = free_port()
+        self.web_port = free_port()
+        self.api = Api(self.web_port)
+        self._agent_count = 0
+
+    @property
+    def master_endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.master_port}"
+
+    def _start(self, name: str, args: list[str]) -> Proc:
+        proc = Proc(name, args, str(self.tmp / f"{name}.log"))
+        self.procs.append(proc)
+        return proc
+
+    def master(self, *extra: str, agent_timeout: float = AGENT_TIMEOUT) -> Proc:
+        proc = self._start("master", ["appserver.py", "--bind", self.master_endpoint,
+                                      "--agent-timeout", str(scaled(agent_timeout)), *extra])
+        wait_until(lambda: _port_open(self.master_port) or not proc.alive(), 10, what="master port")
+        assert proc.alive(), proc.log()
+        return proc
+
+    def web(self, *extra: str) -> Proc:
+        proc = self._start("web", ["appwebserver.py", "--master", self.master_endpoint, "--port",
+                                   str(self.web_port), *extra])
+        wait_until(lambda: _port_open(self.web_port) or not proc.alive(), 15, what="web port")
+        assert proc.alive(), proc.log()
+        return proc
+
+    def agents(self, instances: int = 1, state_dir: str | None = None, wait: bool = True,
+               extra: tuple[str, ...] = ()) -> Proc:
+        """Start one agent process with ``instances`` agents; by default wait until all are online."""
+        self._agent_count += 1
+        state_dir = state_dir or str(self.tmp / f"agents{self._agent_count}")
+        before = set(self.online_agents()) if wait else set()
+        proc = self._start(f"agent{self._agent_count}", [
+            "app.py", "--master", self.master_endpoint, "--state-dir", state_dir,
+            "--instances", str(instances), "--interval", str(scaled(AGENT_INTERVAL)), *extra])
+        if wait:
+            wait_until(lambda: len(set(self.online_agents()) - before) >= instances or not proc.alive(), 20,
+                       what=f"{instances} agents online")
+            assert proc.alive(), proc.log()
+        return proc
+
+    def online_agents(self) -> list[str]:
+        return [a for a, info in self.api.agents().items() if info["online"]]
+
+    def up(self, instances: int) -> list[str]:
+        """Master, web tier and one agent process with ``instances`` agents; returns their ids."""
+        self.master()
+        self.web()
+        self.agents(instances)
+        return sorted(self.online_agents())
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"----- {p.name} ({p.log_path}) -----\n{p.log()[-6000:]}" for p in self.procs)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,159 @@
+"""The whole job path, from HTTP to /bin/sh on every target and back, with real processes."""
+import os
+import time
+
+from tests.integration.harness import scaled
+
+
+def _intervals(log_dir):
+    """(start, end) of every script run, from the timestamps the scripts wrote themselves."""
+    spans = []
+    for name in os.listdir(log_dir):
+        start, end = (float(x) for x in open(os.path.join(log_dir, name)).read().split())
+        spans.append((start, end))
+    return spans
+
+
+def _max_overlap(spans):
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def test_hello_on_every_agent(stack):
+    ids = stack.up(3)
+    result = stack.api.run('echo "hello from $MSCHEDULE_AGENT_ID"; echo "err line" >&2; echo ünïcode', ids,
+                           parallel=3)
+    assert result["state"] == "SUCCEED"
+    assert result["counts"]["SUCCEED"] == 3
+    for agent_id, target in result["targets"].items():
+        assert target["state"] == "SUCCEED" and target["code"] == 0
+        assert target["output"] == f"hello from {agent_id}\nerr line\nünïcode\n"
+        assert target["hostname"] and target["started"] <= target["finished"]
+
+
+def test_parallel_window_measured_by_scripts(stack, tmp_path):
+    ids = stack.up(5)
+    log_dir = tmp_path / "spans"
+    log_dir.mkdir()
+    script = (f'start=$(date +%s.%N); sleep {scaled(0.5)}; '
+              f'echo "$start $(date +%s.%N)" > {log_dir}/$MSCHEDULE_AGENT_ID')
+    result = stack.api.run(script, ids, parallel=2)
+    assert result["state"] == "SUCCEED"
+    spans = _intervals(log_dir)
+    assert len(spans) == 5
+    assert _max_overlap(spans) == 2  # the window is used, and never exceeded
+
+
+def test_fail_count_aborts_and_cancels_the_rest(stack, tmp_path):
+    ids = stack.up(5)
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    failing = ids[:2]
+    script = (f'touch {ran}/$MSCHEDULE_AGENT_ID; case "$MSCHEDULE_AGENT_ID" in '
+              f'{failing[0]}|{failing[1]}) echo boom; exit 3;; esac; echo fine')
+    result = stack.api.run(script, ids, parallel=1, fail_count=1, fail_rate=100)
+    assert result["state"] == "FAILED"
+    states = {a: t["state"] for a, t in result["targets"].items()}
+    assert states == {ids[0]: "FAILED", ids[1]: "FAILED", ids[2]: "CANCELLED", ids[3]: "CANCELLED",
+                      ids[4]: "CANCELLED"}
+    assert result["targets"][ids[0]]["code"] == 3 and result["targets"][ids[0]]["output"] == "boom\n"
+    assert sorted(os.listdir(ran)) == sorted(failing)  # cancelled targets never ran
+
+
+def test_default_limits_stop_at_first_failure(stack):
+    ids = stack.up(3)
+    result = stack.api.run("exit 1", ids)
+    assert result["state"] == "FAILED"
+    assert result["counts"] == {"WAITING": 0, "RUNNING": 0, "SUCCEED": 0, "FAILED": 1, "CANCELLED": 2}
+
+
+def test_timeout_kills_the_whole_process_group(stack, tmp_path):
+    ids = stack.up(1)
+    pid_file = tmp_path / "bg.pid"
+    result = stack.api.run(f"echo started; sleep 100 & echo $! > {pid_file}; wait", ids, timeout=1)
+    target = result["targets"][ids[0]]
+    assert result["state"] == "FAILED" and target["state"] == "FAILED"
+    assert target["timed_out"] is True and target["code"] == 124
+    assert target["output"].startswith("started\n") and "timed out after 1s" in target["output"]
+    pid = int(pid_file.read_text())
+    time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z"
+
+
+def test_heartbeats_go_on_while_a_script_runs(stack):
+    ids = stack.up(1)
+    # longer than the master's agent timeout (3 s): the agent must stay online throughout
+    result = stack.api.run(f"sleep {scaled(4.5)}; echo done", ids)
+    assert result["state"] == "SUCCEED", result
+    assert stack.api.agents()[ids[0]]["online"]
+
+
+def test_tasks_queue_first_come_first_served(stack, tmp_path):
+    ids = stack.up(1)
+    order = tmp_path / "order"
+    first = stack.api.submit(f"sleep {scaled(0.3)}; echo 1 >> {order}", ids)
+    second = stack.api.submit(f"echo 2 >> {order}", ids)
+    third = stack.api.submit(f"echo 3 >> {order}", ids)
+    for task_id in (first, second, third):
+        assert stack.api.wait_task(task_id)["state"] == "SUCCEED"
+    assert order.read_text().split() == ["1", "2", "3"]
+
+
+def test_task_list_and_lookup(stack):
+    ids = stack.up(1)
+    older = stack.api.run("true", ids)["task_id"]
+    newer = stack.api.run("true", ids)["task_id"]
+    status, tasks = stack.api.get("/tasks")
+    assert status == 200
+    assert [t["task_id"] for t in tasks[:2]] == [newer, older]
+    assert "targets" not in tasks[0]
+    status, one = stack.api.get(f"/task/{older}")
+    assert status == 200 and one["targets"][ids[0]]["state"] == "SUCCEED"
+
+
+def test_targets_view(stack):
+    ids = stack.up(2)
+    agents = stack.api.agents()
+    assert sorted(agents) == ids
+    for info in agents.values():
+        assert set(info) >= {"hostname", "ip", "labels", "online", "busy", "heartbeat"}
+        assert info["online"] is True and info["busy"] is False
+        assert "127.0.0.1" not in info["ip"]
+
+
+def test_labels_reported(stack):
+    stack.master()
+    stack.web()
+    stack.agents(1, extra=("--label", "dc=bj", "--label", "role=web"))
+    (info,) = stack.api.agents().values()
+    assert info["labels"] == {"dc": "bj", "role": "web"}
+
+
+def test_long_wait_does_not_block_other_requests(stack):
+    ids = stack.up(1)
+    task_id = stack.api.submit(f"sleep {scaled(3)}", ids)
+    import threading
+
+    waited = {}
+
+    def long_wait():
+        started = time.monotonic()
+        waited["status"], waited["body"] = stack.api.post("/result", {"task_id": task_id, "wait": 30})
+        waited["seconds"] = time.monotonic() - started
+
+    threads = [threading.Thread(target=long_wait) for _ in range(5)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    status, _ = stack.api.get("/tasks")
+    quick = time.monotonic() - started
+    for t in threads:
+        t.join(60)
+    assert status == 200
+    assert quick < scaled(1.5), f"/tasks took {quick:.2f}s while long waits were pending"
+    assert waited["status"] == 200 and waited["body"]["state"] == "SUCCEED"

@@ -1,0 +1,101 @@
+import pytest
+
+from utils.exceptions import MessageError, ValidationError
+from utils.messages import (
+    AgentInfo,
+    ResultMessage,
+    TaskMessage,
+    b64encode,
+    heartbeat_message,
+    register_message,
+    split_message,
+)
+from utils.states import State
+from utils.taskspec import TaskSpec
+
+
+def test_register_and_heartbeat_round_trip():
+    info = AgentInfo(id="a1", hostname="h", ip=["10.0.0.1"], labels={"dc": "bj"}, running="t1", session="s")
+    for msg in (register_message(info), heartbeat_message(info)):
+        kind, payload = split_message(msg)
+        assert kind in ("register", "heartbeat")
+        assert AgentInfo.from_payload(payload) == info
+    assert heartbeat_message(info)["type"] == "heartbeat"  # not the design's typo "hearbeat"
+
+
+def test_task_message_round_trip_is_base64():
+    msg = TaskMessage(id="t", script=b"echo \xff", timeout=5, parallel=2, fail_rate=10, fail_count=1).to_message()
+    assert msg["payload"]["script"] == b64encode(b"echo \xff")
+    assert TaskMessage.from_message(msg).script == b"echo \xff"
+
+
+def test_result_round_trip():
+    result = ResultMessage(id="t", agent_id="a", code=3, output=b"out", timed_out=True)
+    assert ResultMessage.from_payload(result.to_message()["payload"]) == result
+
+
+@pytest.mark.parametrize("msg,field", [
+    ("x", "message"), ({"payload": {}}, "type"), ({"type": "register"}, "payload"),
+])
+def test_malformed_envelopes(msg, field):
+    with pytest.raises(MessageError, match=field):
+        split_message(msg)
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"hostname": "h"}, "payload.id"), ({"id": "a"}, "payload.hostname"), ({"id": 3, "hostname": "h"}, "payload.id"),
+    ({"id": "a", "hostname": "h", "ip": "1.2.3.4"}, "payload.ip"),
+    ({"id": "a", "hostname": "h", "labels": {"k": 1}}, "payload.labels"),
+])
+def test_malformed_agent_payloads(payload, field):
+    with pytest.raises(MessageError, match=field):
+        AgentInfo.from_payload(payload)
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"agent_id": "a", "code": 0}, "payload.id"), ({"id": "t", "agent_id": "a", "code": "0"}, "payload.code"),
+    ({"id": "t", "agent_id": "a", "code": True}, "payload.code"),
+    ({"id": "t", "agent_id": "a", "code": 0, "output": "!!"}, "payload.output"),
+])
+def test_malformed_results(payload, field):
+    with pytest.raises(MessageError, match=field):
+        ResultMessage.from_payload(payload)
+
+
+def test_state_is_a_plain_string():
+    assert State.SUCCEED == "SUCCEED" and State.FAILED.is_finished and not State.RUNNING.is_finished
+
+
+def test_taskspec_defaults():
+    spec = TaskSpec.from_request({"script": "echo hi", "targets": ["a", "b", "a"]})
+    assert spec == TaskSpec(script=b"echo hi", targets=["a", "b"], timeout=0, parallel=1, fail_rate=0, fail_count=-1)
+
+
+@pytest.mark.parametrize("body,field", [
+    ([], "body"), ({"targets": ["a"]}, "script"), ({"script": "", "targets": ["a"]}, "script"),
+    ({"script": "x"}, "targets"), ({"script": "x", "targets": []}, "targets"),
+    ({"script": "x", "targets": "a"}, "targets"), ({"script": "x", "targets": [1]}, r"targets\[0\]"),
+    ({"script": "x", "targets": ["a"], "parallel": 0}, "parallel"),
+    ({"script": "x", "targets": ["a"], "parallel": 1.5}, "parallel"),
+    ({"script": "x", "targets": ["a"], "parallel": True}, "parallel"),
+    ({"script": "x", "targets": ["a"], "fail_rate": -1}, "fail_rate"),
+    ({"script": "x", "targets": ["a"], "fail_rate": 100.5}, "fail_rate"),
+    ({"script": "x", "targets": ["a"], "fail_count": -2}, "fail_count"),
+    ({"script": "x", "targets": ["a"], "timeout": -1}, "timeout"),
+    ({"script": "x", "targets": ["a"], "timeout": "10"}, "timeout"),
+    ({"script": "x", "targets": ["a"], "bogus": 1}, "bogus"),
+])
+def test_taskspec_rejects(body, field):
+    with pytest.raises(ValidationError, match=f"^{field}"):
+        TaskSpec.from_request(body)
+
+
+def test_taskspec_script_size_limit():
+    with pytest.raises(ValidationError, match="script: 11 bytes, larger than the limit of 10"):
+        TaskSpec.from_request({"script": "x" * 11, "targets": ["a"]}, max_script_bytes=10)
+
+
+def test_taskspec_master_side_base64():
+    spec = TaskSpec.from_request({"script": b64encode("echo"), "targets": ["a"]}, script_base64=True)
+    assert spec.script == b"echo"
+    assert TaskSpec.from_request(spec.to_rpc(), script_base64=True) == spec

@@ -1,0 +1,254 @@
+"""The scheduling state machine, driven directly (no network, fake clock)."""
+import pytest
+
+from master.scheduler import Scheduler
+from master.storage import Storage
+from utils.exceptions import NotFound, ValidationError
+from utils.messages import AgentInfo, ResultMessage
+from utils.states import State
+from utils.taskspec import TaskSpec
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def sched(clock):
+    return Scheduler(Storage(), agent_timeout=10, clock=clock)
+
+
+def add_agents(sched, n, prefix="a"):
+    ids = [f"{prefix}{i}" for i in range(n)]
+    for agent_id in ids:
+        sched.agent_seen(AgentInfo(id=agent_id, hostname=f"h-{agent_id}", session="s1"))
+    return ids
+
+
+def submit(sched, targets, **kw):
+    return sched.submit(TaskSpec(script=b"true", targets=targets, **kw))
+
+
+def finish(sched, task, agent_id, code=0):
+    return sched.apply_result(ResultMessage(id=task.id, agent_id=agent_id, code=code))
+
+
+def pull_all(sched, ids):
+    """Every idle agent polls once; returns the agents that got this task."""
+    return [a for a in ids if sched.next_task(a) is not None]
+
+
+def test_window_never_exceeded(sched):
+    ids = add_agents(sched, 5)
+    task = submit(sched, ids, parallel=2)
+    started = pull_all(sched, ids)
+    assert len(started) == 2 and task.running == 2
+    assert task.state is State.RUNNING
+    peak = task.running
+    while task.pending:
+        running = [a for a in ids if task.targets[a].state is State.RUNNING]
+        finish(sched, task, running[0])
+        pull_all(sched, [a for a in ids if task.targets[a].state is State.WAITING])
+        peak = max(peak, task.running)
+    assert peak == 2
+    assert task.state is State.SUCCEED
+    assert task.counts[State.SUCCEED] == 5
+
+
+def test_sliding_window_refills_one_slot_at_once(sched):
+    ids = add_agents(sched, 4)
+    task = submit(sched, ids, parallel=2)
+    first = pull_all(sched, ids)
+    finish(sched, task, first[0])
+    assert len(pull_all(sched, [a for a in ids if a not in first])) == 1  # not a batch: one slot refilled
+    assert task.running == 2
+
+
+@pytest.mark.parametrize("fail_count,failures,aborted", [(1, 1, False), (1, 2, True), (0, 1, True), (2, 2, False),
+                                                         (2, 3, True)])
+def test_fail_count_boundary(sched, fail_count, failures, aborted):
+    ids = add_agents(sched, 6)
+    task = submit(sched, ids, parallel=6, fail_count=fail_count, fail_rate=100)
+    pull_all(sched, ids)
+    for agent_id in ids[:failures]:
+        finish(sched, task, agent_id, code=1)
+    assert (task.state is State.FAILED) == aborted
+
+
+@pytest.mark.parametrize("fail_rate,failures,aborted", [(20, 2, False), (20, 3, True), (50, 5, False), (50, 6, True),
+                                                        (0, 1, True), (100, 10, False)])
+def test_fail_rate_boundary(sched, fail_rate, failures, aborted):
+    ids = add_agents(sched, 10)
+    task = submit(sched, ids, parallel=10, fail_rate=fail_rate)
+    pull_all(sched, ids)
+    for agent_id in ids[:failures]:
+        finish(sched, task, agent_id, code=3)
+    assert (task.state is State.FAILED) == aborted
+
+
+def test_default_limits_stop_at_first_failure(sched):
+    ids = add_agents(sched, 3)
+    task = submit(sched, ids)  # parallel 1, fail_rate 0, fail_count -1
+    pull_all(sched, ids)
+    finish(sched, task, ids[0], code=1)
+    assert task.state is State.FAILED
+    assert [task.targets[a].state for a in ids] == [State.FAILED, State.CANCELLED, State.CANCELLED]
+    assert pull_all(sched, ids) == []  # cancelled targets never run
+
+
+def test_abort_cancels_waiting_and_keeps_running_results(sched):
+    ids = add_agents(sched, 5)
+    task = submit(sched, ids, parallel=3, fail_count=0, fail_rate=100)
+    running = pull_all(sched, ids)
+    finish(sched, task, running[0], code=2)
+    assert task.state is State.FAILED
+    assert task.counts[State.CANCELLED] == 2 and task.running == 2
+    assert finish(sched, task, running[1], code=0)  # a running target still reports
+    assert task.targets[running[1]].state is State.SUCCEED
+    assert task.state is State.FAILED
+
+
+def test_tolerated_failures_end_succeed(sched):
+    ids = add_agents(sched, 4)
+    task = submit(sched, ids, parallel=4, fail_rate=100)
+    pull_all(sched, ids)
+    for i, agent_id in enumerate(ids):
+        finish(sched, task, agent_id, code=i % 2)
+    assert task.state is State.SUCCEED
+    assert task.counts[State.FAILED] == 2
+
+
+def test_offline_agent_fails_running_and_waiting_targets(sched, clock):
+    ids = add_agents(sched, 2)
+    t1 = submit(sched, ids, parallel=2, fail_rate=100)
+    t2 = submit(sched, [ids[0]], fail_rate=100)
+    pull_all(sched, ids)
+    clock.now += 5
+    sched.agent_seen(AgentInfo(id=ids[1], hostname="h", session="s1"))
+    clock.now += 6
+    assert sched.check_agents() == [ids[0]]
+    assert t1.targets[ids[0]].state is State.FAILED
+    assert b"no heartbeat" in t1.targets[ids[0]].output
+    assert t2.targets[ids[0]].state is State.FAILED  # was WAITING behind t1
+    assert t2.state is State.SUCCEED  # fail_rate 100 tolerates it
+    assert not sched.storage.agents[ids[0]].online
+    finish(sched, t1, ids[1])
+    assert t1.state is State.SUCCEED
+
+
+def test_offline_failure_counts_toward_limits(sched, clock):
+    ids = add_agents(sched, 3)
+    task = submit(sched, ids, parallel=1)
+    assert sched.next_task(ids[0]) is task
+    clock.now += 11
+    for other in ids[1:]:
+        sched.agent_seen(AgentInfo(id=other, hostname="h", session="s1"))
+    sched.check_agents()
+    assert task.state is State.FAILED
+    assert [task.targets[a].state for a in ids] == [State.FAILED, State.CANCELLED, State.CANCELLED]
+
+
+def test_late_result_recorded_but_outcome_unchanged(sched, clock):
+    ids = add_agents(sched, 1)
+    task = submit(sched, ids, fail_rate=100)
+    sched.next_task(ids[0])
+    clock.now += 11
+    sched.check_agents()
+    assert task.state is State.SUCCEED  # the only target failed, tolerated
+    assert not finish(sched, task, ids[0], code=0)
+    assert task.targets[ids[0]].state is State.FAILED
+    assert b"late result" in task.targets[ids[0]].output
+
+
+def test_restarted_agent_fails_target_it_was_running(sched):
+    ids = add_agents(sched, 1)
+    task = submit(sched, ids, fail_rate=100)
+    sched.next_task(ids[0])
+    sched.agent_seen(AgentInfo(id=ids[0], hostname="h", session="s2", running=None))
+    assert task.targets[ids[0]].state is State.FAILED
+    assert b"restarted" in task.targets[ids[0]].output
+
+
+def test_heartbeat_of_same_session_does_not_fail_running_target(sched):
+    ids = add_agents(sched, 1)
+    task = submit(sched, ids)
+    sched.next_task(ids[0])
+    sched.agent_seen(AgentInfo(id=ids[0], hostname="h", session="s1", running=None))  # in flight before dispatch
+    assert task.targets[ids[0]].state is State.RUNNING
+
+
+def test_lost_dispatch_reply_is_handed_out_again(sched):
+    ids = add_agents(sched, 1)
+    task = submit(sched, ids)
+    assert sched.next_task(ids[0]) is task
+    assert sched.next_task(ids[0]) is task  # the agent polls again: it never got it
+    assert task.running == 1
+
+
+def test_duplicate_result_applied_once(sched):
+    ids = add_agents(sched, 2)
+    task = submit(sched, ids, parallel=2, fail_rate=100)
+    pull_all(sched, ids)
+    assert finish(sched, task, ids[0], code=1)
+    assert not finish(sched, task, ids[0], code=0)
+    assert task.targets[ids[0]].code == 1 and task.failed == 1
+
+
+def test_one_task_at_a_time_first_come_first_served(sched):
+    ids = add_agents(sched, 1)
+    t1 = submit(sched, ids)
+    t2 = submit(sched, ids)
+    assert sched.next_task(ids[0]) is t1
+    finish(sched, t1, ids[0])
+    assert sched.next_task(ids[0]) is t2
+
+
+def test_full_window_does_not_block_later_task(sched):
+    ids = add_agents(sched, 2)
+    t1 = submit(sched, ids, parallel=1)
+    t2 = submit(sched, [ids[1]])
+    assert sched.next_task(ids[0]) is t1
+    assert sched.next_task(ids[1]) is t2  # t1's window is full: ids[1] takes its next task
+
+
+def test_offline_target_at_submit_fails_at_once(sched, clock):
+    ids = add_agents(sched, 2)
+    clock.now += 11
+    sched.agent_seen(AgentInfo(id=ids[1], hostname="h", session="s1"))
+    sched.check_agents()
+    task = submit(sched, ids, fail_rate=100)
+    assert task.targets[ids[0]].state is State.FAILED
+    assert sched.next_task(ids[1]) is task
+
+
+def test_unknown_target_rejected(sched):
+    add_agents(sched, 1)
+    with pytest.raises(ValidationError, match="unknown agent id 'nope'"):
+        submit(sched, ["a0", "nope"])
+
+
+def test_unregistered_agent_poll_raises_not_found(sched):
+    with pytest.raises(NotFound):
+        sched.next_task("ghost")
+
+
+def test_result_for_unknown_task_ignored(sched):
+    add_agents(sched, 1)
+    assert not sched.apply_result(ResultMessage(id="nope", agent_id="a0", code=0))
+
+
+def test_timed_out_result_fails_target(sched):
+    ids = add_agents(sched, 1)
+    task = submit(sched, ids)
+    sched.next_task(ids[0])
+    sched.apply_result(ResultMessage(id=task.id, agent_id=ids[0], code=124, timed_out=True))
+    assert task.targets[ids[0]].state is State.FAILED and task.targets[ids[0]].timed_out

@@ -1,0 +1,39 @@
+"""argparse helpers: every flag has an ``MSCHEDULE_*`` environment fallback and shows its default."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+
+def env(name: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
+    """Value of ``MSCHEDULE_<NAME>`` cast with ``cast``, or ``default`` when unset."""
+    raw = os.environ.get(f"MSCHEDULE_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        fail(f"MSCHEDULE_{name}={raw!r} is not a valid value")
+
+
+def new_parser(description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+
+
+def add_logging_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-dir", default=env("LOG_DIR", None),
+                        help="write <log-dir>/<tier>.log instead of stderr [MSCHEDULE_LOG_DIR]")
+    parser.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                        help="[MSCHEDULE_LOG_LEVEL]")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One clear line on stderr and a non-zero exit: how an entry point refuses to start."""
+    sys.stderr.write(f"mschedule: {message}\n")
+    sys.exit(code)

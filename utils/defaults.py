@@ -1,0 +1,50 @@
+"""Names and default values shared by the tiers."""
+from __future__ import annotations
+
+DEFAULT_MASTER = "tcp://127.0.0.1:9000"
+"""Where agents and the web tier find the master."""
+
+DEFAULT_BIND = "tcp://0.0.0.0:9000"
+"""Where the master listens for agents and the web tier."""
+
+DEFAULT_WEB_HOST = "127.0.0.1"
+DEFAULT_WEB_PORT = 8080
+
+DEFAULT_STATE_DIR = "/var/lib/mschedule"
+"""Agent state directory; ``~/.mschedule`` is used when this one is not writable."""
+
+FALLBACK_STATE_DIR = "~/.mschedule"
+
+DEFAULT_HEARTBEAT_INTERVAL = 3.0
+"""Seconds between two heartbeats of an agent."""
+
+DEFAULT_AGENT_TIMEOUT = 10.0
+"""Seconds without a heartbeat after which the master declares an agent offline."""
+
+DEFAULT_POLL_WAIT = 20.0
+"""Seconds one long-poll ``get_task`` may wait on the master before answering None."""
+
+MAX_POLL_WAIT = 60.0
+"""The master never holds a ``get_task`` longer than this."""
+
+MAX_RESULT_WAIT = 60.0
+"""The master never holds a ``get_result(wait=...)`` longer than this."""
+
+DEFAULT_OUTPUT_CAP = 1024 * 1024
+"""Bytes of a script's output kept by the agent; the rest is dropped with a marker."""
+
+DEFAULT_MAX_SCRIPT_BYTES = 1024 * 1024
+"""Largest script (plain text, before base64) the web tier and the master accept."""
+
+RPC_TIMEOUT = 5.0
+"""Seconds a short zerorpc call waits for its reply."""
+
+RPC_HEARTBEAT = 5
+"""zerorpc channel heartbeat; must be the same on both ends of a link."""
+
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 10.0
+"""Reconnect backoff of the agent: exponential from BASE to CAP seconds, with full jitter."""
+
+TIMEOUT_EXIT_CODE = 124
+"""Exit code reported for a script killed by its timeout (as GNU ``timeout`` does)."""

@@ -1,0 +1,210 @@
+"""The design's four messages (register, heartbeat, task, result), built and parsed in one place.
+
+Every message is ``{"type": <kind>, "payload": {...}}``. Scripts and outputs travel base64.
+Parsing validates shape and types and raises :class:`MessageError` naming the field, so a bad
+message gets an error answer and never reaches the master's state.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+from utils.exceptions import MessageError
+
+REGISTER = "register"
+HEARTBEAT = "heartbeat"
+TASK = "task"
+RESULT = "result"
+AGENT_MESSAGES = frozenset({REGISTER, HEARTBEAT, RESULT})
+
+
+def b64encode(data: bytes | str) -> str:
+    """Base64 text of ``data`` (str is encoded as UTF-8 first)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str, field_name: str) -> bytes:
+    """Bytes of base64 ``text``; a MessageError naming ``field_name`` when it is not base64."""
+    if not isinstance(text, str):
+        raise MessageError(f"{field_name}: expected base64 text, got {type(text).__name__}")
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise MessageError(f"{field_name}: not valid base64 ({exc})") from None
+
+
+def _require(payload: dict, name: str, kinds: type | tuple[type, ...], optional: bool = False) -> Any:
+    if name not in payload or payload[name] is None:
+        if optional:
+            return None
+        raise MessageError(f"payload.{name}: missing")
+    value = payload[name]
+    # bool is an int subclass; a flag where a number is expected is a type error
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+        raise MessageError(f"payload.{name}: expected {_kind_names(kinds)}, got bool")
+    if not isinstance(value, kinds):
+        raise MessageError(f"payload.{name}: expected {_kind_names(kinds)}, got {type(value).__name__}")
+    return value
+
+
+def _optional_int(payload: dict, name: str, default: int) -> int:
+    value = _require(payload, name, int, optional=True)
+    return default if value is None else value
+
+
+def _kind_names(kinds: type | tuple[type, ...]) -> str:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def split_message(msg: Any) -> tuple[str, dict]:
+    """``(type, payload)`` of a message; MessageError when it is not ``{type, payload}``."""
+    if not isinstance(msg, dict):
+        raise MessageError(f"message: expected an object, got {type(msg).__name__}")
+    kind = msg.get("type")
+    if not isinstance(kind, str):
+        raise MessageError("type: missing or not a string")
+    payload = msg.get("payload")
+    if not isinstance(payload, dict):
+        raise MessageError("payload: missing or not an object")
+    return kind, payload
+
+
+@dataclass
+class AgentInfo:
+    """What an agent says about itself in ``register`` and ``heartbeat``."""
+
+    id: str
+    hostname: str
+    ip: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    #: id of the task the agent is running, or None
+    running: str | None = None
+    #: random id of the agent process; a new one means the agent restarted
+    session: str | None = None
+
+    def to_payload(self) -> dict:
+        return {
+            "id": self.id,
+            "hostname": self.hostname,
+            "ip": list(self.ip),
+            "labels": dict(self.labels),
+            "running": self.running,
+            "session": self.session,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> AgentInfo:
+        agent_id = _require(payload, "id", str)
+        if not agent_id:
+            raise MessageError("payload.id: empty")
+        ips = _require(payload, "ip", list, optional=True) or []
+        if not all(isinstance(ip, str) for ip in ips):
+            raise MessageError("payload.ip: expected a list of strings")
+        labels = _require(payload, "labels", dict, optional=True) or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise MessageError("payload.labels: expected an object of strings")
+        return cls(
+            id=agent_id,
+            hostname=_require(payload, "hostname", str),
+            ip=list(ips),
+            labels=dict(labels),
+            running=_require(payload, "running", str, optional=True),
+            session=_require(payload, "session", str, optional=True),
+        )
+
+
+def register_message(info: AgentInfo) -> dict:
+    return {"type": REGISTER, "payload": info.to_payload()}
+
+
+def heartbeat_message(info: AgentInfo) -> dict:
+    return {"type": HEARTBEAT, "payload": info.to_payload()}
+
+
+@dataclass
+class TaskMessage:
+    """A task as handed to an agent (script still base64 on the wire)."""
+
+    id: str
+    script: bytes
+    timeout: float = 0
+    parallel: int = 1
+    fail_rate: float = 0
+    fail_count: int = -1
+
+    def to_message(self) -> dict:
+        return {
+            "type": TASK,
+            "payload": {
+                "id": self.id,
+                "script": b64encode(self.script),
+                "timeout": self.timeout,
+                "parallel": self.parallel,
+                "fail_rate": self.fail_rate,
+                "fail_count": self.fail_count,
+            },
+        }
+
+    @classmethod
+    def from_message(cls, msg: Any) -> TaskMessage:
+        kind, payload = split_message(msg)
+        if kind != TASK:
+            raise MessageError(f"type: expected {TASK!r}, got {kind!r}")
+        timeout = _require(payload, "timeout", (int, float), optional=True) or 0
+        if timeout < 0:
+            raise MessageError("payload.timeout: must be >= 0")
+        return cls(
+            id=_require(payload, "id", str),
+            script=b64decode(_require(payload, "script", str), "payload.script"),
+            timeout=timeout,
+            parallel=_optional_int(payload, "parallel", 1),
+            fail_rate=_require(payload, "fail_rate", (int, float), optional=True) or 0,
+            fail_count=_optional_int(payload, "fail_count", -1),
+        )
+
+
+@dataclass
+class ResultMessage:
+    """What an agent reports when a script has ended."""
+
+    id: str
+    agent_id: str
+    code: int
+    output: bytes = b""
+    timed_out: bool = False
+    truncated: bool = False
+    started: float | None = None
+    finished: float | None = None
+
+    def to_message(self) -> dict:
+        return {
+            "type": RESULT,
+            "payload": {
+                "id": self.id,
+                "agent_id": self.agent_id,
+                "code": self.code,
+                "output": b64encode(self.output),
+                "timed_out": self.timed_out,
+                "truncated": self.truncated,
+                "started": self.started,
+                "finished": self.finished,
+            },
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> ResultMessage:
+        return cls(
+            id=_require(payload, "id", str),
+            agent_id=_require(payload, "agent_id", str),
+            code=_require(payload, "code", int),
+            output=b64decode(_require(payload, "output", str, optional=True) or "", "payload.output"),
+            timed_out=bool(_require(payload, "timed_out", bool, optional=True)),
+            truncated=bool(_require(payload, "truncated", bool, optional=True)),
+            started=_require(payload, "started", (int, float), optional=True),
+            finished=_require(payload, "finished", (int, float), optional=True),
+        )

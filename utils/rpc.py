@@ -1,0 +1,122 @@
+"""zerorpc client and server with the fixes our stack needs (see shared/ZERORPC-NOTES.md).
+
+- :class:`SafeClient` closes a call's channel whenever the call ends by an exception. zerorpc 0.6.3
+  leaks the channel and its heartbeat greenlet otherwise, which later kills the calling greenlet in
+  the middle of an unrelated call with a spurious ``LostRemote``.
+- Clients get ``linger = 0`` so requests of calls that already failed are dropped on close instead
+  of being replayed to a master that comes back; callers recreate the client after a failure.
+- :class:`QuietServer` logs our own expected errors (bad input) as one line instead of a traceback.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gevent
+import zerorpc
+from zerorpc.channel import BufferedChannel
+from zerorpc.heartbeat import HeartBeatOnChannel
+
+from utils.defaults import RPC_HEARTBEAT, RPC_TIMEOUT
+from utils.exceptions import MScheduleError
+
+log = logging.getLogger(__name__)
+
+#: what a failed call to an unreachable or restarting peer raises
+TRANSPORT_ERRORS = (zerorpc.TimeoutExpired, zerorpc.LostRemote, gevent.Timeout)
+
+
+class SafeClient(zerorpc.Client):
+    """A zerorpc Client whose synchronous calls never leak their channel."""
+
+    def __call__(self, method, *args, **kwargs):
+        if isinstance(method, bytes):
+            method = method.decode("utf-8")
+        timeout = kwargs.get("timeout", self._timeout)
+        channel = self._multiplexer.channel()
+        hbchan = HeartBeatOnChannel(channel, freq=self._heartbeat_freq, passive=self._passive_heartbeat)
+        bufchan = BufferedChannel(hbchan, inqueue_size=kwargs.get("slots", 100))
+        try:
+            request_event = bufchan.new_event(method, args, self._context.hook_get_task_context())
+            self._context.hook_client_before_request(request_event)
+            bufchan.emit_event(request_event)
+            return self._process_response(request_event, bufchan, timeout)
+        except BaseException:
+            bufchan.close()
+            raise
+
+
+def make_client(endpoint: str, timeout: float = RPC_TIMEOUT, heartbeat: int = RPC_HEARTBEAT) -> SafeClient:
+    """A connected client that drops unsent requests when closed."""
+    client = SafeClient(timeout=timeout, heartbeat=heartbeat)
+    client._events._socket.linger = 0
+    client.connect(endpoint)
+    return client
+
+
+def close_quietly(client: zerorpc.Client | None) -> None:
+    if client is None:
+        return
+    try:
+        client.close()
+    except Exception:  # closing a broken client must not hide the error that broke it
+        log.debug("error closing rpc client", exc_info=True)
+
+
+class QuietServer(zerorpc.Server):
+    """zerorpc Server that logs expected errors (bad input, a caller gone) as one line, not a traceback."""
+
+    def _print_traceback(self, protocol_v1, exc_infos):
+        exc_type, exc_value, _ = exc_infos
+        if isinstance(exc_value, zerorpc.LostRemote):  # the caller went away (agent stopped, network cut)
+            log.debug("rpc caller lost: %s", exc_value)
+            return (exc_type.__name__, str(exc_value), None)
+        if isinstance(exc_value, MScheduleError):
+            log.info("rpc refused: %s: %s", exc_type.__name__, exc_value)
+            return (exc_type.__name__, str(exc_value), None)
+        return super()._print_traceback(protocol_v1, exc_infos)
+
+
+STALE_CLIENT_GRACE = 90.0
+"""Seconds a replaced client stays open so calls still running on it can end by themselves."""
+
+
+class MasterLink:
+    """Calls the master through one client, shared by every caller of a process (agents, web bridge).
+
+    After a timeout or lost heartbeat the client is replaced by a fresh one (with ``linger=0``), so
+    requests that never reached a master that was down are dropped rather than replayed later.
+    """
+
+    def __init__(self, endpoint: str, timeout: float = RPC_TIMEOUT) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._client: SafeClient | None = None
+        self._generation = 0
+
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call ``method`` on the master.
+
+        Raises:
+            zerorpc.TimeoutExpired, zerorpc.LostRemote: the master did not answer.
+            zerorpc.RemoteError: the master answered with an error.
+        """
+        if self._client is None:
+            self._client = make_client(self.endpoint, timeout=self.timeout)
+        client, generation = self._client, self._generation
+        try:
+            return client(method, *args, timeout=timeout or self.timeout)
+        except TRANSPORT_ERRORS:
+            self._replace(generation)
+            raise
+
+    def _replace(self, generation: int) -> None:
+        if generation != self._generation or self._client is None:
+            return  # another caller already replaced it
+        old, self._client = self._client, None
+        self._generation += 1
+        gevent.spawn_later(STALE_CLIENT_GRACE, close_quietly, old)
+
+    def close(self) -> None:
+        close_quietly(self._client)
+        self._client = None

@@ -1,0 +1,133 @@
+"""A task request, validated once, the same way in the web tier and in the master."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES
+from utils.exceptions import ValidationError
+from utils.messages import MessageError, b64decode, b64encode
+
+TASK_FIELDS = ("script", "targets", "timeout", "parallel", "fail_rate", "fail_count")
+
+
+@dataclass
+class TaskSpec:
+    """What an operator asks for: a script, its targets and the rollout limits."""
+
+    script: bytes
+    targets: list[str]
+    timeout: float = 0
+    parallel: int = 1
+    fail_rate: float = 0
+    fail_count: int = -1
+
+    @classmethod
+    def from_request(cls, body: Any, script_base64: bool = False,
+                     max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES) -> TaskSpec:
+        """Validate a task request.
+
+        Args:
+            body: the decoded JSON (web tier) or msgpack (master) object.
+            script_base64: ``script`` is base64 (master side) rather than plain text (HTTP side).
+            max_script_bytes: largest script accepted.
+
+        Raises:
+            ValidationError: the message names the offending field.
+        """
+        if not isinstance(body, dict):
+            raise ValidationError(f"body: expected a JSON object, got {_json_type(body)}")
+        unknown = sorted(set(body) - set(TASK_FIELDS))
+        if unknown:
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: {', '.join(TASK_FIELDS)})")
+        return cls(
+            script=_script(body, script_base64, max_script_bytes),
+            targets=_targets(body),
+            timeout=_number(body, "timeout", 0, minimum=0),
+            parallel=_integer(body, "parallel", 1, minimum=1),
+            fail_rate=_number(body, "fail_rate", 0, minimum=0, maximum=100),
+            fail_count=_integer(body, "fail_count", -1, minimum=-1),
+        )
+
+    def to_rpc(self) -> dict:
+        """The form the web tier sends to the master's ``add_task`` (script base64)."""
+        return {
+            "script": b64encode(self.script),
+            "targets": list(self.targets),
+            "timeout": self.timeout,
+            "parallel": self.parallel,
+            "fail_rate": self.fail_rate,
+            "fail_count": self.fail_count,
+        }
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def _script(body: dict, script_base64: bool, max_script_bytes: int) -> bytes:
+    raw = body.get("script")
+    if raw is None:
+        raise ValidationError("script: missing")
+    if not isinstance(raw, str):
+        raise ValidationError(f"script: expected a string, got {_json_type(raw)}")
+    if script_base64:
+        try:
+            script = b64decode(raw, "script")
+        except MessageError as exc:
+            raise ValidationError(str(exc)) from None
+    else:
+        script = raw.encode("utf-8", errors="surrogateescape")
+    if not script.strip():
+        raise ValidationError("script: empty")
+    if len(script) > max_script_bytes:
+        raise ValidationError(f"script: {len(script)} bytes, larger than the limit of {max_script_bytes}")
+    return script
+
+
+def _targets(body: dict) -> list[str]:
+    raw = body.get("targets")
+    if raw is None:
+        raise ValidationError("targets: missing")
+    if not isinstance(raw, list):
+        raise ValidationError(f"targets: expected an array of agent ids, got {_json_type(raw)}")
+    if not raw:
+        raise ValidationError("targets: empty")
+    seen: dict[str, None] = {}
+    for i, agent_id in enumerate(raw):
+        if not isinstance(agent_id, str) or not agent_id:
+            raise ValidationError(f"targets[{i}]: expected a non-empty agent id string")
+        seen.setdefault(agent_id, None)
+    return list(seen)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _number(body: dict, name: str, default: float, minimum: float | None = None,
+            maximum: float | None = None) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not _is_number(value) or value in (float("inf"), float("-inf")):
+        raise ValidationError(f"{name}: expected a number, got {_json_type(value)}")
+    if minimum is not None and value < minimum:
+        raise ValidationError(f"{name}: must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValidationError(f"{name}: must be <= {maximum}, got {value}")
+    return value
+
+
+def _integer(body: dict, name: str, default: int, minimum: int) -> int:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(f"{name}: expected an integer, got {_json_type(value)}")
+    if value < minimum:
+        raise ValidationError(f"{name}: must be >= {minimum}, got {value}")
+    return value

@@ -1,0 +1,187 @@
+"""HTTP API of the web tier. Every answer is JSON; every error is ``{"error": "..."}``."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+import zerorpc
+from aiohttp import web
+
+from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_RESULT_WAIT
+from utils.exceptions import HTTP_STATUS_BY_ERROR, ValidationError
+from utils.rpc import TRANSPORT_ERRORS
+from utils.taskspec import TaskSpec
+from webserver.rpc_bridge import MasterBridge
+
+log = logging.getLogger(__name__)
+
+BRIDGE = web.AppKey("bridge", MasterBridge)
+MAX_SCRIPT_BYTES = web.AppKey("max_script_bytes", int)
+RPC_WAIT_MARGIN = 10.0
+"""Seconds an RPC with ``wait`` may take beyond the wait itself."""
+DEFAULT_TASK_LIST = 50
+MAX_TASK_LIST = 1000
+
+routes = web.RouteTableDef()
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Turn every failure into a JSON error; never a 500 with a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.reason
+        if exc.status == 404:
+            message = f"no such route: {request.method} {request.path}"
+        elif exc.status == 405:
+            message = f"method {request.method} not allowed on {request.path}"
+        elif exc.status == 413:
+            message = f"body: larger than the limit of {request.app[MAX_SCRIPT_BYTES] * 2} bytes"
+        return error_response(exc.status, message)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal error in the web tier (see its log)")
+
+
+async def call_master(request: web.Request, method: str, *args: Any, timeout: float | None = None) -> Any:
+    """Call the master and map its failures to HTTP errors."""
+    bridge = request.app[BRIDGE]
+    try:
+        return await bridge.call(method, *args, timeout=timeout)
+    except zerorpc.RemoteError as exc:
+        status = HTTP_STATUS_BY_ERROR.get(exc.name)
+        if status is None:
+            log.error("master error on %s: %s: %s", method, exc.name, exc.msg)
+            raise ApiError(502, f"master error: {exc.name}: {exc.msg}") from None
+        raise ApiError(status, exc.msg) from None
+    except TRANSPORT_ERRORS as exc:
+        raise ApiError(503, f"master unreachable at {bridge.endpoint} ({type(exc).__name__}); "
+                            "is appserver.py running?") from None
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "body: empty, expected a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"body: not valid JSON ({exc})") from None
+
+
+def parse_wait(value: Any) -> float:
+    """``wait`` in seconds (a number, or a numeric query string), capped at MAX_RESULT_WAIT."""
+    if value is None:
+        return 0.0
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ApiError(400, "wait: expected a number of seconds") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+        raise ApiError(400, "wait: expected a number of seconds >= 0")
+    return min(float(value), MAX_RESULT_WAIT)
+
+
+def decode_output(text: str) -> str:
+    return base64.b64decode(text).decode("utf-8", errors="replace")
+
+
+def task_view(detail: dict) -> dict:
+    """The master's task detail with outputs decoded to text."""
+    for target in detail.get("targets", {}).values():
+        target["output"] = decode_output(target.get("output") or "")
+    return detail
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.Response:
+    return web.json_response({
+        "service": "mschedule web tier",
+        "routes": ["GET /health", "GET /task/targets", "POST /task", "POST /result", "GET /task/{task_id}",
+                   "GET /tasks"],
+    })
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"web": "ok", "master": await call_master(request, "ping")})
+
+
+@routes.get("/task/targets")
+async def targets(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "get_agents"))
+
+
+@routes.post("/task")
+async def submit_task(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    try:
+        spec = TaskSpec.from_request(body, max_script_bytes=request.app[MAX_SCRIPT_BYTES])
+    except ValidationError as exc:
+        raise ApiError(400, str(exc)) from None
+    task_id = await call_master(request, "add_task", spec.to_rpc())
+    log.info("task %s submitted over HTTP from %s: %d targets, script %dB",
+             task_id, request.remote, len(spec.targets), len(spec.script))
+    return web.json_response({"task_id": task_id}, status=201)
+
+
+async def _task_result(request: web.Request, task_id: Any, wait: Any) -> web.Response:
+    if not isinstance(task_id, str) or not task_id:
+        raise ApiError(400, "task_id: missing or not a string")
+    seconds = parse_wait(wait)
+    detail = await call_master(request, "get_result", {"task_id": task_id, "wait": seconds},
+                               timeout=seconds + RPC_WAIT_MARGIN)
+    return web.json_response(task_view(detail))
+
+
+@routes.post("/result")
+async def result(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "body: expected a JSON object with task_id")
+    return await _task_result(request, body.get("task_id"), body.get("wait", request.query.get("wait")))
+
+
+@routes.get("/task/{task_id}")
+async def task(request: web.Request) -> web.Response:
+    return await _task_result(request, request.match_info["task_id"], request.query.get("wait"))
+
+
+@routes.get("/tasks")
+async def tasks(request: web.Request) -> web.Response:
+    raw = request.query.get("limit", str(DEFAULT_TASK_LIST))
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ApiError(400, "limit: expected an integer") from None
+    if not 1 <= limit <= MAX_TASK_LIST:
+        raise ApiError(400, f"limit: must be between 1 and {MAX_TASK_LIST}")
+    return web.json_response(await call_master(request, "get_tasks", limit))
+
+
+def build_app(bridge: MasterBridge, max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES) -> web.Application:
+    # a JSON-escaped script can be up to ~2x its size (\n, \", unicode escapes)
+    app = web.Application(middlewares=[json_errors], client_max_size=max_script_bytes * 2 + 65536)
+    app[BRIDGE] = bridge
+    app[MAX_SCRIPT_BYTES] = max_script_bytes
+    app.add_routes(routes)
+    return app
