@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 
 from utils.config import add_logging_flags, env, fail, new_parser
-from utils.defaults import DEFAULT_MASTER, DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_WEB_HOST, DEFAULT_WEB_PORT
+from utils.defaults import DEFAULT_MASTER, DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_WEB_HOST, DEFAULT_WEB_PORT, RPC_TIMEOUT
 from utils.log import setup_logging
 from utils.rpc import TRANSPORT_ERRORS
 from webserver import MasterBridge, build_app
@@ -27,10 +27,15 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--max-script-bytes", type=int,
                         default=env("MAX_SCRIPT_BYTES", DEFAULT_MAX_SCRIPT_BYTES, int),
                         help="largest script accepted [MSCHEDULE_MAX_SCRIPT_BYTES]")
+    parser.add_argument("--rpc-timeout", type=float, default=env("RPC_TIMEOUT", RPC_TIMEOUT, float),
+                        help="seconds a call to the master may take before the answer is 503 [MSCHEDULE_RPC_TIMEOUT]")
     parser.add_argument("--master-wait", type=float, default=env("MASTER_WAIT", 10.0, float),
                         help="seconds to wait for the master at start before giving up [MSCHEDULE_MASTER_WAIT]")
     add_logging_flags(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rpc_timeout <= 0 or args.master_wait < 0:
+        parser.error("--rpc-timeout must be > 0 and --master-wait >= 0")
+    return args
 
 
 async def wait_for_master(bridge: MasterBridge, seconds: float) -> bool:
@@ -45,7 +50,7 @@ async def wait_for_master(bridge: MasterBridge, seconds: float) -> bool:
 
 
 async def serve(args) -> None:
-    bridge = MasterBridge(args.master)
+    bridge = MasterBridge(args.master, timeout=args.rpc_timeout)
     bridge.start()
     try:
         if not await wait_for_master(bridge, args.master_wait):

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 POLL_RPC_MARGIN = 10.0
 """Seconds a long poll's RPC timeout exceeds the poll's own wait."""
+STOP_NOTICE_TIMEOUT = 2.0
+"""Seconds a stopping agent waits for the master to take note."""
 
 
 class AgentWorker:
@@ -48,10 +50,15 @@ class AgentWorker:
         self._greenlets = [gevent.spawn(self._work_loop), gevent.spawn(self._heartbeat_loop)]
 
     def stop(self) -> None:
-        """Stop the loops; a running script's process group is killed."""
+        """Stop the loops, kill a running script's process group, and tell the master we are gone."""
         self._stopped.set()
         self.executor.kill()
         gevent.killall(self._greenlets, block=True, timeout=5)
+        self.info.stopping = True
+        try:
+            self.link.call("send", messages.heartbeat_message(self.info), timeout=STOP_NOTICE_TIMEOUT)
+        except (*TRANSPORT_ERRORS, zerorpc.RemoteError) as exc:
+            log.info("agent %s: could not tell the master we stop (%s)", self.id, type(exc).__name__)
 
     def join(self) -> None:
         gevent.joinall(self._greenlets)
@@ -129,7 +136,8 @@ class AgentWorker:
             except MessageError as exc:  # refused for good: resending cannot help
                 log.error("agent %s: task %s result dropped: %s", self.id, self._pending.id, exc)
             self._pending = None
-        return self.link.call("get_task", self.id, self.poll_wait, timeout=self.poll_wait + POLL_RPC_MARGIN)
+        return self.link.call("get_task", self.id, self.poll_wait, self.info.session,
+                              timeout=self.poll_wait + POLL_RPC_MARGIN)
 
     def _report(self, result: ResultMessage) -> None:
         reply = self._send(result.to_message())

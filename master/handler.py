@@ -53,11 +53,17 @@ class Handler:
             log.warning("bad agent message refused: %s", exc)
             return {"ok": False, "error": str(exc)}
 
-    def get_task(self, agent_id: Any, wait: Any = 0) -> dict | None:
-        """Long poll: the agent's next task message as soon as there is one, or None after ``wait``."""
+    def get_task(self, agent_id: Any, wait: Any = 0, session: Any = None) -> dict | None:
+        """Long poll: the agent's next task message as soon as there is one, or None after ``wait``.
+
+        ``session`` (optional) is the polling process's session id; a poll of a process that is no
+        longer the agent's current one gets nothing.
+        """
         if not isinstance(agent_id, str) or not agent_id:
             raise ValidationError("agent_id: expected a non-empty string")
-        task = self._scheduler.wait_task(agent_id, _wait_seconds(wait, MAX_POLL_WAIT))
+        if session is not None and not isinstance(session, str):
+            raise ValidationError("session: expected a string")
+        task = self._scheduler.wait_task(agent_id, _wait_seconds(wait, MAX_POLL_WAIT), session)
         if task is None:
             return None
         return TaskMessage(id=task.id, script=task.script, timeout=task.timeout, parallel=task.parallel,

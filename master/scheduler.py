@@ -61,6 +61,7 @@ class Scheduler:
                 log.info("agent %s is back online", agent.id)
             if info.session and agent.session and info.session != agent.session:
                 self._agent_restarted(agent, info)
+                self._wake_agent(agent.id)  # a poll of the old process may still be waiting: end it
         changed = (agent.hostname, agent.ip, agent.labels, agent.session) != (
             info.hostname, info.ip, info.labels, info.session or agent.session)
         agent.hostname, agent.ip, agent.labels = info.hostname, list(info.ip), dict(info.labels)
@@ -70,7 +71,16 @@ class Scheduler:
         agent.reported_running = info.running
         if changed:
             self.storage.save_agent(agent)
+        if info.stopping:
+            self._agent_stopped(agent)
         return known
+
+    def _agent_stopped(self, agent: AgentRecord) -> None:
+        """A clean shutdown: the agent killed its script and takes no more work."""
+        log.info("agent %s stopping", agent.id)
+        agent.online = False
+        self._fail_agent_targets(agent, "agent stopped (its script, if any, was killed)")
+        self._wake_agent(agent.id)
 
     def _agent_restarted(self, agent: AgentRecord, info: AgentInfo) -> None:
         log.info("agent %s restarted (new session %s)", agent.id, info.session)
@@ -133,11 +143,13 @@ class Scheduler:
                 self._wake_agent(agent_id)
         return task
 
-    def next_task(self, agent_id: str) -> TaskRecord | None:
+    def next_task(self, agent_id: str, session: str | None = None) -> TaskRecord | None:
         """Hand ``agent_id`` its next task, or None. Never blocks.
 
         An agent polls only when idle, so a poll from an agent the master believes busy means the
-        reply that carried its task was lost: the same task is handed out again.
+        reply that carried its task was lost: the same task is handed out again. A poll from an
+        offline agent, or from a process that is not the agent's current one (``session``), gets
+        nothing: it may be a stale request of a process that is gone.
 
         Raises:
             NotFound: the agent is not registered (the master restarted): it should register.
@@ -145,6 +157,8 @@ class Scheduler:
         agent = self.storage.get_agent(agent_id)
         if agent is None:
             raise NotFound(f"agent {agent_id} is not registered")
+        if not agent.online or (session is not None and session != agent.session):
+            return None
         if agent.current:
             task = self.storage.get_task(agent.current)
             if task is not None and task.targets[agent_id].state is State.RUNNING:
@@ -179,13 +193,15 @@ class Scheduler:
         self.storage.save_target(task, target)
         log.info("agent %s: task %s started (%d/%d running)", agent.id, task.id, task.running, task.parallel)
 
-    def wait_task(self, agent_id: str, wait: float) -> TaskRecord | None:
+    def wait_task(self, agent_id: str, wait: float, session: str | None = None) -> TaskRecord | None:
         """Long poll: the next task for ``agent_id``, as soon as there is one, or None after ``wait``."""
         deadline = self.clock() + wait
         while True:
-            task = self.next_task(agent_id)
+            task = self.next_task(agent_id, session)
             remaining = deadline - self.clock()
-            if task is not None or remaining <= 0:
+            agent = self.storage.agents[agent_id]
+            stale = not agent.online or (session is not None and session != agent.session)
+            if task is not None or remaining <= 0 or stale:
                 return task
             event = self._pollers[agent_id] = gevent.event.Event()
             try:

@@ -86,6 +86,8 @@ class AgentInfo:
     running: str | None = None
     #: random id of the agent process; a new one means the agent restarted
     session: str | None = None
+    #: last heartbeat of an agent shutting down cleanly: it takes no more work
+    stopping: bool = False
 
     def to_payload(self) -> dict:
         return {
@@ -95,6 +97,7 @@ class AgentInfo:
             "labels": dict(self.labels),
             "running": self.running,
             "session": self.session,
+            "stopping": self.stopping,
         }
 
     @classmethod
@@ -115,6 +118,7 @@ class AgentInfo:
             labels=dict(labels),
             running=_require(payload, "running", str, optional=True),
             session=_require(payload, "session", str, optional=True),
+            stopping=bool(_require(payload, "stopping", bool, optional=True)),
         )
 
 

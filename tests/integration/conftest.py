@@ -21,3 +21,14 @@ def stack(request, tmp_path):
         if failed is not None and failed.failed:
             print(s.logs())
         s.close()
+
+
+@pytest.fixture(scope="module")
+def module_stack(tmp_path_factory):
+    """One master, web tier and agent for a whole module of tests that do not disturb each other."""
+    s = Stack(tmp_path_factory.mktemp("stack"))
+    try:
+        s.up(1)
+        yield s
+    finally:
+        s.close()

@@ -252,3 +252,23 @@ def test_timed_out_result_fails_target(sched):
     sched.next_task(ids[0])
     sched.apply_result(ResultMessage(id=task.id, agent_id=ids[0], code=124, timed_out=True))
     assert task.targets[ids[0]].state is State.FAILED and task.targets[ids[0]].timed_out
+
+
+def test_stopping_agent_goes_offline_and_fails_its_targets(sched):
+    ids = add_agents(sched, 2)
+    task = submit(sched, ids, parallel=2, fail_rate=100)
+    sched.next_task(ids[0])
+    sched.agent_seen(AgentInfo(id=ids[0], hostname="h", session="s1", stopping=True))
+    assert not sched.storage.agents[ids[0]].online
+    assert b"agent stopped" in task.targets[ids[0]].output
+    later = submit(sched, ids, fail_rate=100)
+    assert later.targets[ids[0]].state is State.FAILED  # offline at submit
+    assert sched.next_task(ids[0]) is None
+
+
+def test_poll_from_an_old_process_gets_nothing(sched):
+    ids = add_agents(sched, 1)
+    sched.agent_seen(AgentInfo(id=ids[0], hostname="h", session="s2"))
+    task = submit(sched, ids)
+    assert sched.next_task(ids[0], session="s1") is None
+    assert sched.next_task(ids[0], session="s2") is task

@@ -1,0 +1,180 @@
+"""Bad input gets a clear 4xx naming the field and loses nothing; bad setups fail with one clear line."""
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+import zerorpc
+
+from tests.integration.harness import PYTHON, ROOT, free_port
+
+
+@pytest.fixture
+def running(module_stack):
+    return module_stack, module_stack.online_agents()
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"targets": ["AGENT"]}, "script"),
+    ({"script": 5, "targets": ["AGENT"]}, "script"),
+    ({"script": "", "targets": ["AGENT"]}, "script"),
+    ({"script": "true"}, "targets"),
+    ({"script": "true", "targets": []}, "targets"),
+    ({"script": "true", "targets": "AGENT"}, "targets"),
+    ({"script": "true", "targets": ["no-such-agent"]}, "targets"),
+    ({"script": "true", "targets": ["AGENT"], "parallel": 0}, "parallel"),
+    ({"script": "true", "targets": ["AGENT"], "parallel": "2"}, "parallel"),
+    ({"script": "true", "targets": ["AGENT"], "fail_rate": 101}, "fail_rate"),
+    ({"script": "true", "targets": ["AGENT"], "fail_rate": -1}, "fail_rate"),
+    ({"script": "true", "targets": ["AGENT"], "timeout": -5}, "timeout"),
+    ({"script": "true", "targets": ["AGENT"], "fail_count": -3}, "fail_count"),
+    ({"script": "true", "targets": ["AGENT"], "paralell": 2}, "paralell"),
+    (["true"], "body"),
+])
+def test_bad_task_fields(running, body, field):
+    stack, (agent_id,) = running
+    body = json.loads(json.dumps(body).replace("AGENT", agent_id))
+    before = stack.api.get("/tasks")[1]
+    status, answer = stack.api.post("/task", body)
+    assert status == 400, answer
+    assert answer["error"].startswith(field), answer
+    assert stack.api.get("/tasks")[1] == before  # nothing was created
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"{\"script\": ", b"\xff\xfe"])
+def test_not_json(running, raw):
+    stack, _ = running
+    status, answer = stack.api.request("POST", "/task", raw=raw)
+    assert status == 400 and answer["error"].startswith("body"), answer
+
+
+def test_oversized_body_is_413_json(running):
+    stack, (agent_id,) = running
+    raw = json.dumps({"script": "#" * (3 * 1024 * 1024), "targets": [agent_id]}).encode()
+    status, answer = stack.api.request("POST", "/task", raw=raw)
+    assert status == 413 and "body" in answer["error"]
+
+
+def test_script_over_limit_is_400(running):
+    stack, (agent_id,) = running
+    status, answer = stack.api.post("/task", {"script": "#" * (1024 * 1024 + 1), "targets": [agent_id]})
+    assert status == 400 and answer["error"].startswith("script: 1048577 bytes"), answer
+
+
+def test_unknown_task_is_404(running):
+    stack, _ = running
+    assert stack.api.get("/task/0123456789abcdef")[0] == 404
+    status, answer = stack.api.post("/result", {"task_id": "nope"})
+    assert status == 404 and "nope" in answer["error"]
+
+
+@pytest.mark.parametrize("body,field", [({}, "task_id"), ({"task_id": 3}, "task_id"), ([], "body"),
+                                        ({"task_id": "x", "wait": "soon"}, "wait"),
+                                        ({"task_id": "x", "wait": -1}, "wait")])
+def test_bad_result_queries(running, body, field):
+    stack, _ = running
+    status, answer = stack.api.post("/result", body)
+    assert status == 400 and answer["error"].startswith(field), answer
+
+
+def test_unknown_route_and_method_are_json(running):
+    stack, _ = running
+    status, answer = stack.api.get("/nowhere")
+    assert status == 404 and "no such route" in answer["error"]
+    status, answer = stack.api.request("DELETE", "/tasks")
+    assert status == 405 and "not allowed" in answer["error"]
+    assert stack.api.get("/tasks?limit=zero")[0] == 400
+
+
+def test_master_unreachable_is_503(stack):
+    master = stack.master()
+    stack.web("--rpc-timeout", "1.5")
+    master.stop()
+    status, answer = stack.api.get("/task/targets")
+    assert status == 503 and "master unreachable" in answer["error"]
+    status, answer = stack.api.post("/task", {"script": "true", "targets": ["x"]})
+    assert status == 503
+
+
+def test_bad_agent_messages_do_not_hurt_the_master(running):
+    stack, (agent_id,) = running
+    client = zerorpc.Client(stack.master_endpoint, timeout=5)
+    try:
+        bad = ["garbage", 42, None, [], {"type": "register"}, {"type": "register", "payload": {}},
+               {"type": "hearbeat", "payload": {"id": agent_id, "hostname": "h"}},
+               {"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": "zero"}},
+               {"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": 0, "output": "%%%"}},
+               {"type": "heartbeat", "payload": {"id": agent_id, "hostname": "h", "labels": [1]}}]
+        for msg in bad:
+            reply = client.send(msg)
+            assert reply["ok"] is False and reply["error"], (msg, reply)
+        for call in (lambda: client.get_task(5, 0), lambda: client.add_task("x"), lambda: client.get_result(3),
+                     lambda: client.no_such_method()):
+            with pytest.raises(zerorpc.RemoteError):
+                call()
+    finally:
+        client.close()
+    result = stack.api.run("echo still fine", [agent_id])
+    assert result["targets"][agent_id]["output"] == "still fine\n"
+    assert stack.api.agents()[agent_id]["hostname"] != "h"  # the bad heartbeat changed nothing
+
+
+def _run_cli(*args, timeout=30):
+    return subprocess.run([PYTHON, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_master_port_in_use_is_one_clear_line():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = _run_cli("appserver.py", "--bind", f"tcp://127.0.0.1:{port}")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [f"mschedule: cannot listen on tcp://127.0.0.1:{port}: "
+                                                f"Address already in use (addr='tcp://127.0.0.1:{port}')"]
+
+
+def test_web_port_in_use_is_one_clear_line(stack):
+    stack.master()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = _run_cli("appwebserver.py", "--master", stack.master_endpoint, "--port", str(port))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mschedule: cannot listen on 127.0.0.1:{port}")
+
+
+def test_web_with_unreachable_master_is_one_clear_line():
+    proc = _run_cli("appwebserver.py", "--master", f"tcp://127.0.0.1:{free_port()}", "--port", str(free_port()),
+                    "--master-wait", "1")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unreachable" in lines[0], proc.stderr
+
+
+def test_agent_check_against_unreachable_master():
+    proc = _run_cli("app.py", "--master", f"tcp://127.0.0.1:{free_port()}", "--check")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"mschedule: master tcp://127.0.0.1:{proc.args[3].rsplit(':', 1)[1]}"
+                                                " unreachable"]
+
+
+def test_agent_check_against_running_master(stack):
+    stack.master()
+    proc = _run_cli("app.py", "--master", stack.master_endpoint, "--check")
+    assert proc.returncode == 0 and "ok" in proc.stdout
+
+
+def test_agent_unwritable_state_dir_is_one_clear_line(tmp_path):
+    target = "/proc/mschedule-no" if os.geteuid() == 0 else "/mschedule-no"
+    proc = _run_cli("app.py", "--state-dir", target, "--master", f"tcp://127.0.0.1:{free_port()}")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [f"mschedule: state dir {target} is not writable"]
+
+
+def test_bad_flags_fail_fast():
+    proc = _run_cli("app.py", "--label", "novalue")
+    assert proc.returncode == 2 and "key=value" in proc.stderr
