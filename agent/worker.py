@@ -96,35 +96,36 @@ class AgentWorker:
                 self._registered = False
             except (zerorpc.RemoteError, MessageError) as exc:
                 log.error("agent %s: heartbeat refused: %s", self.id, exc)
+            except Exception:  # a bug here must not silence the agent for good
+                log.exception("agent %s: heartbeat failed unexpectedly", self.id)
 
     def _work_loop(self) -> None:
         backoff = Backoff()
         while not self._stopped.is_set():
             try:
                 task_msg = self._step()
-                backoff.reset()
-            except TRANSPORT_ERRORS as exc:
-                self._registered = False
-                delay = backoff.next_delay()
-                log.warning("agent %s: master %s unreachable (%s); retry in %.1fs",
-                            self.id, self.link.endpoint, type(exc).__name__, delay)
-                self._stopped.wait(delay)
+            except Exception as exc:  # sorted out in _retry_delay: even a bug must not stop the agent for good
+                self._stopped.wait(self._retry_delay(exc, backoff))
                 continue
-            except zerorpc.RemoteError as exc:
-                if exc.name == "NotFound":
-                    self._registered = False
-                    continue
-                delay = backoff.next_delay()
-                log.error("agent %s: master error %s: %s; retry in %.1fs", self.id, exc.name, exc.msg, delay)
-                self._stopped.wait(delay)
-                continue
-            except MessageError as exc:
-                delay = backoff.next_delay()
-                log.error("agent %s: %s; retry in %.1fs", self.id, exc, delay)
-                self._stopped.wait(delay)
-                continue
+            backoff.reset()
             if task_msg is not None:
                 self._run(task_msg)
+
+    def _retry_delay(self, exc: Exception, backoff: Backoff) -> float:
+        """Log a failed step and say how long to wait before the next one."""
+        if isinstance(exc, zerorpc.RemoteError) and exc.name == "NotFound":
+            self._registered = False  # the master restarted and does not know us: register now
+            return 0.0
+        delay = backoff.next_delay()
+        if isinstance(exc, TRANSPORT_ERRORS):
+            self._registered = False
+            log.warning("agent %s: master %s unreachable (%s); retry in %.1fs",
+                        self.id, self.link.endpoint, type(exc).__name__, delay)
+        elif isinstance(exc, (zerorpc.RemoteError, MessageError)):
+            log.error("agent %s: %s; retry in %.1fs", self.id, exc, delay)
+        else:
+            log.error("agent %s: unexpected error; retry in %.1fs", self.id, delay, exc_info=exc)
+        return delay
 
     def _step(self) -> dict | None:
         """Register if needed, deliver a pending result, then long-poll for the next task."""

@@ -23,7 +23,7 @@ from utils.exceptions import MScheduleError
 log = logging.getLogger(__name__)
 
 #: what a failed call to an unreachable or restarting peer raises
-TRANSPORT_ERRORS = (zerorpc.TimeoutExpired, zerorpc.LostRemote, gevent.Timeout)
+TRANSPORT_ERRORS = (zerorpc.TimeoutExpired, zerorpc.LostRemote)
 
 
 class SafeClient(zerorpc.Client):
