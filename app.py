@@ -5,9 +5,8 @@ import sys
 
 from agent.identity import StateDirError, resolve_state_dir
 from agent.runner import build_workers, run_workers
-from utils.config import add_logging_flags, env, fail, new_parser
+from utils.config import add_logging_flags, env, fail, new_parser, start_logging
 from utils.defaults import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MASTER, DEFAULT_OUTPUT_CAP, DEFAULT_POLL_WAIT
-from utils.log import setup_logging
 
 
 def parse_label(text: str) -> tuple[str, str]:
@@ -69,10 +68,7 @@ def check_master(endpoint: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    try:
-        setup_logging("agent", args.log_dir, args.log_level)
-    except OSError as exc:
-        fail(f"cannot write logs to {args.log_dir}: {exc.strerror}")
+    start_logging("agent", args)
     if args.check:
         sys.exit(check_master(args.master))
     try:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import zmq
 
 from master import MasterServer
-from utils.config import add_logging_flags, env, fail, new_parser
+from utils.config import add_logging_flags, env, fail, new_parser, start_logging
 from utils.defaults import DEFAULT_AGENT_TIMEOUT, DEFAULT_BIND, DEFAULT_MAX_SCRIPT_BYTES
-from utils.log import setup_logging
 
 
 def parse_args(argv: list[str] | None = None):
@@ -27,10 +26,7 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    try:
-        setup_logging("master", args.log_dir, args.log_level)
-    except OSError as exc:
-        fail(f"cannot write logs to {args.log_dir}: {exc.strerror}")
+    start_logging("master", args)
     server = MasterServer(args.bind, args.agent_timeout, max_script_bytes=args.max_script_bytes)
     try:
         server.bind()

@@ -8,9 +8,8 @@ import time
 
 from aiohttp import web
 
-from utils.config import add_logging_flags, env, fail, new_parser
+from utils.config import add_logging_flags, env, fail, new_parser, start_logging
 from utils.defaults import DEFAULT_MASTER, DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_WEB_HOST, DEFAULT_WEB_PORT, RPC_TIMEOUT
-from utils.log import setup_logging
 from utils.rpc import TRANSPORT_ERRORS
 from webserver import MasterBridge, build_app
 
@@ -78,10 +77,7 @@ async def serve(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    try:
-        setup_logging("web", args.log_dir, args.log_level)
-    except OSError as exc:
-        fail(f"cannot write logs to {args.log_dir}: {exc.strerror}")
+    start_logging("web", args)
     try:
         asyncio.run(serve(args))
     except KeyboardInterrupt:

@@ -37,3 +37,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """One clear line on stderr and a non-zero exit: how an entry point refuses to start."""
     sys.stderr.write(f"mschedule: {message}\n")
     sys.exit(code)
+
+
+def start_logging(tier: str, args: argparse.Namespace) -> None:
+    """Configure logging from ``--log-dir``/``--log-level``; an unwritable log dir is one clear line."""
+    from utils.log import setup_logging
+
+    try:
+        setup_logging(tier, args.log_dir, args.log_level)
+    except OSError as exc:
+        fail(f"cannot write logs to {args.log_dir}: {exc.strerror}")
