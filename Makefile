@@ -30,3 +30,13 @@ test: venv lint
 clean:
 	rm -rf $(VENV) .state .run .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+BENCH_VENV := bench/.venv-ansible
+$(BENCH_VENV)/.installed: bench/requirements-peer.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements-peer.txt
+	touch $@
+
+.PHONY: bench
+bench: venv $(BENCH_VENV)/.installed
+	$(PY) bench/run.py $(BENCH_ARGS)

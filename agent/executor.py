@@ -6,7 +6,10 @@
 - a timeout kills the whole process group (SIGTERM, then SIGKILL after a short grace);
 - only the first ``output_cap`` bytes are kept; the rest is read and dropped, with a marker.
 
-Cooperative (gevent): heartbeats go on while a script runs.
+Cooperative (gevent): heartbeats go on while a script runs. The script is started with the standard
+library's ``subprocess`` (``vfork``: about 7x cheaper than ``gevent.subprocess``'s ``fork`` in a large agent
+process) and its exit is awaited on a pidfd, so no SIGCHLD handler is involved. Nothing else in the
+agent may start children through gevent, whose child watcher would reap ours.
 """
 from __future__ import annotations
 
@@ -14,13 +17,14 @@ import errno
 import logging
 import os
 import signal
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 
 import gevent
 import gevent.os
-from gevent import subprocess
+from gevent.socket import wait_read
 
 from utils.defaults import DEFAULT_OUTPUT_CAP, TIMEOUT_EXIT_CODE
 
@@ -118,6 +122,43 @@ def _group_alive(proc: subprocess.Popen) -> bool:
     return False
 
 
+class _ExitWatch:
+    """Waits cooperatively for a child's exit: on a pidfd (Linux 5.3+), else by polling."""
+
+    POLL = 0.01
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        try:
+            self.pidfd: int | None = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The exit status, or None if the child still runs after ``timeout`` seconds."""
+        if self.pidfd is not None:
+            try:
+                wait_read(self.pidfd, timeout=timeout, timeout_exc=_StillRunning())
+            except _StillRunning:
+                return None
+            return self.proc.wait()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            gevent.sleep(self.POLL)
+        return self.proc.returncode
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+class _StillRunning(Exception):
+    pass
+
+
 def _exit_code(returncode: int) -> int:
     """The shell's convention: a process killed by signal N exits 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
@@ -147,22 +188,22 @@ class Executor:
     def _run_file(self, path: str, timeout: float, env: dict[str, str] | None) -> ExecResult:
         started = time.time()
         collector = _OutputCollector(self.output_cap)
+        home = os.path.expanduser("~")
         proc = subprocess.Popen(
             [SHELL, path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, env={**os.environ, **(env or {})},
-            cwd=os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else "/",
+            cwd=home if os.path.isdir(home) else "/",
         )
         self._process = proc
+        watch = _ExitWatch(proc)
         out_fd = proc.stdout.fileno()
         os.set_blocking(out_fd, False)
         reader = gevent.spawn(_read_all, out_fd, collector)
-        timed_out = False
         try:
-            try:
-                returncode = proc.wait(timeout=timeout if timeout and timeout > 0 else None)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                returncode = self._kill_group(proc)
+            returncode = watch.wait(timeout if timeout and timeout > 0 else None)
+            timed_out = returncode is None
+            if timed_out:
+                returncode = self._kill_group(proc, watch)
             # children left in the background may still hold the pipe: read on briefly, then stop
             reader.join(timeout=OUTPUT_GRACE)
             if not reader.dead:
@@ -171,7 +212,11 @@ class Executor:
         finally:
             self._process = None
             reader.kill()
+            watch.close()
             proc.stdout.close()
+            if proc.returncode is None:  # killed from outside (agent shutdown): do not leave a zombie
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
         output = collector.text()
         if timed_out:
             output += f"\n[mschedule: timed out after {timeout:g}s; process group killed]\n".encode()
@@ -179,14 +224,14 @@ class Executor:
         return ExecResult(code=code, output=output, timed_out=timed_out, truncated=collector.truncated,
                           started=started, finished=time.time())
 
-    def _kill_group(self, proc: subprocess.Popen) -> int:
+    def _kill_group(self, proc: subprocess.Popen, watch: _ExitWatch) -> int:
         """SIGTERM the process group, give it ``kill_grace`` seconds to go, then SIGKILL what is left."""
         _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.kill_grace
         while time.monotonic() < deadline and _group_alive(proc):
             gevent.sleep(0.05)
         _signal_group(proc.pid, signal.SIGKILL)
-        return proc.wait()
+        return watch.wait(None)
 
     def kill(self) -> None:
         """Kill the running script's process group, if any."""

@@ -25,6 +25,14 @@ STOP_NOTICE_TIMEOUT = 2.0
 """Seconds a stopping agent waits for the master to take note."""
 
 
+def _capture(fn, *args, **kwargs) -> tuple[bool, object]:
+    """``(True, result)`` or ``(False, exception)``: a greenlet that ends quietly either way."""
+    try:
+        return True, fn(*args, **kwargs)
+    except Exception as exc:  # handed back to the caller, which raises it
+        return False, exc
+
+
 class AgentWorker:
     """One agent identity and its loops (heartbeat, work), as gevent greenlets."""
 
@@ -41,6 +49,7 @@ class AgentWorker:
         self._pending: ResultMessage | None = None
         self._stopped = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
+        self._poll: gevent.Greenlet | None = None
 
     @property
     def id(self) -> str:
@@ -53,6 +62,7 @@ class AgentWorker:
         """Stop the loops, kill a running script's process group, and tell the master we are gone."""
         self._stopped.set()
         self.executor.kill()
+        self._cut_poll()
         gevent.killall(self._greenlets, block=True, timeout=5)
         self.info.stopping = True
         try:
@@ -94,10 +104,18 @@ class AgentWorker:
                     log.warning("agent %s: heartbeat failed: %s", self.id, exc)
                 failing = True
                 self._registered = False
+                self._cut_poll()
             except (zerorpc.RemoteError, MessageError) as exc:
                 log.error("agent %s: heartbeat refused: %s", self.id, exc)
             except Exception:  # a bug here must not silence the agent for good
                 log.exception("agent %s: heartbeat failed unexpectedly", self.id)
+
+    def _cut_poll(self) -> None:
+        """The master stopped answering: end a long poll now rather than at its own timeout, so the
+        work loop reconnects (with a fresh client) as soon as the master is back."""
+        poll = self._poll
+        if poll is not None:
+            poll.kill(block=False)
 
     def _work_loop(self) -> None:
         backoff = Backoff()
@@ -137,8 +155,22 @@ class AgentWorker:
             except MessageError as exc:  # refused for good: resending cannot help
                 log.error("agent %s: task %s result dropped: %s", self.id, self._pending.id, exc)
             self._pending = None
-        return self.link.call("get_task", self.id, self.poll_wait, self.info.session,
-                              timeout=self.poll_wait + POLL_RPC_MARGIN)
+        return self._long_poll()
+
+    def _long_poll(self) -> dict | None:
+        """``get_task`` in a greenlet of its own, so that :meth:`_cut_poll` can end it."""
+        poll = self._poll = gevent.spawn(_capture, self.link.call, "get_task", self.id, self.poll_wait,
+                                         self.info.session, timeout=self.poll_wait + POLL_RPC_MARGIN)
+        try:
+            outcome = poll.get()
+        finally:
+            self._poll = None
+        if isinstance(outcome, gevent.GreenletExit):
+            raise zerorpc.LostRemote("poll cut short: the heartbeat to the master failed")
+        ok, value = outcome
+        if not ok:
+            raise value
+        return value
 
     def _report(self, result: ResultMessage) -> None:
         reply = self._send(result.to_message())

@@ -300,7 +300,7 @@ class Scheduler:
             event.set()
 
     def _wake_waiting_targets(self, task: TaskRecord) -> None:
-        if task.running >= task.parallel:
+        if task.running >= task.parallel or not task.counts[State.WAITING]:
             return
         for agent_id, target in task.targets.items():
             if target.state is State.WAITING:

@@ -15,6 +15,9 @@ from utils.rpc import QuietServer
 
 log = logging.getLogger(__name__)
 
+INLINE_METHODS = frozenset({"send", "ping"})
+"""RPC methods that never block, answered without zerorpc's per-call greenlets (see QuietServer)."""
+
 HOUSEKEEPING_INTERVAL = 0.5
 """Seconds between two checks for silent agents."""
 
@@ -27,7 +30,7 @@ class MasterServer:
         self.bind_endpoint = bind
         self.scheduler = Scheduler(storage or Storage(), agent_timeout)
         self.handler = Handler(self.scheduler, max_script_bytes=max_script_bytes)
-        self._server = QuietServer(self.handler, heartbeat=RPC_HEARTBEAT)
+        self._server = QuietServer(self.handler, inline=INLINE_METHODS, heartbeat=RPC_HEARTBEAT)
         self._housekeeper: gevent.Greenlet | None = None
 
     def bind(self) -> None:

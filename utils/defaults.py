@@ -39,8 +39,13 @@ DEFAULT_MAX_SCRIPT_BYTES = 1024 * 1024
 RPC_TIMEOUT = 5.0
 """Seconds a short zerorpc call waits for its reply."""
 
-RPC_HEARTBEAT = 5
-"""zerorpc channel heartbeat; must be the same on both ends of a link."""
+RPC_HEARTBEAT = 30
+"""zerorpc channel heartbeat, seconds; must be the same on both ends of a link.
+
+Longer than a long poll, so idle agents' polls carry no channel heartbeats (they were most of an idle
+master's traffic). Liveness does not depend on it: agents heartbeat on their own, every call has a
+timeout, and an agent whose heartbeat fails cuts its poll short.
+"""
 
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 10.0

@@ -180,16 +180,18 @@ class Stack:
         return proc
 
     def agents(self, instances: int = 1, state_dir: str | None = None, wait: bool = True,
-               extra: tuple[str, ...] = ()) -> Proc:
+               extra: tuple[str, ...] = (), interval: float | None = None) -> Proc:
         """Start one agent process with ``instances`` agents; by default wait until all are online."""
         self._agent_count += 1
         state_dir = state_dir or str(self.tmp / f"agents{self._agent_count}")
         before = set(self.online_agents()) if wait else set()
+        interval = scaled(AGENT_INTERVAL) if interval is None else interval
         proc = self._start(f"agent{self._agent_count}", [
             "app.py", "--master", self.master_endpoint, "--state-dir", state_dir,
-            "--instances", str(instances), "--interval", str(scaled(AGENT_INTERVAL)), *extra])
+            "--instances", str(instances), "--interval", str(interval), *extra])
         if wait:
-            wait_until(lambda: len(set(self.online_agents()) - before) >= instances or not proc.alive(), 20,
+            wait_until(lambda: len(set(self.online_agents()) - before) >= instances or not proc.alive(),
+                       20 + instances / 50,
                        what=f"{instances} agents online")
             assert proc.alive(), proc.log()
         return proc
