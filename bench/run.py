@@ -260,7 +260,7 @@ def main() -> None:
     try:
         stack = Stack(tmp)
         try:
-            stack.master()
+            stack.master(agent_timeout=10)  # the default: agents heartbeat every 3 s
             stack.web()
             ids = start_fleet(stack, max(fanout + [100]), args.per_process, interval=3.0)
             log(f"{len(ids)} agents online")
