@@ -157,3 +157,15 @@ def test_long_wait_does_not_block_other_requests(stack):
     assert status == 200
     assert quick < scaled(1.5), f"/tasks took {quick:.2f}s while long waits were pending"
     assert waited["status"] == 200 and waited["body"]["state"] == "SUCCEED"
+
+
+def test_wait_answers_when_the_task_ends_or_at_the_cap(stack):
+    ids = stack.up(1)
+    slow = stack.api.submit(f"sleep {scaled(3)}", ids)
+    started = time.monotonic()
+    status, body = stack.api.get(f"/task/{slow}?wait=0.5")
+    assert status == 200 and body["state"] == "RUNNING"  # the cap came first: current state
+    assert 0.4 < time.monotonic() - started < scaled(2.5)
+    status, body = stack.api.post("/result", {"task_id": slow, "wait": 30})
+    assert body["state"] == "SUCCEED"
+    assert time.monotonic() - started < scaled(10)  # answered when it ended, not at the 30 s cap
