@@ -1,11 +1,16 @@
 """mschedule master: ``python appserver.py --bind tcp://0.0.0.0:9000``."""
 from __future__ import annotations
 
+import os
+import sqlite3
+
 import zmq
 
 from master import MasterServer
+from master.sqlite_storage import open_storage
 from utils.config import add_logging_flags, env, fail, new_parser, start_logging
 from utils.defaults import DEFAULT_AGENT_TIMEOUT, DEFAULT_BIND, DEFAULT_MAX_SCRIPT_BYTES
+from utils.statedir import StateDirError, resolve_state_dir
 
 
 def parse_args(argv: list[str] | None = None):
@@ -14,6 +19,12 @@ def parse_args(argv: list[str] | None = None):
                         help="zerorpc endpoint for agents and the web tier [MSCHEDULE_BIND]")
     parser.add_argument("--agent-timeout", type=float, default=env("AGENT_TIMEOUT", DEFAULT_AGENT_TIMEOUT, float),
                         help="seconds without heartbeat before an agent is offline [MSCHEDULE_AGENT_TIMEOUT]")
+    parser.add_argument("--state-dir", default=env("STATE_DIR", None),
+                        help="where master.db lives (default /var/lib/mschedule, or ~/.mschedule when that is "
+                             "not writable) [MSCHEDULE_STATE_DIR]")
+    parser.add_argument("--db", default=env("DB", None),
+                        help="SQLite file (default <state-dir>/master.db); ':memory:' keeps nothing across "
+                             "restarts [MSCHEDULE_DB]")
     parser.add_argument("--max-script-bytes", type=int,
                         default=env("MAX_SCRIPT_BYTES", DEFAULT_MAX_SCRIPT_BYTES, int),
                         help="largest script accepted [MSCHEDULE_MAX_SCRIPT_BYTES]")
@@ -27,7 +38,14 @@ def parse_args(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     start_logging("master", args)
-    server = MasterServer(args.bind, args.agent_timeout, max_script_bytes=args.max_script_bytes)
+    try:
+        db = args.db or os.path.join(resolve_state_dir(args.state_dir), "master.db")
+        storage = open_storage(db)
+    except StateDirError as exc:
+        fail(str(exc))
+    except sqlite3.Error as exc:
+        fail(f"cannot open database {db}: {exc}")
+    server = MasterServer(args.bind, args.agent_timeout, storage=storage, max_script_bytes=args.max_script_bytes)
     try:
         server.bind()
     except zmq.ZMQError as exc:

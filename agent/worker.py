@@ -14,6 +14,7 @@ from agent.executor import ExecResult, Executor
 from utils import messages
 from utils.defaults import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT
 from utils.exceptions import MessageError
+from utils.greenlets import capture, unwrap
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
 from utils.rpc import TRANSPORT_ERRORS, MasterLink
 
@@ -23,14 +24,6 @@ POLL_RPC_MARGIN = 10.0
 """Seconds a long poll's RPC timeout exceeds the poll's own wait."""
 STOP_NOTICE_TIMEOUT = 2.0
 """Seconds a stopping agent waits for the master to take note."""
-
-
-def _capture(fn, *args, **kwargs) -> tuple[bool, object]:
-    """``(True, result)`` or ``(False, exception)``: a greenlet that ends quietly either way."""
-    try:
-        return True, fn(*args, **kwargs)
-    except Exception as exc:  # handed back to the caller, which raises it
-        return False, exc
 
 
 class AgentWorker:
@@ -159,7 +152,7 @@ class AgentWorker:
 
     def _long_poll(self) -> dict | None:
         """``get_task`` in a greenlet of its own, so that :meth:`_cut_poll` can end it."""
-        poll = self._poll = gevent.spawn(_capture, self.link.call, "get_task", self.id, self.poll_wait,
+        poll = self._poll = gevent.spawn(capture, self.link.call, "get_task", self.id, self.poll_wait,
                                          self.info.session, timeout=self.poll_wait + POLL_RPC_MARGIN)
         try:
             outcome = poll.get()
@@ -167,10 +160,7 @@ class AgentWorker:
             self._poll = None
         if isinstance(outcome, gevent.GreenletExit):
             raise zerorpc.LostRemote("poll cut short: the heartbeat to the master failed")
-        ok, value = outcome
-        if not ok:
-            raise value
-        return value
+        return unwrap(outcome)
 
     def _report(self, result: ResultMessage) -> None:
         reply = self._send(result.to_message())

@@ -47,6 +47,7 @@ class Handler:
                 return {"ok": True, "known": known}
             if kind == messages.RESULT:
                 applied = self._scheduler.apply_result(ResultMessage.from_payload(payload))
+                self._storage.flush()  # acknowledged only once durable
                 return {"ok": True, "applied": applied}
             raise MessageError(f"type: unknown message type {kind!r}")
         except MessageError as exc:
@@ -66,6 +67,7 @@ class Handler:
         task = self._scheduler.wait_task(agent_id, _wait_seconds(wait, MAX_POLL_WAIT), session)
         if task is None:
             return None
+        self._storage.flush()  # the dispatch is durable before the agent hears of it
         return TaskMessage(id=task.id, script=task.script, timeout=task.timeout, parallel=task.parallel,
                            fail_rate=task.fail_rate, fail_count=task.fail_count).to_message()
 
@@ -73,7 +75,9 @@ class Handler:
     def add_task(self, task: Any) -> str:
         """Create a task from ``{script (base64), targets, timeout, parallel, fail_rate, fail_count}``."""
         spec = TaskSpec.from_request(task, script_base64=True, max_script_bytes=self._max_script_bytes)
-        return self._scheduler.submit(spec).id
+        task_id = self._scheduler.submit(spec).id
+        self._storage.flush()  # the id is returned only once the task is durable
+        return task_id
 
     def get_agents(self) -> dict:
         return {agent_id: agent.to_dict() for agent_id, agent in self._storage.agents.items()}

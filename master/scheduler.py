@@ -45,6 +45,26 @@ class Scheduler:
         #: events of callers blocked in wait_finished
         self._finish_events: dict[str, gevent.event.Event] = {}
 
+    def restore(self) -> None:
+        """Rebuild what is derived from the stored records after a master restart.
+
+        Every agent that was online gets one ``agent_timeout`` of grace from now, so a quick restart fails
+        no running target; RUNNING targets wait for their agents' results; WAITING ones queue again.
+        """
+        now = self.clock()
+        for agent in self.storage.agents.values():
+            agent.current = None
+            if agent.online:
+                agent.heartbeat = now
+        for task in self.storage.tasks.values():
+            if task.state.is_finished:
+                continue
+            for agent_id, target in task.targets.items():
+                if target.state is State.WAITING:
+                    self._queues.setdefault(agent_id, deque()).append(task.id)
+                elif target.state is State.RUNNING and agent_id in self.storage.agents:
+                    self.storage.agents[agent_id].current = task.id
+
     # ---- agents -------------------------------------------------------------------------
     def agent_seen(self, info: AgentInfo) -> bool:
         """Record a register or heartbeat. Returns whether the agent was known before."""
@@ -69,11 +89,22 @@ class Scheduler:
         agent.heartbeat = now
         agent.online = True
         agent.reported_running = info.running
+        if info.running and agent.current != info.running:
+            self._adopt(agent, info.running)
         if changed:
             self.storage.save_agent(agent)
         if info.stopping:
             self._agent_stopped(agent)
         return known
+
+    def _adopt(self, agent: AgentRecord, task_id: str) -> None:
+        """The agent runs a target the master had not recorded as handed out (a dispatch lost in a
+        master crash): take note instead of handing it out a second time."""
+        task = self.storage.get_task(task_id)
+        target = task.targets.get(agent.id) if task is not None else None
+        if target is not None and target.state is State.WAITING and not task.state.is_finished:
+            log.info("agent %s: adopting task %s it reports running", agent.id, task_id)
+            self._start_target(agent, task, target)
 
     def _agent_stopped(self, agent: AgentRecord) -> None:
         """A clean shutdown: the agent killed its script and takes no more work."""
@@ -225,6 +256,9 @@ class Scheduler:
             log.warning("agent %s: result for unknown task %s ignored", result.agent_id, result.id)
             return False
         target = task.targets[result.agent_id]
+        if target.state is State.WAITING and not task.state.is_finished and agent is not None:
+            self._adopt(agent, task.id)  # its dispatch was lost in a master crash: the result is real
+            agent.current = None
         if target.state is not State.RUNNING:
             self._late_result(task, target, result)
             return False

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
+from typing import Any
 
 import gevent
 import zmq
@@ -10,13 +12,24 @@ import zmq
 from master.handler import Handler
 from master.scheduler import Scheduler
 from master.storage import Storage
+from utils import messages
 from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, RPC_HEARTBEAT
 from utils.rpc import QuietServer
 
 log = logging.getLogger(__name__)
 
-INLINE_METHODS = frozenset({"send", "ping"})
-"""RPC methods that never block, answered without zerorpc's per-call greenlets (see QuietServer)."""
+FLUSH_INTERVAL = 0.2
+"""Seconds between two commits of changes nobody waits for (heartbeats, offline agents)."""
+
+
+def answer_inline(method: str, args: Any) -> bool:
+    """Calls that never block, answered without zerorpc's per-call greenlets (see QuietServer):
+    pings, and the heartbeats and registrations that are most of an idle master's traffic.
+    Results are not among them: their ack waits for a commit."""
+    if method == "ping":
+        return True
+    return (method == "send" and len(args) == 1 and isinstance(args[0], dict)
+            and args[0].get("type") in (messages.HEARTBEAT, messages.REGISTER))
 
 HOUSEKEEPING_INTERVAL = 0.5
 """Seconds between two checks for silent agents."""
@@ -28,9 +41,11 @@ class MasterServer:
     def __init__(self, bind: str, agent_timeout: float, storage: Storage | None = None,
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES) -> None:
         self.bind_endpoint = bind
-        self.scheduler = Scheduler(storage or Storage(), agent_timeout)
+        self.storage = storage or Storage()
+        self.scheduler = Scheduler(self.storage, agent_timeout)
+        self.scheduler.restore()
         self.handler = Handler(self.scheduler, max_script_bytes=max_script_bytes)
-        self._server = QuietServer(self.handler, inline=INLINE_METHODS, heartbeat=RPC_HEARTBEAT)
+        self._server = QuietServer(self.handler, inline=answer_inline, heartbeat=RPC_HEARTBEAT)
         self._housekeeper: gevent.Greenlet | None = None
 
     def bind(self) -> None:
@@ -44,11 +59,15 @@ class MasterServer:
         log.info("master listening on %s (agent timeout %.1fs)", self.bind_endpoint, self.scheduler.agent_timeout)
 
     def _housekeeping(self) -> None:
+        last_flush = time.monotonic()
         while True:
-            gevent.sleep(HOUSEKEEPING_INTERVAL)
+            gevent.sleep(min(HOUSEKEEPING_INTERVAL, FLUSH_INTERVAL))
             try:
                 self.scheduler.check_agents()
-            except Exception:  # one bad record must not stop liveness checks for good
+                if time.monotonic() - last_flush >= FLUSH_INTERVAL:
+                    last_flush = time.monotonic()
+                    self.storage.flush()
+            except Exception:  # a failed check or commit must not stop housekeeping for good
                 log.exception("housekeeping failed")
 
     def run(self) -> None:
@@ -77,3 +96,4 @@ class MasterServer:
             self._server.close()
         except zmq.ZMQError:
             log.debug("error closing server socket", exc_info=True)
+        self.storage.close()

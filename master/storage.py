@@ -181,3 +181,9 @@ class Storage:
 
     def save_target(self, task: TaskRecord, target: TargetRecord) -> None:
         """Persist one target's state and result."""
+
+    def flush(self) -> None:
+        """Make every change saved so far durable (nothing to do in memory)."""
+
+    def close(self) -> None:
+        """Release the backend."""

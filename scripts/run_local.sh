@@ -28,7 +28,7 @@ started() {  # name pid logfile: fail with the tier's own last lines if it died 
     fi
 }
 
-"$PY" appserver.py --bind "$MASTER" --log-dir "$RUN_DIR" & pids+=($!)
+"$PY" appserver.py --bind "$MASTER" --state-dir .state/master --log-dir "$RUN_DIR" & pids+=($!)
 started master $! "$RUN_DIR/master.log"
 "$PY" appwebserver.py --master "$MASTER" --host 127.0.0.1 --port "$WEB_PORT" --log-dir "$RUN_DIR" & pids+=($!)
 started "web tier" $! "$RUN_DIR/web.log"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -68,24 +69,33 @@ class QuietServer(zerorpc.Server):
     """zerorpc Server with two changes that matter to the master.
 
     - Expected errors (bad input, a caller gone) are logged as one line, not a traceback.
-    - Methods named in ``inline`` (quick, never blocking: heartbeats, results, pings) are answered
-      straight from the accepting loop. zerorpc's normal path spawns three greenlets, builds a heartbeat
+    - Calls for which ``inline(method, args)`` is true (quick, never blocking: heartbeats, pings) are
+      answered straight from the accepting loop. zerorpc's normal path spawns three greenlets, builds a heartbeat
       and a buffered channel and sends an extra flow-control message for every call; for the master
       the bulk of all calls are heartbeats of idle agents, and this path costs a fraction of that.
     """
 
-    def __init__(self, methods=None, inline: frozenset[str] = frozenset(), **kwargs) -> None:
+    def __init__(self, methods=None, inline: Callable[[str, Any], bool] | None = None, **kwargs) -> None:
         super().__init__(methods, **kwargs)
-        self._inline = {name: self._methods[name] for name in inline}
+        self._inline = inline or (lambda name, args: False)
 
     def _acceptor(self):
         while True:
             event = self._multiplexer.recv()
-            functor = self._inline.get(event.name)
-            if functor is not None and event.header.get("v", 1) >= 2:
+            try:
+                functor = self._methods[event.name] if self._answers_inline(event) else None
+            except Exception:  # whatever a hostile peer sent, the accepting loop must live on
+                functor = None
+            if functor is not None:
                 self._answer_inline(event, functor)
             else:
                 self._task_pool.spawn(self._async_task, event)
+
+    def _answers_inline(self, event) -> bool:
+        header = event.header
+        return (isinstance(header, dict) and isinstance(header.get("v"), int) and header["v"] >= 2
+                and "message_id" in header and isinstance(event.name, str) and event.name in self._methods
+                and isinstance(event.args, (list, tuple)) and self._inline(event.name, event.args))
 
     def _answer_inline(self, event, functor) -> None:
         try:

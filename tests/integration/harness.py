@@ -154,6 +154,7 @@ class Stack:
         self.master_port = free_port()
         self.web_port = free_port()
         self.api = Api(self.web_port)
+        self.db = tmp_path / "master.db"
         self._agent_count = 0
 
     @property
@@ -166,7 +167,7 @@ class Stack:
         return proc
 
     def master(self, *extra: str, agent_timeout: float = AGENT_TIMEOUT) -> Proc:
-        proc = self._start("master", ["appserver.py", "--bind", self.master_endpoint,
+        proc = self._start("master", ["appserver.py", "--bind", self.master_endpoint, "--db", str(self.db),
                                       "--agent-timeout", str(scaled(agent_timeout)), *extra])
         wait_until(lambda: _port_open(self.master_port) or not proc.alive(), 10, what="master port")
         assert proc.alive(), proc.log()

@@ -129,10 +129,17 @@ def test_master_port_in_use_is_one_clear_line():
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        proc = _run_cli("appserver.py", "--bind", f"tcp://127.0.0.1:{port}")
+        proc = _run_cli("appserver.py", "--bind", f"tcp://127.0.0.1:{port}", "--db", ":memory:")
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [f"mschedule: cannot listen on tcp://127.0.0.1:{port}: "
                                                 f"Address already in use (addr='tcp://127.0.0.1:{port}')"]
+
+
+def test_master_unusable_db_is_one_clear_line(tmp_path):
+    proc = _run_cli("appserver.py", "--bind", f"tcp://127.0.0.1:{free_port()}", "--db", str(tmp_path / "no" / "x.db"))
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"mschedule: cannot open database {tmp_path}/no/x.db")
+    assert "Traceback" not in proc.stderr
 
 
 def test_web_port_in_use_is_one_clear_line(stack):

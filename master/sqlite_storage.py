@@ -1,0 +1,199 @@
+"""Write-through SQLite persistence for the master's in-memory :class:`Storage`.
+
+The in-memory records stay the working set; every ``save_*`` snapshots a row into a pending batch
+(later saves of the same row replace earlier ones), and :meth:`SQLiteStorage.flush` commits the batch.
+Commits run on one dedicated thread with one connection, so the gevent loop keeps serving while SQLite
+writes and fsyncs, and everything that piles up during one commit goes into the next (group commit).
+
+What must be durable before it is acknowledged calls ``flush()`` first: a new task (``add_task``), a
+dispatch (``get_task``'s answer) and a result (its ack). Heartbeats are not flushed; a periodic flush
+catches up with them and with every other change.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+
+from gevent.threadpool import ThreadPool
+
+from master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
+from utils.greenlets import capture, unwrap
+from utils.states import State
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    id TEXT PRIMARY KEY, hostname TEXT NOT NULL, ip TEXT NOT NULL, labels TEXT NOT NULL,
+    registered REAL, heartbeat REAL, online INTEGER NOT NULL, session TEXT
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, script BLOB NOT NULL, timeout REAL NOT NULL,
+    parallel INTEGER NOT NULL, fail_rate REAL NOT NULL, fail_count INTEGER NOT NULL,
+    created REAL NOT NULL, state TEXT NOT NULL, started REAL, finished REAL
+);
+CREATE TABLE IF NOT EXISTS targets (
+    task_id TEXT NOT NULL, agent_id TEXT NOT NULL, pos INTEGER NOT NULL, state TEXT NOT NULL,
+    code INTEGER, output BLOB NOT NULL, started REAL, finished REAL,
+    timed_out INTEGER NOT NULL, truncated INTEGER NOT NULL,
+    PRIMARY KEY (task_id, agent_id)
+);
+CREATE INDEX IF NOT EXISTS tasks_seq ON tasks (seq);
+"""
+
+UPSERT_AGENT = "INSERT OR REPLACE INTO agents VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+UPSERT_TASK = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+UPSERT_TARGET = "INSERT OR REPLACE INTO targets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+class SQLiteStorage(Storage):
+    """:class:`Storage` that writes through to an SQLite file (WAL mode)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._pool = ThreadPool(1)
+        self._conn: sqlite3.Connection = self._run(self._open)
+        self._agents: dict[str, tuple] = {}
+        self._tasks: dict[str, tuple] = {}
+        self._targets: dict[tuple[str, str], tuple] = {}
+        self._seq = 0
+        self.commits = 0
+
+    def _run(self, fn, *args):
+        """Run ``fn`` on the database thread; the calling greenlet waits, the loop goes on."""
+        return unwrap(self._pool.apply(capture, (fn, *args)))
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # an acknowledged result survives a power cut too
+        conn.executescript(SCHEMA)
+        return conn
+
+    # ---- load -----------------------------------------------------------------------------
+    def load(self) -> None:
+        """Read everything back into memory (at start, before serving)."""
+        agents, tasks, targets = self._run(self._read_all)
+        for row in agents:
+            agent = AgentRecord(id=row[0], hostname=row[1], ip=json.loads(row[2]), labels=json.loads(row[3]),
+                                registered=row[4] or 0.0, heartbeat=row[5] or 0.0, online=bool(row[6]),
+                                session=row[7])
+            self.agents[agent.id] = agent
+        by_task: dict[str, dict[str, TargetRecord]] = {}
+        for row in targets:
+            by_task.setdefault(row[0], {})[row[1]] = TargetRecord(
+                agent_id=row[1], state=State(row[3]), code=row[4], output=row[5] or b"", started=row[6],
+                finished=row[7], timed_out=bool(row[8]), truncated=bool(row[9]))
+        for row in tasks:
+            task = TaskRecord(id=row[0], script=row[2], timeout=row[3], parallel=row[4], fail_rate=row[5],
+                              fail_count=row[6], targets=by_task.get(row[0], {}), created=row[7],
+                              state=State(row[8]), started=row[9], finished=row[10])
+            self.tasks[task.id] = task
+            self._seq = max(self._seq, row[1])
+        log.info("loaded %d agents and %d tasks from %s", len(self.agents), len(self.tasks), self.path)
+
+    def _read_all(self) -> tuple[list, list, list]:
+        cur = self._conn.cursor()
+        agents = cur.execute("SELECT * FROM agents").fetchall()
+        tasks = cur.execute("SELECT * FROM tasks ORDER BY seq").fetchall()
+        targets = cur.execute("SELECT * FROM targets ORDER BY task_id, pos").fetchall()
+        return agents, tasks, targets
+
+    # ---- write-through hooks --------------------------------------------------------------
+    def save_agent(self, agent: AgentRecord) -> None:
+        self._agents[agent.id] = (agent.id, agent.hostname, json.dumps(agent.ip), json.dumps(agent.labels),
+                                  agent.registered, agent.heartbeat, int(agent.online), agent.session)
+
+    def add_task(self, task: TaskRecord) -> None:
+        self._seq += 1
+        task_seq = self._seq
+        self.tasks[task.id] = task
+        self._tasks[task.id] = self._task_row(task, task_seq)
+        for pos, target in enumerate(task.targets.values()):
+            self._targets[(task.id, target.agent_id)] = self._target_row(task, target, pos)
+
+    def save_task(self, task: TaskRecord) -> None:
+        # a row still pending insertion keeps its seq; otherwise this is an update (seq None)
+        old = self._tasks.get(task.id)
+        self._tasks[task.id] = self._task_row(task, old[1] if old else None)
+
+    def save_target(self, task: TaskRecord, target: TargetRecord) -> None:
+        # a row still pending insertion keeps its position; otherwise this is an update (pos None)
+        key = (task.id, target.agent_id)
+        old = self._targets.get(key)
+        self._targets[key] = self._target_row(task, target, old[2] if old else None)
+
+    @staticmethod
+    def _task_row(task: TaskRecord, seq: int | None) -> tuple:
+        return (task.id, seq, task.script, task.timeout, task.parallel, task.fail_rate, task.fail_count,
+                task.created, task.state.value, task.started, task.finished)
+
+    @staticmethod
+    def _target_row(task: TaskRecord, target: TargetRecord, pos: int | None) -> tuple:
+        return (task.id, target.agent_id, pos, target.state.value, target.code, target.output, target.started,
+                target.finished, int(target.timed_out), int(target.truncated))
+
+    # ---- commit ---------------------------------------------------------------------------
+    @property
+    def dirty(self) -> bool:
+        return bool(self._agents or self._tasks or self._targets)
+
+    def flush(self) -> None:
+        """Commit every change saved so far; returns once it is on disk.
+
+        Raises:
+            sqlite3.Error: the commit failed; the changes stay pending for the next flush.
+        """
+        if not self.dirty:
+            return
+        batch = (self._agents, self._tasks, self._targets)
+        self._agents, self._tasks, self._targets = {}, {}, {}
+        try:
+            self._run(self._commit, *batch)
+        except sqlite3.Error:
+            # keep the lost batch, under anything saved since (which is newer)
+            self._agents = {**batch[0], **self._agents}
+            self._tasks = {**batch[1], **self._tasks}
+            self._targets = {**batch[2], **self._targets}
+            raise
+        self.commits += 1
+
+    def _commit(self, agents: dict, tasks: dict, targets: dict[tuple[str, str], tuple]) -> None:
+        cur = self._conn.cursor()
+        cur.execute("BEGIN")
+        try:
+            cur.executemany(UPSERT_AGENT, agents.values())
+            # a task row saved without its seq (a state change) keeps the seq it was inserted with
+            new, changed = [r for r in tasks.values() if r[1] is not None], [r for r in tasks.values() if r[1] is None]
+            cur.executemany(UPSERT_TASK, new)
+            cur.executemany("UPDATE tasks SET state = ?, started = ?, finished = ? WHERE id = ?",
+                            [(r[8], r[9], r[10], r[0]) for r in changed])
+            with_pos = [r for r in targets.values() if r[2] is not None]
+            cur.executemany(UPSERT_TARGET, with_pos)
+            cur.executemany("UPDATE targets SET state = ?, code = ?, output = ?, started = ?, finished = ?, "
+                            "timed_out = ?, truncated = ? WHERE task_id = ? AND agent_id = ?",
+                            [(r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[0], r[1])
+                             for r in targets.values() if r[2] is None])
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except sqlite3.Error:
+            log.exception("final commit to %s failed", self.path)
+        self._run(self._conn.close)
+        self._pool.kill()
+
+
+def open_storage(db: str) -> Storage:
+    """``:memory:`` keeps everything in memory only; anything else is an SQLite file."""
+    if db == ":memory:":
+        return Storage()
+    storage = SQLiteStorage(db)
+    storage.load()
+    return storage

@@ -1,0 +1,91 @@
+"""The master's SQLite write-through: what is flushed comes back after a restart, exactly."""
+import pytest
+
+from master.scheduler import Scheduler
+from master.sqlite_storage import SQLiteStorage, open_storage
+from master.storage import Storage
+from utils.messages import AgentInfo, ResultMessage
+from utils.states import State
+from utils.taskspec import TaskSpec
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def populated(storage, clock):
+    sched = Scheduler(storage, agent_timeout=10, clock=clock)
+    for i in range(3):
+        sched.agent_seen(AgentInfo(id=f"a{i}", hostname=f"h{i}", ip=["10.0.0.1"], labels={"dc": "bj"}, session="s"))
+    done = sched.submit(TaskSpec(script=b"echo \xff", targets=["a0"]))
+    sched.next_task("a0")
+    sched.apply_result(ResultMessage(id=done.id, agent_id="a0", code=0, output=b"out\xfe"))
+    live = sched.submit(TaskSpec(script=b"sleep 1", targets=["a2", "a1", "a0"], parallel=1, fail_rate=100))
+    assert sched.next_task("a2") is live
+    storage.flush()
+    return sched, done, live
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def storage(request, tmp_path):
+    s = Storage() if request.param == "memory" else SQLiteStorage(str(tmp_path / "m.db"))
+    yield s
+    s.close()
+
+
+def test_behaviour_is_the_same_on_every_backend(storage):
+    sched, done, live = populated(storage, Clock())
+    assert done.state is State.SUCCEED and done.targets["a0"].output == b"out\xfe"
+    assert live.running == 1 and live.counts[State.WAITING] == 2
+    assert [t.id for t in storage.recent_tasks(10)] == [live.id, done.id]
+
+
+def test_everything_flushed_comes_back(tmp_path):
+    path = str(tmp_path / "m.db")
+    first = SQLiteStorage(path)
+    clock = Clock()
+    _, done, live = populated(first, clock)
+    first.close()
+
+    again = open_storage(path)
+    assert list(again.tasks) == [done.id, live.id]  # submission order kept
+    back = again.tasks[done.id]
+    assert back.script == b"echo \xff" and back.state is State.SUCCEED
+    assert back.targets["a0"].output == b"out\xfe" and back.targets["a0"].code == 0
+    back_live = again.tasks[live.id]
+    assert list(back_live.targets) == ["a2", "a1", "a0"]  # target order kept
+    assert back_live.targets["a2"].state is State.RUNNING and back_live.running == 1
+    assert again.agents["a1"].labels == {"dc": "bj"} and again.agents["a1"].ip == ["10.0.0.1"]
+    assert again.agents["a1"].session == "s"
+
+    clock.now += 100  # long after the last heartbeat: the restart grants grace
+    sched = Scheduler(again, agent_timeout=10, clock=clock)
+    sched.restore()
+    assert sched.check_agents() == []
+    assert again.agents["a2"].current == live.id
+    assert sched.next_task("a1") is None  # the window (parallel 1) is taken by a2's running target
+    sched.apply_result(ResultMessage(id=live.id, agent_id="a2", code=0))
+    assert sched.next_task("a1").id == live.id  # waiting targets were queued again
+    again.close()
+
+
+def test_unflushed_changes_are_not_lost_by_a_later_flush(tmp_path):
+    path = str(tmp_path / "m.db")
+    s = SQLiteStorage(path)
+    sched = Scheduler(s, agent_timeout=10, clock=Clock())
+    sched.agent_seen(AgentInfo(id="a", hostname="h", session="s"))
+    task = sched.submit(TaskSpec(script=b"true", targets=["a"]))
+    sched.next_task("a")  # insert and update of the same target in one batch
+    s.flush()
+    s.close()
+    again = open_storage(path)
+    assert again.tasks[task.id].targets["a"].state is State.RUNNING
+    assert again.tasks[task.id].state is State.RUNNING
+    again.close()
+
+
+def test_memory_db_keeps_nothing():
+    assert type(open_storage(":memory:")) is Storage
