@@ -11,8 +11,10 @@ import gevent.event
 from agent.executor import Executor
 from agent.identity import hostname as system_hostname
 from agent.identity import load_or_create_agent_id, local_ipv4_addresses
+from agent.spool import Spool
 from agent.worker import AgentWorker
 from utils.rpc import MasterLink
+from utils.statedir import StateDirError
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,16 @@ def build_workers(master: str, state_dir: str, instances: int, hostname_template
     ips = local_ipv4_addresses()
     workers = []
     for index in range(instances):
-        agent_id = load_or_create_agent_id(instance_state_dir(state_dir, index, instances))
+        own_dir = instance_state_dir(state_dir, index, instances)
+        agent_id = load_or_create_agent_id(own_dir)
+        try:
+            spool = Spool(own_dir, agent_id)
+            spool.recover_interrupted()
+        except OSError as exc:
+            raise StateDirError(f"cannot use the result spool in {own_dir}: {exc.strerror}") from None
         workers.append(AgentWorker(agent_id, instance_hostname(hostname_template, index), link, ips=ips,
                                    labels=labels, interval=interval, poll_wait=poll_wait,
-                                   executor=Executor(output_cap=output_cap)))
+                                   executor=Executor(output_cap=output_cap), spool=spool))
     return workers
 
 

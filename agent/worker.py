@@ -11,6 +11,7 @@ import zerorpc
 
 from agent.backoff import Backoff
 from agent.executor import ExecResult, Executor
+from agent.spool import Spool
 from utils import messages
 from utils.defaults import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT
 from utils.exceptions import MessageError
@@ -31,7 +32,8 @@ class AgentWorker:
 
     def __init__(self, agent_id: str, hostname: str, link: MasterLink, ips: list[str] | None = None,
                  labels: dict[str, str] | None = None, interval: float = DEFAULT_HEARTBEAT_INTERVAL,
-                 poll_wait: float = DEFAULT_POLL_WAIT, executor: Executor | None = None) -> None:
+                 poll_wait: float = DEFAULT_POLL_WAIT, executor: Executor | None = None,
+                 spool: Spool | None = None) -> None:
         self.info = AgentInfo(id=agent_id, hostname=hostname, ip=list(ips or []), labels=dict(labels or {}),
                               session=uuid.uuid4().hex)
         self.link = link
@@ -39,7 +41,9 @@ class AgentWorker:
         self.poll_wait = poll_wait
         self.executor = executor or Executor()
         self._registered = False
-        self._pending: ResultMessage | None = None
+        #: results not yet acknowledged; None keeps them in memory only (unit tests)
+        self.spool = spool
+        self._unsent: list[ResultMessage] = []
         self._stopped = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
         self._poll: gevent.Greenlet | None = None
@@ -142,12 +146,7 @@ class AgentWorker:
         """Register if needed, deliver a pending result, then long-poll for the next task."""
         if not self._registered:
             self._register()
-        if self._pending is not None:
-            try:
-                self._report(self._pending)
-            except MessageError as exc:  # refused for good: resending cannot help
-                log.error("agent %s: task %s result dropped: %s", self.id, self._pending.id, exc)
-            self._pending = None
+        self._deliver_results()
         return self._long_poll()
 
     def _long_poll(self) -> dict | None:
@@ -162,10 +161,42 @@ class AgentWorker:
             raise zerorpc.LostRemote("poll cut short: the heartbeat to the master failed")
         return unwrap(outcome)
 
-    def _report(self, result: ResultMessage) -> None:
-        reply = self._send(result.to_message())
-        log.info("agent %s: task %s result delivered (code=%s, applied=%s)",
-                 self.id, result.id, result.code, reply.get("applied"))
+    def _keep(self, result: ResultMessage) -> None:
+        if self.spool is not None:
+            try:
+                self.spool.put(result)
+                return
+            except OSError as exc:
+                log.error("agent %s: task %s result kept in memory only, spool failed: %s", self.id, result.id, exc)
+        self._unsent.append(result)
+
+    def _deliver_results(self) -> None:
+        """Send every result not yet acknowledged (after each (re)connect and each script)."""
+        if self.spool is not None:
+            for result in self.spool.pending():
+                self._deliver(result)
+                self.spool.remove(result.id)
+        while self._unsent:
+            self._deliver(self._unsent[0])
+            self._unsent.pop(0)
+
+    def _deliver(self, result: ResultMessage) -> None:
+        """Send one result; a transport error propagates (the result stays kept for the next try)."""
+        try:
+            reply = self._send(result.to_message())
+            log.info("agent %s: task %s result delivered (code=%s, applied=%s)",
+                     self.id, result.id, result.code, reply.get("applied"))
+        except MessageError as exc:  # refused for good: resending cannot help
+            log.error("agent %s: task %s result dropped: %s", self.id, result.id, exc)
+
+    def _mark(self, task_id: str | None) -> None:
+        """Record (or clear) the running task on disk; a failure only costs the restart report."""
+        if self.spool is None:
+            return
+        try:
+            self.spool.mark_running(task_id) if task_id else self.spool.clear_running()
+        except OSError as exc:
+            log.error("agent %s: cannot update the running marker: %s", self.id, exc)
 
     def _run(self, task_msg: dict) -> None:
         try:
@@ -174,11 +205,12 @@ class AgentWorker:
             task_id = task_msg.get("payload", {}).get("id") if isinstance(task_msg, dict) else None
             log.error("agent %s: malformed task %s: %s", self.id, task_id, exc)
             if isinstance(task_id, str):
-                self._pending = ResultMessage(id=task_id, agent_id=self.id, code=-1,
-                                              output=f"[mschedule: agent refused a malformed task: {exc}]\n".encode())
+                self._keep(ResultMessage(id=task_id, agent_id=self.id, code=-1,
+                                         output=f"[mschedule: agent refused a malformed task: {exc}]\n".encode()))
             return
         log.info("agent %s: task %s running (timeout=%s, script=%dB)", self.id, task.id, task.timeout, len(task.script))
         self.info.running = task.id
+        self._mark(task.id)
         try:
             outcome: ExecResult = self.executor.run(task.script, task.timeout,
                                                     env={"MSCHEDULE_TASK_ID": task.id, "MSCHEDULE_AGENT_ID": self.id})
@@ -191,6 +223,7 @@ class AgentWorker:
             self.info.running = None
         log.info("agent %s: task %s exited code=%s%s", self.id, task.id, outcome.code,
                  " (timed out)" if outcome.timed_out else "")
-        self._pending = ResultMessage(id=task.id, agent_id=self.id, code=outcome.code, output=outcome.output,
-                                      timed_out=outcome.timed_out, truncated=outcome.truncated,
-                                      started=outcome.started, finished=outcome.finished)
+        self._keep(ResultMessage(id=task.id, agent_id=self.id, code=outcome.code, output=outcome.output,
+                                 timed_out=outcome.timed_out, truncated=outcome.truncated,
+                                 started=outcome.started, finished=outcome.finished))
+        self._mark(None)
