@@ -16,7 +16,7 @@ from utils.statedir import StateDirError, resolve_state_dir
 def parse_args(argv: list[str] | None = None):
     parser = new_parser("mschedule master: keeps agents and tasks, hands tasks to agents.")
     parser.add_argument("--bind", default=env("BIND", DEFAULT_BIND),
-                        help="zerorpc endpoint for agents and the web tier [MSCHEDULE_BIND]")
+                        help="zerorpc endpoint(s) for agents and the web tier, comma separated [MSCHEDULE_BIND]")
     parser.add_argument("--agent-timeout", type=float, default=env("AGENT_TIMEOUT", DEFAULT_AGENT_TIMEOUT, float),
                         help="seconds without heartbeat before an agent is offline [MSCHEDULE_AGENT_TIMEOUT]")
     parser.add_argument("--state-dir", default=env("STATE_DIR", None),

@@ -47,6 +47,8 @@ class AgentWorker:
         self._stopped = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
         self._poll: gevent.Greenlet | None = None
+        #: the master process that answered last (its ``boot`` id)
+        self._master_boot: str | None = None
 
     @property
     def id(self) -> str:
@@ -76,7 +78,19 @@ class AgentWorker:
         if not isinstance(reply, dict) or not reply.get("ok"):
             error = reply.get("error") if isinstance(reply, dict) else reply
             raise MessageError(f"master refused {msg['type']}: {error}")
+        self._note_master(reply.get("master"))
         return reply
+
+    def _note_master(self, boot: str | None) -> None:
+        """A new master process (restarted in less than a heartbeat): a poll sent to the old one will
+        never be answered, so end it and register again."""
+        if boot is None or boot == self._master_boot:
+            return
+        if self._master_boot is not None:
+            log.info("agent %s: the master restarted; registering again", self.id)
+            self._registered = False
+            self._cut_poll()
+        self._master_boot = boot
 
     def _register(self) -> None:
         self._send(messages.register_message(self.info))

@@ -8,6 +8,7 @@ line; it never reaches the state.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from master.scheduler import Scheduler
@@ -36,6 +37,9 @@ class Handler:
         self._scheduler = scheduler
         self._storage = scheduler.storage
         self._max_script_bytes = max_script_bytes
+        #: id of this master process, in every answer to an agent: a new one tells agents the master
+        #: restarted, and that a long poll they sent before it will never be answered
+        self.boot = uuid.uuid4().hex
 
     # ---- agents -------------------------------------------------------------------------
     def send(self, msg: Any) -> dict:
@@ -44,11 +48,11 @@ class Handler:
             kind, payload = messages.split_message(msg)
             if kind in (messages.REGISTER, messages.HEARTBEAT):
                 known = self._scheduler.agent_seen(AgentInfo.from_payload(payload))
-                return {"ok": True, "known": known}
+                return {"ok": True, "known": known, "master": self.boot}
             if kind == messages.RESULT:
                 applied = self._scheduler.apply_result(ResultMessage.from_payload(payload))
                 self._storage.flush()  # acknowledged only once durable
-                return {"ok": True, "applied": applied}
+                return {"ok": True, "applied": applied, "master": self.boot}
             raise MessageError(f"type: unknown message type {kind!r}")
         except MessageError as exc:
             log.warning("bad agent message refused: %s", exc)

@@ -18,6 +18,9 @@ from utils.rpc import QuietServer
 
 log = logging.getLogger(__name__)
 
+MIN_MESSAGE_LIMIT = 8 * 1024 * 1024
+"""Bytes: the smallest limit on one RPC message the master accepts (results carry up to 1 MiB of output)."""
+
 FLUSH_INTERVAL = 0.2
 """Seconds between two commits of changes nobody waits for (heartbeats, offline agents)."""
 
@@ -41,6 +44,8 @@ class MasterServer:
     def __init__(self, bind: str, agent_timeout: float, storage: Storage | None = None,
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES) -> None:
         self.bind_endpoint = bind
+        # room for the largest script or output (base64: 4/3) plus the message around it
+        self.max_message_bytes = max(MIN_MESSAGE_LIMIT, 2 * max_script_bytes + 1024 * 1024)
         self.storage = storage or Storage()
         self.scheduler = Scheduler(self.storage, agent_timeout)
         self.scheduler.restore()
@@ -54,8 +59,12 @@ class MasterServer:
         Raises:
             zmq.ZMQError: the address is in use or invalid.
         """
-        self._server._events._socket.linger = 0
-        self._server.bind(self.bind_endpoint)
+        socket = self._server._events._socket
+        socket.linger = 0
+        # a peer sending a larger message is disconnected by zmq before it costs memory
+        socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        for endpoint in self.bind_endpoint.split(","):
+            self._server.bind(endpoint.strip())
         log.info("master listening on %s (agent timeout %.1fs)", self.bind_endpoint, self.scheduler.agent_timeout)
 
     def _housekeeping(self) -> None:

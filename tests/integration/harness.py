@@ -47,12 +47,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 class Proc:
     """One tier's process; its output goes to a log file shown when a test fails."""
 
-    def __init__(self, name: str, args: list[str], log_path: str) -> None:
+    def __init__(self, name: str, args: list[str], log_path: str, wrapper: tuple[str, ...] = ()) -> None:
         self.name = name
         self.args = args
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        self.popen = subprocess.Popen([PYTHON, *args], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+        self.popen = subprocess.Popen([*wrapper, PYTHON, *args], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True)
 
     @property
@@ -161,13 +161,13 @@ class Stack:
     def master_endpoint(self) -> str:
         return f"tcp://127.0.0.1:{self.master_port}"
 
-    def _start(self, name: str, args: list[str]) -> Proc:
-        proc = Proc(name, args, str(self.tmp / f"{name}.log"))
+    def _start(self, name: str, args: list[str], wrapper: tuple[str, ...] = ()) -> Proc:
+        proc = Proc(name, args, str(self.tmp / f"{name}.log"), wrapper)
         self.procs.append(proc)
         return proc
 
-    def master(self, *extra: str, agent_timeout: float = AGENT_TIMEOUT) -> Proc:
-        proc = self._start("master", ["appserver.py", "--bind", self.master_endpoint, "--db", str(self.db),
+    def master(self, *extra: str, agent_timeout: float = AGENT_TIMEOUT, bind: str | None = None) -> Proc:
+        proc = self._start("master", ["appserver.py", "--bind", bind or self.master_endpoint, "--db", str(self.db),
                                       "--agent-timeout", str(scaled(agent_timeout)), *extra])
         wait_until(lambda: _port_open(self.master_port) or not proc.alive(), 10, what="master port")
         assert proc.alive(), proc.log()
@@ -181,21 +181,25 @@ class Stack:
         return proc
 
     def agents(self, instances: int = 1, state_dir: str | None = None, wait: bool = True,
-               extra: tuple[str, ...] = (), interval: float | None = None) -> Proc:
+               extra: tuple[str, ...] = (), interval: float | None = None, wrapper: tuple[str, ...] = (),
+               master: str | None = None) -> Proc:
         """Start one agent process with ``instances`` agents; by default wait until all are online."""
         self._agent_count += 1
         state_dir = state_dir or str(self.tmp / f"agents{self._agent_count}")
         before = set(self.online_agents()) if wait else set()
         interval = scaled(AGENT_INTERVAL) if interval is None else interval
         proc = self._start(f"agent{self._agent_count}", [
-            "app.py", "--master", self.master_endpoint, "--state-dir", state_dir,
-            "--instances", str(instances), "--interval", str(interval), *extra])
+            "app.py", "--master", master or self.master_endpoint, "--state-dir", state_dir,
+            "--instances", str(instances), "--interval", str(interval), *extra], wrapper)
         if wait:
             wait_until(lambda: len(set(self.online_agents()) - before) >= instances or not proc.alive(),
                        20 + instances / 50,
                        what=f"{instances} agents online")
             assert proc.alive(), proc.log()
         return proc
+
+    def master_proc_alive(self) -> bool:
+        return any(p.name == "master" and p.alive() for p in self.procs)
 
     def online_agents(self) -> list[str]:
         return [a for a, info in self.api.agents().items() if info["online"]]
@@ -208,7 +212,9 @@ class Stack:
         return sorted(self.online_agents())
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
+        # agents first (they can still tell a live master they stop), then web tiers, then masters
+        order = {"agent": 0, "web": 1, "master": 2}
+        for proc in sorted(reversed(self.procs), key=lambda p: order.get(p.name.rstrip("0123456789"), 0)):
             proc.stop()
 
     def logs(self) -> str:
