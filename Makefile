@@ -40,3 +40,7 @@ $(BENCH_VENV)/.installed: bench/requirements-peer.txt
 .PHONY: bench
 bench: venv $(BENCH_VENV)/.installed
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+.PHONY: reliability
+reliability: venv
+	$(PY) scripts/reliability_report.py

@@ -1,6 +1,6 @@
 """Results on disk until the master has them: nothing is lost to a master restart or an agent crash.
 
-Each result is written (and fsynced) to ``<state-dir>/spool/<task-id>.json`` before it is sent and removed
+Each result is written to ``<state-dir>/spool/<task-id>.json`` before it is sent and removed
 only when the master acknowledges it; whatever is in the spool is sent again after every (re)connect and
 at start. A marker file says which task is running, so an agent restarted mid-script can report that
 the script's fate is unknown instead of leaving the master waiting.
@@ -22,17 +22,17 @@ INTERRUPTED_CODE = -1
 
 
 def _write_atomic(path: str, data: bytes) -> None:
+    """Write-and-rename: a crash leaves the old file or the new one, never half of one.
+
+    No fsync: the spool has to survive the agent process dying (the kernel keeps the data), which is
+    the case it exists for. If the whole host loses power the master fails the target when the agent
+    stays silent, which is the right outcome for a host that went down; four fsyncs per script would
+    cost more than the script itself for short tasks.
+    """
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class Spool:

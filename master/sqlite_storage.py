@@ -15,6 +15,7 @@ import json
 import logging
 import sqlite3
 
+from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 
 from master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
@@ -59,6 +60,10 @@ class SQLiteStorage(Storage):
         self._tasks: dict[str, tuple] = {}
         self._targets: dict[tuple[str, str], tuple] = {}
         self._seq = 0
+        #: number of saves so far, and how many of them are known to be committed
+        self._saved = 0
+        self._durable = 0
+        self._inflight: AsyncResult | None = None
         self.commits = 0
 
     def _run(self, fn, *args):
@@ -103,10 +108,12 @@ class SQLiteStorage(Storage):
 
     # ---- write-through hooks --------------------------------------------------------------
     def save_agent(self, agent: AgentRecord) -> None:
+        self._saved += 1
         self._agents[agent.id] = (agent.id, agent.hostname, json.dumps(agent.ip), json.dumps(agent.labels),
                                   agent.registered, agent.heartbeat, int(agent.online), agent.session)
 
     def add_task(self, task: TaskRecord) -> None:
+        self._saved += 1
         self._seq += 1
         task_seq = self._seq
         self.tasks[task.id] = task
@@ -115,11 +122,13 @@ class SQLiteStorage(Storage):
             self._targets[(task.id, target.agent_id)] = self._target_row(task, target, pos)
 
     def save_task(self, task: TaskRecord) -> None:
+        self._saved += 1
         # a row still pending insertion keeps its seq; otherwise this is an update (seq None)
         old = self._tasks.get(task.id)
         self._tasks[task.id] = self._task_row(task, old[1] if old else None)
 
     def save_target(self, task: TaskRecord, target: TargetRecord) -> None:
+        self._saved += 1
         # a row still pending insertion keeps its position; otherwise this is an update (pos None)
         key = (task.id, target.agent_id)
         old = self._targets.get(key)
@@ -141,24 +150,41 @@ class SQLiteStorage(Storage):
         return bool(self._agents or self._tasks or self._targets)
 
     def flush(self) -> None:
-        """Commit every change saved so far; returns once it is on disk.
+        """Return once every change saved before this call is committed to disk.
+
+        Group commit: while one commit runs on the database thread, later changes pile up and go into the
+        next one, led by whichever waiting caller gets there first; callers whose changes are in the
+        running commit just wait for it.
 
         Raises:
-            sqlite3.Error: the commit failed; the changes stay pending for the next flush.
+            sqlite3.Error: the commit failed; its changes stay pending for the next flush.
         """
-        if not self.dirty:
-            return
+        wanted = self._saved
+        while self._durable < wanted:
+            if self._inflight is not None:
+                self._inflight.get()
+                continue
+            self._commit_pending()
+
+    def _commit_pending(self) -> None:
+        upto = self._saved
         batch = (self._agents, self._tasks, self._targets)
         self._agents, self._tasks, self._targets = {}, {}, {}
+        done = self._inflight = AsyncResult()
         try:
             self._run(self._commit, *batch)
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
             # keep the lost batch, under anything saved since (which is newer)
             self._agents = {**batch[0], **self._agents}
             self._tasks = {**batch[1], **self._tasks}
             self._targets = {**batch[2], **self._targets}
+            done.set_exception(exc)
             raise
+        finally:
+            self._inflight = None
+        self._durable = max(self._durable, upto)
         self.commits += 1
+        done.set(None)
 
     def _commit(self, agents: dict, tasks: dict, targets: dict[tuple[str, str], tuple]) -> None:
         cur = self._conn.cursor()
