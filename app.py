@@ -1,12 +1,20 @@
 """mschedule agent: ``python app.py --master tcp://MASTER:9000``."""
 from __future__ import annotations
 
+import logging
 import sys
 
 from agent.identity import StateDirError, resolve_state_dir
 from agent.runner import build_workers, run_workers
-from utils.config import add_logging_flags, env, fail, new_parser, start_logging
-from utils.defaults import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MASTER, DEFAULT_OUTPUT_CAP, DEFAULT_POLL_WAIT
+from utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
+from utils.defaults import (
+    BACKOFF_CAP,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MASTER,
+    DEFAULT_OUTPUT_CAP,
+    DEFAULT_POLL_WAIT,
+)
+from utils.keys import KeyFileError, public_key_arg
 
 
 def parse_label(text: str) -> tuple[str, str]:
@@ -20,6 +28,11 @@ def parse_args(argv: list[str] | None = None):
     parser = new_parser("mschedule agent: dials the master, pulls tasks and runs them with /bin/sh.")
     parser.add_argument("--master", default=env("MASTER", DEFAULT_MASTER),
                         help="master zerorpc endpoint [MSCHEDULE_MASTER]")
+    parser.add_argument("--master-key", default=env("MASTER_KEY", None),
+                        help="the master's public key (Z85 text or a path to master.key); the agent talks to no "
+                             "master without it [MSCHEDULE_MASTER_KEY]")
+    parser.add_argument("--insecure", action="store_true", default=env("INSECURE", False, flag),
+                        help="plain TCP, no keys: for local experiments only [MSCHEDULE_INSECURE]")
     parser.add_argument("--state-dir", default=env("STATE_DIR", None),
                         help="where the agent id is kept (default /var/lib/mschedule, "
                              "or ~/.mschedule when that is not writable) [MSCHEDULE_STATE_DIR]")
@@ -34,6 +47,9 @@ def parse_args(argv: list[str] | None = None):
                         help="independent agents in this process, ids under <state-dir>/<k>/ [MSCHEDULE_INSTANCES]")
     parser.add_argument("--poll-wait", type=float, default=env("POLL_WAIT", DEFAULT_POLL_WAIT, float),
                         help="seconds one long poll for a task may wait on the master [MSCHEDULE_POLL_WAIT]")
+    parser.add_argument("--max-backoff", type=float, default=env("MAX_BACKOFF", BACKOFF_CAP, float),
+                        help="longest wait between two reconnect attempts, seconds; keep it under the master's "
+                             "--agent-timeout [MSCHEDULE_MAX_BACKOFF]")
     parser.add_argument("--output-cap", type=int, default=env("OUTPUT_CAP", DEFAULT_OUTPUT_CAP, int),
                         help="bytes of a script's output kept [MSCHEDULE_OUTPUT_CAP]")
     parser.add_argument("--check", action="store_true",
@@ -45,16 +61,23 @@ def parse_args(argv: list[str] | None = None):
         args.labels = dict(parse_label(t) for t in [*filter(None, labels_env.split(",")), *args.label])
     except ValueError as exc:
         parser.error(str(exc))
+    if not args.insecure and not args.master_key:
+        parser.error("--master-key is required (or --insecure for a local experiment)")
+    if args.max_backoff <= 0:
+        parser.error("--max-backoff must be > 0")
     if args.interval <= 0 or args.instances < 1 or args.output_cap < 1 or not 0 < args.poll_wait <= 60:
         parser.error("--interval and --output-cap must be > 0, --instances >= 1, --poll-wait in (0, 60]")
     return args
 
 
-def check_master(endpoint: str) -> int:
-    """``--check``: one ping to the master; exit code 0 when it answers."""
-    from utils.rpc import TRANSPORT_ERRORS, MasterLink
+def check_master(endpoint: str, master_key: bytes | None) -> int:
+    """``--check``: one ping to the master; exit code 0 when it answers (with a throwaway key pair)."""
+    import zmq
 
-    link = MasterLink(endpoint, timeout=3)
+    from utils.rpc import TRANSPORT_ERRORS, CurveClientKeys, MasterLink
+
+    curve = CurveClientKeys(master_key, *zmq.curve_keypair()) if master_key else None
+    link = MasterLink(endpoint, timeout=3, curve=curve)
     try:
         reply = link.call("ping")
     except TRANSPORT_ERRORS:
@@ -69,12 +92,21 @@ def check_master(endpoint: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     start_logging("agent", args)
+    master_key = None
+    if args.insecure:
+        logging.getLogger("agent").warning("agent runs --insecure: scripts and results travel in clear text "
+                                           "and anyone who can reach it can pose as the master")
+    else:
+        try:
+            master_key = public_key_arg(args.master_key)
+        except KeyFileError as exc:
+            fail(f"--master-key: {exc}")
     if args.check:
-        sys.exit(check_master(args.master))
+        sys.exit(check_master(args.master, master_key))
     try:
         state_dir = resolve_state_dir(args.state_dir)
         workers = build_workers(args.master, state_dir, args.instances, args.hostname, args.labels,
-                                args.interval, args.poll_wait, args.output_cap)
+                                args.interval, args.poll_wait, args.output_cap, master_key, args.max_backoff)
     except StateDirError as exc:
         fail(str(exc))
     run_workers(workers)

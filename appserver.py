@@ -1,55 +1,105 @@
-"""mschedule master: ``python appserver.py --bind tcp://0.0.0.0:9000``."""
+"""mschedule master: ``python appserver.py``; agent keys: ``python appserver.py keys list|accept|reject|delete``."""
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import sys
 
-import zmq
-
-from master import MasterServer
+from master import MasterKeys, MasterServer
+from master.server import BindError
 from master.sqlite_storage import open_storage
-from utils.config import add_logging_flags, env, fail, new_parser, start_logging
-from utils.defaults import DEFAULT_AGENT_TIMEOUT, DEFAULT_BIND, DEFAULT_MAX_SCRIPT_BYTES
+from utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
+from utils.defaults import DEFAULT_ADMIN_BIND, DEFAULT_AGENT_TIMEOUT, DEFAULT_BIND, DEFAULT_MAX_SCRIPT_BYTES
 from utils.statedir import StateDirError, resolve_state_dir
+
+KEY_ACTIONS = ("list", "accept", "reject", "delete")
 
 
 def parse_args(argv: list[str] | None = None):
     parser = new_parser("mschedule master: keeps agents and tasks, hands tasks to agents.")
     parser.add_argument("--bind", default=env("BIND", DEFAULT_BIND),
-                        help="zerorpc endpoint(s) for agents and the web tier, comma separated [MSCHEDULE_BIND]")
+                        help="agents' endpoint(s), comma separated [MSCHEDULE_BIND]")
+    parser.add_argument("--admin-bind", default=env("ADMIN_BIND", DEFAULT_ADMIN_BIND),
+                        help="admin endpoint(s) for the web tier and 'keys', comma separated [MSCHEDULE_ADMIN_BIND]")
     parser.add_argument("--agent-timeout", type=float, default=env("AGENT_TIMEOUT", DEFAULT_AGENT_TIMEOUT, float),
                         help="seconds without heartbeat before an agent is offline [MSCHEDULE_AGENT_TIMEOUT]")
     parser.add_argument("--state-dir", default=env("STATE_DIR", None),
-                        help="where master.db lives (default /var/lib/mschedule, or ~/.mschedule when that is "
-                             "not writable) [MSCHEDULE_STATE_DIR]")
+                        help="where master.db and keys/ live (default /var/lib/mschedule, or ~/.mschedule when "
+                             "that is not writable) [MSCHEDULE_STATE_DIR]")
     parser.add_argument("--db", default=env("DB", None),
                         help="SQLite file (default <state-dir>/master.db); ':memory:' keeps nothing across "
                              "restarts [MSCHEDULE_DB]")
     parser.add_argument("--max-script-bytes", type=int,
                         default=env("MAX_SCRIPT_BYTES", DEFAULT_MAX_SCRIPT_BYTES, int),
                         help="largest script accepted [MSCHEDULE_MAX_SCRIPT_BYTES]")
+    parser.add_argument("--auto-accept", action="store_true", default=env("AUTO_ACCEPT", False, flag),
+                        help="accept every new agent key at once (labs only) [MSCHEDULE_AUTO_ACCEPT]")
+    parser.add_argument("--insecure", action="store_true", default=env("INSECURE", False, flag),
+                        help="plain TCP, no keys: for local experiments only [MSCHEDULE_INSECURE]")
+    parser.add_argument("command", nargs="*", metavar="keys ACTION [AGENT_ID]",
+                        help="manage agent keys on a running master: keys list | keys accept|reject|delete ID")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
     if args.agent_timeout <= 0:
         parser.error("--agent-timeout must be > 0")
+    if args.command and (args.command[0] != "keys" or len(args.command) < 2 or args.command[1] not in KEY_ACTIONS
+                         or len(args.command) != (2 if args.command[1] == "list" else 3)):
+        parser.error("usage: appserver.py keys list | keys accept|reject|delete AGENT_ID")
     return args
+
+
+def keys_command(args, state_dir: str) -> int:
+    """``keys ...``: one call to the running master's admin endpoint with the admin credential."""
+    from utils.rpc import TRANSPORT_ERRORS, CurveClientKeys, make_client
+
+    action = args.command[1]
+    curve = None
+    if not args.insecure:
+        keys = MasterKeys.load_or_create(state_dir)
+        curve = CurveClientKeys(keys.public, keys.admin_public, keys.admin_secret)
+    client = make_client(args.admin_bind.split(",")[0].strip(), timeout=5, curve=curve)
+    try:
+        reply = client(f"keys_{action}", *args.command[2:])
+    except TRANSPORT_ERRORS:
+        fail(f"master admin endpoint {args.admin_bind} unreachable", code=1)
+    except Exception as exc:  # zerorpc.RemoteError: the master's answer, e.g. no such agent
+        fail(getattr(exc, "msg", str(exc)), code=1)
+    finally:
+        client.close()
+    if action == "list":
+        for key in reply:
+            sys.stdout.write(f"{key['state']:9} {key['agent_id']}  {key['hostname']:20} {','.join(key['ip']):16} "
+                             f"{key['key']}\n")
+    else:
+        sys.stdout.write(json.dumps(reply) + "\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     start_logging("master", args)
     try:
-        db = args.db or os.path.join(resolve_state_dir(args.state_dir), "master.db")
-        storage = open_storage(db)
+        state_dir = resolve_state_dir(args.state_dir)
     except StateDirError as exc:
         fail(str(exc))
+    if args.command:
+        sys.exit(keys_command(args, state_dir))
+    try:
+        keys = None if args.insecure else MasterKeys.load_or_create(state_dir)
+    except OSError as exc:
+        fail(f"cannot create the master's keys in {state_dir}/keys: {exc.strerror}")
+    db = args.db or os.path.join(state_dir, "master.db")
+    try:
+        storage = open_storage(db)
     except sqlite3.Error as exc:
         fail(f"cannot open database {db}: {exc}")
-    server = MasterServer(args.bind, args.agent_timeout, storage=storage, max_script_bytes=args.max_script_bytes)
+    server = MasterServer(args.bind, args.admin_bind, args.agent_timeout, storage=storage,
+                          max_script_bytes=args.max_script_bytes, keys=keys, auto_accept=args.auto_accept)
     try:
         server.bind()
-    except zmq.ZMQError as exc:
-        fail(f"cannot listen on {args.bind}: {exc}")
+    except BindError as exc:
+        fail(str(exc))
     server.run()
 
 

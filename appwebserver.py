@@ -4,22 +4,46 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import time
 
 from aiohttp import web
 
-from utils.config import add_logging_flags, env, fail, new_parser, start_logging
-from utils.defaults import DEFAULT_MASTER, DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_WEB_HOST, DEFAULT_WEB_PORT, RPC_TIMEOUT
-from utils.rpc import TRANSPORT_ERRORS
+from utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
+from utils.defaults import (
+    DEFAULT_ADMIN,
+    DEFAULT_MAX_SCRIPT_BYTES,
+    DEFAULT_MAX_TARGETS,
+    DEFAULT_WEB_HOST,
+    DEFAULT_WEB_PORT,
+    RPC_TIMEOUT,
+)
+from utils.keys import KeyFileError, client_keypair_arg, public_key_arg
+from utils.rpc import TRANSPORT_ERRORS, CurveClientKeys
 from webserver import MasterBridge, build_app
+from webserver.auth import TokenFileError, load_tokens
 
 log = logging.getLogger("webserver")
 
 
 def parse_args(argv: list[str] | None = None):
     parser = new_parser("mschedule web tier: HTTP API in front of the master.")
-    parser.add_argument("--master", default=env("MASTER", DEFAULT_MASTER),
-                        help="master zerorpc endpoint [MSCHEDULE_MASTER]")
+    parser.add_argument("--master", default=env("MASTER", DEFAULT_ADMIN),
+                        help="the master's admin endpoint [MSCHEDULE_MASTER]")
+    parser.add_argument("--master-key", default=env("MASTER_KEY", None),
+                        help="the master's public key (Z85 text or a path to master.key) [MSCHEDULE_MASTER_KEY]")
+    parser.add_argument("--client-key", default=env("CLIENT_KEY", None),
+                        help="the admin credential: path to admin.key_secret from the master's keys/ "
+                             "[MSCHEDULE_CLIENT_KEY]")
+    parser.add_argument("--token-file", default=env("TOKEN_FILE", None),
+                        help="file of HTTP bearer tokens, one per line [MSCHEDULE_TOKEN_FILE]")
+    parser.add_argument("--tls-cert", default=env("TLS_CERT", None), help="serve HTTPS with this certificate "
+                        "(PEM) [MSCHEDULE_TLS_CERT]")
+    parser.add_argument("--tls-key", default=env("TLS_KEY", None), help="the certificate's key [MSCHEDULE_TLS_KEY]")
+    parser.add_argument("--max-targets", type=int, default=env("MAX_TARGETS", DEFAULT_MAX_TARGETS, int),
+                        help="most targets in one task [MSCHEDULE_MAX_TARGETS]")
+    parser.add_argument("--insecure", action="store_true", default=env("INSECURE", False, flag),
+                        help="plain TCP to the master and no HTTP tokens: local experiments only [MSCHEDULE_INSECURE]")
     parser.add_argument("--host", default=env("WEB_HOST", DEFAULT_WEB_HOST), help="HTTP address [MSCHEDULE_WEB_HOST]")
     parser.add_argument("--port", type=int, default=env("WEB_PORT", DEFAULT_WEB_PORT, int),
                         help="HTTP port [MSCHEDULE_WEB_PORT]")
@@ -32,9 +56,32 @@ def parse_args(argv: list[str] | None = None):
                         help="seconds to wait for the master at start before giving up [MSCHEDULE_MASTER_WAIT]")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
-    if args.rpc_timeout <= 0 or args.master_wait < 0:
-        parser.error("--rpc-timeout must be > 0 and --master-wait >= 0")
+    if args.rpc_timeout <= 0 or args.master_wait < 0 or args.max_targets < 1:
+        parser.error("--rpc-timeout and --max-targets must be > 0, --master-wait >= 0")
+    if not args.insecure and not (args.master_key and args.client_key and args.token_file):
+        parser.error("--master-key, --client-key and --token-file are required (or --insecure for a local experiment)")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     return args
+
+
+def security(args) -> tuple[CurveClientKeys | None, frozenset[str], ssl.SSLContext | None]:
+    """The admin credential, the HTTP tokens and the TLS context the flags ask for; one clear line if not."""
+    curve, tokens, tls = None, frozenset(), None
+    try:
+        if not args.insecure:
+            curve = CurveClientKeys(public_key_arg(args.master_key), *client_keypair_arg(args.client_key))
+            tokens = load_tokens(args.token_file)
+        if args.tls_cert:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+    except (KeyFileError, TokenFileError) as exc:
+        fail(str(exc))
+    except (OSError, ssl.SSLError) as exc:
+        fail(f"cannot load TLS certificate {args.tls_cert}: {exc}")
+    if args.insecure:
+        log.warning("web tier runs --insecure: no HTTP tokens, plain TCP to the master")
+    return curve, tokens, tls
 
 
 async def wait_for_master(bridge: MasterBridge, seconds: float) -> bool:
@@ -49,19 +96,21 @@ async def wait_for_master(bridge: MasterBridge, seconds: float) -> bool:
 
 
 async def serve(args) -> None:
-    bridge = MasterBridge(args.master, timeout=args.rpc_timeout)
+    curve, tokens, tls = security(args)
+    bridge = MasterBridge(args.master, timeout=args.rpc_timeout, curve=curve)
     bridge.start()
     try:
         if not await wait_for_master(bridge, args.master_wait):
             fail(f"master {args.master} unreachable (no answer within {args.master_wait:g}s)")
-        runner = web.AppRunner(build_app(bridge, args.max_script_bytes), access_log=None)
+        runner = web.AppRunner(build_app(bridge, args.max_script_bytes, tokens, args.max_targets), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port)
+        site = web.TCPSite(runner, args.host, args.port, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
             fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror}")
-        log.info("web tier on http://%s:%d/ (master %s)", args.host, args.port, args.master)
+        log.info("web tier on %s://%s:%d/ (master %s)", "https" if tls else "http", args.host, args.port,
+                 args.master)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,7 +13,8 @@ from agent.identity import hostname as system_hostname
 from agent.identity import load_or_create_agent_id, local_ipv4_addresses
 from agent.spool import Spool
 from agent.worker import AgentWorker
-from utils.rpc import MasterLink
+from utils.keys import load_or_create_keypair
+from utils.rpc import CurveClientKeys, MasterLink
 from utils.statedir import StateDirError
 
 log = logging.getLogger(__name__)
@@ -32,14 +33,24 @@ def instance_hostname(template: str | None, index: int) -> str:
 
 
 def build_workers(master: str, state_dir: str, instances: int, hostname_template: str | None,
-                  labels: dict[str, str], interval: float, poll_wait: float, output_cap: int) -> list[AgentWorker]:
-    """Create (or load) every instance's identity; raises StateDirError when one cannot be written."""
-    link = MasterLink(master)
+                  labels: dict[str, str], interval: float, poll_wait: float, output_cap: int,
+                  master_key: bytes | None, max_backoff: float) -> list[AgentWorker]:
+    """Create (or load) every instance's identity and key pair; each instance has its own link (its own
+    key). ``master_key`` None means --insecure. Raises StateDirError when a file cannot be
+    written."""
     ips = local_ipv4_addresses()
     workers = []
     for index in range(instances):
         own_dir = instance_state_dir(state_dir, index, instances)
         agent_id = load_or_create_agent_id(own_dir)
+        curve = None
+        if master_key is not None:
+            try:
+                public, secret = load_or_create_keypair(own_dir, "agent")
+            except OSError as exc:
+                raise StateDirError(f"cannot create the agent key in {own_dir}: {exc.strerror}") from None
+            curve = CurveClientKeys(master_key, public, secret)
+        link = MasterLink(master, curve=curve)
         try:
             spool = Spool(own_dir, agent_id)
             spool.recover_interrupted()
@@ -47,7 +58,8 @@ def build_workers(master: str, state_dir: str, instances: int, hostname_template
             raise StateDirError(f"cannot use the result spool in {own_dir}: {exc.strerror}") from None
         workers.append(AgentWorker(agent_id, instance_hostname(hostname_template, index), link, ips=ips,
                                    labels=labels, interval=interval, poll_wait=poll_wait,
-                                   executor=Executor(output_cap=output_cap), spool=spool))
+                                   executor=Executor(output_cap=output_cap), spool=spool,
+                                   max_backoff=max_backoff))
     return workers
 
 
@@ -63,5 +75,5 @@ def run_workers(workers: list[AgentWorker]) -> None:
     stop.wait()
     log.info("agent stopping")
     gevent.joinall([gevent.spawn(w.stop) for w in workers], timeout=10)
-    if workers:
-        workers[0].link.close()
+    for worker in workers:
+        worker.link.close()

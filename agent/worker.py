@@ -13,7 +13,7 @@ from agent.backoff import Backoff
 from agent.executor import ExecResult, Executor
 from agent.spool import Spool
 from utils import messages
-from utils.defaults import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT
+from utils.defaults import BACKOFF_CAP, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT
 from utils.exceptions import MessageError
 from utils.greenlets import capture, unwrap
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
@@ -27,28 +27,40 @@ STOP_NOTICE_TIMEOUT = 2.0
 """Seconds a stopping agent waits for the master to take note."""
 
 
+class KeyPending(MessageError):
+    """The master holds this agent's key for an operator's decision."""
+
+
 class AgentWorker:
     """One agent identity and its loops (heartbeat, work), as gevent greenlets."""
 
     def __init__(self, agent_id: str, hostname: str, link: MasterLink, ips: list[str] | None = None,
                  labels: dict[str, str] | None = None, interval: float = DEFAULT_HEARTBEAT_INTERVAL,
                  poll_wait: float = DEFAULT_POLL_WAIT, executor: Executor | None = None,
-                 spool: Spool | None = None) -> None:
+                 spool: Spool | None = None, max_backoff: float = BACKOFF_CAP) -> None:
         self.info = AgentInfo(id=agent_id, hostname=hostname, ip=list(ips or []), labels=dict(labels or {}),
                               session=uuid.uuid4().hex)
         self.link = link
         self.interval = interval
         self.poll_wait = poll_wait
+        self.max_backoff = max_backoff
         self.executor = executor or Executor()
         self._registered = False
+        self._pending_logged = False
         #: results not yet acknowledged; None keeps them in memory only (unit tests)
         self.spool = spool
         self._unsent: list[ResultMessage] = []
         self._stopped = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
-        self._poll: gevent.Greenlet | None = None
+        self._step_greenlet: gevent.Greenlet | None = None
         #: the master process that answered last (its ``boot`` id)
         self._master_boot: str | None = None
+
+    @property
+    def _heartbeat_timeout(self) -> float:
+        """A heartbeat waits about one interval for its answer: a master that is gone must not hold the
+        heartbeat loop longer than that, or the agent looks silent to a master that is back."""
+        return max(1.0, self.interval)
 
     @property
     def id(self) -> str:
@@ -73,10 +85,12 @@ class AgentWorker:
         gevent.joinall(self._greenlets)
 
     # ---- messages -----------------------------------------------------------------------
-    def _send(self, msg: dict) -> dict:
-        reply = self.link.call("send", msg)
+    def _send(self, msg: dict, timeout: float | None = None) -> dict:
+        reply = self.link.call("send", msg, timeout=timeout)
         if not isinstance(reply, dict) or not reply.get("ok"):
             error = reply.get("error") if isinstance(reply, dict) else reply
+            if isinstance(reply, dict) and reply.get("pending"):
+                raise KeyPending(str(error))
             raise MessageError(f"master refused {msg['type']}: {error}")
         self._note_master(reply.get("master"))
         return reply
@@ -102,8 +116,10 @@ class AgentWorker:
     def _heartbeat_loop(self) -> None:
         failing = False
         while not self._stopped.wait(self.interval):
+            if not self._registered:
+                continue  # the work loop registers (and learns if the key is pending)
             try:
-                reply = self._send(messages.heartbeat_message(self.info))
+                reply = self._send(messages.heartbeat_message(self.info), timeout=self._heartbeat_timeout)
                 if not reply.get("known", True):
                     log.info("agent %s: master does not know us (restarted?): registering", self.id)
                     self._register()
@@ -122,17 +138,19 @@ class AgentWorker:
                 log.exception("agent %s: heartbeat failed unexpectedly", self.id)
 
     def _cut_poll(self) -> None:
-        """The master stopped answering: end a long poll now rather than at its own timeout, so the
-        work loop reconnects (with a fresh client) as soon as the master is back."""
-        poll = self._poll
-        if poll is not None:
-            poll.kill(block=False)
+        """The master stopped answering, or restarted: end the work loop's exchange with it (a long poll,
+        or a result whose answer will never come) now rather than at its own timeout, so the work loop
+        registers again as soon as the master is back. Everything cut short is safe to redo: results
+        stay in the spool until acknowledged, polls hand the same task out again."""
+        step = self._step_greenlet
+        if step is not None and step is not gevent.getcurrent():
+            step.kill(block=False)
 
     def _work_loop(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(cap=self.max_backoff)
         while not self._stopped.is_set():
             try:
-                task_msg = self._step()
+                task_msg = self._cuttable_step()
             except Exception as exc:  # sorted out in _retry_delay: even a bug must not stop the agent for good
                 self._stopped.wait(self._retry_delay(exc, backoff))
                 continue
@@ -146,6 +164,12 @@ class AgentWorker:
             self._registered = False  # the master restarted and does not know us: register now
             return 0.0
         delay = backoff.next_delay()
+        if isinstance(exc, KeyPending):
+            if not self._pending_logged:
+                log.warning("agent %s: %s; an operator accepts it with 'appserver.py keys accept %s'",
+                            self.id, exc, self.id)
+                self._pending_logged = True
+            return delay
         if isinstance(exc, TRANSPORT_ERRORS):
             self._registered = False
             log.warning("agent %s: master %s unreachable (%s); retry in %.1fs",
@@ -156,24 +180,24 @@ class AgentWorker:
             log.error("agent %s: unexpected error; retry in %.1fs", self.id, delay, exc_info=exc)
         return delay
 
+    def _cuttable_step(self) -> dict | None:
+        """:meth:`_step` in a greenlet of its own, so that :meth:`_cut_poll` can end it."""
+        step = self._step_greenlet = gevent.spawn(capture, self._step)
+        try:
+            outcome = step.get()
+        finally:
+            self._step_greenlet = None
+        if isinstance(outcome, gevent.GreenletExit):
+            raise zerorpc.LostRemote("cut short: the master stopped answering or restarted")
+        return unwrap(outcome)
+
     def _step(self) -> dict | None:
-        """Register if needed, deliver a pending result, then long-poll for the next task."""
+        """Register if needed, deliver pending results, then long-poll for the next task."""
         if not self._registered:
             self._register()
         self._deliver_results()
-        return self._long_poll()
-
-    def _long_poll(self) -> dict | None:
-        """``get_task`` in a greenlet of its own, so that :meth:`_cut_poll` can end it."""
-        poll = self._poll = gevent.spawn(capture, self.link.call, "get_task", self.id, self.poll_wait,
-                                         self.info.session, timeout=self.poll_wait + POLL_RPC_MARGIN)
-        try:
-            outcome = poll.get()
-        finally:
-            self._poll = None
-        if isinstance(outcome, gevent.GreenletExit):
-            raise zerorpc.LostRemote("poll cut short: the heartbeat to the master failed")
-        return unwrap(outcome)
+        return self.link.call("get_task", self.id, self.poll_wait, self.info.session,
+                              timeout=self.poll_wait + POLL_RPC_MARGIN)
 
     def _keep(self, result: ResultMessage) -> None:
         if self.spool is not None:

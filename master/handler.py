@@ -1,9 +1,11 @@
-"""The master's RPC surface: what agents and the web tier may call.
+"""The master's RPC surface, as two objects served on two endpoints.
 
-Method names keep the design's: ``send`` (register / heartbeat / result), ``get_task``, ``add_task``,
-``get_agents``, ``get_result``; plus ``get_tasks`` and ``ping`` for the web tier. A bad message gets an
-error answer (``{"ok": False, "error": ...}`` for ``send``, a ``ValidationError`` otherwise) and a log
-line; it never reaches the state.
+:class:`AgentHandler` (the agents' endpoint) has only what an agent needs: ``send`` (register, heartbeat,
+result), ``get_task`` and ``ping``, each for the caller's own agent id. :class:`AdminHandler` (the admin
+endpoint, loopback by default, for the web tier and the ``keys`` command) creates and reads tasks and
+manages agent keys. Method names keep the design's. A bad message gets an error answer
+(``{"ok": False, "error": ...}`` for ``send``, a ``ValidationError`` otherwise) and a log line; it never
+reaches the state.
 """
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import logging
 import uuid
 from typing import Any
 
+from master.admission import Admission, Unauthorized
 from master.scheduler import Scheduler
-from master.storage import TaskRecord
+from master.storage import KeyState, TaskRecord
 from utils import messages
 from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_POLL_WAIT, MAX_RESULT_WAIT
 from utils.exceptions import MessageError, ValidationError
@@ -30,33 +33,50 @@ def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
     return max(0.0, min(float(value), cap))
 
 
-class Handler:
-    """zerorpc methods of the master. Public methods are exposed; helpers start with ``_``."""
+class AgentHandler:
+    """zerorpc methods for agents. Public methods are exposed; helpers start with ``_``.
 
-    def __init__(self, scheduler: Scheduler, max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES) -> None:
+    With ``admission`` (CURVE on), every call must come from the agent it names, with an accepted key.
+    """
+
+    def __init__(self, scheduler: Scheduler, admission: Admission | None = None) -> None:
         self._scheduler = scheduler
         self._storage = scheduler.storage
-        self._max_script_bytes = max_script_bytes
+        self._admission = admission
         #: id of this master process, in every answer to an agent: a new one tells agents the master
         #: restarted, and that a long poll they sent before it will never be answered
         self.boot = uuid.uuid4().hex
 
-    # ---- agents -------------------------------------------------------------------------
     def send(self, msg: Any) -> dict:
         """Take an agent message: ``register``, ``heartbeat`` or ``result``."""
         try:
             kind, payload = messages.split_message(msg)
             if kind in (messages.REGISTER, messages.HEARTBEAT):
-                known = self._scheduler.agent_seen(AgentInfo.from_payload(payload))
+                info = AgentInfo.from_payload(payload)
+                if not self._admitted(info):
+                    return {"ok": False, "pending": True, "master": self.boot,
+                            "error": f"agent {info.id}: key pending acceptance by an operator"}
+                known = self._scheduler.agent_seen(info)
                 return {"ok": True, "known": known, "master": self.boot}
             if kind == messages.RESULT:
-                applied = self._scheduler.apply_result(ResultMessage.from_payload(payload))
+                result = ResultMessage.from_payload(payload)
+                if self._admission is not None:
+                    self._admission.check_agent(result.agent_id)
+                applied = self._scheduler.apply_result(result)
                 self._storage.flush()  # acknowledged only once durable
                 return {"ok": True, "applied": applied, "master": self.boot}
             raise MessageError(f"type: unknown message type {kind!r}")
-        except MessageError as exc:
-            log.warning("bad agent message refused: %s", exc)
+        except (MessageError, Unauthorized) as exc:
+            log.warning("agent message refused: %s", exc)
             return {"ok": False, "error": str(exc)}
+
+    def _admitted(self, info: AgentInfo) -> bool:
+        if self._admission is None:
+            return True
+        state = self._admission.on_register(info.id, info.hostname, info.ip)
+        if state is KeyState.REJECTED:
+            raise Unauthorized(f"agent {info.id}: key rejected")
+        return state is KeyState.ACCEPTED
 
     def get_task(self, agent_id: Any, wait: Any = 0, session: Any = None) -> dict | None:
         """Long poll: the agent's next task message as soon as there is one, or None after ``wait``.
@@ -68,17 +88,40 @@ class Handler:
             raise ValidationError("agent_id: expected a non-empty string")
         if session is not None and not isinstance(session, str):
             raise ValidationError("session: expected a string")
+        if self._admission is not None:
+            self._admission.check_agent(agent_id)
         task = self._scheduler.wait_task(agent_id, _wait_seconds(wait, MAX_POLL_WAIT), session)
         if task is None:
             return None
+        if self._admission is not None:
+            self._admission.check_agent(agent_id)  # rejected while it waited: reveal nothing
         self._storage.flush()  # the dispatch is durable before the agent hears of it
         return TaskMessage(id=task.id, script=task.script, timeout=task.timeout, parallel=task.parallel,
                            fail_rate=task.fail_rate, fail_count=task.fail_count).to_message()
 
-    # ---- web tier -----------------------------------------------------------------------
+    def ping(self) -> dict:
+        return {"ok": True, "master": self.boot}
+
+
+class AdminHandler:
+    """zerorpc methods for the web tier and the ``keys`` command."""
+
+    def __init__(self, scheduler: Scheduler, admission: Admission | None = None,
+                 max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES) -> None:
+        self._scheduler = scheduler
+        self._storage = scheduler.storage
+        self._admission = admission
+        self._max_script_bytes = max_script_bytes
+
     def add_task(self, task: Any) -> str:
         """Create a task from ``{script (base64), targets, timeout, parallel, fail_rate, fail_count}``."""
         spec = TaskSpec.from_request(task, script_base64=True, max_script_bytes=self._max_script_bytes)
+        if self._admission is not None:
+            refused = [a for a in spec.targets if a in self._storage.agents
+                       and self._storage.keys.get(a, None) is not None
+                       and self._storage.keys[a].state is not KeyState.ACCEPTED]
+            if refused:
+                raise ValidationError(f"targets: agent {refused[0]} has no accepted key")
         task_id = self._scheduler.submit(spec).id
         self._storage.flush()  # the id is returned only once the task is durable
         return task_id
@@ -104,7 +147,39 @@ class Handler:
     def ping(self) -> dict:
         agents = self._storage.agents.values()
         return {"ok": True, "agents": len(self._storage.agents),
-                "online": sum(1 for a in agents if a.online), "tasks": len(self._storage.tasks)}
+                "online": sum(1 for a in agents if a.online), "tasks": len(self._storage.tasks),
+                "secure": self._admission is not None}
+
+    # ---- agent keys -------------------------------------------------------------------------
+    def keys_list(self) -> list[dict]:
+        return self._keys().list()
+
+    def keys_accept(self, agent_id: Any) -> dict:
+        return self._keys().decide(self._agent_id(agent_id), KeyState.ACCEPTED).to_dict()
+
+    def keys_reject(self, agent_id: Any) -> dict:
+        record = self._keys().decide(self._agent_id(agent_id), KeyState.REJECTED)
+        self._scheduler.agent_refused(record.agent_id, "agent key rejected by an operator")
+        self._storage.flush()
+        return record.to_dict()
+
+    def keys_delete(self, agent_id: Any) -> dict:
+        agent_id = self._agent_id(agent_id)
+        self._keys().delete(agent_id)
+        self._scheduler.agent_refused(agent_id, "agent key deleted by an operator")
+        self._storage.flush()
+        return {"agent_id": agent_id, "deleted": True}
+
+    def _keys(self) -> Admission:
+        if self._admission is None:
+            raise ValidationError("keys: the master runs --insecure, without agent keys")
+        return self._admission
+
+    @staticmethod
+    def _agent_id(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ValidationError("agent_id: expected a non-empty string")
+        return value
 
     def _task_detail(self, task: TaskRecord) -> dict:
         detail = task.summary()

@@ -106,6 +106,16 @@ class Scheduler:
             log.info("agent %s: adopting task %s it reports running", agent.id, task_id)
             self._start_target(agent, task, target)
 
+    def agent_refused(self, agent_id: str, reason: str) -> None:
+        """An operator rejected or deleted the agent's key: it is offline at once and its targets fail."""
+        agent = self.storage.get_agent(agent_id)
+        if agent is None:
+            return
+        agent.online = False
+        self.storage.save_agent(agent)
+        self._fail_agent_targets(agent, reason)
+        self._wake_agent(agent_id)
+
     def _agent_stopped(self, agent: AgentRecord) -> None:
         """A clean shutdown: the agent killed its script and takes no more work."""
         log.info("agent %s stopping", agent.id)

@@ -1,20 +1,25 @@
-"""The master process: one zerorpc server, the scheduler behind it, and a housekeeping loop."""
+"""The master process: the agents' endpoint, the admin endpoint, the scheduler behind both, housekeeping."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import zerorpc
 import zmq
 
-from master.handler import Handler
+from master.admission import ADMIN_DOMAIN, AGENTS_DOMAIN, Admission, ZapHandler, set_current_key
+from master.handler import AdminHandler, AgentHandler
 from master.scheduler import Scheduler
 from master.storage import Storage
 from utils import messages
 from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, RPC_HEARTBEAT
-from utils.rpc import QuietServer
+from utils.keys import load_or_create_keypair
+from utils.rpc import QuietServer, make_curve_server
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +28,9 @@ MIN_MESSAGE_LIMIT = 8 * 1024 * 1024
 
 FLUSH_INTERVAL = 0.2
 """Seconds between two commits of changes nobody waits for (heartbeats, offline agents)."""
+
+HOUSEKEEPING_INTERVAL = 0.5
+"""Seconds between two checks for silent agents."""
 
 
 def answer_inline(method: str, args: Any) -> bool:
@@ -34,38 +42,90 @@ def answer_inline(method: str, args: Any) -> bool:
     return (method == "send" and len(args) == 1 and isinstance(args[0], dict)
             and args[0].get("type") in (messages.HEARTBEAT, messages.REGISTER))
 
-HOUSEKEEPING_INTERVAL = 0.5
-"""Seconds between two checks for silent agents."""
+
+class BindError(Exception):
+    """An endpoint cannot be bound (in use, or not an address of this host)."""
+
+
+@dataclass
+class MasterKeys:
+    """The master's CURVE key pair and the admin credential (a client key pair for the web tier and
+    the ``keys`` command), kept in ``<state-dir>/keys/``."""
+
+    directory: str
+    public: bytes
+    secret: bytes
+    admin_public: bytes
+    admin_secret: bytes
+
+    @classmethod
+    def load_or_create(cls, state_dir: str) -> MasterKeys:
+        directory = os.path.join(state_dir, "keys")
+        public, secret = load_or_create_keypair(directory, "master")
+        admin_public, admin_secret = load_or_create_keypair(directory, "admin")
+        return cls(directory, public, secret, admin_public, admin_secret)
+
+    @property
+    def public_path(self) -> str:
+        return os.path.join(self.directory, "master.key")
+
+    @property
+    def admin_secret_path(self) -> str:
+        return os.path.join(self.directory, "admin.key_secret")
 
 
 class MasterServer:
-    """Binds the RPC endpoint and runs until stopped."""
+    """Binds both endpoints and runs until stopped. ``keys`` None means --insecure (plain TCP)."""
 
-    def __init__(self, bind: str, agent_timeout: float, storage: Storage | None = None,
-                 max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES) -> None:
+    def __init__(self, bind: str, admin_bind: str, agent_timeout: float, storage: Storage | None = None,
+                 max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES, keys: MasterKeys | None = None,
+                 auto_accept: bool = False) -> None:
         self.bind_endpoint = bind
+        self.admin_endpoint = admin_bind
         # room for the largest script or output (base64: 4/3) plus the message around it
         self.max_message_bytes = max(MIN_MESSAGE_LIMIT, 2 * max_script_bytes + 1024 * 1024)
         self.storage = storage or Storage()
+        self.keys = keys
         self.scheduler = Scheduler(self.storage, agent_timeout)
         self.scheduler.restore()
-        self.handler = Handler(self.scheduler, max_script_bytes=max_script_bytes)
-        self._server = QuietServer(self.handler, inline=answer_inline, heartbeat=RPC_HEARTBEAT)
+        self.admission = Admission(self.storage, keys.admin_public, auto_accept) if keys else None
+        self._zap = ZapHandler(zerorpc.Context.get_instance(), self.admission) if self.admission else None
+        self.agent_handler = AgentHandler(self.scheduler, self.admission)
+        self.admin_handler = AdminHandler(self.scheduler, self.admission, max_script_bytes=max_script_bytes)
+        self._agents = QuietServer(self.agent_handler, inline=answer_inline, peer_hook=set_current_key,
+                                   heartbeat=RPC_HEARTBEAT)
+        self._admin = QuietServer(self.admin_handler, heartbeat=RPC_HEARTBEAT)
         self._housekeeper: gevent.Greenlet | None = None
+        self._admin_runner: gevent.Greenlet | None = None
 
     def bind(self) -> None:
-        """Bind the endpoint.
+        """Bind both endpoints.
 
         Raises:
-            zmq.ZMQError: the address is in use or invalid.
+            BindError: an address is in use or invalid.
         """
-        socket = self._server._events._socket
-        socket.linger = 0
-        # a peer sending a larger message is disconnected by zmq before it costs memory
-        socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
-        for endpoint in self.bind_endpoint.split(","):
-            self._server.bind(endpoint.strip())
-        log.info("master listening on %s (agent timeout %.1fs)", self.bind_endpoint, self.scheduler.agent_timeout)
+        for server, endpoints, domain in ((self._agents, self.bind_endpoint, AGENTS_DOMAIN),
+                                          (self._admin, self.admin_endpoint, ADMIN_DOMAIN)):
+            sock = server._events._socket
+            sock.linger = 0
+            # a peer sending a larger message is disconnected by zmq before it costs memory
+            sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+            if self.keys is not None:
+                make_curve_server(server, self.keys.public, self.keys.secret, domain)
+                server.stamp_user_ids()
+            for endpoint in endpoints.split(","):
+                try:
+                    server.bind(endpoint.strip())
+                except zmq.ZMQError as exc:
+                    raise BindError(f"cannot listen on {endpoint.strip()}: {exc}") from None
+        log.info("master: agents on %s, admin on %s, agent timeout %.1fs", self.bind_endpoint,
+                 self.admin_endpoint, self.scheduler.agent_timeout)
+        if self.keys is None:
+            log.warning("master runs --insecure: no encryption, no authentication; any client reaching %s "
+                        "or %s can run code on every agent", self.bind_endpoint, self.admin_endpoint)
+        else:
+            log.info("master public key %s (give agents --master-key %s)", self.keys.public.decode(),
+                     self.keys.public_path)
 
     def _housekeeping(self) -> None:
         last_flush = time.monotonic()
@@ -82,10 +142,11 @@ class MasterServer:
     def run(self) -> None:
         """Serve until SIGINT or SIGTERM."""
         self._housekeeper = gevent.spawn(self._housekeeping)
+        self._admin_runner = gevent.spawn(self._admin.run)
         gevent.signal_handler(signal.SIGTERM, self.stop)
         gevent.signal_handler(signal.SIGINT, self.stop)
         try:
-            self._server.run()
+            self._agents.run()
         except gevent.GreenletExit:
             pass
         finally:
@@ -94,15 +155,19 @@ class MasterServer:
     def stop(self) -> None:
         """Stop serving; calls in progress (long polls included) are cut short."""
         log.info("master stopping")
-        self._server._task_pool.kill(block=False)
-        self._server.stop()
+        for server in (self._admin, self._agents):
+            server._task_pool.kill(block=False)
+            server.stop()
 
     def close(self) -> None:
-        if self._housekeeper is not None:
-            self._housekeeper.kill(block=False)
-            self._housekeeper = None
-        try:
-            self._server.close()
-        except zmq.ZMQError:
-            log.debug("error closing server socket", exc_info=True)
+        for greenlet in (self._housekeeper, self._admin_runner):
+            if greenlet is not None:
+                greenlet.kill(block=False)
+        for server in (self._admin, self._agents):
+            try:
+                server.close()
+            except zmq.ZMQError:
+                log.debug("error closing server socket", exc_info=True)
+        if self._zap is not None:
+            self._zap.close()
         self.storage.close()

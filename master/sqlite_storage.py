@@ -18,7 +18,7 @@ import sqlite3
 from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 
-from master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
+from master.storage import AgentRecord, KeyRecord, KeyState, Storage, TargetRecord, TaskRecord
 from utils.greenlets import capture, unwrap
 from utils.states import State
 
@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS targets (
     PRIMARY KEY (task_id, agent_id)
 );
 CREATE INDEX IF NOT EXISTS tasks_seq ON tasks (seq);
+CREATE TABLE IF NOT EXISTS keys (
+    agent_id TEXT PRIMARY KEY, key TEXT NOT NULL, state TEXT NOT NULL, hostname TEXT NOT NULL,
+    ip TEXT NOT NULL, first_seen REAL NOT NULL, decided REAL
+);
 """
 
 UPSERT_AGENT = "INSERT OR REPLACE INTO agents VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -59,6 +63,7 @@ class SQLiteStorage(Storage):
         self._agents: dict[str, tuple] = {}
         self._tasks: dict[str, tuple] = {}
         self._targets: dict[tuple[str, str], tuple] = {}
+        self._keys: dict[str, tuple | None] = {}
         self._seq = 0
         #: number of saves so far, and how many of them are known to be committed
         self._saved = 0
@@ -80,7 +85,10 @@ class SQLiteStorage(Storage):
     # ---- load -----------------------------------------------------------------------------
     def load(self) -> None:
         """Read everything back into memory (at start, before serving)."""
-        agents, tasks, targets = self._run(self._read_all)
+        agents, tasks, targets, keys = self._run(self._read_all)
+        for row in keys:
+            self.keys[row[0]] = KeyRecord(agent_id=row[0], key=row[1], state=KeyState(row[2]), hostname=row[3],
+                                          ip=json.loads(row[4]), first_seen=row[5], decided=row[6])
         for row in agents:
             agent = AgentRecord(id=row[0], hostname=row[1], ip=json.loads(row[2]), labels=json.loads(row[3]),
                                 registered=row[4] or 0.0, heartbeat=row[5] or 0.0, online=bool(row[6]),
@@ -104,7 +112,8 @@ class SQLiteStorage(Storage):
         agents = cur.execute("SELECT * FROM agents").fetchall()
         tasks = cur.execute("SELECT * FROM tasks ORDER BY seq").fetchall()
         targets = cur.execute("SELECT * FROM targets ORDER BY task_id, pos").fetchall()
-        return agents, tasks, targets
+        keys = cur.execute("SELECT * FROM keys").fetchall()
+        return agents, tasks, targets, keys
 
     # ---- write-through hooks --------------------------------------------------------------
     def save_agent(self, agent: AgentRecord) -> None:
@@ -134,6 +143,17 @@ class SQLiteStorage(Storage):
         old = self._targets.get(key)
         self._targets[key] = self._target_row(task, target, old[2] if old else None)
 
+    def save_key(self, record: KeyRecord) -> None:
+        super().save_key(record)
+        self._saved += 1
+        self._keys[record.agent_id] = (record.agent_id, record.key, record.state.value, record.hostname,
+                                       json.dumps(record.ip), record.first_seen, record.decided)
+
+    def delete_key(self, agent_id: str) -> None:
+        super().delete_key(agent_id)
+        self._saved += 1
+        self._keys[agent_id] = None  # a deletion
+
     @staticmethod
     def _task_row(task: TaskRecord, seq: int | None) -> tuple:
         return (task.id, seq, task.script, task.timeout, task.parallel, task.fail_rate, task.fail_count,
@@ -147,7 +167,7 @@ class SQLiteStorage(Storage):
     # ---- commit ---------------------------------------------------------------------------
     @property
     def dirty(self) -> bool:
-        return bool(self._agents or self._tasks or self._targets)
+        return bool(self._agents or self._tasks or self._targets or self._keys)
 
     def flush(self) -> None:
         """Return once every change saved before this call is committed to disk.
@@ -168,8 +188,8 @@ class SQLiteStorage(Storage):
 
     def _commit_pending(self) -> None:
         upto = self._saved
-        batch = (self._agents, self._tasks, self._targets)
-        self._agents, self._tasks, self._targets = {}, {}, {}
+        batch = (self._agents, self._tasks, self._targets, self._keys)
+        self._agents, self._tasks, self._targets, self._keys = {}, {}, {}, {}
         done = self._inflight = AsyncResult()
         try:
             self._run(self._commit, *batch)
@@ -178,6 +198,7 @@ class SQLiteStorage(Storage):
             self._agents = {**batch[0], **self._agents}
             self._tasks = {**batch[1], **self._tasks}
             self._targets = {**batch[2], **self._targets}
+            self._keys = {**batch[3], **self._keys}
             done.set_exception(exc)
             raise
         finally:
@@ -186,7 +207,8 @@ class SQLiteStorage(Storage):
         self.commits += 1
         done.set(None)
 
-    def _commit(self, agents: dict, tasks: dict, targets: dict[tuple[str, str], tuple]) -> None:
+    def _commit(self, agents: dict, tasks: dict, targets: dict[tuple[str, str], tuple],
+                keys: dict[str, tuple | None]) -> None:
         cur = self._conn.cursor()
         cur.execute("BEGIN")
         try:
@@ -202,6 +224,9 @@ class SQLiteStorage(Storage):
                             "timed_out = ?, truncated = ? WHERE task_id = ? AND agent_id = ?",
                             [(r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[0], r[1])
                              for r in targets.values() if r[2] is None])
+            cur.executemany("INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [r for r in keys.values() if r is not None])
+            cur.executemany("DELETE FROM keys WHERE agent_id = ?", [(k,) for k, r in keys.items() if r is None])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from utils.states import State
 
@@ -140,6 +141,34 @@ class TaskRecord:
         }
 
 
+class KeyState(StrEnum):
+    """Admission state of an agent's CURVE public key (as Salt's minion keys)."""
+
+    #: seen, waiting for an operator
+    PENDING = "pending"
+    #: may register, heartbeat, pull and report
+    ACCEPTED = "accepted"
+    #: refused at the door until deleted
+    REJECTED = "rejected"
+
+
+@dataclass
+class KeyRecord:
+    """An agent id bound to the public key that first claimed it."""
+
+    agent_id: str
+    key: str
+    state: KeyState = KeyState.PENDING
+    hostname: str = ""
+    ip: list[str] = field(default_factory=list)
+    first_seen: float = 0.0
+    decided: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"agent_id": self.agent_id, "key": self.key, "state": self.state, "hostname": self.hostname,
+                "ip": list(self.ip), "first_seen": self.first_seen, "decided": self.decided}
+
+
 class Storage:
     """In-memory agents and tasks, with the write-through hooks a persistent backend implements."""
 
@@ -147,6 +176,8 @@ class Storage:
         self.agents: dict[str, AgentRecord] = {}
         #: insertion ordered: oldest task first
         self.tasks: dict[str, TaskRecord] = {}
+        #: agent id -> its key's admission record
+        self.keys: dict[str, KeyRecord] = {}
 
     # agents
     def get_agent(self, agent_id: str) -> AgentRecord | None:
@@ -181,6 +212,13 @@ class Storage:
 
     def save_target(self, task: TaskRecord, target: TargetRecord) -> None:
         """Persist one target's state and result."""
+
+    # keys
+    def save_key(self, record: KeyRecord) -> None:
+        self.keys[record.agent_id] = record
+
+    def delete_key(self, agent_id: str) -> None:
+        self.keys.pop(agent_id, None)
 
     def flush(self) -> None:
         """Make every change saved so far durable (nothing to do in memory)."""

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Start master + web tier + one agent on loopback, print how to try it, stop all on Ctrl-C.
+# Start master + web tier + one agent on loopback, with keys and a token, print how to try it; Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 MASTER_PORT=${MSCHEDULE_MASTER_PORT:-9000}
+ADMIN_PORT=${MSCHEDULE_ADMIN_PORT:-9001}
 WEB_PORT=${MSCHEDULE_WEB_PORT:-8080}
 RUN_DIR=.run
-mkdir -p "$RUN_DIR"
+STATE=.state
+mkdir -p "$RUN_DIR" "$STATE/web"
 MASTER="tcp://127.0.0.1:${MASTER_PORT}"
+ADMIN="tcp://127.0.0.1:${ADMIN_PORT}"
+KEYS="$STATE/master/keys"
 pids=()
 
 cleanup() {
@@ -28,27 +32,47 @@ started() {  # name pid logfile: fail with the tier's own last lines if it died 
     fi
 }
 
-"$PY" appserver.py --bind "$MASTER" --state-dir .state/master --log-dir "$RUN_DIR" & pids+=($!)
-started master $! "$RUN_DIR/master.log"
-"$PY" appwebserver.py --master "$MASTER" --host 127.0.0.1 --port "$WEB_PORT" --log-dir "$RUN_DIR" & pids+=($!)
+# an HTTP token, made once
+TOKEN_FILE="$STATE/web/tokens"
+[ -s "$TOKEN_FILE" ] || "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$TOKEN_FILE"
+chmod 600 "$TOKEN_FILE"
+TOKEN=$(head -n 1 "$TOKEN_FILE")
+
+"$PY" appserver.py --bind "$MASTER" --admin-bind "$ADMIN" --state-dir "$STATE/master" --log-dir "$RUN_DIR" &
+pids+=($!)
+started master $! "$RUN_DIR/master.log"   # the master creates its keys in $KEYS at first start
+"$PY" appwebserver.py --master "$ADMIN" --master-key "$KEYS/master.key" --client-key "$KEYS/admin.key_secret" \
+    --token-file "$TOKEN_FILE" --host 127.0.0.1 --port "$WEB_PORT" --log-dir "$RUN_DIR" & pids+=($!)
 started "web tier" $! "$RUN_DIR/web.log"
-"$PY" app.py --master "$MASTER" --state-dir .state/agent --label env=local --log-dir "$RUN_DIR" & pids+=($!)
+"$PY" app.py --master "$MASTER" --master-key "$KEYS/master.key" --state-dir "$STATE/agent" --label env=local \
+    --log-dir "$RUN_DIR" & pids+=($!)
 started agent $! "$RUN_DIR/agent.log"
 
+# the local agent's key is pending until accepted: accept it, as an operator would
+AGENT_ID=$(cat "$STATE/agent/agent_id")
+for _ in $(seq 1 40); do
+    if "$PY" appserver.py --state-dir "$STATE/master" --admin-bind "$ADMIN" keys accept "$AGENT_ID" \
+        >/dev/null 2>&1; then break; fi
+    sleep 0.25
+done
+
 URL="http://127.0.0.1:${WEB_PORT}"
-AGENT_ID=$(cat .state/agent/agent_id)
+AUTH="Authorization: Bearer $TOKEN"
 cat <<MSG
 
-mschedule is running (logs in $RUN_DIR/): master $MASTER, web $URL, one agent ($AGENT_ID).
+mschedule is running (logs in $RUN_DIR/): master $MASTER (admin $ADMIN), web $URL, one agent ($AGENT_ID).
+Links are CURVE-encrypted; the HTTP API wants the token in $TOKEN_FILE.
 
 Try it:
-  curl -s $URL/task/targets
-  curl -s -X POST $URL/task -d '{"script": "echo hello from \$(hostname); uptime", "targets": ["$AGENT_ID"]}'
-  curl -s -X POST $URL/result -d '{"task_id": "<task_id from above>"}'
+  curl -s -H "$AUTH" $URL/task/targets
+  curl -s -H "$AUTH" -X POST $URL/task -d '{"script": "echo hello from \$(hostname); uptime", "targets": ["$AGENT_ID"]}'
+  curl -s -H "$AUTH" -X POST $URL/result -d '{"task_id": "<task_id from above>"}'
 
 Or in one go (wait=N: answer as soon as the task ends, at most N seconds):
-  curl -s -X POST $URL/task -d '{"script": "uname -a", "targets": ["$AGENT_ID"]}' \\
-    | curl -s -X POST "$URL/result?wait=10" -d @-
+  curl -s -H "$AUTH" -X POST $URL/task -d '{"script": "uname -a", "targets": ["$AGENT_ID"]}' \\
+    | curl -s -H "$AUTH" -X POST "$URL/result?wait=10" -d @-
+
+Agent keys: .venv/bin/python appserver.py --state-dir $STATE/master --admin-bind $ADMIN keys list
 
 Ctrl-C stops everything.
 MSG

@@ -19,6 +19,11 @@ def env(name: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
         fail(f"MSCHEDULE_{name}={raw!r} is not a valid value")
 
 
+def flag(text: str) -> bool:
+    """An environment value read as a boolean flag."""
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
 def new_parser(description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter

@@ -5,7 +5,13 @@ DEFAULT_MASTER = "tcp://127.0.0.1:9000"
 """Where agents and the web tier find the master."""
 
 DEFAULT_BIND = "tcp://0.0.0.0:9000"
-"""Where the master listens for agents and the web tier."""
+"""Where the master listens for agents."""
+
+DEFAULT_ADMIN_BIND = "tcp://127.0.0.1:9001"
+"""Where the master listens for the web tier and the ``keys`` command (admin calls)."""
+
+DEFAULT_ADMIN = "tcp://127.0.0.1:9001"
+"""Where the web tier finds the master's admin endpoint."""
 
 DEFAULT_WEB_HOST = "127.0.0.1"
 DEFAULT_WEB_PORT = 8080
@@ -36,6 +42,9 @@ DEFAULT_OUTPUT_CAP = 1024 * 1024
 DEFAULT_MAX_SCRIPT_BYTES = 1024 * 1024
 """Largest script (plain text, before base64) the web tier and the master accept."""
 
+DEFAULT_MAX_TARGETS = 10000
+"""Most targets one task may have."""
+
 RPC_TIMEOUT = 5.0
 """Seconds a short zerorpc call waits for its reply."""
 
@@ -48,8 +57,9 @@ timeout, and an agent whose heartbeat fails cuts its poll short.
 """
 
 BACKOFF_BASE = 0.2
-BACKOFF_CAP = 10.0
-"""Reconnect backoff of the agent: exponential from BASE to CAP seconds, with full jitter."""
+BACKOFF_CAP = 5.0
+"""Reconnect backoff of the agent: exponential from BASE to CAP seconds, with jitter. The cap stays well
+under the master's agent timeout, which is also the grace a restarted master gives its agents."""
 
 TIMEOUT_EXIT_CODE = 124
 """Exit code reported for a script killed by its timeout (as GNU ``timeout`` does)."""

@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
 import zerorpc
+import zmq
 from zerorpc.channel import BufferedChannel
+from zerorpc.events import Event
 from zerorpc.heartbeat import HeartBeatOnChannel
 
 from utils.defaults import RPC_HEARTBEAT, RPC_TIMEOUT
@@ -48,12 +51,39 @@ class SafeClient(zerorpc.Client):
             raise
 
 
-def make_client(endpoint: str, timeout: float = RPC_TIMEOUT, heartbeat: int = RPC_HEARTBEAT) -> SafeClient:
-    """A connected client that drops unsent requests when closed."""
+@dataclass(frozen=True)
+class CurveClientKeys:
+    """What a CURVE client needs: the server's public key and its own key pair (Z85)."""
+
+    server_public: bytes
+    public: bytes
+    secret: bytes
+
+
+def make_client(endpoint: str, timeout: float = RPC_TIMEOUT, heartbeat: int = RPC_HEARTBEAT,
+                curve: CurveClientKeys | None = None) -> SafeClient:
+    """A connected client that drops unsent requests when closed; CURVE-encrypted when ``curve`` is given.
+
+    A client with the wrong server key never completes the handshake: its calls time out.
+    """
     client = SafeClient(timeout=timeout, heartbeat=heartbeat)
-    client._events._socket.linger = 0
+    sock = client._events._socket
+    sock.linger = 0
+    if curve is not None:
+        sock.curve_publickey = curve.public
+        sock.curve_secretkey = curve.secret
+        sock.curve_serverkey = curve.server_public
     client.connect(endpoint)
     return client
+
+
+def make_curve_server(server: zerorpc.Server, public: bytes, secret: bytes, zap_domain: str) -> None:
+    """Turn a not yet bound zerorpc server into a CURVE server whose clients the ZAP handler vets."""
+    sock = server._events._socket
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_server = True
+    sock.zap_domain = zap_domain.encode()
 
 
 def close_quietly(client: zerorpc.Client | None) -> None:
@@ -63,6 +93,15 @@ def close_quietly(client: zerorpc.Client | None) -> None:
         client.close()
     except Exception:  # closing a broken client must not hide the error that broke it
         log.debug("error closing rpc client", exc_info=True)
+
+
+USER_HEADER = "mschedule.user"
+
+
+def _user(event) -> str | None:
+    header = event.header
+    user = header.get(USER_HEADER) if isinstance(header, dict) else None
+    return user if isinstance(user, str) else None
 
 
 class QuietServer(zerorpc.Server):
@@ -75,9 +114,33 @@ class QuietServer(zerorpc.Server):
       the bulk of all calls are heartbeats of idle agents, and this path costs a fraction of that.
     """
 
-    def __init__(self, methods=None, inline: Callable[[str, Any], bool] | None = None, **kwargs) -> None:
+    def __init__(self, methods=None, inline: Callable[[str, Any], bool] | None = None,
+                 peer_hook: Callable[[str | None], None] | None = None, **kwargs) -> None:
         super().__init__(methods, **kwargs)
         self._inline = inline or (lambda name, args: False)
+        #: told the caller's authenticated user id (its CURVE key, from ZAP) before each call is served,
+        #: in the greenlet serving it
+        self._peer_hook = peer_hook or (lambda user: None)
+
+    def stamp_user_ids(self) -> None:
+        """Record on every received request the User-Id ZAP gave its connection (the client's CURVE
+        public key), in the request header where no client can set it: zerorpc itself drops it."""
+        events = self._events
+        sock = events._socket
+        events._recv.close()  # zerorpc's own receiving greenlet would take messages from under us
+
+        def recv(timeout=None):
+            frames = sock.recv_multipart(copy=False)
+            event = Event.unpack(frames[-1].bytes)
+            event.identity = [f.bytes for f in frames[:-2]] if len(frames) > 2 else None
+            try:
+                user = frames[-1].get("User-Id")
+            except zmq.ZMQError:
+                user = None
+            event.header[USER_HEADER] = user
+            return event
+
+        events.recv = recv
 
     def _acceptor(self):
         while True:
@@ -87,9 +150,14 @@ class QuietServer(zerorpc.Server):
             except Exception:  # whatever a hostile peer sent, the accepting loop must live on
                 functor = None
             if functor is not None:
+                self._peer_hook(_user(event))
                 self._answer_inline(event, functor)
             else:
-                self._task_pool.spawn(self._async_task, event)
+                self._task_pool.spawn(self._serve, event)
+
+    def _serve(self, event) -> None:
+        self._peer_hook(_user(event))
+        self._async_task(event)
 
     def _answers_inline(self, event) -> bool:
         header = event.header
@@ -120,7 +188,7 @@ class QuietServer(zerorpc.Server):
         return super()._print_traceback(protocol_v1, exc_infos)
 
 
-STALE_CLIENT_GRACE = 90.0
+STALE_CLIENT_GRACE = 60.0
 """Seconds a replaced client stays open so calls still running on it can end by themselves."""
 
 
@@ -131,9 +199,10 @@ class MasterLink:
     requests that never reached a master that was down are dropped rather than replayed later.
     """
 
-    def __init__(self, endpoint: str, timeout: float = RPC_TIMEOUT) -> None:
+    def __init__(self, endpoint: str, timeout: float = RPC_TIMEOUT, curve: CurveClientKeys | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.curve = curve
         self._client: SafeClient | None = None
         self._generation = 0
 
@@ -145,7 +214,7 @@ class MasterLink:
             zerorpc.RemoteError: the master answered with an error.
         """
         if self._client is None:
-            self._client = make_client(self.endpoint, timeout=self.timeout)
+            self._client = make_client(self.endpoint, timeout=self.timeout, curve=self.curve)
         client, generation = self._client, self._generation
         try:
             return client(method, *args, timeout=timeout or self.timeout)
@@ -158,6 +227,8 @@ class MasterLink:
             return  # another caller already replaced it
         old, self._client = self._client, None
         self._generation += 1
+        # kept open a while: calls still waiting on it may yet be answered by a master that comes back
+        # (their requests are idempotent: results apply once, polls are handed out again)
         gevent.spawn_later(STALE_CLIENT_GRACE, close_quietly, old)
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES
+from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS
 from utils.exceptions import ValidationError
 from utils.messages import MessageError, b64decode, b64encode
 
@@ -24,13 +24,15 @@ class TaskSpec:
 
     @classmethod
     def from_request(cls, body: Any, script_base64: bool = False,
-                     max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES) -> TaskSpec:
+                     max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
+                     max_targets: int = DEFAULT_MAX_TARGETS) -> TaskSpec:
         """Validate a task request.
 
         Args:
             body: the decoded JSON (web tier) or msgpack (master) object.
             script_base64: ``script`` is base64 (master side) rather than plain text (HTTP side).
             max_script_bytes: largest script accepted.
+            max_targets: most targets accepted in one task.
 
         Raises:
             ValidationError: the message names the offending field.
@@ -42,7 +44,7 @@ class TaskSpec:
             raise ValidationError(f"{unknown[0]}: unknown field (allowed: {', '.join(TASK_FIELDS)})")
         return cls(
             script=_script(body, script_base64, max_script_bytes),
-            targets=_targets(body),
+            targets=_targets(body, max_targets),
             timeout=_number(body, "timeout", 0, minimum=0),
             parallel=_integer(body, "parallel", 1, minimum=1),
             fail_rate=_number(body, "fail_rate", 0, minimum=0, maximum=100),
@@ -86,7 +88,7 @@ def _script(body: dict, script_base64: bool, max_script_bytes: int) -> bytes:
     return script
 
 
-def _targets(body: dict) -> list[str]:
+def _targets(body: dict, max_targets: int) -> list[str]:
     raw = body.get("targets")
     if raw is None:
         raise ValidationError("targets: missing")
@@ -94,6 +96,8 @@ def _targets(body: dict) -> list[str]:
         raise ValidationError(f"targets: expected an array of agent ids, got {_json_type(raw)}")
     if not raw:
         raise ValidationError("targets: empty")
+    if len(raw) > max_targets:
+        raise ValidationError(f"targets: {len(raw)} agents, more than the limit of {max_targets}")
     seen: dict[str, None] = {}
     for i, agent_id in enumerate(raw):
         if not isinstance(agent_id, str) or not agent_id:

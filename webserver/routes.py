@@ -9,16 +9,19 @@ from typing import Any
 import zerorpc
 from aiohttp import web
 
-from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_RESULT_WAIT
+from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS, MAX_RESULT_WAIT
 from utils.exceptions import HTTP_STATUS_BY_ERROR, ValidationError
 from utils.rpc import TRANSPORT_ERRORS
 from utils.taskspec import TaskSpec
+from webserver.auth import TOKENS, require_token
+from webserver.openapi import OPENAPI
 from webserver.rpc_bridge import MasterBridge
 
 log = logging.getLogger(__name__)
 
 BRIDGE = web.AppKey("bridge", MasterBridge)
 MAX_SCRIPT_BYTES = web.AppKey("max_script_bytes", int)
+MAX_TARGETS = web.AppKey("max_targets", int)
 RPC_WAIT_MARGIN = 10.0
 """Seconds an RPC with ``wait`` may take beyond the wait itself."""
 DEFAULT_TASK_LIST = 50
@@ -116,8 +119,9 @@ def task_view(detail: dict) -> dict:
 async def index(request: web.Request) -> web.Response:
     return web.json_response({
         "service": "mschedule web tier",
-        "routes": ["GET /health", "GET /task/targets", "POST /task", "POST /result", "GET /task/{task_id}",
-                   "GET /tasks"],
+        "routes": sorted(f"{r.method} {r.resource.canonical}" for r in request.app.router.routes()
+                         if r.method != "HEAD"),
+        "openapi": "/openapi.json",
     })
 
 
@@ -135,7 +139,8 @@ async def targets(request: web.Request) -> web.Response:
 async def submit_task(request: web.Request) -> web.Response:
     body = await read_json(request)
     try:
-        spec = TaskSpec.from_request(body, max_script_bytes=request.app[MAX_SCRIPT_BYTES])
+        spec = TaskSpec.from_request(body, max_script_bytes=request.app[MAX_SCRIPT_BYTES],
+                                     max_targets=request.app[MAX_TARGETS])
     except ValidationError as exc:
         raise ApiError(400, str(exc)) from None
     task_id = await call_master(request, "add_task", spec.to_rpc())
@@ -178,10 +183,39 @@ async def tasks(request: web.Request) -> web.Response:
     return web.json_response(await call_master(request, "get_tasks", limit))
 
 
-def build_app(bridge: MasterBridge, max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES) -> web.Application:
+@routes.get("/keys")
+async def keys_list(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "keys_list"))
+
+
+@routes.post("/keys/{agent_id}/accept")
+async def keys_accept(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "keys_accept", request.match_info["agent_id"]))
+
+
+@routes.post("/keys/{agent_id}/reject")
+async def keys_reject(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "keys_reject", request.match_info["agent_id"]))
+
+
+@routes.delete("/keys/{agent_id}")
+async def keys_delete(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "keys_delete", request.match_info["agent_id"]))
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+def build_app(bridge: MasterBridge, max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
+              tokens: frozenset[str] = frozenset(), max_targets: int = DEFAULT_MAX_TARGETS) -> web.Application:
+    """The HTTP API; ``tokens`` empty means no authentication (--insecure only)."""
     # a JSON-escaped script can be up to ~2x its size (\n, \", unicode escapes)
-    app = web.Application(middlewares=[json_errors], client_max_size=max_script_bytes * 2 + 65536)
+    app = web.Application(middlewares=[json_errors, require_token], client_max_size=max_script_bytes * 2 + 65536)
     app[BRIDGE] = bridge
     app[MAX_SCRIPT_BYTES] = max_script_bytes
+    app[MAX_TARGETS] = max_targets
+    app[TOKENS] = frozenset(tokens)
     app.add_routes(routes)
     return app

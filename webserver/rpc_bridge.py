@@ -21,9 +21,11 @@ log = logging.getLogger(__name__)
 class MasterBridge:
     """Runs master calls in a gevent thread and awaits them from asyncio."""
 
-    def __init__(self, endpoint: str, timeout: float = RPC_TIMEOUT) -> None:
+    def __init__(self, endpoint: str, timeout: float = RPC_TIMEOUT, curve=None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        #: utils.rpc.CurveClientKeys for the admin endpoint, or None (--insecure)
+        self.curve = curve
         self._hub = None
         self._link = None
         self._stopping = threading.Event()
@@ -41,7 +43,7 @@ class MasterBridge:
         from utils.rpc import MasterLink
 
         self._hub = gevent.get_hub()
-        self._link = MasterLink(self.endpoint, timeout=self.timeout)
+        self._link = MasterLink(self.endpoint, timeout=self.timeout, curve=self.curve)
         self._ready.set()
         # a hub with no active watcher exits its loop (LoopExit); a periodic wake keeps it serving
         while not self._stopping.is_set():

@@ -13,6 +13,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from master.server import MasterKeys
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = sys.executable
 TIME_FACTOR = float(os.environ.get("MSCHEDULE_TEST_TIME_FACTOR", "1"))
@@ -20,6 +22,8 @@ TIME_FACTOR = float(os.environ.get("MSCHEDULE_TEST_TIME_FACTOR", "1"))
 #: fast liveness for tests: heartbeat every 0.5 s, offline after 3 s of silence
 AGENT_INTERVAL = 0.5
 AGENT_TIMEOUT = 3.0
+#: reconnect attempts at least this often, well inside the agent timeout (a restarted master's grace)
+AGENT_MAX_BACKOFF = 1.0
 
 
 def scaled(seconds: float) -> float:
@@ -94,14 +98,17 @@ class Proc:
 class Api:
     """A tiny JSON-over-HTTP client (urllib, so tests need nothing beyond the standard library)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: str | None = None) -> None:
         self.base = f"http://127.0.0.1:{port}"
+        self.token = token
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
                 timeout: float = 30) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, json.loads(resp.read())
@@ -152,30 +159,45 @@ class Stack:
         self.tmp = tmp_path
         self.procs: list[Proc] = []
         self.master_port = free_port()
+        self.admin_port = free_port()
         self.web_port = free_port()
-        self.api = Api(self.web_port)
         self.db = tmp_path / "master.db"
+        # the master's keys exist before any tier starts, so agents can be started before the master
+        self.state = tmp_path / "master-state"
+        self.keys = MasterKeys.load_or_create(str(self.state))
+        self.token = "test-token-" + os.urandom(8).hex()
+        self.token_file = tmp_path / "tokens"
+        self.token_file.write_text(f"# tokens for this test\n{self.token}\n")
+        self.api = Api(self.web_port, self.token)
         self._agent_count = 0
 
     @property
     def master_endpoint(self) -> str:
         return f"tcp://127.0.0.1:{self.master_port}"
 
+    @property
+    def admin_endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.admin_port}"
+
     def _start(self, name: str, args: list[str], wrapper: tuple[str, ...] = ()) -> Proc:
         proc = Proc(name, args, str(self.tmp / f"{name}.log"), wrapper)
         self.procs.append(proc)
         return proc
 
-    def master(self, *extra: str, agent_timeout: float = AGENT_TIMEOUT, bind: str | None = None) -> Proc:
-        proc = self._start("master", ["appserver.py", "--bind", bind or self.master_endpoint, "--db", str(self.db),
-                                      "--agent-timeout", str(scaled(agent_timeout)), *extra])
+    def master(self, *extra: str, agent_timeout: float = AGENT_TIMEOUT, bind: str | None = None,
+               auto_accept: bool = True) -> Proc:
+        proc = self._start("master", [
+            "appserver.py", "--bind", bind or self.master_endpoint, "--admin-bind", self.admin_endpoint,
+            "--state-dir", str(self.state), "--db", str(self.db), "--agent-timeout", str(scaled(agent_timeout)),
+            *(["--auto-accept"] if auto_accept else []), *extra])
         wait_until(lambda: _port_open(self.master_port) or not proc.alive(), 10, what="master port")
         assert proc.alive(), proc.log()
         return proc
 
     def web(self, *extra: str) -> Proc:
-        proc = self._start("web", ["appwebserver.py", "--master", self.master_endpoint, "--port",
-                                   str(self.web_port), *extra])
+        proc = self._start("web", ["appwebserver.py", "--master", self.admin_endpoint, "--port", str(self.web_port),
+                                   "--master-key", self.keys.public_path, "--client-key", self.keys.admin_secret_path,
+                                   "--token-file", str(self.token_file), *extra])
         wait_until(lambda: _port_open(self.web_port) or not proc.alive(), 15, what="web port")
         assert proc.alive(), proc.log()
         return proc
@@ -189,8 +211,10 @@ class Stack:
         before = set(self.online_agents()) if wait else set()
         interval = scaled(AGENT_INTERVAL) if interval is None else interval
         proc = self._start(f"agent{self._agent_count}", [
-            "app.py", "--master", master or self.master_endpoint, "--state-dir", state_dir,
-            "--instances", str(instances), "--interval", str(interval), *extra], wrapper)
+            "app.py", "--master", master or self.master_endpoint, "--master-key", self.keys.public_path,
+            "--state-dir", state_dir,
+            "--instances", str(instances), "--interval", str(interval),
+            "--max-backoff", str(scaled(AGENT_MAX_BACKOFF)), *extra], wrapper)
         if wait:
             wait_until(lambda: len(set(self.online_agents()) - before) >= instances or not proc.alive(),
                        20 + instances / 50,

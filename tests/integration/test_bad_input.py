@@ -6,8 +6,10 @@ import subprocess
 
 import pytest
 import zerorpc
+import zmq
 
 from tests.integration.harness import PYTHON, ROOT, free_port
+from utils.rpc import CurveClientKeys, make_client
 
 
 @pytest.fixture
@@ -99,7 +101,8 @@ def test_master_unreachable_is_503(stack):
 
 def test_bad_agent_messages_do_not_hurt_the_master(running):
     stack, (agent_id,) = running
-    client = zerorpc.Client(stack.master_endpoint, timeout=5)
+    public, secret = zmq.curve_keypair()  # a stranger's key: connected, but not that agent
+    client = make_client(stack.master_endpoint, curve=CurveClientKeys(stack.keys.public, public, secret))
     try:
         bad = ["garbage", 42, None, [], {"type": "register"}, {"type": "register", "payload": {}},
                {"type": "hearbeat", "payload": {"id": agent_id, "hostname": "h"}},
@@ -110,7 +113,7 @@ def test_bad_agent_messages_do_not_hurt_the_master(running):
             reply = client.send(msg)
             assert reply["ok"] is False and reply["error"], (msg, reply)
         for call in (lambda: client.get_task(5, 0), lambda: client.add_task("x"), lambda: client.get_result(3),
-                     lambda: client.no_such_method()):
+                     lambda: client.no_such_method(), lambda: client.get_task(agent_id, 0)):
             with pytest.raises(zerorpc.RemoteError):
                 call()
     finally:
@@ -124,19 +127,21 @@ def _run_cli(*args, timeout=30):
     return subprocess.run([PYTHON, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def test_master_port_in_use_is_one_clear_line():
+def test_master_port_in_use_is_one_clear_line(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        proc = _run_cli("appserver.py", "--bind", f"tcp://127.0.0.1:{port}", "--db", ":memory:")
+        proc = _run_cli("appserver.py", "--bind", f"tcp://127.0.0.1:{port}", "--db", ":memory:",
+                        "--admin-bind", f"tcp://127.0.0.1:{free_port()}", "--state-dir", str(tmp_path))
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [f"mschedule: cannot listen on tcp://127.0.0.1:{port}: "
                                                 f"Address already in use (addr='tcp://127.0.0.1:{port}')"]
 
 
 def test_master_unusable_db_is_one_clear_line(tmp_path):
-    proc = _run_cli("appserver.py", "--bind", f"tcp://127.0.0.1:{free_port()}", "--db", str(tmp_path / "no" / "x.db"))
+    proc = _run_cli("appserver.py", "--bind", f"tcp://127.0.0.1:{free_port()}", "--db", str(tmp_path / "no" / "x.db"),
+                    "--admin-bind", f"tcp://127.0.0.1:{free_port()}", "--state-dir", str(tmp_path))
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith(f"mschedule: cannot open database {tmp_path}/no/x.db")
     assert "Traceback" not in proc.stderr
@@ -148,36 +153,40 @@ def test_web_port_in_use_is_one_clear_line(stack):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        proc = _run_cli("appwebserver.py", "--master", stack.master_endpoint, "--port", str(port))
+        proc = _run_cli("appwebserver.py", "--master", stack.admin_endpoint, "--port", str(port), "--master-key",
+                        stack.keys.public_path, "--client-key", stack.keys.admin_secret_path, "--token-file",
+                        str(stack.token_file))
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"mschedule: cannot listen on 127.0.0.1:{port}")
 
 
 def test_web_with_unreachable_master_is_one_clear_line():
-    proc = _run_cli("appwebserver.py", "--master", f"tcp://127.0.0.1:{free_port()}", "--port", str(free_port()),
+    proc = _run_cli("appwebserver.py", "--insecure", "--master", f"tcp://127.0.0.1:{free_port()}", "--port",
+                    str(free_port()),
                     "--master-wait", "1")
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "unreachable" in lines[0], proc.stderr
+    assert lines[-1].startswith("mschedule: master") and "unreachable" in lines[-1], proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_agent_check_against_unreachable_master():
-    proc = _run_cli("app.py", "--master", f"tcp://127.0.0.1:{free_port()}", "--check")
+    proc = _run_cli("app.py", "--insecure", "--master", f"tcp://127.0.0.1:{free_port()}", "--check")
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [f"mschedule: master tcp://127.0.0.1:{proc.args[3].rsplit(':', 1)[1]}"
-                                                " unreachable"]
+    assert proc.stderr.strip().splitlines()[-1] == f"mschedule: master {proc.args[4]} unreachable"
 
 
 def test_agent_check_against_running_master(stack):
     stack.master()
-    proc = _run_cli("app.py", "--master", stack.master_endpoint, "--check")
+    proc = _run_cli("app.py", "--master", stack.master_endpoint, "--master-key", stack.keys.public_path, "--check")
     assert proc.returncode == 0 and "ok" in proc.stdout
 
 
 def test_agent_unwritable_state_dir_is_one_clear_line(tmp_path):
     target = "/proc/mschedule-no" if os.geteuid() == 0 else "/mschedule-no"
-    proc = _run_cli("app.py", "--state-dir", target, "--master", f"tcp://127.0.0.1:{free_port()}")
+    proc = _run_cli("app.py", "--state-dir", target, "--master", f"tcp://127.0.0.1:{free_port()}", "--master-key",
+                    "x" * 40)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [f"mschedule: state dir {target} is not writable"]
 

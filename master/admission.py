@@ -1,0 +1,175 @@
+"""Who may talk to the master: CURVE keys, a ZAP handler, and agent admission like Salt's minion keys.
+
+Every link is CURVE-encrypted; the ZAP handler decides at connection time:
+
+- the admin endpoint (domain ``admin``) admits only the admin credential (the web tier, the ``keys`` CLI);
+- the agents endpoint (domain ``agents``) admits any key that is not rejected.
+
+ZAP names each connection's key as its User-Id, which the server stamps on every request
+(``QuietServer.stamp_user_ids``); what a caller may do is decided per call from that key. An agent id
+belongs to the key that first claimed it; a new key becomes *pending* when it registers and can do
+nothing else until an operator accepts it (or ``--auto-accept``); a rejected key is refused at once, even
+on a connection that is already open.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import gevent
+import gevent.local
+import zmq
+from zmq.utils import z85
+
+from master.storage import KeyRecord, KeyState, Storage
+from utils.exceptions import MScheduleError, NotFound
+from utils.keys import fingerprint
+
+log = logging.getLogger(__name__)
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+AGENTS_DOMAIN = "agents"
+ADMIN_DOMAIN = "admin"
+
+_peer = gevent.local.local()
+
+
+class Unauthorized(MScheduleError):
+    """The caller may not do this (key not accepted, or another agent's id)."""
+
+
+def set_current_key(key: str | None) -> None:
+    """Record the CURVE key of the caller whose request the current greenlet serves."""
+    _peer.key = key
+
+
+def current_key() -> str | None:
+    return getattr(_peer, "key", None)
+
+
+class Admission:
+    """The key registry and the rules above."""
+
+    def __init__(self, storage: Storage, admin_key: bytes, auto_accept: bool = False) -> None:
+        self.storage = storage
+        self.admin_key = admin_key.decode("ascii")
+        self.auto_accept = auto_accept
+        self._rejected_keys = {r.key for r in storage.keys.values() if r.state is KeyState.REJECTED}
+
+    # ---- ZAP: at connection time ------------------------------------------------------------
+    def admit(self, domain: str, key: str) -> tuple[bool, str]:
+        """Whether a CURVE client with ``key`` may connect; the reason when not."""
+        if domain == ADMIN_DOMAIN:
+            return (True, "") if key == self.admin_key else (False, "not the admin credential")
+        if domain != AGENTS_DOMAIN:
+            return False, f"unknown domain {domain!r}"
+        if key in self._rejected_keys:
+            return False, "key rejected"
+        return True, ""
+
+    # ---- per call ---------------------------------------------------------------------------
+    def check_agent(self, agent_id: str) -> None:
+        """Raise Unauthorized unless the caller holds ``agent_id``'s key and that key is accepted."""
+        key = current_key()
+        record = self.storage.keys.get(agent_id)
+        if record is None or key is None or record.key != key:
+            raise Unauthorized(f"key {fingerprint(key or '?')} may not act for agent {agent_id}")
+        if record.state is not KeyState.ACCEPTED:
+            raise Unauthorized(f"agent {agent_id}: key {record.state.value}, not accepted")
+
+    def on_register(self, agent_id: str, hostname: str, ip: list[str]) -> KeyState:
+        """A register or heartbeat from ``agent_id``: record a new key as pending (or accept it)."""
+        key = current_key()
+        if key is None:
+            raise Unauthorized(f"agent {agent_id}: no authenticated key on this connection")
+        record = self.storage.keys.get(agent_id)
+        if record is not None and record.key != key:
+            log.warning("key %s tried to act as agent %s, which belongs to key %s", fingerprint(key), agent_id,
+                        fingerprint(record.key))
+            raise Unauthorized(f"agent id {agent_id} belongs to another key")
+        if record is None:
+            record = KeyRecord(agent_id=agent_id, key=key, hostname=hostname, ip=list(ip), first_seen=time.time())
+            if self.auto_accept:
+                record.state, record.decided = KeyState.ACCEPTED, time.time()
+                log.warning("agent %s: key %s accepted automatically (--auto-accept)", agent_id, fingerprint(key))
+            else:
+                log.warning("agent %s: new key %s from %s is pending: accept it with "
+                            "'appserver.py keys accept %s'", agent_id, fingerprint(key), hostname, agent_id)
+            self.storage.save_key(record)
+        elif record.state is KeyState.PENDING and (record.hostname, record.ip) != (hostname, list(ip)):
+            record.hostname, record.ip = hostname, list(ip)
+            self.storage.save_key(record)
+        return record.state
+
+    # ---- operator ---------------------------------------------------------------------------
+    def list(self) -> list[dict]:
+        return [r.to_dict() for r in sorted(self.storage.keys.values(), key=lambda r: (r.state, r.first_seen))]
+
+    def decide(self, agent_id: str, state: KeyState) -> KeyRecord:
+        record = self._record(agent_id)
+        record.state, record.decided = state, time.time()
+        if state is KeyState.REJECTED:
+            self._rejected_keys.add(record.key)
+        else:
+            self._rejected_keys.discard(record.key)
+        self.storage.save_key(record)
+        log.warning("agent %s: key %s %s", agent_id, fingerprint(record.key), state.value)
+        return record
+
+    def delete(self, agent_id: str) -> None:
+        record = self._record(agent_id)
+        self._rejected_keys.discard(record.key)
+        self.storage.delete_key(agent_id)
+        log.warning("agent %s: key %s deleted", agent_id, fingerprint(record.key))
+
+    def _record(self, agent_id: str) -> KeyRecord:
+        record = self.storage.keys.get(agent_id)
+        if record is None:
+            raise NotFound(f"no key for agent {agent_id}")
+        return record
+
+
+class ZapHandler:
+    """Answers ZAP requests of every CURVE socket of the master's zmq context, in a greenlet."""
+
+    def __init__(self, context: zmq.Context, admission: Admission) -> None:
+        self.admission = admission
+        self.socket = context.socket(zmq.REP)
+        self.socket.linger = 0
+        self.socket.bind(ZAP_ENDPOINT)
+        self._greenlet = gevent.spawn(self._serve)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                frames = self.socket.recv_multipart()
+            except zmq.ZMQError:
+                if self.socket.closed:
+                    return
+                raise
+            try:
+                reply = self._answer(frames)
+            except Exception:  # a malformed request is refused, the handler lives on
+                log.exception("ZAP request refused")
+                reply = [b"1.0", frames[1] if len(frames) > 1 else b"", b"500", b"internal error", b"", b""]
+            self.socket.send_multipart(reply)
+
+    def _answer(self, frames: list[bytes]) -> list[bytes]:
+        version, request_id, domain, address, _identity, mechanism = frames[:6]
+        credentials = frames[6:]
+        if mechanism != b"CURVE" or not credentials:
+            ok, reason = False, "CURVE required"
+        else:
+            key = z85.encode(credentials[0]).decode("ascii")
+            ok, reason = self.admission.admit(domain.decode(), key)
+            if not ok:
+                log.warning("refused %s connection from %s (key %s): %s", domain.decode(), address.decode(),
+                            fingerprint(key), reason)
+        if not ok:
+            return [version, request_id, b"400", reason.encode(), b"", b""]
+        # the User-Id (the key) travels with every message of this connection
+        return [version, request_id, b"200", b"OK", key.encode("ascii"), b""]
+
+    def close(self) -> None:
+        self._greenlet.kill(block=False)
+        self.socket.close()

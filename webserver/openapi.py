@@ -1,0 +1,102 @@
+"""The OpenAPI 3 description of the HTTP API, served at /openapi.json (a test keeps it true to the routes)."""
+from __future__ import annotations
+
+_ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ERRORS = {"400": _ERROR, "401": _ERROR, "404": _ERROR, "503": _ERROR}
+
+
+def _json(ref: str, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+def _op(summary: str, ok: dict, status: str = "200", body: str | None = None, params: list | None = None) -> dict:
+    op: dict = {"summary": summary, "responses": {status: ok, **_ERRORS}}
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": body}}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+_WAIT = {"name": "wait", "in": "query", "required": False,
+         "description": "seconds (at most 60) to wait for the task to finish before answering",
+         "schema": {"type": "number", "minimum": 0}}
+_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_AGENT_ID = {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_STATE = {"type": "string", "enum": ["WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED"]}
+
+OPENAPI: dict = {
+    "openapi": "3.0.3",
+    "info": {"title": "mschedule", "version": "1",
+             "description": "Run a shell script on many hosts. Every route but this document needs "
+                            "'Authorization: Bearer <token>'."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+            "TaskRequest": {
+                "type": "object", "required": ["script", "targets"], "additionalProperties": False,
+                "properties": {
+                    "script": {"type": "string", "description": "shell script, run with /bin/sh"},
+                    "targets": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                    "timeout": {"type": "number", "minimum": 0, "default": 0, "description": "seconds; 0 = none"},
+                    "parallel": {"type": "integer", "minimum": 1, "default": 1},
+                    "fail_rate": {"type": "number", "minimum": 0, "maximum": 100, "default": 0},
+                    "fail_count": {"type": "integer", "minimum": -1, "default": -1},
+                },
+            },
+            "TaskId": {"type": "object", "required": ["task_id"], "properties": {"task_id": {"type": "string"}}},
+            "ResultQuery": {"type": "object", "required": ["task_id"], "properties": {
+                "task_id": {"type": "string"}, "wait": {"type": "number", "minimum": 0}}},
+            "TaskSummary": {"type": "object", "properties": {
+                "task_id": {"type": "string"}, "state": _STATE, "parallel": {"type": "integer"},
+                "fail_rate": {"type": "number"}, "fail_count": {"type": "integer"}, "timeout": {"type": "number"},
+                "created": {"type": "number"}, "started": {"type": "number", "nullable": True},
+                "finished": {"type": "number", "nullable": True}, "total": {"type": "integer"},
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+            "Task": {"allOf": [{"$ref": "#/components/schemas/TaskSummary"}, {"type": "object", "properties": {
+                "targets": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Target"}}}}]},
+            "Target": {"type": "object", "properties": {
+                "hostname": {"type": "string", "nullable": True}, "state": _STATE,
+                "code": {"type": "integer", "nullable": True}, "output": {"type": "string"},
+                "started": {"type": "number", "nullable": True}, "finished": {"type": "number", "nullable": True},
+                "timed_out": {"type": "boolean"}, "truncated": {"type": "boolean"}}},
+            "TaskList": {"type": "array", "items": {"$ref": "#/components/schemas/TaskSummary"}},
+            "Agents": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "hostname": {"type": "string"}, "ip": {"type": "array", "items": {"type": "string"}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "online": {"type": "boolean"}, "busy": {"type": "boolean"},
+                "running": {"type": "string", "nullable": True}, "heartbeat": {"type": "number"},
+                "registered": {"type": "number"}}}},
+            "Key": {"type": "object", "properties": {
+                "agent_id": {"type": "string"}, "key": {"type": "string"},
+                "state": {"type": "string", "enum": ["pending", "accepted", "rejected"]},
+                "hostname": {"type": "string"}, "ip": {"type": "array", "items": {"type": "string"}},
+                "first_seen": {"type": "number"}, "decided": {"type": "number", "nullable": True}}},
+            "KeyList": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}},
+            "Any": {"type": "object"},
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/": {"get": _op("what this service is and its routes", _json("#/components/schemas/Any"))},
+        "/health": {"get": _op("the web tier and the master answer", _json("#/components/schemas/Any"))},
+        "/openapi.json": {"get": {**_op("this document", _json("#/components/schemas/Any")), "security": []}},
+        "/task/targets": {"get": _op("every known agent", _json("#/components/schemas/Agents"))},
+        "/task": {"post": _op("submit a task", _json("#/components/schemas/TaskId", "created"), "201",
+                              "#/components/schemas/TaskRequest")},
+        "/result": {"post": _op("one task with every target's result", _json("#/components/schemas/Task"),
+                                body="#/components/schemas/ResultQuery", params=[_WAIT])},
+        "/task/{task_id}": {"get": _op("one task with every target's result", _json("#/components/schemas/Task"),
+                                       params=[_TASK_ID, _WAIT])},
+        "/tasks": {"get": _op("recent tasks, newest first", _json("#/components/schemas/TaskList"), params=[
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
+        "/keys": {"get": _op("agent keys and their admission state", _json("#/components/schemas/KeyList"))},
+        "/keys/{agent_id}/accept": {"post": _op("accept an agent's key", _json("#/components/schemas/Key"),
+                                                params=[_AGENT_ID])},
+        "/keys/{agent_id}/reject": {"post": _op("reject an agent's key: it stops working at once",
+                                                _json("#/components/schemas/Key"), params=[_AGENT_ID])},
+        "/keys/{agent_id}": {"delete": _op("forget an agent's key", _json("#/components/schemas/Any"),
+                                           params=[_AGENT_ID])},
+    },
+}
