@@ -1,0 +1,289 @@
+"""Only authorized agents and operators: real processes, real CURVE handshakes, real key decisions."""
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import zerorpc
+import zmq
+
+from tests.integration.figures import record
+from tests.integration.harness import PYTHON, ROOT, Api, free_port, scaled, wait_until
+from utils.rpc import CurveClientKeys, make_client
+
+pytestmark = pytest.mark.slow
+
+
+def _keys_cli(stack, *args):
+    proc = subprocess.run([PYTHON, "appserver.py", "--state-dir", str(stack.state), "--admin-bind",
+                           stack.admin_endpoint, "keys", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    return proc
+
+
+def _pending(stack):
+    status, keys = stack.api.get("/keys")
+    assert status == 200, keys
+    return [k for k in keys if k["state"] == "pending"]
+
+
+def test_new_agent_waits_for_acceptance_then_works(stack, tmp_path):
+    stack.master(auto_accept=False)
+    stack.web()
+    stack.agents(1, wait=False, state_dir=str(tmp_path / "a"))
+    pending = wait_until(lambda: _pending(stack), 15, what="the new key pending")
+    agent_id = pending[0]["agent_id"]
+    assert pending[0]["hostname"] and len(pending[0]["key"]) == 40
+    assert stack.api.agents() == {}  # a pending agent is not an agent: it cannot be targeted
+    status, body = stack.api.post("/task", {"script": "echo secret-script", "targets": [agent_id]})
+    assert status == 400 and "unknown agent" in body["error"]
+    proc = _keys_cli(stack, "accept", agent_id)
+    assert proc.returncode == 0, proc.stderr
+    wait_until(lambda: stack.online_agents() == [agent_id], 15, what="accepted agent online")
+    assert stack.api.run("echo works", [agent_id])["targets"][agent_id]["output"] == "works\n"
+    listing = _keys_cli(stack, "list")
+    assert listing.returncode == 0 and f"accepted  {agent_id}" in listing.stdout
+
+
+def test_rejected_key_stops_working_at_once(stack, tmp_path):
+    stack.master(auto_accept=False)
+    stack.web()
+    stack.agents(1, wait=False)
+    agent_id = wait_until(lambda: _pending(stack), 15, what="key pending")[0]["agent_id"]
+    assert stack.api.post(f"/keys/{agent_id}/accept")[0] == 200
+    wait_until(lambda: stack.online_agents() == [agent_id], 15, what="accepted agent online")
+    runs = tmp_path / "runs"
+    status, body = stack.api.post(f"/keys/{agent_id}/reject")
+    assert status == 200 and body["state"] == "rejected"
+    assert stack.api.agents()[agent_id]["online"] is False
+    status, body = stack.api.post("/task", {"script": f"echo leaked > {runs}", "targets": [agent_id],
+                                            "fail_rate": 100})
+    assert status == 400 and "no accepted key" in body["error"]
+    time.sleep(scaled(2))  # heartbeats and polls of the rejected agent are refused, it never comes back
+    assert stack.api.agents()[agent_id]["online"] is False
+    assert not runs.exists()
+    status, body = stack.api.request("DELETE", f"/keys/{agent_id}")
+    assert status == 200
+    # deleted: the same key asks again and waits, like a new one
+    wait_until(lambda: [k["agent_id"] for k in _pending(stack)] == [agent_id], 15, what="key pending again")
+
+
+def test_a_rejected_agent_cannot_run_a_task_already_queued(stack, tmp_path):
+    stack.master()
+    stack.web()
+    stack.agents(2)
+    first, second = sorted(stack.online_agents())
+    marker = tmp_path / "ran"
+    task_id = stack.api.submit(f"sleep {scaled(1.5)}; echo $MSCHEDULE_AGENT_ID >> {marker}", [first, second],
+                               parallel=1, fail_rate=100)
+    time.sleep(scaled(0.3))
+    runner = [a for a in (first, second) if stack.api.get(f"/task/{task_id}")[1]["targets"][a]["state"] == "RUNNING"]
+    waiting = ({first, second} - set(runner)).pop()
+    assert stack.api.post(f"/keys/{waiting}/reject")[0] == 200
+    result = stack.api.wait_task(task_id, timeout=30)
+    assert result["targets"][waiting]["state"] == "FAILED"
+    assert "rejected" in result["targets"][waiting]["output"]
+    assert marker.read_text().split() == runner  # the rejected agent never got the script
+
+
+def test_another_key_cannot_claim_an_accepted_agent_id(stack):
+    stack.master()
+    stack.web()
+    stack.agents(1)
+    (victim,) = stack.online_agents()
+    public, secret = zmq.curve_keypair()
+    impostor = make_client(stack.master_endpoint, curve=CurveClientKeys(stack.keys.public, public, secret))
+    try:
+        hello = {"type": "register", "payload": {"id": victim, "hostname": "evil", "ip": []}}
+        reply = impostor.send(hello)
+        assert reply["ok"] is False and "belongs to another key" in reply["error"]
+        with pytest.raises(zerorpc.RemoteError) as refused:
+            impostor.get_task(victim, 0)
+        assert refused.value.name == "Unauthorized"
+        fake = {"type": "result", "payload": {"id": "x", "agent_id": victim, "code": 0, "output": ""}}
+        assert impostor.send(fake)["ok"] is False
+        for admin_call in ("add_task", "get_agents", "get_result", "keys_accept", "keys_list"):
+            with pytest.raises(zerorpc.RemoteError) as missing:
+                impostor(admin_call, {})
+            assert missing.value.name == "NameError"  # admin methods do not exist on the agents' endpoint
+    finally:
+        impostor.close()
+    assert stack.api.agents()[victim]["hostname"] != "evil"
+
+
+def test_agent_key_cannot_use_the_admin_endpoint(stack, tmp_path):
+    stack.master()
+    stack.web()
+    state = tmp_path / "agent"
+    stack.agents(1, state_dir=str(state))
+    public = (state / "agent.key").read_bytes().strip()
+    secret = (state / "agent.key_secret").read_bytes().strip()
+    assert oct(os.stat(state / "agent.key_secret").st_mode & 0o777) == "0o600"
+    client = make_client(stack.admin_endpoint, timeout=2, curve=CurveClientKeys(stack.keys.public, public, secret))
+    try:
+        with pytest.raises(zerorpc.TimeoutExpired):  # ZAP refuses the handshake: nothing gets through
+            client.add_task({"script": "x", "targets": ["y"]})
+    finally:
+        client.close()
+
+
+def test_wrong_master_key_gets_nothing(stack, tmp_path):
+    stack.master()
+    stack.web()
+    wrong_master_public, _ = zmq.curve_keypair()
+    proc = stack.agents(1, wait=False, extra=("--master-key", wrong_master_public.decode()))
+    time.sleep(scaled(3))
+    assert stack.api.agents() == {} and _pending(stack) == []  # it never even reached the master
+    assert proc.alive()  # and it keeps trying, without dying
+    public, secret = zmq.curve_keypair()
+    client = make_client(stack.admin_endpoint, timeout=2, curve=CurveClientKeys(wrong_master_public, public, secret))
+    try:
+        with pytest.raises(zerorpc.TimeoutExpired):
+            client.ping()
+    finally:
+        client.close()
+
+
+def test_plain_client_cannot_talk_to_a_secure_master(stack):
+    stack.master()
+    client = make_client(stack.master_endpoint, timeout=2)
+    try:
+        with pytest.raises(zerorpc.TimeoutExpired):
+            client.ping()
+    finally:
+        client.close()
+
+
+def _relay(listen_port: int, target_port: int, captured: list, stop: threading.Event) -> threading.Thread:
+    """A loopback TCP relay that records every byte passing through it."""
+    server = socket.create_server(("127.0.0.1", listen_port))
+    server.settimeout(0.2)
+
+    def pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                captured.append(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def accept():
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+        server.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_no_script_text_on_the_wire(stack, secure):
+    relay_port = free_port()
+    captured, stop = [], threading.Event()
+    _relay(relay_port, stack.master_port, captured, stop)
+    try:
+        insecure = () if secure else ("--insecure",)
+        stack.master(*insecure)
+        if secure:
+            stack.web()
+        else:
+            stack.web("--insecure")
+            stack.api = Api(stack.web_port)
+        stack.agents(1, master=f"tcp://127.0.0.1:{relay_port}", extra=insecure)
+        (agent_id,) = stack.online_agents()
+        secret_text = "TOP-SECRET-PASSWORD-" + os.urandom(6).hex()
+        result = stack.api.run(f"echo {secret_text}", [agent_id])
+        assert result["targets"][agent_id]["output"] == f"{secret_text}\n"
+    finally:
+        stop.set()
+    wire = b"".join(captured)
+    assert len(wire) > 1000  # the capture saw the agent's traffic
+    import base64
+
+    forms = [secret_text.encode(), base64.b64encode(f"echo {secret_text}".encode()),
+             base64.b64encode(f"{secret_text}\n".encode())]
+    seen = any(form in wire for form in forms)
+    assert seen is (not secure), "script text on the wire" if secure else "the capture should see clear text"
+    if secure:
+        record("no clear text on the wire (CURVE)", bytes_captured=len(wire), script_text_found=0)
+
+
+def test_http_needs_the_token(stack):
+    stack.master()
+    stack.web()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": stack.token},
+                    {"Authorization": f"Basic {stack.token}"}):
+        for method, path in (("GET", "/tasks"), ("GET", "/task/targets"), ("POST", "/task"), ("GET", "/keys"),
+                             ("POST", "/keys/x/accept"), ("GET", "/health")):
+            status, body = _raw(stack.web_port, method, path, headers)
+            assert status == 401 and "bearer token" in body["error"], (method, path, headers)
+    assert stack.api.get("/tasks")[0] == 200
+    assert _raw(stack.web_port, "GET", "/openapi.json", {})[0] == 200  # the API description is public
+
+
+def _raw(port, method, path, headers):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers,
+                                 data=b"{}" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_too_many_targets_is_400(stack):
+    stack.master()
+    stack.web("--max-targets", "3")
+    status, body = stack.api.post("/task", {"script": "true", "targets": ["a", "b", "c", "d"]})
+    assert status == 400 and body["error"].startswith("targets: 4 agents, more than the limit of 3")
+
+
+def test_scripts_never_in_logs_at_info(stack):
+    stack.master()
+    stack.web()
+    stack.agents(1)
+    (agent_id,) = stack.online_agents()
+    secret_text = "SECRET-" + os.urandom(6).hex()
+    stack.api.run(f"echo {secret_text}", [agent_id])
+    for proc in stack.procs:
+        assert secret_text not in proc.log(), proc.name
+
+
+def test_https_with_a_certificate(stack, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                           "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("openssl is not available to make a test certificate")
+    stack.master()
+    stack.web("--tls-cert", str(cert), "--tls-key", str(key))
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    req = urllib.request.Request(f"https://127.0.0.1:{stack.web_port}/tasks",
+                                 headers={"Authorization": f"Bearer {stack.token}"})
+    with urllib.request.urlopen(req, timeout=10, context=context) as resp:
+        assert resp.status == 200 and json.loads(resp.read()) == []
