@@ -127,8 +127,8 @@ def bench_throughput(stack: Stack, ids: list[str], tasks: int) -> dict:
 
 
 def bench_capacity(tmp: Path, agents: int, per_process: int, window: float) -> dict:
+    (tmp / "capacity").mkdir()
     stack = Stack(tmp / "capacity")
-    (stack.tmp).mkdir()
     try:
         master = stack.master(agent_timeout=10)
         web = stack.web()

@@ -110,6 +110,7 @@ class MasterServer:
             sock.linger = 0
             # a peer sending a larger message is disconnected by zmq before it costs memory
             sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+            server.send_directly()
             if self.keys is not None:
                 make_curve_server(server, self.keys.public, self.keys.secret, domain)
                 server.stamp_user_ids()
