@@ -164,7 +164,9 @@ class QuietServer(zerorpc.Server):
         def recv(timeout=None):
             frames = sock.recv_multipart(copy=False)
             event = Event.unpack(frames[-1].bytes)
-            event.identity = [f.bytes for f in frames[:-2]] if len(frames) > 2 else None
+            # as zerorpc's own recv: [identity..., b"", payload], or [identity, payload]
+            head = frames[:-2] if len(frames) > 2 else frames[:-1]
+            event.identity = [f.bytes for f in head] or None
             try:
                 user = frames[-1].get("User-Id")
             except zmq.ZMQError:
