@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tomllib
 
 from agent.identity import StateDirError, resolve_state_dir
 from agent.runner import build_workers, run_workers
@@ -22,6 +23,25 @@ def parse_label(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise ValueError(f"--label {text!r}: expected key=value")
     return key.strip(), value.strip()
+
+
+def apply_config(parser, path: str) -> dict[str, str]:
+    """Use a TOML file's keys as flag defaults; returns its [labels] table.
+
+    Raises:
+        OSError: unreadable. ValueError: not TOML, an unknown key, or a label that is not a string.
+    """
+    with open(path, "rb") as f:
+        config = tomllib.load(f)
+    labels = config.pop("labels", {})
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise ValueError("[labels] must map names to strings")
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(k for k in config if k.replace("-", "_") not in known)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}")
+    parser.set_defaults(**{k.replace("-", "_"): v for k, v in config.items()})
+    return {str(k): v for k, v in labels.items()}
 
 
 def parse_args(argv: list[str] | None = None):
@@ -52,13 +72,24 @@ def parse_args(argv: list[str] | None = None):
                              "--agent-timeout [MSCHEDULE_MAX_BACKOFF]")
     parser.add_argument("--output-cap", type=int, default=env("OUTPUT_CAP", DEFAULT_OUTPUT_CAP, int),
                         help="bytes of a script's output kept [MSCHEDULE_OUTPUT_CAP]")
+    parser.add_argument("--config", default=env("CONFIG", None),
+                        help="TOML file: a [labels] table, and any flag as a key (state_dir = ...); flags given on "
+                             "the command line win [MSCHEDULE_CONFIG]")
     parser.add_argument("--check", action="store_true",
                         help="ask the master once whether it answers, print the result and exit 0 or 1")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
+    file_labels: dict[str, str] = {}
+    if args.config:
+        try:
+            file_labels = apply_config(parser, args.config)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--config {args.config}: {exc}")
+        args = parser.parse_args(argv)  # flags on the command line override the file
     labels_env = env("LABELS", "")
     try:
-        args.labels = dict(parse_label(t) for t in [*filter(None, labels_env.split(",")), *args.label])
+        args.labels = {**file_labels,
+                       **dict(parse_label(t) for t in [*filter(None, labels_env.split(",")), *args.label])}
     except ValueError as exc:
         parser.error(str(exc))
     if not args.insecure and not args.master_key:

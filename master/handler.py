@@ -18,8 +18,9 @@ from master.scheduler import Scheduler
 from master.storage import KeyState, TaskRecord
 from utils import messages
 from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_POLL_WAIT, MAX_RESULT_WAIT
-from utils.exceptions import MessageError, ValidationError
+from utils.exceptions import MessageError, NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
+from utils.selectors import validate_selector
 from utils.taskspec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,52 @@ class AdminHandler:
         return {"ok": True, "agents": len(self._storage.agents),
                 "online": sum(1 for a in agents if a.online), "tasks": len(self._storage.tasks),
                 "secure": self._admission is not None}
+
+    # ---- groups -----------------------------------------------------------------------------
+    def group_put(self, name: Any, body: Any) -> dict:
+        """Create or replace a group: ``{"selector": {...}}`` and/or ``{"targets": [ids]}``."""
+        name = self._group_name(name)
+        if not isinstance(body, dict):
+            raise ValidationError("body: expected an object with selector and/or targets")
+        unknown = sorted(set(body) - {"selector", "targets"})
+        if unknown:
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: selector, targets)")
+        selector = validate_selector(body.get("selector"), allow_group=False)
+        targets = body.get("targets") or []
+        if not isinstance(targets, list) or not all(isinstance(a, str) and a for a in targets):
+            raise ValidationError("targets: expected an array of agent ids")
+        unknown_ids = [a for a in targets if a not in self._storage.agents]
+        if unknown_ids:
+            raise ValidationError(f"targets: unknown agent id {unknown_ids[0]!r}")
+        if selector is None and not targets:
+            raise ValidationError("body: give a selector, targets, or both")
+        self._storage.save_group(name, {"selector": selector, "targets": list(dict.fromkeys(targets))})
+        self._storage.flush()
+        return self.group_get(name)
+
+    def group_get(self, name: Any) -> dict:
+        name = self._group_name(name)
+        body = self._storage.groups.get(name)
+        if body is None:
+            raise NotFound(f"group {name!r} not found")
+        return {"name": name, **body, "members": self._scheduler.group_members(name)}
+
+    def groups_list(self) -> list[dict]:
+        return [{"name": name, **body} for name, body in sorted(self._storage.groups.items())]
+
+    def group_delete(self, name: Any) -> dict:
+        name = self._group_name(name)
+        if name not in self._storage.groups:
+            raise NotFound(f"group {name!r} not found")
+        self._storage.delete_group(name)
+        self._storage.flush()
+        return {"name": name, "deleted": True}
+
+    @staticmethod
+    def _group_name(value: Any) -> str:
+        if not isinstance(value, str) or not value or len(value) > 128:
+            raise ValidationError("name: expected a group name of 1 to 128 characters")
+        return value
 
     # ---- agent keys -------------------------------------------------------------------------
     def keys_list(self) -> list[dict]:

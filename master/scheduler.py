@@ -25,6 +25,7 @@ import gevent.event
 from master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
 from utils.exceptions import NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage
+from utils.selectors import matches
 from utils.states import State
 from utils.taskspec import TaskSpec
 
@@ -154,20 +155,76 @@ class Scheduler:
                 self._fail_target(task, task.targets[agent.id], reason)
 
     # ---- tasks --------------------------------------------------------------------------
+    # ---- selection ----------------------------------------------------------------------
+    def select(self, selector: dict, field: str = "selector") -> list[str]:
+        """Ids of the known agents a selector picks (hostname glob, labels, group), in registration order.
+
+        Raises:
+            ValidationError: the selector names a group that does not exist.
+        """
+        members: list[str] | None = None
+        group_name = selector.get("group")
+        if group_name is not None:
+            members = self.group_members(group_name, field=f"{field}.group")
+        rest = {k: v for k, v in selector.items() if k != "group"}
+        agents = self.storage.agents
+        pool = members if members is not None else list(agents)
+        if not rest:
+            return [a for a in pool if a in agents]
+        return [a for a in pool if a in agents and matches(rest, agents[a].hostname, agents[a].labels)]
+
+    def group_members(self, name: str, field: str = "group") -> list[str]:
+        body = self.storage.groups.get(name)
+        if body is None:
+            raise NotFound(f"{field}: no group named {name!r}")
+        ids = list(dict.fromkeys(a for a in body.get("targets", []) if a in self.storage.agents))
+        if body.get("selector"):
+            ids += [a for a in self.select(body["selector"]) if a not in ids]
+        return ids
+
+    def resolve_targets(self, spec: TaskSpec) -> list[str]:
+        """``targets`` and the selector's matches, once, at submit time (later agents do not join)."""
+        targets = list(spec.targets)
+        if spec.selector is not None:
+            picked = self.select(spec.selector)
+            if not picked:
+                raise ValidationError(f"selector: matches no agent ({spec.selector})")
+            targets += [a for a in picked if a not in set(targets)]
+        return targets
+
+    def _batches(self, spec: TaskSpec, targets: list[str]) -> list:
+        """Targets grouped by the ``batch_by`` label: batch_order's values first, then the other values
+        in alphabetical order, then the targets without the label."""
+        if not spec.batch_by:
+            return []
+        by_value: dict[str | None, list[str]] = {}
+        for agent_id in targets:
+            by_value.setdefault(self.storage.agents[agent_id].labels.get(spec.batch_by), []).append(agent_id)
+        order = [v for v in (spec.batch_order or []) if v in by_value]
+        order += sorted(v for v in by_value if v is not None and v not in order)
+        if None in by_value:
+            order.append(None)
+        return [(value, by_value[value]) for value in order]
+
     def submit(self, spec: TaskSpec) -> TaskRecord:
         """Create a task. Offline targets fail at once (and count toward the limits).
 
         Raises:
-            ValidationError: a target is not a known agent.
+            ValidationError: a target is not a known agent, or the selector matches none.
         """
         unknown = [a for a in spec.targets if self.storage.get_agent(a) is None]
         if unknown:
             raise ValidationError(f"targets: unknown agent id {unknown[0]!r}"
                                   + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+        try:
+            targets = self.resolve_targets(spec)
+        except NotFound as exc:
+            raise ValidationError(str(exc)) from None
         task = TaskRecord(
             id=uuid.uuid4().hex, script=spec.script, timeout=spec.timeout, parallel=spec.parallel,
             fail_rate=spec.fail_rate, fail_count=spec.fail_count,
-            targets={a: TargetRecord(agent_id=a) for a in spec.targets}, created=self.clock(),
+            targets={a: TargetRecord(agent_id=a) for a in targets}, created=self.clock(),
+            selector=spec.selector, batch_by=spec.batch_by, batches=self._batches(spec, targets),
         )
         self.storage.add_task(task)
         log.info("task %s submitted: %d targets parallel=%d fail_rate=%s fail_count=%d timeout=%s script=%dB",
@@ -178,6 +235,7 @@ class Scheduler:
                 self._fail_target(task, target, "agent offline when the task was submitted")
                 if task.state.is_finished:
                     break
+        self._advance_batches(task)
         for agent_id, target in task.targets.items():
             if target.state is State.WAITING:
                 self._queues.setdefault(agent_id, deque()).append(task.id)
@@ -214,7 +272,7 @@ class Scheduler:
                 if target.state is not State.WAITING or task.state.is_finished:
                     del queue[index]
                     break  # deque changed: rescan
-                if task.running < task.parallel:
+                if task.running < task.parallel and task.may_start(agent_id):
                     del queue[index]
                     self._start_target(agent, task, target)
                     return task
@@ -321,7 +379,20 @@ class Scheduler:
         elif task.pending == 0:
             self._finish(task, State.SUCCEED)
         else:
+            self._advance_batches(task)
             self._wake_waiting_targets(task)
+
+    def _advance_batches(self, task: TaskRecord) -> None:
+        """Move on to the next batch once every target of the current one has ended."""
+        moved = False
+        while task.batch_done() and task.batch + 1 < len(task.batches):
+            task.batch += 1
+            moved = True
+        if moved:
+            value = task.batches[task.batch][0]
+            log.info("task %s: batch %d/%d (%s=%s) starts", task.id, task.batch + 1, len(task.batches),
+                     task.batch_by, value)
+            self.storage.save_task(task)
 
     def _abort(self, task: TaskRecord) -> None:
         cancelled = 0

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS targets (
     PRIMARY KEY (task_id, agent_id)
 );
 CREATE INDEX IF NOT EXISTS tasks_seq ON tasks (seq);
+CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (
     agent_id TEXT PRIMARY KEY, key TEXT NOT NULL, state TEXT NOT NULL, hostname TEXT NOT NULL,
     ip TEXT NOT NULL, first_seen REAL NOT NULL, decided REAL
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS keys (
 """
 
 UPSERT_AGENT = "INSERT OR REPLACE INTO agents VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-UPSERT_TASK = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+UPSERT_TASK = ("INSERT OR REPLACE INTO tasks (id, seq, script, timeout, parallel, fail_rate, fail_count, created, "
+               "state, started, finished, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 UPSERT_TARGET = "INSERT OR REPLACE INTO targets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
@@ -64,6 +66,7 @@ class SQLiteStorage(Storage):
         self._tasks: dict[str, tuple] = {}
         self._targets: dict[tuple[str, str], tuple] = {}
         self._keys: dict[str, tuple | None] = {}
+        self._groups: dict[str, str | None] = {}
         self._seq = 0
         #: number of saves so far, and how many of them are known to be committed
         self._saved = 0
@@ -80,12 +83,16 @@ class SQLiteStorage(Storage):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # an acknowledged result survives a power cut too
         conn.executescript(SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        if "extra" not in columns:  # a database from before selectors and batches
+            conn.execute("ALTER TABLE tasks ADD COLUMN extra TEXT")
         return conn
 
     # ---- load -----------------------------------------------------------------------------
     def load(self) -> None:
         """Read everything back into memory (at start, before serving)."""
-        agents, tasks, targets, keys = self._run(self._read_all)
+        agents, tasks, targets, keys, groups = self._run(self._read_all)
+        self.groups = {name: json.loads(body) for name, body in groups}
         for row in keys:
             self.keys[row[0]] = KeyRecord(agent_id=row[0], key=row[1], state=KeyState(row[2]), hostname=row[3],
                                           ip=json.loads(row[4]), first_seen=row[5], decided=row[6])
@@ -100,9 +107,12 @@ class SQLiteStorage(Storage):
                 agent_id=row[1], state=State(row[3]), code=row[4], output=row[5] or b"", started=row[6],
                 finished=row[7], timed_out=bool(row[8]), truncated=bool(row[9]))
         for row in tasks:
+            extra = json.loads(row[11]) if len(row) > 11 and row[11] else {}
             task = TaskRecord(id=row[0], script=row[2], timeout=row[3], parallel=row[4], fail_rate=row[5],
                               fail_count=row[6], targets=by_task.get(row[0], {}), created=row[7],
-                              state=State(row[8]), started=row[9], finished=row[10])
+                              state=State(row[8]), started=row[9], finished=row[10],
+                              selector=extra.get("selector"), batch_by=extra.get("batch_by"),
+                              batches=[(v, m) for v, m in extra.get("batches", [])], batch=extra.get("batch", 0))
             self.tasks[task.id] = task
             self._seq = max(self._seq, row[1])
         log.info("loaded %d agents and %d tasks from %s", len(self.agents), len(self.tasks), self.path)
@@ -110,10 +120,12 @@ class SQLiteStorage(Storage):
     def _read_all(self) -> tuple[list, list, list]:
         cur = self._conn.cursor()
         agents = cur.execute("SELECT * FROM agents").fetchall()
-        tasks = cur.execute("SELECT * FROM tasks ORDER BY seq").fetchall()
+        tasks = cur.execute("SELECT id, seq, script, timeout, parallel, fail_rate, fail_count, created, state, "
+                            "started, finished, extra FROM tasks ORDER BY seq").fetchall()
         targets = cur.execute("SELECT * FROM targets ORDER BY task_id, pos").fetchall()
         keys = cur.execute("SELECT * FROM keys").fetchall()
-        return agents, tasks, targets, keys
+        groups = cur.execute("SELECT name, body FROM groups").fetchall()
+        return agents, tasks, targets, keys, groups
 
     # ---- write-through hooks --------------------------------------------------------------
     def save_agent(self, agent: AgentRecord) -> None:
@@ -154,10 +166,20 @@ class SQLiteStorage(Storage):
         self._saved += 1
         self._keys[agent_id] = None  # a deletion
 
+    def save_group(self, name: str, body: dict) -> None:
+        super().save_group(name, body)
+        self._saved += 1
+        self._groups[name] = json.dumps(body)
+
+    def delete_group(self, name: str) -> None:
+        super().delete_group(name)
+        self._saved += 1
+        self._groups[name] = None
+
     @staticmethod
     def _task_row(task: TaskRecord, seq: int | None) -> tuple:
         return (task.id, seq, task.script, task.timeout, task.parallel, task.fail_rate, task.fail_count,
-                task.created, task.state.value, task.started, task.finished)
+                task.created, task.state.value, task.started, task.finished, json.dumps(task.extra))
 
     @staticmethod
     def _target_row(task: TaskRecord, target: TargetRecord, pos: int | None) -> tuple:
@@ -167,7 +189,7 @@ class SQLiteStorage(Storage):
     # ---- commit ---------------------------------------------------------------------------
     @property
     def dirty(self) -> bool:
-        return bool(self._agents or self._tasks or self._targets or self._keys)
+        return bool(self._agents or self._tasks or self._targets or self._keys or self._groups)
 
     def flush(self) -> None:
         """Return once every change saved before this call is committed to disk.
@@ -188,8 +210,8 @@ class SQLiteStorage(Storage):
 
     def _commit_pending(self) -> None:
         upto = self._saved
-        batch = (self._agents, self._tasks, self._targets, self._keys)
-        self._agents, self._tasks, self._targets, self._keys = {}, {}, {}, {}
+        batch = (self._agents, self._tasks, self._targets, self._keys, self._groups)
+        self._agents, self._tasks, self._targets, self._keys, self._groups = {}, {}, {}, {}, {}
         done = self._inflight = AsyncResult()
         try:
             self._run(self._commit, *batch)
@@ -199,6 +221,7 @@ class SQLiteStorage(Storage):
             self._tasks = {**batch[1], **self._tasks}
             self._targets = {**batch[2], **self._targets}
             self._keys = {**batch[3], **self._keys}
+            self._groups = {**batch[4], **self._groups}
             done.set_exception(exc)
             raise
         finally:
@@ -208,7 +231,7 @@ class SQLiteStorage(Storage):
         done.set(None)
 
     def _commit(self, agents: dict, tasks: dict, targets: dict[tuple[str, str], tuple],
-                keys: dict[str, tuple | None]) -> None:
+                keys: dict[str, tuple | None], groups: dict[str, str | None]) -> None:
         cur = self._conn.cursor()
         cur.execute("BEGIN")
         try:
@@ -216,8 +239,8 @@ class SQLiteStorage(Storage):
             # a task row saved without its seq (a state change) keeps the seq it was inserted with
             new, changed = [r for r in tasks.values() if r[1] is not None], [r for r in tasks.values() if r[1] is None]
             cur.executemany(UPSERT_TASK, new)
-            cur.executemany("UPDATE tasks SET state = ?, started = ?, finished = ? WHERE id = ?",
-                            [(r[8], r[9], r[10], r[0]) for r in changed])
+            cur.executemany("UPDATE tasks SET state = ?, started = ?, finished = ?, extra = ? WHERE id = ?",
+                            [(r[8], r[9], r[10], r[11], r[0]) for r in changed])
             with_pos = [r for r in targets.values() if r[2] is not None]
             cur.executemany(UPSERT_TARGET, with_pos)
             cur.executemany("UPDATE targets SET state = ?, code = ?, output = ?, started = ?, finished = ?, "
@@ -227,6 +250,9 @@ class SQLiteStorage(Storage):
             cur.executemany("INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?, ?, ?, ?)",
                             [r for r in keys.values() if r is not None])
             cur.executemany("DELETE FROM keys WHERE agent_id = ?", [(k,) for k, r in keys.items() if r is None])
+            cur.executemany("INSERT OR REPLACE INTO groups VALUES (?, ?)",
+                            [(n, b) for n, b in groups.items() if b is not None])
+            cur.executemany("DELETE FROM groups WHERE name = ?", [(n,) for n, b in groups.items() if b is None])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

@@ -91,10 +91,32 @@ class TaskRecord:
     finished: float | None = None
     #: number of targets in each state, kept in step by :meth:`set_target_state`
     counts: Counter = field(default_factory=Counter)
+    #: the selector the targets were resolved from at submit time (kept for the record)
+    selector: dict | None = None
+    #: rolled out one value of this label at a time: ``batches`` is [(value or None, [agent ids])] in
+    #: order, and only targets of batch number ``batch`` may start
+    batch_by: str | None = None
+    batches: list = field(default_factory=list)
+    batch: int = 0
 
     def __post_init__(self) -> None:
         if not self.counts:
             self.counts = Counter(t.state for t in self.targets.values())
+        self._batch_of = {agent_id: i for i, (_, members) in enumerate(self.batches) for agent_id in members}
+
+    def may_start(self, agent_id: str) -> bool:
+        """Whether the target of ``agent_id`` belongs to the batch now rolling out."""
+        return not self.batches or self._batch_of.get(agent_id) == self.batch
+
+    def batch_done(self) -> bool:
+        if not self.batches or self.batch >= len(self.batches):
+            return False
+        return all(self.targets[a].state.is_finished for a in self.batches[self.batch][1])
+
+    @property
+    def extra(self) -> dict:
+        """What a persistent backend stores beside the plain columns."""
+        return {"selector": self.selector, "batch_by": self.batch_by, "batches": self.batches, "batch": self.batch}
 
     def set_target_state(self, target: TargetRecord, state: State) -> None:
         self.counts[target.state] -= 1
@@ -138,6 +160,10 @@ class TaskRecord:
             "finished": self.finished,
             "total": self.total,
             "counts": {state.value: self.counts[state] for state in State},
+            "selector": self.selector,
+            "batch_by": self.batch_by,
+            "batches": [{"value": value, "targets": list(members)} for value, members in self.batches],
+            "batch": self.batch if self.batches else None,
         }
 
 
@@ -178,6 +204,8 @@ class Storage:
         self.tasks: dict[str, TaskRecord] = {}
         #: agent id -> its key's admission record
         self.keys: dict[str, KeyRecord] = {}
+        #: group name -> {"selector": ..., "targets": [...]}
+        self.groups: dict[str, dict] = {}
 
     # agents
     def get_agent(self, agent_id: str) -> AgentRecord | None:
@@ -219,6 +247,13 @@ class Storage:
 
     def delete_key(self, agent_id: str) -> None:
         self.keys.pop(agent_id, None)
+
+    # groups
+    def save_group(self, name: str, body: dict) -> None:
+        self.groups[name] = body
+
+    def delete_group(self, name: str) -> None:
+        self.groups.pop(name, None)
 
     def flush(self) -> None:
         """Make every change saved so far durable (nothing to do in memory)."""

@@ -7,8 +7,10 @@ from typing import Any
 from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS
 from utils.exceptions import ValidationError
 from utils.messages import MessageError, b64decode, b64encode
+from utils.selectors import validate_selector
 
-TASK_FIELDS = ("script", "targets", "timeout", "parallel", "fail_rate", "fail_count")
+TASK_FIELDS = ("script", "targets", "selector", "timeout", "parallel", "fail_rate", "fail_count", "batch_by",
+               "batch_order")
 
 
 @dataclass
@@ -21,6 +23,11 @@ class TaskSpec:
     parallel: int = 1
     fail_rate: float = 0
     fail_count: int = -1
+    #: agents picked by hostname glob, labels and/or group, resolved by the master at submit time
+    selector: dict | None = None
+    #: roll out one value of this label at a time (datacenter by datacenter)
+    batch_by: str | None = None
+    batch_order: list[str] | None = None
 
     @classmethod
     def from_request(cls, body: Any, script_base64: bool = False,
@@ -42,9 +49,12 @@ class TaskSpec:
         unknown = sorted(set(body) - set(TASK_FIELDS))
         if unknown:
             raise ValidationError(f"{unknown[0]}: unknown field (allowed: {', '.join(TASK_FIELDS)})")
+        selector = validate_selector(body.get("selector"))
+        batch_by, batch_order = _batching(body)
         return cls(
             script=_script(body, script_base64, max_script_bytes),
-            targets=_targets(body, max_targets),
+            targets=_targets(body, max_targets, required=selector is None),
+            selector=selector, batch_by=batch_by, batch_order=batch_order,
             timeout=_number(body, "timeout", 0, minimum=0),
             parallel=_integer(body, "parallel", 1, minimum=1),
             fail_rate=_number(body, "fail_rate", 0, minimum=0, maximum=100),
@@ -56,6 +66,9 @@ class TaskSpec:
         return {
             "script": b64encode(self.script),
             "targets": list(self.targets),
+            "selector": self.selector,
+            "batch_by": self.batch_by,
+            "batch_order": self.batch_order,
             "timeout": self.timeout,
             "parallel": self.parallel,
             "fail_rate": self.fail_rate,
@@ -88,13 +101,27 @@ def _script(body: dict, script_base64: bool, max_script_bytes: int) -> bytes:
     return script
 
 
-def _targets(body: dict, max_targets: int) -> list[str]:
+def _batching(body: dict) -> tuple[str | None, list[str] | None]:
+    batch_by, order = body.get("batch_by"), body.get("batch_order")
+    if batch_by is not None and (not isinstance(batch_by, str) or not batch_by):
+        raise ValidationError("batch_by: expected a label name such as 'dc'")
+    if order is not None:
+        if batch_by is None:
+            raise ValidationError("batch_order: needs batch_by")
+        if not isinstance(order, list) or not all(isinstance(v, str) for v in order) or len(set(order)) != len(order):
+            raise ValidationError("batch_order: expected an array of distinct label values")
+    return batch_by, order
+
+
+def _targets(body: dict, max_targets: int, required: bool = True) -> list[str]:
     raw = body.get("targets")
+    if raw is None and not required:
+        return []
     if raw is None:
-        raise ValidationError("targets: missing")
+        raise ValidationError("targets: missing (give targets, a selector, or both)")
     if not isinstance(raw, list):
         raise ValidationError(f"targets: expected an array of agent ids, got {_json_type(raw)}")
-    if not raw:
+    if not raw and required:
         raise ValidationError("targets: empty")
     if len(raw) > max_targets:
         raise ValidationError(f"targets: {len(raw)} agents, more than the limit of {max_targets}")

@@ -23,6 +23,7 @@ _WAIT = {"name": "wait", "in": "query", "required": False,
          "schema": {"type": "number", "minimum": 0}}
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _AGENT_ID = {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _STATE = {"type": "string", "enum": ["WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED"]}
 
 OPENAPI: dict = {
@@ -35,10 +36,14 @@ OPENAPI: dict = {
         "schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
             "TaskRequest": {
-                "type": "object", "required": ["script", "targets"], "additionalProperties": False,
+                "type": "object", "required": ["script"], "additionalProperties": False,
                 "properties": {
                     "script": {"type": "string", "description": "shell script, run with /bin/sh"},
-                    "targets": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                    "targets": {"type": "array", "items": {"type": "string"},
+                                "description": "agent ids; with selector, the union of both"},
+                    "selector": {"$ref": "#/components/schemas/Selector"},
+                    "batch_by": {"type": "string", "description": "roll out one value of this label at a time"},
+                    "batch_order": {"type": "array", "items": {"type": "string"}},
                     "timeout": {"type": "number", "minimum": 0, "default": 0, "description": "seconds; 0 = none"},
                     "parallel": {"type": "integer", "minimum": 1, "default": 1},
                     "fail_rate": {"type": "number", "minimum": 0, "maximum": 100, "default": 0},
@@ -75,6 +80,15 @@ OPENAPI: dict = {
                 "first_seen": {"type": "number"}, "decided": {"type": "number", "nullable": True}}},
             "KeyList": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}},
             "Any": {"type": "object"},
+            "Selector": {"type": "object", "additionalProperties": False, "properties": {
+                "hostname": {"type": "string", "description": "glob, e.g. web-*"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "group": {"type": "string"}}},
+            "Group": {"type": "object", "properties": {
+                "name": {"type": "string"}, "selector": {"$ref": "#/components/schemas/Selector"},
+                "targets": {"type": "array", "items": {"type": "string"}},
+                "members": {"type": "array", "items": {"type": "string"}}}},
+            "GroupList": {"type": "array", "items": {"$ref": "#/components/schemas/Group"}},
         },
     },
     "security": [{"bearer": []}],
@@ -82,7 +96,17 @@ OPENAPI: dict = {
         "/": {"get": _op("what this service is and its routes", _json("#/components/schemas/Any"))},
         "/health": {"get": _op("the web tier and the master answer", _json("#/components/schemas/Any"))},
         "/openapi.json": {"get": {**_op("this document", _json("#/components/schemas/Any")), "security": []}},
-        "/task/targets": {"get": _op("every known agent", _json("#/components/schemas/Agents"))},
+        "/task/targets": {"get": _op("every known agent, or those matching the filters",
+                                     _json("#/components/schemas/Agents"), params=[
+            {"name": "hostname", "in": "query", "schema": {"type": "string"}, "description": "glob"},
+            {"name": "label", "in": "query", "schema": {"type": "string"}, "description": "key:value, repeatable"}])},
+        "/groups": {"get": _op("named groups of agents", _json("#/components/schemas/GroupList"))},
+        "/group/{name}": {
+            "put": _op("create or replace a group", _json("#/components/schemas/Group"), params=[_NAME],
+                       body="#/components/schemas/Group"),
+            "get": _op("one group with its current members", _json("#/components/schemas/Group"), params=[_NAME]),
+            "delete": _op("delete a group", _json("#/components/schemas/Any"), params=[_NAME]),
+        },
         "/task": {"post": _op("submit a task", _json("#/components/schemas/TaskId", "created"), "201",
                               "#/components/schemas/TaskRequest")},
         "/result": {"post": _op("one task with every target's result", _json("#/components/schemas/Task"),

@@ -12,6 +12,7 @@ from aiohttp import web
 from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS, MAX_RESULT_WAIT
 from utils.exceptions import HTTP_STATUS_BY_ERROR, ValidationError
 from utils.rpc import TRANSPORT_ERRORS
+from utils.selectors import matches, parse_label_filters
 from utils.taskspec import TaskSpec
 from webserver.auth import TOKENS, require_token
 from webserver.openapi import OPENAPI
@@ -132,7 +133,17 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/task/targets")
 async def targets(request: web.Request) -> web.Response:
-    return web.json_response(await call_master(request, "get_agents"))
+    """Every known agent; ``?hostname=web-*&label=dc:bj`` keeps those that match (all must)."""
+    try:
+        selector = {"labels": parse_label_filters(request.query.getall("label", []))}
+    except ValidationError as exc:
+        raise ApiError(400, str(exc)) from None
+    if "hostname" in request.query:
+        selector["hostname"] = request.query["hostname"]
+    agents = await call_master(request, "get_agents")
+    if request.query.get("hostname") is not None or selector["labels"]:
+        agents = {a: info for a, info in agents.items() if matches(selector, info["hostname"], info["labels"])}
+    return web.json_response(agents)
 
 
 @routes.post("/task")
@@ -201,6 +212,27 @@ async def keys_reject(request: web.Request) -> web.Response:
 @routes.delete("/keys/{agent_id}")
 async def keys_delete(request: web.Request) -> web.Response:
     return web.json_response(await call_master(request, "keys_delete", request.match_info["agent_id"]))
+
+
+@routes.get("/groups")
+async def groups(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "groups_list"))
+
+
+@routes.put("/group/{name}")
+async def group_put(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return web.json_response(await call_master(request, "group_put", request.match_info["name"], body))
+
+
+@routes.get("/group/{name}")
+async def group_get(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "group_get", request.match_info["name"]))
+
+
+@routes.delete("/group/{name}")
+async def group_delete(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "group_delete", request.match_info["name"]))
 
 
 @routes.get("/openapi.json")

@@ -272,3 +272,66 @@ def test_poll_from_an_old_process_gets_nothing(sched):
     task = submit(sched, ids)
     assert sched.next_task(ids[0], session="s1") is None
     assert sched.next_task(ids[0], session="s2") is task
+
+
+def labelled(sched, spec):
+    """Agents from (id, hostname, labels) triples."""
+    for agent_id, hostname, labels in spec:
+        sched.agent_seen(AgentInfo(id=agent_id, hostname=hostname, labels=labels, session="s"))
+
+
+FLEET = [("w1", "web-1", {"dc": "bj", "role": "web"}), ("w2", "web-2", {"dc": "sh", "role": "web"}),
+         ("d1", "db-1", {"dc": "bj", "role": "db"}), ("x1", "misc", {})]
+
+
+def test_selector_union_resolved_at_submit(sched):
+    labelled(sched, FLEET)
+    task = sched.submit(TaskSpec(script=b"true", targets=["x1"], selector={"hostname": "web-*"}))
+    assert list(task.targets) == ["x1", "w1", "w2"]
+    task = sched.submit(TaskSpec(script=b"true", targets=[], selector={"labels": {"dc": "bj", "role": "db"}}))
+    assert list(task.targets) == ["d1"]
+    labelled(sched, [("w3", "web-3", {})])
+    assert "w3" not in task.targets  # later agents do not join
+
+
+def test_selector_matching_nothing_is_an_error(sched):
+    labelled(sched, FLEET)
+    with pytest.raises(ValidationError, match="selector: matches no agent"):
+        sched.submit(TaskSpec(script=b"true", targets=[], selector={"labels": {"dc": "mars"}}))
+    with pytest.raises(ValidationError, match="selector.group: no group named 'nope'"):
+        sched.submit(TaskSpec(script=b"true", targets=[], selector={"group": "nope"}))
+
+
+def test_group_selector_and_ids(sched):
+    labelled(sched, FLEET)
+    sched.storage.save_group("bj", {"selector": {"labels": {"dc": "bj"}}, "targets": ["x1"]})
+    assert sched.group_members("bj") == ["x1", "w1", "d1"]
+    task = sched.submit(TaskSpec(script=b"true", targets=[], selector={"group": "bj", "hostname": "web-*"}))
+    assert list(task.targets) == ["w1"]
+
+
+def test_batch_by_runs_one_value_at_a_time_in_order(sched):
+    labelled(sched, FLEET)
+    task = sched.submit(TaskSpec(script=b"true", targets=["w1", "w2", "d1", "x1"], parallel=5, fail_rate=100,
+                                 batch_by="dc", batch_order=["sh"]))
+    assert [(v, m) for v, m in task.batches] == [("sh", ["w2"]), ("bj", ["w1", "d1"]), (None, ["x1"])]
+    assert pull_all(sched, ["w1", "d1", "x1"]) == []  # not their turn
+    assert pull_all(sched, ["w2"]) == ["w2"]
+    finish(sched, task, "w2")
+    assert task.batch == 1
+    assert pull_all(sched, ["w1", "d1", "x1"]) == ["w1", "d1"]  # parallel applies inside the batch
+    finish(sched, task, "w1")
+    assert pull_all(sched, ["x1"]) == []
+    finish(sched, task, "d1")
+    assert pull_all(sched, ["x1"]) == ["x1"]  # agents without the label go last
+    finish(sched, task, "x1")
+    assert task.state is State.SUCCEED
+
+
+def test_failure_in_a_batch_stops_every_later_batch(sched):
+    labelled(sched, FLEET)
+    task = sched.submit(TaskSpec(script=b"true", targets=["w1", "w2", "d1"], parallel=5, batch_by="dc"))
+    assert pull_all(sched, ["w1", "w2", "d1"]) == ["w1", "d1"]  # bj first (alphabetical)
+    finish(sched, task, "w1", code=1)
+    assert task.state is State.FAILED
+    assert task.targets["w2"].state is State.CANCELLED
