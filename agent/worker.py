@@ -199,6 +199,20 @@ class AgentWorker:
         return self.link.call("get_task", self.id, self.poll_wait, self.info.session,
                               timeout=self.poll_wait + POLL_RPC_MARGIN)
 
+    def _watch_cancel(self, task_id: str) -> None:
+        """While a script runs, keep a long poll open that the master answers at once if the task is
+        cancelled; then kill the script's process group (its result reports what it had written)."""
+        while not self._stopped.is_set():
+            try:
+                if self.link.call("watch_cancel", self.id, task_id, self.poll_wait,
+                                  timeout=self.poll_wait + POLL_RPC_MARGIN):
+                    log.warning("agent %s: task %s cancelled: killing its script", self.id, task_id)
+                    self.executor.kill()
+                    return
+            except (*TRANSPORT_ERRORS, zerorpc.RemoteError) as exc:
+                log.debug("agent %s: cancel watch for %s: %s", self.id, task_id, exc)
+                self._stopped.wait(1.0)
+
     def _keep(self, result: ResultMessage) -> None:
         if self.spool is not None:
             try:
@@ -249,6 +263,7 @@ class AgentWorker:
         log.info("agent %s: task %s running (timeout=%s, script=%dB)", self.id, task.id, task.timeout, len(task.script))
         self.info.running = task.id
         self._mark(task.id)
+        watcher = gevent.spawn(self._watch_cancel, task.id)
         try:
             outcome: ExecResult = self.executor.run(task.script, task.timeout,
                                                     env={"MSCHEDULE_TASK_ID": task.id, "MSCHEDULE_AGENT_ID": self.id})
@@ -258,6 +273,7 @@ class AgentWorker:
             outcome = ExecResult(code=127, output=f"[mschedule: could not start the script: {exc}]\n".encode(),
                                  timed_out=False, truncated=False, started=now, finished=now)
         finally:
+            watcher.kill(block=False)
             self.info.running = None
         log.info("agent %s: task %s exited code=%s%s", self.id, task.id, outcome.code,
                  " (timed out)" if outcome.timed_out else "")

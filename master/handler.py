@@ -100,6 +100,17 @@ class AgentHandler:
         return TaskMessage(id=task.id, script=task.script, timeout=task.timeout, parallel=task.parallel,
                            fail_rate=task.fail_rate, fail_count=task.fail_count).to_message()
 
+    def watch_cancel(self, agent_id: Any, task_id: Any, wait: Any = 0) -> bool:
+        """Long poll of an agent while it runs ``task_id``: True as soon as the task is cancelled."""
+        if not isinstance(agent_id, str) or not isinstance(task_id, str):
+            raise ValidationError("agent_id, task_id: expected strings")
+        if self._admission is not None:
+            self._admission.check_agent(agent_id)
+        task = self._storage.get_task(task_id)
+        if task is None or agent_id not in task.targets:
+            raise ValidationError(f"task {task_id}: agent {agent_id} is not one of its targets")
+        return self._scheduler.watch_cancel(task_id, _wait_seconds(wait, MAX_POLL_WAIT))
+
     def ping(self) -> dict:
         return {"ok": True, "master": self.boot}
 
@@ -126,6 +137,14 @@ class AdminHandler:
         task_id = self._scheduler.submit(spec).id
         self._storage.flush()  # the id is returned only once the task is durable
         return task_id
+
+    def cancel_task(self, task_id: Any) -> dict:
+        """Cancel a task (see Scheduler.cancel); answers its summary."""
+        if not isinstance(task_id, str) or not task_id:
+            raise ValidationError("task_id: expected a non-empty string")
+        task = self._scheduler.cancel(task_id)
+        self._storage.flush()
+        return task.summary()
 
     def get_agents(self) -> dict:
         return {agent_id: agent.to_dict() for agent_id, agent in self._storage.agents.items()}

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import gevent.event
 
 from master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
-from utils.exceptions import NotFound, ValidationError
+from utils.exceptions import Conflict, NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage
 from utils.selectors import matches
 from utils.states import State
@@ -45,6 +45,8 @@ class Scheduler:
         self._pollers: dict[str, gevent.event.Event] = {}
         #: events of callers blocked in wait_finished
         self._finish_events: dict[str, gevent.event.Event] = {}
+        #: set when a task is cancelled: wakes the agents watching it (watch_cancel)
+        self._cancel_events: dict[str, gevent.event.Event] = {}
 
     def restore(self) -> None:
         """Rebuild what is derived from the stored records after a master restart.
@@ -336,7 +338,11 @@ class Scheduler:
         target.truncated = result.truncated
         target.finished = self.clock()
         ok = result.code == 0 and not result.timed_out
-        task.set_target_state(target, State.SUCCEED if ok else State.FAILED)
+        if task.state is State.CANCELLED:
+            final = State.CANCELLED  # killed (or finished just as) the task was cancelled
+        else:
+            final = State.SUCCEED if ok else State.FAILED
+        task.set_target_state(target, final)
         log.info("agent %s: task %s finished code=%s%s output=%dB", result.agent_id, task.id, result.code,
                  " (timed out)" if result.timed_out else "", len(result.output))
         self.storage.save_target(task, target)
@@ -420,6 +426,46 @@ class Scheduler:
         for agent_id, target in task.targets.items():
             if target.state is State.WAITING:
                 self._wake_agent(agent_id)
+
+    # ---- cancel ---------------------------------------------------------------------------
+    def cancel(self, task_id: str) -> TaskRecord:
+        """Stop a task: it is CANCELLED at once, its waiting targets never start, its running scripts are
+        killed by their agents (who watch for this) and end CANCELLED with the output they produced.
+
+        Raises:
+            NotFound: no such task. Conflict: it already ended (SUCCEED or FAILED).
+        """
+        task = self.storage.get_task(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        if task.state is State.CANCELLED:
+            return task  # idempotent
+        if task.state.is_finished:
+            raise Conflict(f"task {task_id} already ended ({task.state.value}); nothing to cancel")
+        cancelled = 0
+        for target in task.targets.values():
+            if target.state is State.WAITING:
+                task.set_target_state(target, State.CANCELLED)
+                target.output = b"[mschedule: cancelled before it started]\n"
+                self.storage.save_target(task, target)
+                cancelled += 1
+        log.warning("task %s cancelled: %d waiting targets cancelled, %d running being killed", task.id, cancelled,
+                    task.running)
+        self._finish(task, State.CANCELLED)
+        event = self._cancel_events.pop(task.id, None)
+        if event is not None:
+            event.set()
+        return task
+
+    def watch_cancel(self, task_id: str, wait: float) -> bool:
+        """Long poll for an agent running ``task_id``: True as soon as the task is cancelled."""
+        task = self.storage.get_task(task_id)
+        if task is None or task.state is State.CANCELLED:
+            return task is not None
+        if task.state.is_finished:
+            return False
+        self._cancel_events.setdefault(task_id, gevent.event.Event()).wait(wait)
+        return task.state is State.CANCELLED
 
     def wait_finished(self, task_id: str, wait: float) -> TaskRecord:
         """The task once it has finished, or as it is after ``wait`` seconds.

@@ -14,6 +14,10 @@ class NotFound(MScheduleError):
     """The task or agent named does not exist."""
 
 
+class Conflict(MScheduleError):
+    """The request does not fit the current state (e.g. cancelling a task that has finished)."""
+
+
 class MessageError(ValidationError):
     """An agent message (register, heartbeat, task, result) has the wrong shape."""
 
@@ -23,4 +27,5 @@ HTTP_STATUS_BY_ERROR = {
     "ValidationError": 400,
     "MessageError": 400,
     "NotFound": 404,
+    "Conflict": 409,
 }

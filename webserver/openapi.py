@@ -113,6 +113,10 @@ OPENAPI: dict = {
                                 body="#/components/schemas/ResultQuery", params=[_WAIT])},
         "/task/{task_id}": {"get": _op("one task with every target's result", _json("#/components/schemas/Task"),
                                        params=[_TASK_ID, _WAIT])},
+        "/task/{task_id}/cancel": {"post": {**_op(
+            "cancel a task: waiting targets never start, running scripts are killed",
+            _json("#/components/schemas/TaskSummary"), params=[_TASK_ID]),
+            "responses": {"200": _json("#/components/schemas/TaskSummary"), "409": _ERROR, **_ERRORS}}},
         "/tasks": {"get": _op("recent tasks, newest first", _json("#/components/schemas/TaskList"), params=[
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
         "/keys": {"get": _op("agent keys and their admission state", _json("#/components/schemas/KeyList"))},

@@ -182,6 +182,14 @@ async def task(request: web.Request) -> web.Response:
     return await _task_result(request, request.match_info["task_id"], request.query.get("wait"))
 
 
+@routes.post("/task/{task_id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    task_id = request.match_info["task_id"]
+    summary = await call_master(request, "cancel_task", task_id)
+    log.info("task %s cancel requested over HTTP from %s", task_id, request.remote)
+    return web.json_response(summary)
+
+
 @routes.get("/tasks")
 async def tasks(request: web.Request) -> web.Response:
     raw = request.query.get("limit", str(DEFAULT_TASK_LIST))

@@ -335,3 +335,28 @@ def test_failure_in_a_batch_stops_every_later_batch(sched):
     finish(sched, task, "w1", code=1)
     assert task.state is State.FAILED
     assert task.targets["w2"].state is State.CANCELLED
+
+
+def test_cancel_stops_waiting_and_marks_running_cancelled(sched):
+    ids = add_agents(sched, 4)
+    task = submit(sched, ids, parallel=2, fail_rate=100)
+    running = pull_all(sched, ids)
+    assert not sched.watch_cancel(task.id, 0)
+    sched.cancel(task.id)
+    assert task.state is State.CANCELLED and task.counts[State.CANCELLED] == 2
+    assert sched.watch_cancel(task.id, 0)
+    assert pull_all(sched, [a for a in ids if a not in running]) == []
+    finish(sched, task, running[0], code=137)
+    assert task.targets[running[0]].state is State.CANCELLED
+    assert sched.cancel(task.id) is task  # idempotent
+
+
+def test_cancel_finished_task_is_a_conflict(sched):
+    from utils.exceptions import Conflict
+
+    ids = add_agents(sched, 1)
+    task = submit(sched, ids)
+    sched.next_task(ids[0])
+    finish(sched, task, ids[0])
+    with pytest.raises(Conflict, match="already ended"):
+        sched.cancel(task.id)
