@@ -33,6 +33,11 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--max-script-bytes", type=int,
                         default=env("MAX_SCRIPT_BYTES", DEFAULT_MAX_SCRIPT_BYTES, int),
                         help="largest script accepted [MSCHEDULE_MAX_SCRIPT_BYTES]")
+    parser.add_argument("--keep-tasks", type=int, default=env("KEEP_TASKS", None, int),
+                        help="keep at most this many tasks; older finished ones (and their outputs) are pruned "
+                             "[MSCHEDULE_KEEP_TASKS]")
+    parser.add_argument("--keep-days", type=float, default=env("KEEP_DAYS", None, float),
+                        help="prune finished tasks older than this many days [MSCHEDULE_KEEP_DAYS]")
     parser.add_argument("--auto-accept", action="store_true", default=env("AUTO_ACCEPT", False, flag),
                         help="accept every new agent key at once (labs only) [MSCHEDULE_AUTO_ACCEPT]")
     parser.add_argument("--insecure", action="store_true", default=env("INSECURE", False, flag),
@@ -43,6 +48,8 @@ def parse_args(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     if args.agent_timeout <= 0:
         parser.error("--agent-timeout must be > 0")
+    if (args.keep_tasks is not None and args.keep_tasks < 1) or (args.keep_days is not None and args.keep_days <= 0):
+        parser.error("--keep-tasks must be >= 1 and --keep-days > 0")
     if args.command and (args.command[0] != "keys" or len(args.command) < 2 or args.command[1] not in KEY_ACTIONS
                          or len(args.command) != (2 if args.command[1] == "list" else 3)):
         parser.error("usage: appserver.py keys list | keys accept|reject|delete AGENT_ID")
@@ -95,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     except sqlite3.Error as exc:
         fail(f"cannot open database {db}: {exc}")
     server = MasterServer(args.bind, args.admin_bind, args.agent_timeout, storage=storage,
-                          max_script_bytes=args.max_script_bytes, keys=keys, auto_accept=args.auto_accept)
+                          max_script_bytes=args.max_script_bytes, keys=keys, auto_accept=args.auto_accept,
+                          keep_tasks=args.keep_tasks, keep_days=args.keep_days)
     try:
         server.bind()
     except BindError as exc:

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from master.admission import Admission, Unauthorized
+from master.jobs import Jobs
 from master.scheduler import Scheduler
 from master.storage import KeyState, TaskRecord
 from utils import messages
@@ -21,6 +22,7 @@ from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_POLL_WAIT, MAX_RESULT_W
 from utils.exceptions import MessageError, NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
 from utils.selectors import validate_selector
+from utils.states import State
 from utils.taskspec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,7 @@ class AdminHandler:
         self._storage = scheduler.storage
         self._admission = admission
         self._max_script_bytes = max_script_bytes
+        self._jobs = Jobs(self._storage, max_script_bytes)
 
     def add_task(self, task: Any) -> str:
         """Create a task from ``{script (base64), targets, timeout, parallel, fail_rate, fail_count}``."""
@@ -158,11 +161,58 @@ class AdminHandler:
         wait = _wait_seconds(query.get("wait"), MAX_RESULT_WAIT)
         return self._task_detail(self._scheduler.wait_finished(query["task_id"], wait))
 
-    def get_tasks(self, limit: Any = 50) -> list[dict]:
-        """Summaries of the newest tasks, newest first."""
+    def get_tasks(self, limit: Any = 50, filters: Any = None) -> list[dict]:
+        """Summaries of the newest tasks, newest first; ``filters``: state, job, agent, before (created time)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValidationError("limit: expected a positive integer")
-        return [task.summary() for task in self._storage.recent_tasks(min(limit, 1000))]
+        filters = filters or {}
+        if not isinstance(filters, dict):
+            raise ValidationError("filters: expected an object")
+        state, job, agent, before = (filters.get(k) for k in ("state", "job", "agent", "before"))
+        if state is not None and state not in {s.value for s in State}:
+            raise ValidationError(f"state: expected one of {', '.join(s.value for s in State)}")
+        if before is not None and (isinstance(before, bool) or not isinstance(before, (int, float))):
+            raise ValidationError("before: expected a created time (a number)")
+        out = []
+        for task in reversed(self._storage.tasks.values()):
+            if len(out) >= min(limit, 1000):
+                break
+            if ((state and task.state != state) or (job and task.job != job) or (agent and agent not in task.targets)
+                    or (before is not None and task.created >= before)):
+                continue
+            out.append(task.summary())
+        return out
+
+    # ---- jobs -------------------------------------------------------------------------------
+    def job_save(self, name: Any, body: Any) -> dict:
+        saved = self._jobs.save(name, body)
+        self._storage.flush()
+        return saved
+
+    def job_get(self, name: Any, version: Any = None) -> dict:
+        return self._jobs.get(name, version)
+
+    def job_versions(self, name: Any) -> list[dict]:
+        return self._jobs.versions(name)
+
+    def jobs_list(self) -> list[dict]:
+        return self._jobs.list()
+
+    def job_diff(self, name: Any, old: Any, new: Any) -> dict:
+        return self._jobs.diff(name, old, new)
+
+    def job_rollback(self, name: Any, version: Any) -> dict:
+        saved = self._jobs.rollback(name, version)
+        self._storage.flush()
+        return saved
+
+    def job_run(self, name: Any, body: Any = None) -> dict:
+        spec, version = self._jobs.spec_for_run(name, body)
+        task = self._scheduler.submit(spec)
+        task.job, task.job_version = name, version
+        self._storage.save_task(task)
+        self._storage.flush()
+        return {"task_id": task.id, "job": name, "version": version}
 
     def ping(self) -> dict:
         agents = self._storage.agents.values()

@@ -427,6 +427,24 @@ class Scheduler:
             if target.state is State.WAITING:
                 self._wake_agent(agent_id)
 
+    # ---- retention ------------------------------------------------------------------------
+    def prune(self, keep_tasks: int | None = None, keep_days: float | None = None) -> int:
+        """Forget finished tasks beyond the newest ``keep_tasks`` or older than ``keep_days``; returns how
+        many. Tasks still running (or with targets running) are always kept."""
+        tasks = self.storage.tasks
+        cutoff = self.clock() - keep_days * 86400 if keep_days else None
+        excess = len(tasks) - keep_tasks if keep_tasks is not None else 0
+        doomed = []
+        for task in tasks.values():  # oldest first
+            ended = task.state.is_finished and task.running == 0
+            if ended and (len(doomed) < excess or (cutoff is not None and task.created < cutoff)):
+                doomed.append(task.id)
+        for task_id in doomed:
+            self.storage.delete_task(task_id)
+        if doomed:
+            log.info("retention: %d finished tasks pruned", len(doomed))
+        return len(doomed)
+
     # ---- cancel ---------------------------------------------------------------------------
     def cancel(self, task_id: str) -> TaskRecord:
         """Stop a task: it is CANCELLED at once, its waiting targets never start, its running scripts are

@@ -29,6 +29,9 @@ MIN_MESSAGE_LIMIT = 8 * 1024 * 1024
 FLUSH_INTERVAL = 0.2
 """Seconds between two commits of changes nobody waits for (heartbeats, offline agents)."""
 
+PRUNE_INTERVAL = 10.0
+"""Seconds between two applications of the retention limits."""
+
 HOUSEKEEPING_INTERVAL = 0.5
 """Seconds between two checks for silent agents."""
 
@@ -79,13 +82,14 @@ class MasterServer:
 
     def __init__(self, bind: str, admin_bind: str, agent_timeout: float, storage: Storage | None = None,
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES, keys: MasterKeys | None = None,
-                 auto_accept: bool = False) -> None:
+                 auto_accept: bool = False, keep_tasks: int | None = None, keep_days: float | None = None) -> None:
         self.bind_endpoint = bind
         self.admin_endpoint = admin_bind
         # room for the largest script or output (base64: 4/3) plus the message around it
         self.max_message_bytes = max(MIN_MESSAGE_LIMIT, 2 * max_script_bytes + 1024 * 1024)
         self.storage = storage or Storage()
         self.keys = keys
+        self.keep_tasks, self.keep_days = keep_tasks, keep_days
         self.scheduler = Scheduler(self.storage, agent_timeout)
         self.scheduler.restore()
         self.admission = Admission(self.storage, keys.admin_public, auto_accept) if keys else None
@@ -129,11 +133,14 @@ class MasterServer:
                      self.keys.public_path)
 
     def _housekeeping(self) -> None:
-        last_flush = time.monotonic()
+        last_flush = last_prune = time.monotonic()
         while True:
             gevent.sleep(min(HOUSEKEEPING_INTERVAL, FLUSH_INTERVAL))
             try:
                 self.scheduler.check_agents()
+                if (self.keep_tasks is not None or self.keep_days) and time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                    last_prune = time.monotonic()
+                    self.scheduler.prune(self.keep_tasks, self.keep_days)
                 if time.monotonic() - last_flush >= FLUSH_INTERVAL:
                     last_flush = time.monotonic()
                     self.storage.flush()

@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS targets (
 );
 CREATE INDEX IF NOT EXISTS tasks_seq ON tasks (seq);
 CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS job_versions (
+    name TEXT NOT NULL, version INTEGER NOT NULL, created_at REAL NOT NULL, message TEXT NOT NULL,
+    sha256 TEXT NOT NULL, script BLOB NOT NULL, params TEXT NOT NULL, PRIMARY KEY (name, version)
+);
 CREATE TABLE IF NOT EXISTS keys (
     agent_id TEXT PRIMARY KEY, key TEXT NOT NULL, state TEXT NOT NULL, hostname TEXT NOT NULL,
     ip TEXT NOT NULL, first_seen REAL NOT NULL, decided REAL
@@ -67,6 +71,8 @@ class SQLiteStorage(Storage):
         self._targets: dict[tuple[str, str], tuple] = {}
         self._keys: dict[str, tuple | None] = {}
         self._groups: dict[str, str | None] = {}
+        self._job_versions: list[tuple] = []
+        self._deleted_tasks: list[str] = []
         self._seq = 0
         #: number of saves so far, and how many of them are known to be committed
         self._saved = 0
@@ -91,7 +97,11 @@ class SQLiteStorage(Storage):
     # ---- load -----------------------------------------------------------------------------
     def load(self) -> None:
         """Read everything back into memory (at start, before serving)."""
-        agents, tasks, targets, keys, groups = self._run(self._read_all)
+        agents, tasks, targets, keys, groups, jobs = self._run(self._read_all)
+        for name, version, created_at, message, sha256, script, params in jobs:
+            self.jobs.setdefault(name, []).append({"name": name, "version": version, "created_at": created_at,
+                                                   "message": message, "sha256": sha256, "script": script,
+                                                   "params": json.loads(params)})
         self.groups = {name: json.loads(body) for name, body in groups}
         for row in keys:
             self.keys[row[0]] = KeyRecord(agent_id=row[0], key=row[1], state=KeyState(row[2]), hostname=row[3],
@@ -112,7 +122,8 @@ class SQLiteStorage(Storage):
                               fail_count=row[6], targets=by_task.get(row[0], {}), created=row[7],
                               state=State(row[8]), started=row[9], finished=row[10],
                               selector=extra.get("selector"), batch_by=extra.get("batch_by"),
-                              batches=[(v, m) for v, m in extra.get("batches", [])], batch=extra.get("batch", 0))
+                              batches=[(v, m) for v, m in extra.get("batches", [])], batch=extra.get("batch", 0),
+                              job=extra.get("job"), job_version=extra.get("job_version"))
             self.tasks[task.id] = task
             self._seq = max(self._seq, row[1])
         log.info("loaded %d agents and %d tasks from %s", len(self.agents), len(self.tasks), self.path)
@@ -125,7 +136,8 @@ class SQLiteStorage(Storage):
         targets = cur.execute("SELECT * FROM targets ORDER BY task_id, pos").fetchall()
         keys = cur.execute("SELECT * FROM keys").fetchall()
         groups = cur.execute("SELECT name, body FROM groups").fetchall()
-        return agents, tasks, targets, keys, groups
+        jobs = cur.execute("SELECT * FROM job_versions ORDER BY name, version").fetchall()
+        return agents, tasks, targets, keys, groups, jobs
 
     # ---- write-through hooks --------------------------------------------------------------
     def save_agent(self, agent: AgentRecord) -> None:
@@ -166,6 +178,20 @@ class SQLiteStorage(Storage):
         self._saved += 1
         self._keys[agent_id] = None  # a deletion
 
+    def delete_task(self, task_id: str) -> None:
+        super().delete_task(task_id)
+        self._saved += 1
+        self._tasks.pop(task_id, None)
+        for key in [k for k in self._targets if k[0] == task_id]:
+            del self._targets[key]
+        self._deleted_tasks.append(task_id)
+
+    def save_job_version(self, version: dict) -> None:
+        super().save_job_version(version)
+        self._saved += 1
+        self._job_versions.append((version["name"], version["version"], version["created_at"], version["message"],
+                                   version["sha256"], version["script"], json.dumps(version["params"])))
+
     def save_group(self, name: str, body: dict) -> None:
         super().save_group(name, body)
         self._saved += 1
@@ -189,7 +215,8 @@ class SQLiteStorage(Storage):
     # ---- commit ---------------------------------------------------------------------------
     @property
     def dirty(self) -> bool:
-        return bool(self._agents or self._tasks or self._targets or self._keys or self._groups)
+        return bool(self._agents or self._tasks or self._targets or self._keys or self._groups or self._job_versions
+                    or self._deleted_tasks)
 
     def flush(self) -> None:
         """Return once every change saved before this call is committed to disk.
@@ -210,8 +237,10 @@ class SQLiteStorage(Storage):
 
     def _commit_pending(self) -> None:
         upto = self._saved
-        batch = (self._agents, self._tasks, self._targets, self._keys, self._groups)
+        batch = (self._agents, self._tasks, self._targets, self._keys, self._groups, self._job_versions,
+                 self._deleted_tasks)
         self._agents, self._tasks, self._targets, self._keys, self._groups = {}, {}, {}, {}, {}
+        self._job_versions, self._deleted_tasks = [], []
         done = self._inflight = AsyncResult()
         try:
             self._run(self._commit, *batch)
@@ -222,6 +251,8 @@ class SQLiteStorage(Storage):
             self._targets = {**batch[2], **self._targets}
             self._keys = {**batch[3], **self._keys}
             self._groups = {**batch[4], **self._groups}
+            self._job_versions = batch[5] + self._job_versions
+            self._deleted_tasks = batch[6] + self._deleted_tasks
             done.set_exception(exc)
             raise
         finally:
@@ -231,7 +262,8 @@ class SQLiteStorage(Storage):
         done.set(None)
 
     def _commit(self, agents: dict, tasks: dict, targets: dict[tuple[str, str], tuple],
-                keys: dict[str, tuple | None], groups: dict[str, str | None]) -> None:
+                keys: dict[str, tuple | None], groups: dict[str, str | None], job_versions: list[tuple],
+                deleted_tasks: list[str]) -> None:
         cur = self._conn.cursor()
         cur.execute("BEGIN")
         try:
@@ -253,6 +285,9 @@ class SQLiteStorage(Storage):
             cur.executemany("INSERT OR REPLACE INTO groups VALUES (?, ?)",
                             [(n, b) for n, b in groups.items() if b is not None])
             cur.executemany("DELETE FROM groups WHERE name = ?", [(n,) for n, b in groups.items() if b is None])
+            cur.executemany("INSERT INTO job_versions VALUES (?, ?, ?, ?, ?, ?, ?)", job_versions)
+            cur.executemany("DELETE FROM targets WHERE task_id = ?", [(t,) for t in deleted_tasks])
+            cur.executemany("DELETE FROM tasks WHERE id = ?", [(t,) for t in deleted_tasks])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

@@ -98,6 +98,9 @@ class TaskRecord:
     batch_by: str | None = None
     batches: list = field(default_factory=list)
     batch: int = 0
+    #: the job and version this task was started from, if any
+    job: str | None = None
+    job_version: int | None = None
 
     def __post_init__(self) -> None:
         if not self.counts:
@@ -116,7 +119,8 @@ class TaskRecord:
     @property
     def extra(self) -> dict:
         """What a persistent backend stores beside the plain columns."""
-        return {"selector": self.selector, "batch_by": self.batch_by, "batches": self.batches, "batch": self.batch}
+        return {"selector": self.selector, "batch_by": self.batch_by, "batches": self.batches, "batch": self.batch,
+                "job": self.job, "job_version": self.job_version}
 
     def set_target_state(self, target: TargetRecord, state: State) -> None:
         self.counts[target.state] -= 1
@@ -164,6 +168,8 @@ class TaskRecord:
             "batch_by": self.batch_by,
             "batches": [{"value": value, "targets": list(members)} for value, members in self.batches],
             "batch": self.batch if self.batches else None,
+            "job": self.job,
+            "job_version": self.job_version,
         }
 
 
@@ -206,6 +212,8 @@ class Storage:
         self.keys: dict[str, KeyRecord] = {}
         #: group name -> {"selector": ..., "targets": [...]}
         self.groups: dict[str, dict] = {}
+        #: job name -> its versions, version n at index n - 1 (never edited, never removed)
+        self.jobs: dict[str, list[dict]] = {}
 
     # agents
     def get_agent(self, agent_id: str) -> AgentRecord | None:
@@ -238,6 +246,10 @@ class Storage:
     def save_task(self, task: TaskRecord) -> None:
         """Persist a task's own fields (state, times)."""
 
+    def delete_task(self, task_id: str) -> None:
+        """Forget a task and its targets' outputs (retention)."""
+        self.tasks.pop(task_id, None)
+
     def save_target(self, task: TaskRecord, target: TargetRecord) -> None:
         """Persist one target's state and result."""
 
@@ -247,6 +259,10 @@ class Storage:
 
     def delete_key(self, agent_id: str) -> None:
         self.keys.pop(agent_id, None)
+
+    # jobs
+    def save_job_version(self, version: dict) -> None:
+        self.jobs.setdefault(version["name"], []).append(version)
 
     # groups
     def save_group(self, name: str, body: dict) -> None:

@@ -32,7 +32,7 @@ class TaskSpec:
     @classmethod
     def from_request(cls, body: Any, script_base64: bool = False,
                      max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
-                     max_targets: int = DEFAULT_MAX_TARGETS) -> TaskSpec:
+                     max_targets: int = DEFAULT_MAX_TARGETS, require_targets: bool = True) -> TaskSpec:
         """Validate a task request.
 
         Args:
@@ -53,7 +53,7 @@ class TaskSpec:
         batch_by, batch_order = _batching(body)
         return cls(
             script=_script(body, script_base64, max_script_bytes),
-            targets=_targets(body, max_targets, required=selector is None),
+            targets=_targets(body, max_targets, required=require_targets and selector is None),
             selector=selector, batch_by=batch_by, batch_order=batch_order,
             timeout=_number(body, "timeout", 0, minimum=0),
             parallel=_integer(body, "parallel", 1, minimum=1),

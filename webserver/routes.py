@@ -192,6 +192,7 @@ async def cancel(request: web.Request) -> web.Response:
 
 @routes.get("/tasks")
 async def tasks(request: web.Request) -> web.Response:
+    """Newest first; ``?state=&job=&agent=&limit=&before=`` (before: a row's ``created``, for the next page)."""
     raw = request.query.get("limit", str(DEFAULT_TASK_LIST))
     try:
         limit = int(raw)
@@ -199,7 +200,84 @@ async def tasks(request: web.Request) -> web.Response:
         raise ApiError(400, "limit: expected an integer") from None
     if not 1 <= limit <= MAX_TASK_LIST:
         raise ApiError(400, f"limit: must be between 1 and {MAX_TASK_LIST}")
-    return web.json_response(await call_master(request, "get_tasks", limit))
+    filters = {k: request.query[k] for k in ("state", "job", "agent") if k in request.query}
+    if "before" in request.query:
+        try:
+            filters["before"] = float(request.query["before"])
+        except ValueError:
+            raise ApiError(400, "before: expected a created time (a number)") from None
+    return web.json_response(await call_master(request, "get_tasks", limit, filters))
+
+
+def _job_body_for_master(body: Any) -> dict:
+    """A job body as the master takes it: the script base64, like a task's."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "body: expected a JSON object with script")
+    script = body.get("script")
+    if not isinstance(script, str):
+        raise ApiError(400, "script: missing or not a string")
+    return {**body, "script": base64.b64encode(script.encode("utf-8", "surrogateescape")).decode()}
+
+
+@routes.get("/jobs")
+async def jobs(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "jobs_list"))
+
+
+@routes.post("/job/{name}")
+async def job_save(request: web.Request) -> web.Response:
+    body = _job_body_for_master(await read_json(request))
+    saved = await call_master(request, "job_save", request.match_info["name"], body)
+    return web.json_response(saved, status=201 if saved["created"] else 200)
+
+
+def _job_view(job: dict) -> dict:
+    return {**job, "script": decode_output(job["script"])}
+
+
+@routes.get("/job/{name}")
+async def job_get(request: web.Request) -> web.Response:
+    return web.json_response(_job_view(await call_master(request, "job_get", request.match_info["name"])))
+
+
+@routes.get("/job/{name}/versions")
+async def job_versions(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "job_versions", request.match_info["name"]))
+
+
+def _version(text: str, field: str) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"{field}: expected a version number") from None
+
+
+@routes.get("/job/{name}/versions/{version}")
+async def job_version(request: web.Request) -> web.Response:
+    version = _version(request.match_info["version"], "version")
+    return web.json_response(_job_view(await call_master(request, "job_get", request.match_info["name"], version)))
+
+
+@routes.get("/job/{name}/diff")
+async def job_diff(request: web.Request) -> web.Response:
+    old = _version(request.query.get("from"), "from")
+    new = _version(request.query.get("to"), "to")
+    return web.json_response(await call_master(request, "job_diff", request.match_info["name"], old, new))
+
+
+@routes.post("/job/{name}/rollback")
+async def job_rollback(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if not isinstance(body, dict) or isinstance(body.get("version"), bool) or not isinstance(body.get("version"), int):
+        raise ApiError(400, "version: expected a version number")
+    saved = await call_master(request, "job_rollback", request.match_info["name"], body["version"])
+    return web.json_response(saved, status=201 if saved["created"] else 200)
+
+
+@routes.post("/job/{name}/run")
+async def job_run(request: web.Request) -> web.Response:
+    body = await read_json(request) if request.can_read_body else {}
+    return web.json_response(await call_master(request, "job_run", request.match_info["name"], body), status=201)
 
 
 @routes.get("/keys")

@@ -89,3 +89,28 @@ def test_unflushed_changes_are_not_lost_by_a_later_flush(tmp_path):
 
 def test_memory_db_keeps_nothing():
     assert type(open_storage(":memory:")) is Storage
+
+
+def test_retention_prunes_finished_tasks_durably(tmp_path):
+    path = str(tmp_path / "m.db")
+    clock = Clock()
+    storage = SQLiteStorage(path)
+    sched = Scheduler(storage, agent_timeout=10, clock=clock)
+    sched.agent_seen(AgentInfo(id="a", hostname="h", session="s"))
+    done = []
+    for _ in range(4):
+        task = sched.submit(TaskSpec(script=b"true", targets=["a"]))
+        sched.next_task("a")
+        sched.apply_result(ResultMessage(id=task.id, agent_id="a", code=0))
+        done.append(task.id)
+        clock.now += 86400
+    running = sched.submit(TaskSpec(script=b"sleep", targets=["a"]))
+    sched.next_task("a")
+    assert sched.prune(keep_tasks=2) == 3  # 5 tasks, keep 2: the 3 oldest finished go
+    assert list(storage.tasks) == [done[3], running.id]
+    assert sched.prune(keep_days=0.5) == 1  # older than half a day: the last finished one; running stays
+    storage.flush()
+    storage.close()
+    again = open_storage(path)
+    assert list(again.tasks) == [running.id]
+    again.close()
