@@ -130,6 +130,7 @@ OPENAPI: dict = {
             {"name": "agent", "in": "query", "schema": {"type": "string"}},
             {"name": "before", "in": "query", "schema": {"type": "number"},
              "description": "created time of the last row of the previous page"}])},
+        "/job/": {"post": {"summary": "an empty job name: always 400", "responses": {"400": _ERROR}}},
         "/jobs": {"get": _op("jobs, with their latest version", _json("#/components/schemas/Any"))},
         "/job/{name}": {
             "post": {**_op("save a new version (201; an identical save makes none: 200)",

@@ -224,6 +224,11 @@ async def jobs(request: web.Request) -> web.Response:
     return web.json_response(await call_master(request, "jobs_list"))
 
 
+@routes.post("/job/")
+async def job_without_name(request: web.Request) -> web.Response:
+    raise ApiError(400, "name: empty (POST /job/{name})")
+
+
 @routes.post("/job/{name}")
 async def job_save(request: web.Request) -> web.Response:
     body = _job_body_for_master(await read_json(request))

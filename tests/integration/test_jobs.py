@@ -36,6 +36,8 @@ def test_job_name_and_input_errors(stack):
     stack.up(1)
     api = stack.api
     assert api.post("/job/a%2Fb", {"script": "x"})[0] in (400, 404)
+    status, body = api.post("/job/", {"script": "x"})
+    assert status == 400 and body["error"].startswith("name: empty")
     status, body = api.post("/job/" + "x" * 101, {"script": "x"})
     assert status == 400 and body["error"].startswith("name:")
     assert api.get("/job/nope")[0] == 404
