@@ -3,14 +3,7 @@ import os
 import time
 
 from tests.integration.harness import wait_until
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+from tests.procs import alive
 
 
 def test_cancel_sleep_60_on_5_agents(stack, tmp_path):
@@ -33,7 +26,7 @@ def test_cancel_sleep_60_on_5_agents(stack, tmp_path):
     for agent_id in ran:
         assert result["targets"][agent_id]["output"].startswith("started\n")  # the output it had produced
         pid = int((pids / agent_id).read_text())
-        wait_until(lambda pid=pid: not _alive(pid), 5, what=f"sleep {pid} killed")
+        wait_until(lambda pid=pid: not alive(pid), 5, what=f"sleep {pid} killed")
     time.sleep(0.5)
     assert sorted(os.listdir(pids)) == ran
     status, again = stack.api.post(f"/task/{task_id}/cancel")

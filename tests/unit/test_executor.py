@@ -5,6 +5,7 @@ import time
 import pytest
 
 from agent.executor import Executor
+from tests.procs import alive
 from utils.defaults import TIMEOUT_EXIT_CODE
 
 
@@ -42,7 +43,7 @@ def test_timeout_kills_process_group_including_grandchildren(executor, tmp_path)
     assert b"timed out after 0.5s" in result.output
     assert time.monotonic() - started < 5
     pid = int(marker.read_text())
-    assert not _alive(pid), "background sleep survived the timeout"
+    assert not alive(pid), "background sleep survived the timeout"
 
 
 def test_timeout_kills_script_that_ignores_sigterm(executor):
@@ -84,10 +85,3 @@ def test_environment_passed(executor):
 def test_stdin_is_empty(executor):
     assert executor.run(b"cat; echo end").output == b"end\n"
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
