@@ -290,19 +290,18 @@ async def keys_list(request: web.Request) -> web.Response:
     return web.json_response(await call_master(request, "keys_list"))
 
 
-@routes.post("/keys/{agent_id}/accept")
-async def keys_accept(request: web.Request) -> web.Response:
-    return web.json_response(await call_master(request, "keys_accept", request.match_info["agent_id"]))
+def _forward(method: str, param: str):
+    """A route that hands its one path parameter to one master method and answers what that returns."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(await call_master(request, method, request.match_info[param]))
+
+    handler.__name__ = method
+    return handler
 
 
-@routes.post("/keys/{agent_id}/reject")
-async def keys_reject(request: web.Request) -> web.Response:
-    return web.json_response(await call_master(request, "keys_reject", request.match_info["agent_id"]))
-
-
-@routes.delete("/keys/{agent_id}")
-async def keys_delete(request: web.Request) -> web.Response:
-    return web.json_response(await call_master(request, "keys_delete", request.match_info["agent_id"]))
+routes.post("/keys/{agent_id}/accept")(_forward("keys_accept", "agent_id"))
+routes.post("/keys/{agent_id}/reject")(_forward("keys_reject", "agent_id"))
+routes.delete("/keys/{agent_id}")(_forward("keys_delete", "agent_id"))
 
 
 @routes.get("/groups")
@@ -316,14 +315,8 @@ async def group_put(request: web.Request) -> web.Response:
     return web.json_response(await call_master(request, "group_put", request.match_info["name"], body))
 
 
-@routes.get("/group/{name}")
-async def group_get(request: web.Request) -> web.Response:
-    return web.json_response(await call_master(request, "group_get", request.match_info["name"]))
-
-
-@routes.delete("/group/{name}")
-async def group_delete(request: web.Request) -> web.Response:
-    return web.json_response(await call_master(request, "group_delete", request.match_info["name"]))
+routes.get("/group/{name}")(_forward("group_get", "name"))
+routes.delete("/group/{name}")(_forward("group_delete", "name"))
 
 
 @routes.get("/openapi.json")
