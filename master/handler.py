@@ -132,9 +132,9 @@ class AdminHandler:
         """Create a task from ``{script (base64), targets, timeout, parallel, fail_rate, fail_count}``."""
         spec = TaskSpec.from_request(task, script_base64=True, max_script_bytes=self._max_script_bytes)
         if self._admission is not None:
-            refused = [a for a in spec.targets if a in self._storage.agents
-                       and self._storage.keys.get(a, None) is not None
-                       and self._storage.keys[a].state is not KeyState.ACCEPTED]
+            keys, agents = self._storage.keys, self._storage.agents
+            refused = [a for a in spec.targets
+                       if a in agents and a in keys and keys[a].state is not KeyState.ACCEPTED]
             if refused:
                 raise ValidationError(f"targets: agent {refused[0]} has no accepted key")
         task_id = self._scheduler.submit(spec).id

@@ -112,19 +112,26 @@ class Scheduler:
     def agent_refused(self, agent_id: str, reason: str) -> None:
         """An operator rejected or deleted the agent's key: it is offline at once and its targets fail."""
         agent = self.storage.get_agent(agent_id)
-        if agent is None:
-            return
-        agent.online = False
-        self.storage.save_agent(agent)
-        self._fail_agent_targets(agent, reason)
-        self._wake_agent(agent_id)
+        if agent is not None:
+            self._take_offline(agent, reason)
 
     def _agent_stopped(self, agent: AgentRecord) -> None:
         """A clean shutdown: the agent killed its script and takes no more work."""
         log.info("agent %s stopping", agent.id)
+        self._take_offline(agent, "agent stopped (its script, if any, was killed)")
+
+    def _take_offline(self, agent: AgentRecord, reason: str) -> None:
+        """Offline now (not after the agent timeout): its targets fail, a poll it has open ends."""
         agent.online = False
-        self._fail_agent_targets(agent, "agent stopped (its script, if any, was killed)")
+        self.storage.save_agent(agent)
+        self._fail_agent_targets(agent, reason)
         self._wake_agent(agent.id)
+
+    @staticmethod
+    def _stale_poll(agent: AgentRecord, session: str | None) -> bool:
+        """A poll that must get nothing: the agent is offline, or the poll comes from a process that is
+        not the agent's current one (a stale request of a process that is gone)."""
+        return not agent.online or (session is not None and session != agent.session)
 
     def _agent_restarted(self, agent: AgentRecord, info: AgentInfo) -> None:
         log.info("agent %s restarted (new session %s)", agent.id, info.session)
@@ -191,7 +198,8 @@ class Scheduler:
             picked = self.select(spec.selector)
             if not picked:
                 raise ValidationError(f"selector: matches no agent ({spec.selector})")
-            targets += [a for a in picked if a not in set(targets)]
+            chosen = set(targets)
+            targets += [a for a in picked if a not in chosen]
         return targets
 
     def _batches(self, spec: TaskSpec, targets: list[str]) -> list:
@@ -258,7 +266,7 @@ class Scheduler:
         agent = self.storage.get_agent(agent_id)
         if agent is None:
             raise NotFound(f"agent {agent_id} is not registered")
-        if not agent.online or (session is not None and session != agent.session):
+        if self._stale_poll(agent, session):
             return None
         if agent.current:
             task = self.storage.get_task(agent.current)
@@ -300,9 +308,7 @@ class Scheduler:
         while True:
             task = self.next_task(agent_id, session)
             remaining = deadline - self.clock()
-            agent = self.storage.agents[agent_id]
-            stale = not agent.online or (session is not None and session != agent.session)
-            if task is not None or remaining <= 0 or stale:
+            if task is not None or remaining <= 0 or self._stale_poll(self.storage.agents[agent_id], session):
                 return task
             event = self._pollers[agent_id] = gevent.event.Event()
             try:
