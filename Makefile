@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: venv run test lint unit clean
+.PHONY: venv run test lint unit clean browser
 
 venv: $(STAMP)
 
@@ -24,11 +24,19 @@ lint: venv
 unit: venv
 	$(PY) -m pytest tests/unit -q
 
-test: venv lint
+test: venv lint browser
 	$(PY) -m pytest -q
 
+# Debian's Chromium for the console's browser tests; without root or apt they skip and say why
+browser:
+	@if ! [ -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	        || echo "apt could not install chromium: the browser tests will skip"; \
+	fi
+
 clean:
-	rm -rf $(VENV) .state .run .pytest_cache .ruff_cache
+	rm -rf $(VENV) .state .run .pytest_cache .ruff_cache artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 BENCH_VENV := bench/.venv-ansible

@@ -299,6 +299,7 @@ class AdminHandler:
 
     def _task_detail(self, task: TaskRecord) -> dict:
         detail = task.summary()
+        detail["script"] = messages.b64encode(task.script)
         agents = self._storage.agents
         detail["targets"] = {}
         for agent_id, target in task.targets.items():

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -44,6 +45,8 @@ class AgentRecord:
             "busy": self.busy,
             "running": self.current,
             "heartbeat": self.heartbeat,
+            # seconds on the master's own clock, so a browser on another host needs no clock of its own
+            "heartbeat_age": round(max(0.0, time.time() - self.heartbeat), 1),
             "registered": self.registered,
         }
 

@@ -63,7 +63,10 @@ cat <<MSG
 mschedule is running (logs in $RUN_DIR/): master $MASTER (admin $ADMIN), web $URL, one agent ($AGENT_ID).
 Links are CURVE-encrypted; the HTTP API wants the token in $TOKEN_FILE.
 
-Try it:
+Open the web console at $URL/ in a browser; it asks once for this token:
+  $TOKEN
+
+Or try it with curl:
   curl -s -H "$AUTH" $URL/task/targets
   curl -s -H "$AUTH" -X POST $URL/task -d '{"script": "echo hello from \$(hostname); uptime", "targets": ["$AGENT_ID"]}'
   curl -s -H "$AUTH" -X POST $URL/result -d '{"task_id": "<task_id from above>"}'

@@ -10,7 +10,9 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 TOKENS = web.AppKey("tokens", frozenset)
-PUBLIC_PATHS = frozenset({"/openapi.json"})
+#: the API description and the console's own files hold no data: they are served without a token
+PUBLIC_PATHS = frozenset({"/", "/openapi.json"})
+PUBLIC_PREFIXES = ("/static/",)
 
 
 class TokenFileError(Exception):
@@ -37,6 +39,10 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
 def token_ok(header: str | None, tokens: frozenset[str]) -> bool:
     if not header or not header.startswith("Bearer "):
         return False
@@ -48,7 +54,7 @@ def token_ok(header: str | None, tokens: frozenset[str]) -> bool:
 @web.middleware
 async def require_token(request: web.Request, handler) -> web.StreamResponse:
     tokens = request.app[TOKENS]
-    if tokens and request.path not in PUBLIC_PATHS and not token_ok(request.headers.get("Authorization"), tokens):
+    if tokens and not is_public(request.path) and not token_ok(request.headers.get("Authorization"), tokens):
         log.warning("401 %s %s from %s", request.method, request.path, request.remote)
         return web.json_response({"error": "authorization: missing or wrong bearer token"}, status=401,
                                  headers={"WWW-Authenticate": 'Bearer realm="mschedule"'})

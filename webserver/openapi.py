@@ -29,7 +29,8 @@ _STATE = {"type": "string", "enum": ["WAITING", "RUNNING", "SUCCEED", "FAILED", 
 OPENAPI: dict = {
     "openapi": "3.0.3",
     "info": {"title": "mschedule", "version": "1",
-             "description": "Run a shell script on many hosts. Every route but this document needs "
+             "description": "Run a shell script on many hosts. Every route but this document and the console's "
+                            "files (/, /static/*) needs "
                             "'Authorization: Bearer <token>'."},
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -60,6 +61,7 @@ OPENAPI: dict = {
                 "finished": {"type": "number", "nullable": True}, "total": {"type": "integer"},
                 "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
             "Task": {"allOf": [{"$ref": "#/components/schemas/TaskSummary"}, {"type": "object", "properties": {
+                "script": {"type": "string"},
                 "targets": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Target"}}}}]},
             "Target": {"type": "object", "properties": {
                 "hostname": {"type": "string", "nullable": True}, "state": _STATE,
@@ -72,6 +74,7 @@ OPENAPI: dict = {
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                 "online": {"type": "boolean"}, "busy": {"type": "boolean"},
                 "running": {"type": "string", "nullable": True}, "heartbeat": {"type": "number"},
+                "heartbeat_age": {"type": "number", "description": "seconds since the last heartbeat"},
                 "registered": {"type": "number"}}}},
             "Key": {"type": "object", "properties": {
                 "agent_id": {"type": "string"}, "key": {"type": "string"},
@@ -99,7 +102,14 @@ OPENAPI: dict = {
     },
     "security": [{"bearer": []}],
     "paths": {
-        "/": {"get": _op("what this service is and its routes", _json("#/components/schemas/Any"))},
+        "/": {"get": {"summary": "the web console (HTML)", "security": [],
+                      "responses": {"200": {"description": "the console's page",
+                                            "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/static/{name}": {"get": {
+            "summary": "the console's script and style sheet", "security": [], "parameters": [_NAME],
+            "responses": {"200": {"description": "the file", "content": {"text/css": {"schema": {"type": "string"}},
+                                  "application/javascript": {"schema": {"type": "string"}}}}, "404": _ERROR}}},
+        "/api": {"get": _op("what this service is and its routes", _json("#/components/schemas/Any"))},
         "/health": {"get": _op("the web tier and the master answer", _json("#/components/schemas/Any"))},
         "/openapi.json": {"get": {**_op("this document", _json("#/components/schemas/Any")), "security": []}},
         "/task/targets": {"get": _op("every known agent, or those matching the filters",

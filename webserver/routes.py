@@ -17,6 +17,7 @@ from utils.taskspec import TaskSpec
 from webserver.auth import TOKENS, require_token
 from webserver.openapi import OPENAPI
 from webserver.rpc_bridge import MasterBridge
+from webserver.static import static_response
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +111,32 @@ def decode_output(text: str) -> str:
 
 
 def task_view(detail: dict) -> dict:
-    """The master's task detail with outputs decoded to text."""
+    """The master's task detail with its script and outputs decoded to text."""
+    detail["script"] = decode_output(detail.get("script") or "")
     for target in detail.get("targets", {}).values():
         target["output"] = decode_output(target.get("output") or "")
     return detail
 
 
 @routes.get("/")
-async def index(request: web.Request) -> web.Response:
+async def console(request: web.Request) -> web.Response:
+    """The web console (public: a page with no data in it; the API calls it makes need the token)."""
+    return static_response("index.html")
+
+
+@routes.get("/static/{name}")
+async def static(request: web.Request) -> web.Response:
+    return static_response(request.match_info["name"])
+
+
+@routes.get("/api")
+async def api_index(request: web.Request) -> web.Response:
     return web.json_response({
         "service": "mschedule web tier",
         "routes": sorted(f"{r.method} {r.resource.canonical}" for r in request.app.router.routes()
                          if r.method != "HEAD"),
         "openapi": "/openapi.json",
+        "console": "/",
     })
 
 

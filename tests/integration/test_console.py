@@ -1,0 +1,362 @@
+"""The web console in a real browser: Debian's Chromium, driven by Playwright, against the real tiers.
+
+Every test saves screenshots of the views it went through under ``artifacts/screenshots/``.
+"""
+from __future__ import annotations
+
+import re
+import socket
+
+import pytest
+
+from tests.integration.browser import CHROMIUM_ARGS, chromium_path, screenshot
+from tests.integration.harness import Stack, scaled, wait_until
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make venv installs it)")
+expect = sync_api.expect
+
+CHROMIUM = chromium_path()
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium at /usr/bin/chromium: `make browser` (or .ci/run) installs Debian's "
+                             "chromium package through apt, which needs root")
+
+#: one dc=sh agent and two dc=bj agents, with hostnames the rows can be told apart by
+AGENT_SETS = (("sh-{i}", "dc=sh", 1), ("bj-{i}", "dc=bj", 2))
+UI_TIMEOUT_MS = int(scaled(20) * 1000)
+
+
+@pytest.fixture(scope="module")
+def console_stack(tmp_path_factory):
+    s = Stack(tmp_path_factory.mktemp("console"))
+    try:
+        s.master()
+        s.web()
+        for hostname, label, count in AGENT_SETS:
+            s.agents(count, extra=("--hostname", hostname, "--label", label))
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser session (its own sessionStorage); fails the test on any script error in the page."""
+    context = browser.new_context(viewport={"width": 1300, "height": 850})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert not errors, f"script errors in the page: {errors}"
+
+
+def hosts(stack: Stack) -> dict[str, str]:
+    """Agent id -> reported hostname."""
+    return {agent_id: info["hostname"] for agent_id, info in stack.api.agents().items()}
+
+
+def open_console(page, stack: Stack, view: str = "") -> None:
+    """Load the page; it asks for the token once (the API wants one) and then shows the agents."""
+    page.goto(f"{stack.api.base}/{view}")
+    dialog = page.locator("#token-dialog")
+    expect(dialog).to_be_visible()
+    page.fill("#token-input", stack.token)
+    page.click("#token-form button[type=submit]")
+    expect(dialog).to_be_hidden()
+
+
+def tick(page, agent_ids) -> None:
+    for agent_id in agent_ids:
+        page.locator(f"#agents tr[data-agent='{agent_id}'] input.pick").check()
+
+
+def submit_run(page, script: str, **params) -> str:
+    """From the Run view: type the script and parameters, submit, and return the task id the page opened."""
+    page.fill("#run-form-script", script)
+    for name, value in params.items():
+        page.fill(f"#run-form-{name}", str(value))
+    page.click("#run-form button[type=submit]")
+    page.wait_for_url(re.compile(r"#/task/"))
+    return page.url.rsplit("/", 1)[1]
+
+
+def wait_task_done(page) -> None:
+    expect(page.locator("#view")).to_have_attribute("data-done", "yes", timeout=UI_TIMEOUT_MS)
+
+
+def target_row(page, agent_id: str):
+    return page.locator(f"#targets tr[data-agent='{agent_id}']")
+
+
+def test_tick_two_agents_and_run_a_script(console_stack, page):
+    names = hosts(console_stack)
+    open_console(page, console_stack)
+    rows = page.locator("#agents tbody tr[data-agent]")
+    expect(rows).to_have_count(3)
+    for agent_id, hostname in names.items():
+        row = page.locator(f"#agents tr[data-agent='{agent_id}']")
+        expect(row.locator("td.hostname")).to_have_text(hostname)
+        expect(row).to_contain_text("online")
+        expect(row).to_contain_text(re.compile(r"\d+\.\d s ago"))
+    bj = sorted(a for a, h in names.items() if h.startswith("bj-"))
+    tick(page, bj)
+    expect(page.locator("#run-selected")).to_have_text("Run on 2 ticked")
+    screenshot(page, "01-agents")
+
+    page.click("#run-selected")
+    expect(page.locator("#run-form-targets")).to_have_value(" ".join(bj))
+    page.fill("#run-form-script", "hostname; exit 0")
+    screenshot(page, "02-run")
+    task_id = submit_run(page, "hostname; exit 0")
+
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("SUCCEED")
+    expect(page.locator("#targets tbody tr")).to_have_count(2)
+    for agent_id in bj:
+        row = target_row(page, agent_id)
+        expect(row.locator("td.state")).to_have_text("SUCCEED")
+        expect(row.locator("td.code")).to_have_text("0")
+        expect(row.locator("td.hostname")).to_have_text(names[agent_id])
+        row.locator("summary").click()
+        expect(row.locator("pre.output")).to_have_text(socket.gethostname() + "\n")
+    screenshot(page, "03-task")
+
+    # the page showed what the API holds
+    detail = console_stack.api.wait_task(task_id)
+    assert sorted(detail["targets"]) == bj
+    assert {t["output"] for t in detail["targets"].values()} == {socket.gethostname() + "\n"}
+
+
+def test_failing_script_shows_failed_and_the_cancelled_hosts(console_stack, page):
+    open_console(page, console_stack)
+    expect(page.locator("#agents tbody tr[data-agent]")).to_have_count(3)
+    page.check("#select-all")
+    expect(page.locator("#run-selected")).to_have_text("Run on 3 ticked")
+    page.click("#run-selected")
+    task_id = submit_run(page, "echo failing on purpose; exit 3", parallel=1, fail_count=0, fail_rate=0)
+
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("FAILED")
+    states = page.locator("#targets td.state")
+    expect(states.filter(has_text="FAILED")).to_have_count(1)
+    expect(states.filter(has_text="CANCELLED")).to_have_count(2)
+    expect(page.locator("#targets td.code").filter(has_text="3")).to_have_count(1)
+    # the failure's output is open without a click
+    failed = page.locator("#targets tbody tr").filter(has=page.locator("td.state", has_text="FAILED"))
+    expect(failed.locator("pre.output")).to_be_visible()
+    expect(failed.locator("pre.output")).to_have_text("failing on purpose\n")
+    expect(page.locator("#task-counts")).to_contain_text("FAILED 1")
+    expect(page.locator("#task-counts")).to_contain_text("CANCELLED 2")
+    expect(page.locator("#cancel-task")).to_be_disabled()
+    screenshot(page, "04-task-failed")
+
+    detail = console_stack.api.wait_task(task_id)
+    assert detail["state"] == "FAILED"
+    assert sorted(t["state"] for t in detail["targets"].values()) == ["CANCELLED", "CANCELLED", "FAILED"]
+
+
+def test_cancel_a_long_task_from_the_page(console_stack, page):
+    names = hosts(console_stack)
+    open_console(page, console_stack)
+    bj = sorted(a for a, h in names.items() if h.startswith("bj-"))
+    tick(page, bj)
+    page.click("#run-selected")
+    task_id = submit_run(page, "sleep 60", parallel=1)
+
+    expect(page.locator("#targets td.state").filter(has_text="RUNNING")).to_have_count(1)
+    cancel = page.locator("#cancel-task")
+    cancel.click()
+    expect(cancel).to_have_text("Click again to cancel")  # one stray click cancels nothing
+    assert console_stack.api.get(f"/task/{task_id}")[1]["state"] == "RUNNING"
+    cancel.click()
+
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("CANCELLED")
+    expect(page.locator("#targets td.state").filter(has_text="CANCELLED")).to_have_count(2)
+    screenshot(page, "05-task-cancelled")
+    detail = console_stack.api.wait_task(task_id, timeout=10)
+    assert [t["state"] for t in detail["targets"].values()] == ["CANCELLED", "CANCELLED"]
+    # the agents are free again: the sleep was killed, not left to run out its minute
+    wait_until(lambda: not any(a["busy"] for a in console_stack.api.agents().values()), 10, what="agents idle")
+
+
+def test_bad_input_is_shown_next_to_its_field_and_the_form_is_kept(console_stack, page):
+    names = hosts(console_stack)
+    open_console(page, console_stack, "#/run")
+    script = "for i in 1 2; do\n    echo \"$i\"\n\tdone_marker=1\ndone\n"
+    page.fill("#run-form-script", script)
+    page.fill("#run-form-targets", next(iter(names)))
+    page.fill("#run-form-parallel", "0")
+    page.click("#run-form button[type=submit]")
+    error = page.locator("[data-error-for=parallel]")
+    expect(error).to_have_text(re.compile(r"^parallel: must be >= 1"))
+    expect(page.locator("#run-form-script")).to_have_value(script)
+    assert "#/run" in page.url
+    screenshot(page, "06-run-bad-input")
+
+    page.fill("#run-form-parallel", "1")
+    page.fill("#run-form-timeout", "soon")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("[data-error-for=timeout]")).to_have_text(re.compile(r"^timeout: expected a number"))
+    expect(error).to_be_empty()
+
+    page.fill("#run-form-timeout", "0")
+    page.fill("#run-form-targets", "no-such-agent")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("[data-error-for=targets]")).to_contain_text("no-such-agent")
+
+    page.fill("#run-form-targets", "")
+    page.fill("#run-form-hostname", "nothing-is-called-this-*")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("[data-error-for=selector]")).to_contain_text("matches no agent")
+
+    # the draft survives leaving the view and coming back
+    page.click("header nav a[data-view=agents]")
+    expect(page.locator("#agents tbody tr[data-agent]")).to_have_count(3)
+    page.click("header nav a[data-view=run]")
+    expect(page.locator("#run-form-script")).to_have_value(script)
+    expect(page.locator("#run-form-hostname")).to_have_value("nothing-is-called-this-*")
+
+
+def test_editor_keeps_indentation(console_stack, page):
+    open_console(page, console_stack, "#/run")
+    editor = page.locator("#run-form-script")
+    editor.fill("")
+    editor.click()
+    page.keyboard.type("if true; then")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    page.keyboard.type("echo in")
+    page.keyboard.press("Enter")
+    page.keyboard.type("echo still in")
+    expect(editor).to_have_value("if true; then\n    echo in\n    echo still in")
+
+
+def test_filters_and_select_all_of_the_filtered_rows(console_stack, page):
+    names = hosts(console_stack)
+    open_console(page, console_stack)
+    rows = page.locator("#agents tbody tr[data-agent]")
+    expect(rows).to_have_count(3)
+    page.fill("#label-filter", "dc:bj")
+    expect(rows).to_have_count(2)
+    page.check("#select-all")
+    page.fill("#label-filter", "")
+    expect(rows).to_have_count(3)
+    ticked = {row.get_attribute("data-agent") for row in rows.all() if row.locator("input.pick").is_checked()}
+    assert ticked == {a for a, h in names.items() if h.startswith("bj-")}
+    page.fill("#agent-filter", "sh-")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator("td.hostname")).to_have_text(re.compile(r"^sh-"))
+    page.fill("#agent-filter", "no match at all")
+    expect(page.locator("#agents tbody")).to_contain_text("No agent matches the filter.")
+
+
+def test_output_is_shown_as_text_never_as_html(console_stack, page):
+    agent_id = next(iter(hosts(console_stack)))
+    task_id = console_stack.api.submit("echo '<img src=x onerror=\"document.title=1\"><b>bold</b>'", [agent_id])
+    console_stack.api.wait_task(task_id)
+    open_console(page, console_stack, f"#/task/{task_id}")
+    wait_task_done(page)
+    output = target_row(page, agent_id).locator("pre.output")
+    expect(output).to_have_text('<img src=x onerror="document.title=1"><b>bold</b>\n')
+    assert output.locator("img, b").count() == 0
+    assert page.title() != "1"
+
+
+def test_token_is_asked_once_per_session_and_a_wrong_one_is_refused(console_stack, page):
+    page.goto(console_stack.api.base + "/")
+    expect(page.locator("#token-dialog")).to_be_visible()
+    page.fill("#token-input", "not-the-token")
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#token-error")).to_have_text("That token was refused. Try again.")
+    page.fill("#token-input", console_stack.token)
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#agents tbody tr[data-agent]")).to_have_count(3)
+    page.reload()
+    expect(page.locator("#agents tbody tr[data-agent]")).to_have_count(3)
+    expect(page.locator("#token-dialog")).to_be_hidden()
+
+
+def test_jobs_versions_diff_run_and_history(console_stack, page):
+    names = hosts(console_stack)
+    sh = [a for a, h in names.items() if h.startswith("sh-")]
+    open_console(page, console_stack, "#/jobs")
+    page.fill("#new-job-name", "rotate-logs")
+    page.fill("#new-job-form-script", "echo rotating\nexit 0\n")
+    page.fill("#new-job-form-message", "first cut")
+    page.fill("#new-job-form-targets", " ".join(sh))
+    page.click("#new-job-form button[type=submit]")
+    page.wait_for_url(re.compile(r"#/job/rotate-logs"))
+    expect(page.locator("#versions tbody tr")).to_have_count(1)
+
+    # a new version from the form the view filled with the latest one
+    expect(page.locator("#job-form-script")).to_have_value("echo rotating\nexit 0\n")
+    expect(page.locator("#job-form-targets")).to_have_value(" ".join(sh))
+    page.fill("#job-form-script", "echo rotating gently\nexit 0\n")
+    page.fill("#job-form-parallel", "2")
+    page.fill("#job-form-message", "gentler")
+    page.click("#job-form button[type=submit]")
+    expect(page.locator("#job-form .note")).to_have_text("Saved rotate-logs version 2.")
+    expect(page.locator("#versions tbody tr")).to_have_count(2)
+
+    page.click("#show-diff")
+    diff = page.locator("#job-diff")
+    expect(diff.locator(".del")).to_contain_text(["-echo rotating"])
+    expect(diff.locator(".add")).to_contain_text(["+echo rotating gently"])
+    expect(page.locator("#param-diff")).to_contain_text("parallel")
+    screenshot(page, "07-job")
+
+    # run version 1 on the job's own targets (nothing ticked in this session)
+    page.locator("#versions tr[data-version='1'] button.link-view").click()
+    expect(page.locator("#version-script")).to_have_text("echo rotating\nexit 0\n")
+    page.click("#run-version")
+    page.wait_for_url(re.compile(r"#/task/"))
+    task_id = page.url.rsplit("/", 1)[1]
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("SUCCEED")
+    expect(page.locator("#view .meta")).to_contain_text("rotate-logs v1")
+    expect(target_row(page, sh[0]).locator("pre.output")).to_have_text("rotating\n")
+
+    page.click("header nav a[data-view=jobs]")
+    expect(page.locator("#jobs tr[data-job='rotate-logs']")).to_contain_text("gentler")
+    screenshot(page, "08-jobs")
+
+    page.click("header nav a[data-view=history]")
+    row = page.locator(f"#history tr[data-task='{task_id}']")
+    expect(row).to_contain_text("rotate-logs v1")
+    expect(row).to_contain_text("SUCCEED")
+    screenshot(page, "09-history")
+    row.locator("a").first.click()
+    page.wait_for_url(re.compile(f"#/task/{task_id}$"))
+    expect(page.locator("#task-state")).to_have_text("SUCCEED")
+
+    # rerun with the same parameters: a new task on the same hosts with the same script
+    page.click("#rerun")
+    expect(page.locator("#run-form-script")).to_have_value("echo rotating\nexit 0\n")
+    expect(page.locator("#run-form-targets")).to_have_value(" ".join(sh))
+    page.click("#run-form button[type=submit]")
+    page.wait_for_url(re.compile(r"#/task/"))
+    assert page.url.rsplit("/", 1)[1] != task_id
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("SUCCEED")
+
+
+def test_agents_view_refreshes_by_itself(stack, page):
+    stack.master()
+    stack.web()
+    stack.agents(1, extra=("--hostname", "first-{i}"))
+    open_console(page, stack)
+    rows = page.locator("#agents tbody tr[data-agent]")
+    expect(rows).to_have_count(1)
+    stack.agents(1, extra=("--hostname", "second-{i}"))
+    expect(rows).to_have_count(2)
+    expect(page.locator("#agents td.hostname").filter(has_text="second-")).to_have_count(1)

@@ -1,0 +1,793 @@
+// mschedule web console: one page over the HTTP API. No build step, nothing loaded from elsewhere.
+// Views are picked by the URL's hash (#/agents, #/run, #/task/ID, #/history, #/jobs, #/job/NAME).
+// Everything from the API is put on the page as text (textContent), never as HTML: scripts' outputs are
+// whatever the hosts printed.
+'use strict';
+
+const TOKEN_KEY = 'mschedule.token';
+const SELECTION_KEY = 'mschedule.selection';
+const DRAFT_KEY = 'mschedule.draft';
+const FILTER_KEY = 'mschedule.agent-filter';
+const STATES = ['SUCCEED', 'FAILED', 'CANCELLED', 'RUNNING', 'WAITING'];
+const AGENTS_REFRESH_MS = 2000;
+const TASK_REFRESH_MS = 700;
+const HISTORY_REFRESH_MS = 3000;
+const PARAMS = [
+  { name: 'timeout', label: 'timeout', def: '0',
+    hint: "Seconds before a host's script is killed (exit code 124); 0 = no limit." },
+  { name: 'parallel', label: 'parallel', def: '1', hint: 'How many hosts run the script at the same time.' },
+  { name: 'fail_rate', label: 'fail_rate (%)', def: '0',
+    hint: 'Stop starting hosts once more than this % of all hosts failed; 0 = stop at the first failure.' },
+  { name: 'fail_count', label: 'fail_count', def: '-1',
+    hint: 'Stop starting hosts once more than this many failed; -1 = no count limit (fail_rate still holds).' },
+];
+
+// ---- small helpers ---------------------------------------------------------------------------------
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+/** An element: h('td', {class: 'num', text: '3'}, child, ...). */
+function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === 'class') el.className = value;
+    else if (key === 'text') el.textContent = value;
+    else if (key === 'value' || key === 'checked') el[key] = value;
+    else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? '' : value);
+  }
+  setChildren(el, children, true);
+  return el;
+}
+
+/** Replace (or with ``add``, append) an element's children; null, undefined and false are skipped. */
+function setChildren(el, children, add = false) {
+  const nodes = [children].flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false)
+    .map((c) => (c instanceof Node ? c : String(c)));
+  if (add) el.append(...nodes); else el.replaceChildren(...nodes);
+}
+
+function formatTime(seconds) {
+  if (!seconds) return '';
+  const d = new Date(seconds * 1000);
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function formatDuration(started, finished) {
+  if (!started || !finished) return '';
+  const s = finished - started;
+  return s < 60 ? `${s.toFixed(2)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
+
+function loadJSON(storage, key, fallback) {
+  try { return JSON.parse(storage.getItem(key)) ?? fallback; } catch { return fallback; }
+}
+
+function splitWords(text) {
+  return text.split(/[\s,]+/).filter(Boolean);
+}
+
+function taskLink(taskId) {
+  return h('a', { href: `#/task/${encodeURIComponent(taskId)}`, class: 'mono', text: taskId });
+}
+
+function stateBadge(state) {
+  return h('span', { class: `badge ${state}`, text: state });
+}
+
+/** A bar with one segment per state, as wide as its share of the targets. */
+function progressBar(counts, total, small) {
+  const bar = h('div', { class: small ? 'progress small' : 'progress', role: 'img' });
+  bar.setAttribute('aria-label', STATES.map((s) => `${s} ${counts[s] || 0}`).join(', '));
+  for (const state of STATES) {
+    const n = counts[state] || 0;
+    if (!n || !total) continue;
+    const seg = h('span', { class: `seg ${state}`, title: `${state}: ${n}` });
+    seg.style.width = `${(100 * n) / total}%`;
+    bar.append(seg);
+  }
+  return bar;
+}
+
+function countsText(counts) {
+  return h('span', { class: 'counts' }, STATES.filter((s) => counts[s]).map((s) => h('span', { text: `${s} ${counts[s]}` })));
+}
+
+// ---- the API, with the token asked for once ---------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+let tokenPrompt = null;
+
+/** Ask for the token in a dialog; every request that got a 401 meanwhile waits for the same answer. */
+function askToken(message) {
+  if (!tokenPrompt) {
+    tokenPrompt = new Promise((resolve) => {
+      const dialog = $('#token-dialog');
+      $('#token-error').textContent = message;
+      $('#token-input').value = '';
+      $('#token-form').onsubmit = (event) => {
+        event.preventDefault();
+        const token = $('#token-input').value.trim();
+        if (!token) return;
+        sessionStorage.setItem(TOKEN_KEY, token);
+        dialog.close();
+        tokenPrompt = null;
+        showTokenButton();
+        resolve();
+      };
+      dialog.showModal();
+    });
+  }
+  return tokenPrompt;
+}
+
+function showTokenButton() {
+  $('#forget-token').hidden = !sessionStorage.getItem(TOKEN_KEY);
+}
+
+/** JSON in, JSON out; a 4xx/5xx becomes an ApiError carrying the API's own error text. */
+async function api(method, path, body) {
+  for (;;) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const init = { method, headers: {} };
+    if (token) init.headers.Authorization = `Bearer ${token}`;
+    if (body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (err) {
+      throw new ApiError(0, `the web tier does not answer (${err.message})`);
+    }
+    let data = null;
+    try { data = await response.json(); } catch { data = null; }
+    if (response.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      await askToken(token ? 'That token was refused. Try again.' : 'This console needs an API token.');
+      continue;
+    }
+    if (!response.ok) throw new ApiError(response.status, (data && data.error) || `HTTP ${response.status}`);
+    return data;
+  }
+}
+
+// ---- targets ticked in the Agents view ---------------------------------------------------------------
+
+const selection = new Set(loadJSON(sessionStorage, SELECTION_KEY, []));
+
+function saveSelection() {
+  sessionStorage.setItem(SELECTION_KEY, JSON.stringify([...selection]));
+  const n = selection.size;
+  $('#selection-badge').textContent = n ? `${n} agent${n === 1 ? '' : 's'} ticked` : '';
+}
+
+function setSelection(ids) {
+  selection.clear();
+  ids.forEach((id) => selection.add(id));
+  saveSelection();
+}
+
+// ---- views --------------------------------------------------------------------------------------------
+
+/** Run ``fn`` now and again ``ms`` after each run ends, until the view is left or ``fn`` returns false. */
+function every(ctx, ms, fn) {
+  const tick = async () => {
+    if (!ctx.alive) return;
+    let again = true;
+    try { again = (await fn()) !== false; } catch (err) { ctx.showError(err); }
+    if (again && ctx.alive) ctx.timers.push(setTimeout(tick, ms));
+  };
+  tick();
+}
+
+function errorBox() {
+  return h('p', { class: 'error', role: 'alert' });
+}
+
+function agentMatches(id, agent, text, labelFilters) {
+  for (const filter of labelFilters) {
+    const [key, ...rest] = filter.split(':');
+    const labels = agent.labels || {};
+    if (!(key in labels)) return false;
+    if (rest.length && labels[key] !== rest.join(':')) return false;
+  }
+  if (!text) return true;
+  const haystack = [id, agent.hostname, ...(agent.ip || []),
+    ...Object.entries(agent.labels || {}).map(([k, v]) => `${k}:${v}`)].join(' ').toLowerCase();
+  return haystack.includes(text.toLowerCase());
+}
+
+function agentsView(main, args, query, ctx) {
+  const saved = loadJSON(sessionStorage, FILTER_KEY, {});
+  const textInput = h('input', { type: 'search', id: 'agent-filter', placeholder: 'filter: id, hostname, IP, label', value: saved.text || '' });
+  const labelInput = h('input', { type: 'text', id: 'label-filter', placeholder: 'labels: dc:bj role', value: saved.labels || '' });
+  const autoRefresh = h('input', { type: 'checkbox', id: 'auto-refresh', checked: true });
+  const selectAll = h('input', { type: 'checkbox', id: 'select-all', title: 'tick every agent shown' });
+  const shown = h('span', { class: 'muted', id: 'agents-shown' });
+  const runButton = h('button', { type: 'button', class: 'primary', id: 'run-selected', onclick: () => { location.hash = '#/run'; } });
+  const clearButton = h('button', { type: 'button', text: 'Clear ticks', onclick: () => { setSelection([]); render(); } });
+  const tbody = h('tbody');
+  const error = errorBox();
+  ctx.showError = (err) => { error.textContent = err.message; };
+  let agents = {};
+  let visible = [];
+
+  main.append(
+    h('h2', { text: 'Agents' }),
+    h('div', { class: 'toolbar' }, textInput, labelInput,
+      h('label', {}, autoRefresh, ' auto-refresh'), shown, h('span', { class: 'spacer' }), clearButton, runButton),
+    error,
+    h('table', { id: 'agents' },
+      h('thead', {}, h('tr', {}, h('th', {}, selectAll), ...['Agent', 'Hostname', 'IPs', 'Labels', 'Status', 'Busy', 'Last heartbeat']
+        .map((t) => h('th', { text: t })))),
+      tbody));
+
+  function render() {
+    const text = textInput.value.trim();
+    const labelFilters = splitWords(labelInput.value);
+    sessionStorage.setItem(FILTER_KEY, JSON.stringify({ text: textInput.value, labels: labelInput.value }));
+    const ids = Object.keys(agents).sort((a, b) => (agents[a].hostname || '').localeCompare(agents[b].hostname || '') || a.localeCompare(b));
+    visible = ids.filter((id) => agentMatches(id, agents[id], text, labelFilters));
+    tbody.replaceChildren(...visible.map((id) => agentRow(id, agents[id])));
+    if (!visible.length) {
+      tbody.append(h('tr', {}, h('td', { colspan: 8, class: 'empty', text: ids.length ? 'No agent matches the filter.' : 'No agent has registered yet.' })));
+    }
+    const ticked = visible.filter((id) => selection.has(id)).length;
+    selectAll.checked = visible.length > 0 && ticked === visible.length;
+    selectAll.indeterminate = ticked > 0 && ticked < visible.length;
+    shown.textContent = `${visible.length} of ${ids.length} shown`;
+    runButton.textContent = `Run on ${selection.size} ticked`;
+    runButton.disabled = selection.size === 0;
+  }
+
+  function agentRow(id, agent) {
+    const box = h('input', { type: 'checkbox', class: 'pick', checked: selection.has(id), 'aria-label': `target ${id}`,
+      onchange: () => { if (box.checked) selection.add(id); else selection.delete(id); saveSelection(); render(); } });
+    return h('tr', { 'data-agent': id, class: agent.online ? 'online' : 'offline' },
+      h('td', {}, box),
+      h('td', { class: 'mono', text: id }),
+      h('td', { class: 'hostname', text: agent.hostname || '' }),
+      h('td', { class: 'mono', text: (agent.ip || []).join(', ') }),
+      h('td', {}, Object.entries(agent.labels || {}).map(([k, v]) => h('span', { class: 'chip', text: `${k}:${v}` }))),
+      h('td', {}, h('span', { class: `badge ${agent.online ? 'online' : 'offline'}`, text: agent.online ? 'online' : 'offline' })),
+      h('td', {}, agent.running ? ['busy ', taskLink(agent.running)] : (agent.busy ? 'busy' : h('span', { class: 'muted', text: 'idle' }))),
+      h('td', { class: 'num', text: agent.heartbeat_age === undefined ? '' : `${agent.heartbeat_age.toFixed(1)} s ago` }));
+  }
+
+  selectAll.addEventListener('change', () => {
+    for (const id of visible) { if (selectAll.checked) selection.add(id); else selection.delete(id); }
+    saveSelection();
+    render();
+  });
+  textInput.addEventListener('input', render);
+  labelInput.addEventListener('input', render);
+  every(ctx, AGENTS_REFRESH_MS, async () => {
+    if (!autoRefresh.checked && Object.keys(agents).length) return true;
+    agents = await api('GET', '/task/targets');
+    error.textContent = '';
+    render();
+    return true;
+  });
+}
+
+// ---- the task form (Run view, and saving a job version) ----------------------------------------------
+
+function field(name, label, input, hint) {
+  return h('div', { class: 'field', 'data-field': name },
+    h('label', { for: input.id, text: label }), input,
+    hint ? h('span', { class: 'hint', text: hint }) : null,
+    h('p', { class: 'error', 'data-error-for': name }));
+}
+
+/** Tab indents, Enter keeps the line's indentation: a script keeps its shape. */
+function scriptEditor(id) {
+  const area = h('textarea', { id, name: 'script', class: 'script', spellcheck: 'false', wrap: 'off',
+    autocomplete: 'off', placeholder: '#!/bin/sh\n# runs with /bin/sh on every target\nhostname; uptime' });
+  area.addEventListener('keydown', (event) => {
+    if (event.key === 'Tab' && !event.shiftKey && !event.ctrlKey && !event.altKey) {
+      event.preventDefault();
+      area.setRangeText('    ', area.selectionStart, area.selectionEnd, 'end');
+      area.dispatchEvent(new Event('input', { bubbles: true }));
+    } else if (event.key === 'Enter' && !event.shiftKey && !event.ctrlKey) {
+      const before = area.value.slice(0, area.selectionStart);
+      const indent = before.slice(before.lastIndexOf('\n') + 1).match(/^[ \t]*/)[0];
+      if (indent) {
+        event.preventDefault();
+        area.setRangeText(`\n${indent}`, area.selectionStart, area.selectionEnd, 'end');
+        area.dispatchEvent(new Event('input', { bubbles: true }));
+      }
+    } else if (event.key === 'Escape') {
+      area.blur();
+    }
+  });
+  return area;
+}
+
+/**
+ * The fields of a task: script, targets, selector, limits. ``onSubmit(body)`` sends it; an ApiError it
+ * throws is shown next to the field its message names (the API starts every message with the field).
+ */
+function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = null }) {
+  const text = (name, placeholder) => h('input', { type: 'text', id: `${id}-${name}`, name, placeholder, autocomplete: 'off' });
+  const script = scriptEditor(`${id}-script`);
+  const targets = text('targets', 'agent ids, or tick them in Agents');
+  const hostname = text('hostname', 'web-*');
+  const labels = text('labels', 'dc:bj role:web');
+  const group = h('select', { id: `${id}-group`, name: 'group' }, h('option', { value: '', text: '(none)' }));
+  const batchBy = text('batch_by', 'dc');
+  const batchOrder = text('batch_order', 'bj sh (others follow, by name)');
+  const message = withMessage ? text('message', 'what changed') : null;
+  const general = errorBox();
+  const note = h('p', { class: 'note' });
+  const submit = h('button', { type: 'submit', class: 'primary', text: submitLabel });
+  const params = PARAMS.map((p) => ({ ...p, input: h('input', { type: 'text', id: `${id}-${p.name}`, name: p.name, inputmode: 'decimal', value: p.def }) }));
+
+  const form = h('form', { class: 'task-form', id, novalidate: true },
+    h('div', { class: 'script-col' },
+      field('script', 'Script', script, 'Run with /bin/sh on each target. Tab indents; Esc then Tab leaves the editor.'),
+      message ? field('message', 'Message', message, 'Why this version (kept with it).') : null),
+    h('div', {},
+      field('targets', 'Targets', targets, 'Agent ids, separated by spaces or commas; ticking in Agents fills this.'),
+      h('fieldset', { 'data-field': 'selector' },
+        h('legend', { text: 'or a selector (added to the targets)' }),
+        field('selector.hostname', 'Hostname glob', hostname, 'e.g. web-* or db-?'),
+        field('selector.labels', 'Labels', labels, 'key:value pairs, all must match.'),
+        field('selector.group', 'Group', group, 'A named group of agents.'),
+        h('p', { class: 'error', 'data-error-for': 'selector' })),
+      field('batch_by', 'Roll out by label', batchBy, 'One value of this label at a time (e.g. one datacenter after another).'),
+      field('batch_order', 'Batch order', batchOrder, 'The label values to roll out first, in order.'),
+      params.map((p) => field(p.name, p.label, p.input, `${p.hint} Default ${p.def}.`)),
+      general, note,
+      h('div', { class: 'actions' }, submit)));
+
+  api('GET', '/groups').then((groups) => {
+    const chosen = group.dataset.want || group.value;
+    group.append(...groups.map((g) => h('option', { value: g.name, text: g.name })));
+    group.value = chosen;
+  }).catch(() => {});
+
+  function values() {
+    const out = { script: script.value, targets: targets.value, hostname: hostname.value, labels: labels.value,
+      group: group.value || group.dataset.want || '', batch_by: batchBy.value, batch_order: batchOrder.value };
+    if (message) out.message = message.value;
+    for (const p of params) out[p.name] = p.input.value;
+    return out;
+  }
+
+  function fill(v) {
+    if (v.script !== undefined) script.value = v.script;
+    if (v.targets !== undefined) targets.value = v.targets;
+    if (v.hostname !== undefined) hostname.value = v.hostname;
+    if (v.labels !== undefined) labels.value = v.labels;
+    if (v.group !== undefined) { group.dataset.want = v.group; group.value = v.group; }
+    if (v.batch_by !== undefined) batchBy.value = v.batch_by;
+    if (v.batch_order !== undefined) batchOrder.value = v.batch_order;
+    if (message && v.message !== undefined) message.value = v.message;
+    for (const p of params) if (v[p.name] !== undefined) p.input.value = String(v[p.name]);
+  }
+
+  function clearErrors() {
+    form.querySelectorAll('.error').forEach((el) => { el.textContent = ''; });
+    note.textContent = '';
+  }
+
+  /** The request body; empty fields are left out so the API's defaults apply. */
+  function body() {
+    const v = values();
+    const out = { script: v.script };
+    const ids = splitWords(v.targets);
+    if (ids.length) out.targets = ids;
+    const selector = {};
+    if (v.hostname.trim()) selector.hostname = v.hostname.trim();
+    const pairs = splitWords(v.labels);
+    if (pairs.length) {
+      selector.labels = {};
+      for (const pair of pairs) {
+        const at = pair.indexOf(':');
+        if (at < 1) throw new ApiError(400, `selector.labels: expected key:value, got '${pair}'`);
+        selector.labels[pair.slice(0, at)] = pair.slice(at + 1);
+      }
+    }
+    if (v.group) selector.group = v.group;
+    if (Object.keys(selector).length) out.selector = selector;
+    if (v.batch_by.trim()) out.batch_by = v.batch_by.trim();
+    const order = splitWords(v.batch_order);
+    if (order.length) out.batch_order = order;
+    for (const p of params) {
+      const raw = v[p.name].trim();
+      // a number goes as a number; anything else goes as typed, for the API to name what is wrong
+      if (raw !== '') out[p.name] = Number.isFinite(Number(raw)) ? Number(raw) : raw;
+    }
+    if (message && v.message.trim()) out.message = v.message.trim();
+    return out;
+  }
+
+  /** Put the API's message next to the field it names ("selector.labels: ...", "targets[2]: ..."). */
+  function showError(err) {
+    const match = /^([a-z_]+)(?:\.([a-z_]+)|\[\d+\])?:/.exec(err.message);
+    let slot = null;
+    if (match && err.status >= 400 && err.status < 500) {
+      const names = match[2] ? [`${match[1]}.${match[2]}`, match[1]] : [match[1]];
+      for (const name of names) {
+        slot = form.querySelector(`[data-error-for="${name}"]`);
+        if (slot) break;
+      }
+    }
+    (slot || general).textContent = err.message;
+  }
+
+  form.addEventListener('input', () => {
+    if (draftKey) sessionStorage.setItem(draftKey, JSON.stringify(values()));
+  });
+  targets.addEventListener('change', () => { if (!withMessage) setSelection(splitWords(targets.value)); });
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearErrors();
+    submit.disabled = true;
+    try {
+      await onSubmit(body(), { note });
+    } catch (err) {
+      showError(err);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return { form, fill, values, showError };
+}
+
+/** Form values for a task or a job version's parameters (for a rerun or a new version). */
+function formValuesFrom(script, params, targetIds) {
+  const selector = params.selector || {};
+  return {
+    script,
+    targets: (targetIds || params.targets || []).join(' '),
+    hostname: targetIds ? '' : selector.hostname || '',
+    labels: targetIds ? '' : Object.entries(selector.labels || {}).map(([k, v]) => `${k}:${v}`).join(' '),
+    group: targetIds ? '' : selector.group || '',
+    batch_by: params.batch_by || '',
+    batch_order: (params.batch_order || []).join(' '),
+    timeout: params.timeout, parallel: params.parallel, fail_rate: params.fail_rate, fail_count: params.fail_count,
+  };
+}
+
+function runView(main, args, query, ctx) {
+  const { form, fill } = taskForm({
+    id: 'run-form', submitLabel: 'Run', draftKey: DRAFT_KEY,
+    onSubmit: async (body) => {
+      const { task_id: taskId } = await api('POST', '/task', body);
+      location.hash = `#/task/${encodeURIComponent(taskId)}`;
+    },
+  });
+  const intro = h('p', { class: 'muted' });
+  main.append(h('h2', { text: 'Run a script' }), intro, form);
+  ctx.showError = () => {};
+  fill(loadJSON(sessionStorage, DRAFT_KEY, {}));
+  const from = query.get('from');
+  if (from) {
+    intro.textContent = `Again, with the parameters and hosts of task ${from}.`;
+    api('GET', `/task/${encodeURIComponent(from)}`).then((task) => {
+      const ids = Object.keys(task.targets);
+      const order = (task.batches || []).map((b) => b.value).filter((v) => v !== null);
+      const values = formValuesFrom(task.script, { ...task, batch_order: order }, ids);
+      fill(values);
+      setSelection(ids);
+      sessionStorage.setItem(DRAFT_KEY, JSON.stringify(values));
+    }).catch((err) => { intro.textContent = `Task ${from}: ${err.message}`; });
+  } else {
+    intro.textContent = selection.size
+      ? `${selection.size} agent(s) ticked in Agents are the targets; add or remove ids below, or use a selector.`
+      : 'Tick agents in the Agents view, type their ids, or give a selector.';
+    fill({ targets: [...selection].join(' ') });
+  }
+}
+
+// ---- one task, live ------------------------------------------------------------------------------------
+
+function taskView(main, args, query, ctx) {
+  const taskId = args[0] || '';
+  const title = h('h2', {}, 'Task ', h('span', { class: 'mono', text: taskId }), ' ');
+  const state = h('span', { id: 'task-state' });
+  title.append(state);
+  const meta = h('div', { class: 'meta' });
+  const barSlot = h('div', { id: 'task-progress' });
+  const counts = h('div', { id: 'task-counts' });
+  const cancel = h('button', { type: 'button', class: 'danger', id: 'cancel-task', text: 'Cancel task' });
+  const rerun = h('a', { href: `#/run?from=${encodeURIComponent(taskId)}`, id: 'rerun', text: 'Run again with the same parameters' });
+  const error = errorBox();
+  const scriptPre = h('pre', { class: 'script' });
+  const tbody = h('tbody');
+  const rows = new Map();
+  ctx.showError = (err) => { error.textContent = err.message; };
+
+  main.append(title, meta, barSlot, counts,
+    h('div', { class: 'actions' }, cancel, rerun), error,
+    h('details', { class: 'card' }, h('summary', { text: 'Script' }), scriptPre),
+    h('table', { id: 'targets' },
+      h('thead', {}, h('tr', {}, ['Agent', 'Host', 'State', 'Exit code', 'Duration', 'Output'].map((t) => h('th', { text: t })))),
+      tbody));
+
+  let armed = null;
+  cancel.addEventListener('click', async () => {
+    if (!armed) {  // two clicks: a stray click does not kill scripts on a fleet
+      cancel.textContent = 'Click again to cancel';
+      armed = setTimeout(() => { armed = null; cancel.textContent = 'Cancel task'; }, 4000);
+      ctx.timers.push(armed);
+      return;
+    }
+    clearTimeout(armed);
+    armed = null;
+    cancel.disabled = true;
+    cancel.textContent = 'Cancelling...';
+    try {
+      await api('POST', `/task/${encodeURIComponent(taskId)}/cancel`);
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  });
+
+  function targetRow(agentId) {
+    const cells = {
+      host: h('td', { class: 'hostname' }), state: h('td', { class: 'state' }), code: h('td', { class: 'num code' }),
+      duration: h('td', { class: 'num' }), summary: h('summary'), output: h('pre', { class: 'output' }),
+    };
+    const row = h('tr', { 'data-agent': agentId }, h('td', { class: 'mono', text: agentId }), cells.host, cells.state,
+      cells.code, cells.duration, h('td', {}, h('details', {}, cells.summary, cells.output)));
+    tbody.append(row);
+    return cells;
+  }
+
+  function render(task) {
+    state.replaceChildren(stateBadge(task.state));
+    setChildren(meta, [
+      h('span', { text: `created ${formatTime(task.created)}` }),
+      task.finished ? h('span', { text: `took ${formatDuration(task.started || task.created, task.finished)}` }) : null,
+      h('span', { text: `parallel ${task.parallel}, fail_rate ${task.fail_rate} %, fail_count ${task.fail_count}, timeout ${task.timeout || 'none'}` }),
+      task.batch_by ? h('span', { text: `by ${task.batch_by}: batch ${(task.batch ?? 0) + 1} of ${task.batches.length}` }) : null,
+      task.job ? h('span', {}, 'job ', h('a', { href: `#/job/${encodeURIComponent(task.job)}`, text: `${task.job} v${task.job_version}` })) : null]);
+    barSlot.replaceChildren(progressBar(task.counts, task.total));
+    counts.replaceChildren(countsText(task.counts), h('span', { class: 'muted', text: `${task.total} targets` }));
+    if (scriptPre.textContent !== task.script) scriptPre.textContent = task.script;
+    const done = Boolean(task.finished) && !task.counts.RUNNING;
+    if (task.finished) { cancel.disabled = true; cancel.textContent = 'Cancel task'; }
+    for (const [agentId, target] of Object.entries(task.targets)) {
+      const cells = rows.get(agentId) || rows.set(agentId, targetRow(agentId)).get(agentId);
+      cells.host.textContent = target.hostname || '';
+      if (cells.state.textContent !== target.state) cells.state.replaceChildren(stateBadge(target.state));
+      cells.code.textContent = target.code ?? '';
+      cells.duration.textContent = target.state === 'RUNNING' ? 'running' : formatDuration(target.started, target.finished);
+      const lines = target.output ? target.output.split('\n').length - (target.output.endsWith('\n') ? 1 : 0) : 0;
+      const notes = [target.timed_out ? 'timed out' : '', target.truncated ? 'truncated' : ''].filter(Boolean);
+      cells.summary.textContent = `${lines ? `${lines} line${lines === 1 ? '' : 's'}` : 'no output'}${notes.length ? ` (${notes.join(', ')})` : ''}`;
+      if (cells.output.textContent !== target.output) cells.output.textContent = target.output;
+      // a failure's output is what the operator came for: show it once, without a click
+      if (target.state === 'FAILED' && !cells.shownFailure) {
+        cells.shownFailure = true;
+        cells.output.parentElement.open = true;
+      }
+    }
+    main.dataset.done = done ? 'yes' : 'no';
+    return done;
+  }
+
+  every(ctx, TASK_REFRESH_MS, async () => {
+    const task = await api('GET', `/task/${encodeURIComponent(taskId)}`);
+    error.textContent = '';
+    return !render(task);
+  });
+}
+
+// ---- history ---------------------------------------------------------------------------------------------
+
+function historyView(main, args, query, ctx) {
+  const stateSelect = h('select', { id: 'history-state' }, h('option', { value: '', text: 'any state' }),
+    STATES.map((s) => h('option', { value: s, text: s })));
+  const jobInput = h('input', { type: 'text', id: 'history-job', placeholder: 'job name' });
+  const newer = h('button', { type: 'button', text: 'Newest' });
+  const older = h('button', { type: 'button', text: 'Older' });
+  const tbody = h('tbody');
+  const error = errorBox();
+  const pages = [];  // the `before` of each page shown so far; empty: the newest page, refreshed live
+  ctx.showError = (err) => { error.textContent = err.message; };
+
+  main.append(h('h2', { text: 'History' }),
+    h('div', { class: 'toolbar' }, stateSelect, jobInput, h('span', { class: 'spacer' }), newer, older), error,
+    h('table', { id: 'history' },
+      h('thead', {}, h('tr', {}, ['Task', 'Created', 'State', 'Progress', 'Targets', 'Job'].map((t) => h('th', { text: t })))),
+      tbody));
+
+  let last = [];
+  async function load() {
+    const params = new URLSearchParams({ limit: '50' });
+    if (stateSelect.value) params.set('state', stateSelect.value);
+    if (jobInput.value.trim()) params.set('job', jobInput.value.trim());
+    if (pages.length) params.set('before', String(pages[pages.length - 1]));
+    last = await api('GET', `/tasks?${params}`);
+    error.textContent = '';
+    tbody.replaceChildren(...last.map((t) => h('tr', { 'data-task': t.task_id },
+      h('td', {}, taskLink(t.task_id)),
+      h('td', { text: formatTime(t.created) }),
+      h('td', {}, stateBadge(t.state)),
+      h('td', {}, progressBar(t.counts, t.total, true), countsText(t.counts)),
+      h('td', { class: 'num', text: t.total }),
+      h('td', {}, t.job ? h('a', { href: `#/job/${encodeURIComponent(t.job)}`, text: `${t.job} v${t.job_version}` }) : ''))));
+    if (!last.length) tbody.append(h('tr', {}, h('td', { colspan: 6, class: 'empty', text: 'No task here.' })));
+    older.disabled = last.length < 50;
+    newer.disabled = !pages.length;
+  }
+  older.addEventListener('click', () => { if (last.length) { pages.push(last[last.length - 1].created); load().catch(ctx.showError); } });
+  newer.addEventListener('click', () => { pages.length = 0; load().catch(ctx.showError); });
+  stateSelect.addEventListener('change', () => { pages.length = 0; load().catch(ctx.showError); });
+  jobInput.addEventListener('change', () => { pages.length = 0; load().catch(ctx.showError); });
+  every(ctx, HISTORY_REFRESH_MS, async () => { if (!pages.length) await load(); return true; });
+}
+
+// ---- jobs ----------------------------------------------------------------------------------------------
+
+async function saveJobVersion(name, body, note) {
+  const saved = await api('POST', `/job/${encodeURIComponent(name)}`, body);
+  note.textContent = saved.created ? `Saved ${saved.name} version ${saved.version}.` : saved.note;
+  return saved;
+}
+
+function jobsView(main, args, query, ctx) {
+  const tbody = h('tbody');
+  const error = errorBox();
+  ctx.showError = (err) => { error.textContent = err.message; };
+  const nameInput = h('input', { type: 'text', id: 'new-job-name', placeholder: 'deploy-web', autocomplete: 'off' });
+  const nameError = h('p', { class: 'error', 'data-error-for': 'name' });
+  const { form } = taskForm({
+    id: 'new-job-form', submitLabel: 'Save job', withMessage: true,
+    onSubmit: async (body, { note }) => {
+      const name = nameInput.value.trim();
+      nameError.textContent = '';
+      if (!name) { nameError.textContent = 'name: empty'; return; }
+      try {
+        await saveJobVersion(name, body, note);
+      } catch (err) {
+        if (err.message.startsWith('name:')) { nameError.textContent = err.message; return; }
+        throw err;
+      }
+      location.hash = `#/job/${encodeURIComponent(name)}`;
+    },
+  });
+  main.append(h('h2', { text: 'Jobs' }), error,
+    h('table', { id: 'jobs' },
+      h('thead', {}, h('tr', {}, ['Job', 'Latest version', 'Saved', 'Message'].map((t) => h('th', { text: t })))), tbody),
+    h('h3', { text: 'New job' }),
+    h('div', { class: 'card' }, h('div', { class: 'field' }, h('label', { for: 'new-job-name', text: 'Name' }), nameInput, nameError), form));
+
+  api('GET', '/jobs').then((jobs) => {
+    tbody.replaceChildren(...jobs.map((j) => h('tr', { 'data-job': j.name },
+      h('td', {}, h('a', { href: `#/job/${encodeURIComponent(j.name)}`, text: j.name })),
+      h('td', { class: 'num', text: j.version }), h('td', { text: formatTime(j.created_at) }), h('td', { text: j.message }))));
+    if (!jobs.length) tbody.append(h('tr', {}, h('td', { colspan: 4, class: 'empty', text: 'No job saved yet.' })));
+  }).catch(ctx.showError);
+}
+
+function diffBlock(text) {
+  return h('pre', { class: 'diff', id: 'job-diff' }, text.split('\n').map((line) => {
+    const kind = line.startsWith('@@') ? 'hunk' : line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : '';
+    return h('span', { class: kind, text: `${line}\n` });
+  }));
+}
+
+function jobView(main, args, query, ctx) {
+  const name = args[0] || '';
+  const path = `/job/${encodeURIComponent(name)}`;
+  const error = errorBox();
+  ctx.showError = (err) => { error.textContent = err.message; };
+  const versionsBody = h('tbody');
+  const diffButton = h('button', { type: 'button', id: 'show-diff', text: 'Diff' });
+  const diffSlot = h('div', { id: 'diff-slot' });
+  const versionSlot = h('div', { class: 'card', id: 'version-detail' });
+  const { form, fill } = taskForm({
+    id: 'job-form', submitLabel: 'Save new version', withMessage: true,
+    onSubmit: async (body, { note }) => {
+      const saved = await saveJobVersion(name, body, note);
+      if (saved.created) fill({ message: '' });
+      await loadVersions(saved.version);
+    },
+  });
+  main.append(h('h2', {}, 'Job ', h('span', { class: 'mono', text: name })), error,
+    h('table', { id: 'versions' }, h('thead', {}, h('tr', {},
+      ['Version', 'Saved', 'Message', 'sha256', 'from', 'to', ''].map((t) => h('th', { text: t })))), versionsBody),
+    h('div', { class: 'actions' }, diffButton, h('span', { class: 'muted', text: 'pick two versions, then Diff' })),
+    diffSlot, h('h3', { text: 'Version' }), versionSlot,
+    h('h3', { text: 'Save a new version' }), form);
+
+  async function showVersion(version) {
+    const job = await api('GET', `${path}/versions/${version}`);
+    const runError = errorBox();
+    const runButton = h('button', { type: 'button', class: 'primary', id: 'run-version', text: `Run version ${job.version}` });
+    const who = selection.size ? `on the ${selection.size} agent(s) ticked in Agents` : "on the job's own targets";
+    runButton.addEventListener('click', async () => {
+      runError.textContent = '';
+      const body = { version: job.version };
+      if (selection.size) body.targets = [...selection];
+      try {
+        const started = await api('POST', `${path}/run`, body);
+        location.hash = `#/task/${encodeURIComponent(started.task_id)}`;
+      } catch (err) { runError.textContent = err.message; }
+    });
+    const p = job.params || {};
+    setChildren(versionSlot, [
+      h('div', { class: 'meta' }, h('span', { text: `version ${job.version}` }), h('span', { text: formatTime(job.created_at) }),
+        h('span', { text: job.message || '' })),
+      h('div', { class: 'meta' }, h('span', { text: `parallel ${p.parallel}, fail_rate ${p.fail_rate} %, fail_count ${p.fail_count}, timeout ${p.timeout || 'none'}` }),
+        p.targets && p.targets.length ? h('span', { text: `targets ${p.targets.join(' ')}` }) : null,
+        p.selector ? h('span', { text: `selector ${JSON.stringify(p.selector)}` }) : null),
+      h('pre', { class: 'script', id: 'version-script', text: job.script }),
+      h('div', { class: 'actions' }, runButton, h('span', { class: 'muted', text: who })), runError]);
+    return job;
+  }
+
+  async function loadVersions(show) {
+    const versions = await api('GET', `${path}/versions`);
+    const newest = versions[versions.length - 1].version;
+    versionsBody.replaceChildren(...versions.map((v) => h('tr', { 'data-version': v.version },
+      h('td', { class: 'num', text: v.version }), h('td', { text: formatTime(v.created_at) }), h('td', { text: v.message }),
+      h('td', { class: 'mono', text: v.sha256.slice(0, 12) }),
+      h('td', {}, h('input', { type: 'radio', name: 'diff-from', value: String(v.version), checked: v.version === Math.max(1, newest - 1), 'aria-label': `diff from ${v.version}` })),
+      h('td', {}, h('input', { type: 'radio', name: 'diff-to', value: String(v.version), checked: v.version === newest, 'aria-label': `diff to ${v.version}` })),
+      h('td', {}, h('button', { type: 'button', class: 'link-view', text: 'view', onclick: () => showVersion(v.version).catch(ctx.showError) })))));
+    const latest = await showVersion(show || newest);
+    if (!show) fill({ ...formValuesFrom(latest.script, latest.params || {}, null), message: '' });
+  }
+
+  diffButton.addEventListener('click', async () => {
+    const from = $('input[name=diff-from]:checked', main);
+    const to = $('input[name=diff-to]:checked', main);
+    if (!from || !to) return;
+    try {
+      const diff = await api('GET', `${path}/diff?from=${from.value}&to=${to.value}`);
+      setChildren(diffSlot, [
+        diff.script_diff ? diffBlock(diff.script_diff) : h('p', { class: 'muted', text: 'The scripts are the same.' }),
+        diff.params.length ? h('table', { id: 'param-diff' }, h('thead', {}, h('tr', {}, ['Parameter', `v${diff.from}`, `v${diff.to}`].map((t) => h('th', { text: t })))),
+          h('tbody', {}, diff.params.map((c) => h('tr', {}, h('td', { text: c.param }), h('td', { class: 'mono', text: JSON.stringify(c.from) }),
+            h('td', { class: 'mono', text: JSON.stringify(c.to) }))))) : h('p', { class: 'muted', text: 'No parameter changed.' })]);
+    } catch (err) { diffSlot.replaceChildren(h('p', { class: 'error', text: err.message })); }
+  });
+  loadVersions(Number(query.get('v')) || 0).catch(ctx.showError);
+}
+
+function notFoundView(main) {
+  main.append(h('h2', { text: 'No such view' }), h('p', {}, h('a', { href: '#/agents', text: 'Back to the agents' })));
+}
+
+// ---- the router -----------------------------------------------------------------------------------------
+
+const VIEWS = { agents: agentsView, run: runView, task: taskView, history: historyView, jobs: jobsView, job: jobView };
+let leaveView = null;
+
+function route() {
+  if (leaveView) leaveView();
+  const hash = location.hash.replace(/^#\/?/, '') || 'agents';
+  const [pathPart, queryPart = ''] = hash.split('?');
+  const [name, ...args] = pathPart.split('/').map(decodeURIComponent);
+  const navName = name === 'task' ? 'history' : name === 'job' ? 'jobs' : name;
+  document.querySelectorAll('header nav a').forEach((a) => a.classList.toggle('active', a.dataset.view === navName));
+  const main = $('#view');
+  main.replaceChildren();
+  main.dataset.view = name;
+  delete main.dataset.done;
+  const ctx = { alive: true, timers: [], showError: () => {} };
+  leaveView = () => { ctx.alive = false; ctx.timers.forEach(clearTimeout); };
+  document.title = `mschedule: ${name}`;
+  (VIEWS[name] || notFoundView)(main, args, new URLSearchParams(queryPart), ctx);
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('#token-dialog').addEventListener('cancel', (event) => event.preventDefault());
+  $('#forget-token').addEventListener('click', () => { sessionStorage.removeItem(TOKEN_KEY); showTokenButton(); route(); });
+  showTokenButton();
+  saveSelection();
+  window.addEventListener('hashchange', route);
+  route();
+});
