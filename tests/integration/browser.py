@@ -19,12 +19,10 @@ SCREENSHOTS = os.path.join(ARTIFACTS, "screenshots")
 def chromium_path() -> str | None:
     """The system's Chromium, or None (the tests then skip and say how to install it)."""
     override = os.environ.get("MSCHEDULE_CHROMIUM")
-    if override:
-        return override
-    for path in CHROMIUM_CANDIDATES:
+    for path in (override,) if override else CHROMIUM_CANDIDATES:
         if os.access(path, os.X_OK):
             return path
-    return shutil.which("chromium")
+    return None if override else shutil.which("chromium")
 
 
 def screenshot(page, name: str) -> str:

@@ -4,6 +4,7 @@ Every test saves screenshots of the views it went through under ``artifacts/scre
 """
 from __future__ import annotations
 
+import os
 import re
 import socket
 
@@ -17,8 +18,8 @@ expect = sync_api.expect
 
 CHROMIUM = chromium_path()
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium at /usr/bin/chromium: `make browser` (or .ci/run) installs Debian's "
-                             "chromium package through apt, which needs root")
+    CHROMIUM is None, reason=f"no Chromium at {os.environ.get('MSCHEDULE_CHROMIUM') or '/usr/bin/chromium'}: "
+                             "`make browser` (or .ci/run) installs Debian's chromium package through apt, as root")
 
 #: one dc=sh agent and two dc=bj agents, with hostnames the rows can be told apart by
 AGENT_SETS = (("sh-{i}", "dc=sh", 1), ("bj-{i}", "dc=bj", 2))
