@@ -49,6 +49,10 @@ $(BENCH_VENV)/.installed: bench/requirements-peer.txt
 bench: venv $(BENCH_VENV)/.installed
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+.PHONY: bench-console
+bench-console: venv browser
+	$(PY) bench/console.py $(BENCH_ARGS)
+
 .PHONY: reliability
 reliability: venv
 	$(PY) scripts/reliability_report.py

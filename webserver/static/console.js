@@ -176,13 +176,22 @@ function setSelection(ids) {
 
 // ---- views --------------------------------------------------------------------------------------------
 
-/** Run ``fn`` now and again ``ms`` after each run ends, until the view is left or ``fn`` returns false. */
+/**
+ * Run ``fn`` now and again after each run ends, until the view is left or ``fn`` returns false. The pause
+ * is ``ms``, or four times what the last run took if that is longer: a task with thousands of targets
+ * (a large answer) is fetched less often, so an open page never keeps the master busy. A hidden tab skips
+ * its turns.
+ */
 function every(ctx, ms, fn) {
   const tick = async () => {
     if (!ctx.alive) return;
+    const started = performance.now();
     let again = true;
-    try { again = (await fn()) !== false; } catch (err) { ctx.showError(err); }
-    if (again && ctx.alive) ctx.timers.push(setTimeout(tick, ms));
+    if (!document.hidden) {  // a tab in the background asks nothing
+      try { again = (await fn()) !== false; } catch (err) { ctx.showError(err); }
+    }
+    const pause = Math.max(ms, 4 * (performance.now() - started));
+    if (again && ctx.alive) ctx.timers.push(setTimeout(tick, pause));
   };
   tick();
 }
