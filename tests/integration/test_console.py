@@ -361,3 +361,32 @@ def test_agents_view_refreshes_by_itself(stack, page):
     stack.agents(1, extra=("--hostname", "second-{i}"))
     expect(rows).to_have_count(2)
     expect(page.locator("#agents td.hostname").filter(has_text="second-")).to_have_count(1)
+
+
+def test_pending_agent_keys_are_accepted_from_the_agents_view(stack, page):
+    stack.master(auto_accept=False)
+    stack.web()
+    stack.agents(1, wait=False, extra=("--hostname", "newcomer-{i}"))
+    agent_id = wait_until(lambda: [k["agent_id"] for k in stack.api.get("/keys")[1] if k["state"] == "pending"],
+                          20, what="a pending key")[0]
+    open_console(page, stack)
+    pending = page.locator(f"#pending-keys tr[data-key='{agent_id}']")
+    expect(pending).to_contain_text("newcomer-0")
+    expect(page.locator("#pending-keys h3")).to_have_text("1 agent key waiting for a decision")
+    expect(page.locator("#agents tbody tr[data-agent]")).to_have_count(0)
+    screenshot(page, "10-pending-keys")
+    pending.locator("button.accept").click()
+    expect(page.locator("#pending-keys")).to_be_hidden()
+    row = page.locator(f"#agents tr[data-agent='{agent_id}']")
+    expect(row).to_contain_text("online")
+    assert [k["state"] for k in stack.api.get("/keys")[1]] == ["accepted"]
+
+
+def test_an_unknown_task_says_so_and_stops_asking(console_stack, page):
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/task/no-such-task" in r.url else None)
+    open_console(page, console_stack, "#/task/no-such-task")
+    expect(page.locator("#view .error")).to_have_text("task no-such-task not found")
+    asked = len(requests)
+    page.wait_for_timeout(2000)  # several refresh intervals
+    assert len(requests) == asked

@@ -232,11 +232,41 @@ def test_http_needs_the_token(stack):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": stack.token},
                     {"Authorization": f"Basic {stack.token}"}):
         for method, path in (("GET", "/tasks"), ("GET", "/task/targets"), ("POST", "/task"), ("GET", "/keys"),
-                             ("POST", "/keys/x/accept"), ("GET", "/health")):
+                             ("POST", "/keys/x/accept"), ("GET", "/health"), ("GET", "/api")):
             status, body = _raw(stack.web_port, method, path, headers)
             assert status == 401 and "bearer token" in body["error"], (method, path, headers)
     assert stack.api.get("/tasks")[0] == 200
     assert _raw(stack.web_port, "GET", "/openapi.json", {})[0] == 200  # the API description is public
+
+
+def test_console_files_are_public_hold_no_data_and_are_locked_down(stack):
+    import urllib.error
+    import urllib.request
+
+    stack.master()
+    stack.web()
+
+    def fetch(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{stack.web_port}{path}", timeout=10) as resp:
+                return resp.status, resp.headers, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers, err.read()
+
+    status, headers, body = fetch("/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'src="/static/console.js"' in body and stack.token.encode() not in body
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    for name, kind in (("console.js", "application/javascript"), ("console.css", "text/css")):
+        status, headers, body = fetch(f"/static/{name}")
+        assert status == 200 and headers["Content-Type"].startswith(kind) and body
+    # only the console's own files: nothing else under the package, and no way out of it
+    for path in ("/static/static.py", "/static/..%2froutes.py", "/static/../routes.py", "/static/%2e%2e/auth.py",
+                 "/static/"):
+        status, headers, body = fetch(path)
+        assert status == 404 and "error" in json.loads(body), path
 
 
 def _raw(port, method, path, headers):

@@ -188,7 +188,12 @@ function every(ctx, ms, fn) {
     const started = performance.now();
     let again = true;
     if (!document.hidden) {  // a tab in the background asks nothing
-      try { again = (await fn()) !== false; } catch (err) { ctx.showError(err); }
+      try {
+        again = (await fn()) !== false;
+      } catch (err) {
+        ctx.showError(err);
+        again = err.status !== 404;  // gone (a pruned task, say) stays gone; anything else may pass
+      }
     }
     const pause = Math.max(ms, 4 * (performance.now() - started));
     if (again && ctx.alive) ctx.timers.push(setTimeout(tick, pause));
@@ -224,6 +229,7 @@ function agentsView(main, args, query, ctx) {
   const clearButton = h('button', { type: 'button', text: 'Clear ticks', onclick: () => { setSelection([]); render(); } });
   const tbody = h('tbody');
   const error = errorBox();
+  const keysPanel = h('div', { id: 'pending-keys', hidden: true });
   ctx.showError = (err) => { error.textContent = err.message; };
   let agents = {};
   let visible = [];
@@ -232,7 +238,7 @@ function agentsView(main, args, query, ctx) {
     h('h2', { text: 'Agents' }),
     h('div', { class: 'toolbar' }, textInput, labelInput,
       h('label', {}, autoRefresh, ' auto-refresh'), shown, h('span', { class: 'spacer' }), clearButton, runButton),
-    error,
+    error, keysPanel,
     h('table', { id: 'agents' },
       h('thead', {}, h('tr', {}, h('th', {}, selectAll), ...['Agent', 'Hostname', 'IPs', 'Labels', 'Status', 'Busy', 'Last heartbeat']
         .map((t) => h('th', { text: t })))),
@@ -270,6 +276,37 @@ function agentsView(main, args, query, ctx) {
       h('td', { class: 'num', text: agent.heartbeat_age === undefined ? '' : `${agent.heartbeat_age.toFixed(1)} s ago` }));
   }
 
+  /** Agents whose key waits for an operator: they are not agents yet, so the table cannot show them. */
+  async function renderPendingKeys() {
+    let keys;
+    try {
+      keys = await api('GET', '/keys');
+    } catch (err) {
+      if (err.status === 400) { keysPanel.hidden = true; return; }  // a master run --insecure has no keys
+      throw err;
+    }
+    const pending = keys.filter((k) => k.state === 'pending');
+    keysPanel.hidden = pending.length === 0;
+    if (!pending.length) return;
+    const decide = (agentId, verdict) => async () => {
+      try {
+        await api('POST', `/keys/${encodeURIComponent(agentId)}/${verdict}`);
+        await renderPendingKeys();
+      } catch (err) { error.textContent = err.message; }
+    };
+    setChildren(keysPanel, h('div', { class: 'card' },
+      h('h3', { text: `${pending.length} agent key${pending.length === 1 ? '' : 's'} waiting for a decision` }),
+      h('p', { class: 'muted', text: 'An agent runs nothing until its key is accepted. Compare the key with '
+        + "the one in the agent's state directory (agent.key) before accepting." }),
+      h('table', {}, h('thead', {}, h('tr', {}, ['Agent', 'Hostname', 'IPs', 'Key', 'First seen', ''].map((t) => h('th', { text: t })))),
+        h('tbody', {}, pending.map((k) => h('tr', { 'data-key': k.agent_id },
+          h('td', { class: 'mono', text: k.agent_id }), h('td', { text: k.hostname || '' }),
+          h('td', { class: 'mono', text: (k.ip || []).join(', ') }), h('td', { class: 'mono', text: k.key }),
+          h('td', { text: formatTime(k.first_seen) }),
+          h('td', {}, h('button', { type: 'button', class: 'primary accept', text: 'Accept', onclick: decide(k.agent_id, 'accept') }), ' ',
+            h('button', { type: 'button', class: 'reject', text: 'Reject', onclick: decide(k.agent_id, 'reject') }))))))));
+  }
+
   selectAll.addEventListener('change', () => {
     for (const id of visible) { if (selectAll.checked) selection.add(id); else selection.delete(id); }
     saveSelection();
@@ -282,6 +319,7 @@ function agentsView(main, args, query, ctx) {
     agents = await api('GET', '/task/targets');
     error.textContent = '';
     render();
+    await renderPendingKeys();
     return true;
   });
 }
