@@ -125,7 +125,7 @@ async def console(request: web.Request) -> web.Response:
 
 
 @routes.get("/static/{name}")
-async def static(request: web.Request) -> web.Response:
+async def console_file(request: web.Request) -> web.Response:
     return static_response(request.match_info["name"])
 
 
