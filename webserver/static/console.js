@@ -205,6 +205,17 @@ function errorBox() {
   return h('p', { class: 'error', role: 'alert' });
 }
 
+/** The view's error line: what a refresh fails with is shown there. */
+function viewError(ctx) {
+  const box = errorBox();
+  ctx.showError = (err) => { box.textContent = err.message; };
+  return box;
+}
+
+function tableHead(titles) {
+  return h('thead', {}, h('tr', {}, titles.map((t) => h('th', {}, t))));
+}
+
 function agentMatches(id, agent, text, labelFilters) {
   for (const filter of labelFilters) {
     const [key, ...rest] = filter.split(':');
@@ -228,9 +239,8 @@ function agentsView(main, args, query, ctx) {
   const runButton = h('button', { type: 'button', class: 'primary', id: 'run-selected', onclick: () => { location.hash = '#/run'; } });
   const clearButton = h('button', { type: 'button', text: 'Clear ticks', onclick: () => { setSelection([]); render(); } });
   const tbody = h('tbody');
-  const error = errorBox();
+  const error = viewError(ctx);
   const keysPanel = h('div', { id: 'pending-keys', hidden: true });
-  ctx.showError = (err) => { error.textContent = err.message; };
   let agents = {};
   let visible = [];
 
@@ -240,8 +250,7 @@ function agentsView(main, args, query, ctx) {
       h('label', {}, autoRefresh, ' auto-refresh'), shown, h('span', { class: 'spacer' }), clearButton, runButton),
     error, keysPanel,
     h('table', { id: 'agents' },
-      h('thead', {}, h('tr', {}, h('th', {}, selectAll), ...['Agent', 'Hostname', 'IPs', 'Labels', 'Status', 'Busy', 'Last heartbeat']
-        .map((t) => h('th', { text: t })))),
+      tableHead([selectAll, 'Agent', 'Hostname', 'IPs', 'Labels', 'Status', 'Busy', 'Last heartbeat']),
       tbody));
 
   function render() {
@@ -298,7 +307,7 @@ function agentsView(main, args, query, ctx) {
       h('h3', { text: `${pending.length} agent key${pending.length === 1 ? '' : 's'} waiting for a decision` }),
       h('p', { class: 'muted', text: 'An agent runs nothing until its key is accepted. Compare the key with '
         + "the one in the agent's state directory (agent.key) before accepting." }),
-      h('table', {}, h('thead', {}, h('tr', {}, ['Agent', 'Hostname', 'IPs', 'Key', 'First seen', ''].map((t) => h('th', { text: t })))),
+      h('table', {}, tableHead(['Agent', 'Hostname', 'IPs', 'Key', 'First seen', '']),
         h('tbody', {}, pending.map((k) => h('tr', { 'data-key': k.agent_id },
           h('td', { class: 'mono', text: k.agent_id }), h('td', { text: k.hostname || '' }),
           h('td', { class: 'mono', text: (k.ip || []).join(', ') }), h('td', { class: 'mono', text: k.key }),
@@ -514,7 +523,6 @@ function runView(main, args, query, ctx) {
   });
   const intro = h('p', { class: 'muted' });
   main.append(h('h2', { text: 'Run a script' }), intro, form);
-  ctx.showError = () => {};
   fill(loadJSON(sessionStorage, DRAFT_KEY, {}));
   const from = query.get('from');
   if (from) {
@@ -547,17 +555,16 @@ function taskView(main, args, query, ctx) {
   const counts = h('div', { id: 'task-counts' });
   const cancel = h('button', { type: 'button', class: 'danger', id: 'cancel-task', text: 'Cancel task' });
   const rerun = h('a', { href: `#/run?from=${encodeURIComponent(taskId)}`, id: 'rerun', text: 'Run again with the same parameters' });
-  const error = errorBox();
+  const error = viewError(ctx);
   const scriptPre = h('pre', { class: 'script' });
   const tbody = h('tbody');
   const rows = new Map();
-  ctx.showError = (err) => { error.textContent = err.message; };
 
   main.append(title, meta, barSlot, counts,
     h('div', { class: 'actions' }, cancel, rerun), error,
     h('details', { class: 'card' }, h('summary', { text: 'Script' }), scriptPre),
     h('table', { id: 'targets' },
-      h('thead', {}, h('tr', {}, ['Agent', 'Host', 'State', 'Exit code', 'Duration', 'Output'].map((t) => h('th', { text: t })))),
+      tableHead(['Agent', 'Host', 'State', 'Exit code', 'Duration', 'Output']),
       tbody));
 
   let armed = null;
@@ -639,14 +646,13 @@ function historyView(main, args, query, ctx) {
   const newer = h('button', { type: 'button', text: 'Newest' });
   const older = h('button', { type: 'button', text: 'Older' });
   const tbody = h('tbody');
-  const error = errorBox();
+  const error = viewError(ctx);
   const pages = [];  // the `before` of each page shown so far; empty: the newest page, refreshed live
-  ctx.showError = (err) => { error.textContent = err.message; };
 
   main.append(h('h2', { text: 'History' }),
     h('div', { class: 'toolbar' }, stateSelect, jobInput, h('span', { class: 'spacer' }), newer, older), error,
     h('table', { id: 'history' },
-      h('thead', {}, h('tr', {}, ['Task', 'Created', 'State', 'Progress', 'Targets', 'Job'].map((t) => h('th', { text: t })))),
+      tableHead(['Task', 'Created', 'State', 'Progress', 'Targets', 'Job']),
       tbody));
 
   let last = [];
@@ -685,8 +691,7 @@ async function saveJobVersion(name, body, note) {
 
 function jobsView(main, args, query, ctx) {
   const tbody = h('tbody');
-  const error = errorBox();
-  ctx.showError = (err) => { error.textContent = err.message; };
+  const error = viewError(ctx);
   const nameInput = h('input', { type: 'text', id: 'new-job-name', placeholder: 'deploy-web', autocomplete: 'off' });
   const nameError = h('p', { class: 'error', 'data-error-for': 'name' });
   const { form } = taskForm({
@@ -706,7 +711,7 @@ function jobsView(main, args, query, ctx) {
   });
   main.append(h('h2', { text: 'Jobs' }), error,
     h('table', { id: 'jobs' },
-      h('thead', {}, h('tr', {}, ['Job', 'Latest version', 'Saved', 'Message'].map((t) => h('th', { text: t })))), tbody),
+      tableHead(['Job', 'Latest version', 'Saved', 'Message']), tbody),
     h('h3', { text: 'New job' }),
     h('div', { class: 'card' }, h('div', { class: 'field' }, h('label', { for: 'new-job-name', text: 'Name' }), nameInput, nameError), form));
 
@@ -728,8 +733,7 @@ function diffBlock(text) {
 function jobView(main, args, query, ctx) {
   const name = args[0] || '';
   const path = `/job/${encodeURIComponent(name)}`;
-  const error = errorBox();
-  ctx.showError = (err) => { error.textContent = err.message; };
+  const error = viewError(ctx);
   const versionsBody = h('tbody');
   const diffButton = h('button', { type: 'button', id: 'show-diff', text: 'Diff' });
   const diffSlot = h('div', { id: 'diff-slot' });
@@ -743,8 +747,7 @@ function jobView(main, args, query, ctx) {
     },
   });
   main.append(h('h2', {}, 'Job ', h('span', { class: 'mono', text: name })), error,
-    h('table', { id: 'versions' }, h('thead', {}, h('tr', {},
-      ['Version', 'Saved', 'Message', 'sha256', 'from', 'to', ''].map((t) => h('th', { text: t })))), versionsBody),
+    h('table', { id: 'versions' }, tableHead(['Version', 'Saved', 'Message', 'sha256', 'from', 'to', '']), versionsBody),
     h('div', { class: 'actions' }, diffButton, h('span', { class: 'muted', text: 'pick two versions, then Diff' })),
     diffSlot, h('h3', { text: 'Version' }), versionSlot,
     h('h3', { text: 'Save a new version' }), form);
@@ -796,7 +799,7 @@ function jobView(main, args, query, ctx) {
       const diff = await api('GET', `${path}/diff?from=${from.value}&to=${to.value}`);
       setChildren(diffSlot, [
         diff.script_diff ? diffBlock(diff.script_diff) : h('p', { class: 'muted', text: 'The scripts are the same.' }),
-        diff.params.length ? h('table', { id: 'param-diff' }, h('thead', {}, h('tr', {}, ['Parameter', `v${diff.from}`, `v${diff.to}`].map((t) => h('th', { text: t })))),
+        diff.params.length ? h('table', { id: 'param-diff' }, tableHead(['Parameter', `v${diff.from}`, `v${diff.to}`]),
           h('tbody', {}, diff.params.map((c) => h('tr', {}, h('td', { text: c.param }), h('td', { class: 'mono', text: JSON.stringify(c.from) }),
             h('td', { class: 'mono', text: JSON.stringify(c.to) }))))) : h('p', { class: 'muted', text: 'No parameter changed.' })]);
     } catch (err) { diffSlot.replaceChildren(h('p', { class: 'error', text: err.message })); }
