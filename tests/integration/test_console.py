@@ -160,6 +160,18 @@ def test_failing_script_shows_failed_and_the_cancelled_hosts(console_stack, page
     expect(page.locator("#cancel-task")).to_be_disabled()
     screenshot(page, "04-task-failed")
 
+    # on a big task the operator narrows the table to the failures, or to what the hosts printed
+    visible = page.locator("#targets tbody tr:visible")
+    page.select_option("#target-state-filter", "CANCELLED")
+    expect(visible).to_have_count(2)
+    expect(page.locator("#targets-shown")).to_have_text("2 of 3 shown")
+    page.select_option("#target-state-filter", "")
+    page.fill("#target-filter", "on purpose")
+    expect(visible).to_have_count(1)
+    expect(visible.locator("td.state")).to_have_text("FAILED")
+    page.fill("#target-filter", "")
+    expect(visible).to_have_count(3)
+
     detail = console_stack.api.wait_task(task_id)
     assert detail["state"] == "FAILED"
     assert sorted(t["state"] for t in detail["targets"].values()) == ["CANCELLED", "CANCELLED", "FAILED"]

@@ -559,10 +559,15 @@ function taskView(main, args, query, ctx) {
   const scriptPre = h('pre', { class: 'script' });
   const tbody = h('tbody');
   const rows = new Map();
+  const stateFilter = h('select', { id: 'target-state-filter' }, h('option', { value: '', text: 'every state' }),
+    STATES.map((s) => h('option', { value: s, text: `only ${s}` })));
+  const textFilter = h('input', { type: 'search', id: 'target-filter', placeholder: 'filter: agent, host, output' });
+  const shown = h('span', { class: 'muted', id: 'targets-shown' });
 
   main.append(title, meta, barSlot, counts,
     h('div', { class: 'actions' }, cancel, rerun), error,
     h('details', { class: 'card' }, h('summary', { text: 'Script' }), scriptPre),
+    h('div', { class: 'toolbar' }, stateFilter, textFilter, shown),
     h('table', { id: 'targets' },
       tableHead(['Agent', 'Host', 'State', 'Exit code', 'Duration', 'Output']),
       tbody));
@@ -591,11 +596,28 @@ function taskView(main, args, query, ctx) {
       host: h('td', { class: 'hostname' }), state: h('td', { class: 'state' }), code: h('td', { class: 'num code' }),
       duration: h('td', { class: 'num' }), summary: h('summary'), output: h('pre', { class: 'output' }),
     };
-    const row = h('tr', { 'data-agent': agentId }, h('td', { class: 'mono', text: agentId }), cells.host, cells.state,
+    cells.row = h('tr', { 'data-agent': agentId }, h('td', { class: 'mono', text: agentId }), cells.host, cells.state,
       cells.code, cells.duration, h('td', {}, h('details', {}, cells.summary, cells.output)));
-    tbody.append(row);
+    tbody.append(cells.row);
     return cells;
   }
+
+  /** With a thousand hosts, the operator wants the failed ones, or those that printed a word. */
+  function applyFilter() {
+    const wanted = stateFilter.value;
+    const text = textFilter.value.trim().toLowerCase();
+    let visible = 0;
+    for (const [agentId, cells] of rows) {
+      const t = cells.target;
+      const show = (!wanted || t.state === wanted)
+        && (!text || `${agentId} ${t.hostname || ''} ${t.output}`.toLowerCase().includes(text));
+      cells.row.hidden = !show;
+      visible += show;
+    }
+    shown.textContent = `${visible} of ${rows.size} shown`;
+  }
+  stateFilter.addEventListener('change', applyFilter);
+  textFilter.addEventListener('input', applyFilter);
 
   function render(task) {
     state.replaceChildren(stateBadge(task.state));
@@ -612,6 +634,7 @@ function taskView(main, args, query, ctx) {
     if (task.finished) { cancel.disabled = true; cancel.textContent = 'Cancel task'; }
     for (const [agentId, target] of Object.entries(task.targets)) {
       const cells = rows.get(agentId) || rows.set(agentId, targetRow(agentId)).get(agentId);
+      cells.target = target;
       cells.host.textContent = target.hostname || '';
       if (cells.state.textContent !== target.state) cells.state.replaceChildren(stateBadge(target.state));
       cells.code.textContent = target.code ?? '';
@@ -626,6 +649,7 @@ function taskView(main, args, query, ctx) {
         cells.output.parentElement.open = true;
       }
     }
+    applyFilter();
     main.dataset.done = done ? 'yes' : 'no';
     return done;
   }
