@@ -268,6 +268,7 @@ def test_filters_and_select_all_of_the_filtered_rows(console_stack, page):
     assert ticked == {a for a, h in names.items() if h.startswith("bj-")}
     page.fill("#agent-filter", "sh-")
     expect(rows).to_have_count(1)
+    expect(page.locator("#agents-shown")).to_have_text(re.compile(r"^1 of 3 shown, as of \d\d:\d\d:\d\d$"))
     expect(rows.first.locator("td.hostname")).to_have_text(re.compile(r"^sh-"))
     page.fill("#agent-filter", "no match at all")
     expect(page.locator("#agents tbody")).to_contain_text("No agent matches the filter.")

@@ -243,6 +243,7 @@ function agentsView(main, args, query, ctx) {
   const keysPanel = h('div', { id: 'pending-keys', hidden: true });
   let agents = {};
   let visible = [];
+  let updated = '';
 
   main.append(
     h('h2', { text: 'Agents' }),
@@ -266,7 +267,7 @@ function agentsView(main, args, query, ctx) {
     const ticked = visible.filter((id) => selection.has(id)).length;
     selectAll.checked = visible.length > 0 && ticked === visible.length;
     selectAll.indeterminate = ticked > 0 && ticked < visible.length;
-    shown.textContent = `${visible.length} of ${ids.length} shown`;
+    shown.textContent = `${visible.length} of ${ids.length} shown, as of ${updated}`;
     runButton.textContent = `Run on ${selection.size} ticked`;
     runButton.disabled = selection.size === 0;
   }
@@ -326,6 +327,7 @@ function agentsView(main, args, query, ctx) {
   every(ctx, AGENTS_REFRESH_MS, async () => {
     if (!autoRefresh.checked && Object.keys(agents).length) return true;
     agents = await api('GET', '/task/targets');
+    updated = formatTime(Date.now() / 1000).slice(11);  // a stale list says how stale it is
     error.textContent = '';
     render();
     await renderPendingKeys();
@@ -392,7 +394,7 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
     h('div', {},
       field('targets', 'Targets', targets, 'Agent ids, separated by spaces or commas; ticking in Agents fills this.'),
       h('fieldset', { 'data-field': 'selector' },
-        h('legend', { text: 'or a selector (added to the targets)' }),
+        h('legend', { text: 'or a selector: agents matching every field given here (added to the targets)' }),
         field('selector.hostname', 'Hostname glob', hostname, 'e.g. web-* or db-?'),
         field('selector.labels', 'Labels', labels, 'key:value pairs, all must match.'),
         field('selector.group', 'Group', group, 'A named group of agents.'),
