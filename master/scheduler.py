@@ -14,6 +14,7 @@ which wait on gevent events.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -197,7 +198,7 @@ class Scheduler:
         if spec.selector is not None:
             picked = self.select(spec.selector)
             if not picked:
-                raise ValidationError(f"selector: matches no agent ({spec.selector})")
+                raise ValidationError(f"selector: matches no agent ({json.dumps(spec.selector, sort_keys=True)})")
             chosen = set(targets)
             targets += [a for a in picked if a not in chosen]
         return targets
