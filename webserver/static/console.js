@@ -394,7 +394,7 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
     h('div', {},
       field('targets', 'Targets', targets, 'Agent ids, separated by spaces or commas; ticking in Agents fills this.'),
       h('fieldset', { 'data-field': 'selector' },
-        h('legend', { text: 'or a selector: agents matching every field given here (added to the targets)' }),
+        h('legend', { text: 'or a selector (every field must match)' }),
         field('selector.hostname', 'Hostname glob', hostname, 'e.g. web-* or db-?'),
         field('selector.labels', 'Labels', labels, 'key:value pairs, all must match.'),
         field('selector.group', 'Group', group, 'A named group of agents.'),
