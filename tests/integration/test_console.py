@@ -150,6 +150,7 @@ def test_failing_script_shows_failed_and_the_cancelled_hosts(console_stack, page
     states = page.locator("#targets td.state")
     expect(states.filter(has_text="FAILED")).to_have_count(1)
     expect(states.filter(has_text="CANCELLED")).to_have_count(2)
+    expect(page.locator("#targets td").filter(has_text="never started")).to_have_count(2)
     expect(page.locator("#targets td.code").filter(has_text="3")).to_have_count(1)
     # the failure's output is open without a click
     failed = page.locator("#targets tbody tr").filter(has=page.locator("td.state", has_text="FAILED"))

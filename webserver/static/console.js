@@ -640,7 +640,8 @@ function taskView(main, args, query, ctx) {
       cells.host.textContent = target.hostname || '';
       if (cells.state.textContent !== target.state) cells.state.replaceChildren(stateBadge(target.state));
       cells.code.textContent = target.code ?? '';
-      cells.duration.textContent = target.state === 'RUNNING' ? 'running' : formatDuration(target.started, target.finished);
+      cells.duration.textContent = target.state === 'RUNNING' ? 'running'
+        : target.started ? formatDuration(target.started, target.finished) : (target.state === 'WAITING' ? '' : 'never started');
       const lines = target.output ? target.output.split('\n').length - (target.output.endsWith('\n') ? 1 : 0) : 0;
       const notes = [target.timed_out ? 'timed out' : '', target.truncated ? 'truncated' : ''].filter(Boolean);
       cells.summary.textContent = `${lines ? `${lines} line${lines === 1 ? '' : 's'}` : 'no output'}${notes.length ? ` (${notes.join(', ')})` : ''}`;
