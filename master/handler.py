@@ -16,7 +16,7 @@ from typing import Any
 from master.admission import Admission, Unauthorized
 from master.jobs import Jobs
 from master.scheduler import Scheduler
-from master.storage import KeyState, TaskRecord
+from master.storage import KeyState, TargetRecord, TaskRecord
 from utils import messages
 from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_POLL_WAIT, MAX_RESULT_WAIT
 from utils.exceptions import MessageError, NotFound, ValidationError
@@ -34,6 +34,25 @@ def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise ValidationError(f"{name}: expected a number of seconds")
     return max(0.0, min(float(value), cap))
+
+
+def _output_limit(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError("output_limit: expected a whole number of bytes >= 0")
+    return value
+
+
+def output_tail(output: bytes, limit: int | None) -> bytes:
+    """The last ``limit`` bytes of ``output`` (all of it for None), not starting inside a UTF-8 character."""
+    if limit is None or len(output) <= limit:
+        return output
+    tail = output[len(output) - limit:]
+    start = 0
+    while start < min(3, len(tail)) and 0x80 <= tail[start] <= 0xBF:
+        start += 1
+    return tail[start:]
 
 
 class AgentHandler:
@@ -153,13 +172,30 @@ class AdminHandler:
         return {agent_id: agent.to_dict() for agent_id, agent in self._storage.agents.items()}
 
     def get_result(self, query: Any) -> dict:
-        """One task in full: ``{"task_id": ..., "wait": seconds}`` (or the bare id)."""
+        """One task in full: ``{"task_id": ..., "wait": seconds, "output_limit": bytes}`` (or the bare id).
+
+        ``output_limit`` keeps only the last bytes of each output: a page that refreshes a task of a thousand
+        hosts must not make the master encode a gigabyte of output each time.
+        """
         if isinstance(query, str):
             query = {"task_id": query}
         if not isinstance(query, dict) or not isinstance(query.get("task_id"), str):
             raise ValidationError("task_id: missing or not a string")
         wait = _wait_seconds(query.get("wait"), MAX_RESULT_WAIT)
-        return self._task_detail(self._scheduler.wait_finished(query["task_id"], wait))
+        limit = _output_limit(query.get("output_limit"))
+        return self._task_detail(self._scheduler.wait_finished(query["task_id"], wait), limit)
+
+    def get_target(self, task_id: Any, agent_id: Any) -> dict:
+        """One target of one task, with its whole output."""
+        if not isinstance(task_id, str) or not isinstance(agent_id, str):
+            raise ValidationError("task_id, agent_id: expected strings")
+        task = self._storage.tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        target = task.targets.get(agent_id)
+        if target is None:
+            raise NotFound(f"task {task_id} has no target {agent_id}")
+        return {"task_id": task_id, "agent_id": agent_id, **self._target_entry(agent_id, target, None)}
 
     def get_tasks(self, limit: Any = 50, filters: Any = None) -> list[dict]:
         """Summaries of the newest tasks, newest first; ``filters``: state, job, agent, before (created time)."""
@@ -297,14 +333,18 @@ class AdminHandler:
             raise ValidationError("agent_id: expected a non-empty string")
         return value
 
-    def _task_detail(self, task: TaskRecord) -> dict:
+    def _task_detail(self, task: TaskRecord, output_limit: int | None = None) -> dict:
         detail = task.summary()
         detail["script"] = messages.b64encode(task.script)
-        agents = self._storage.agents
-        detail["targets"] = {}
-        for agent_id, target in task.targets.items():
-            agent = agents.get(agent_id)
-            entry = target.to_dict(agent.hostname if agent else None)
-            entry["output"] = messages.b64encode(target.output)
-            detail["targets"][agent_id] = entry
+        detail["targets"] = {agent_id: self._target_entry(agent_id, target, output_limit)
+                             for agent_id, target in task.targets.items()}
         return detail
+
+    def _target_entry(self, agent_id: str, target: TargetRecord, output_limit: int | None) -> dict:
+        agent = self._storage.agents.get(agent_id)
+        entry = target.to_dict(agent.hostname if agent else None)
+        shown = output_tail(target.output, output_limit)
+        entry["output"] = messages.b64encode(shown)
+        entry["output_bytes"] = len(target.output)
+        entry["output_omitted"] = len(target.output) - len(shown)
+        return entry

@@ -21,6 +21,10 @@ def _op(summary: str, ok: dict, status: str = "200", body: str | None = None, pa
 _WAIT = {"name": "wait", "in": "query", "required": False,
          "description": "seconds (at most 60) to wait for the task to finish before answering",
          "schema": {"type": "number", "minimum": 0}}
+_OUTPUT_LIMIT = {"name": "output_limit", "in": "query", "required": False,
+                 "description": "keep only the last this many bytes of each output (output_omitted says how many "
+                                "were left out; GET /task/{task_id}/target/{agent_id} gives one output whole)",
+                 "schema": {"type": "integer", "minimum": 0}}
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _AGENT_ID = {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -53,7 +57,8 @@ OPENAPI: dict = {
             },
             "TaskId": {"type": "object", "required": ["task_id"], "properties": {"task_id": {"type": "string"}}},
             "ResultQuery": {"type": "object", "required": ["task_id"], "properties": {
-                "task_id": {"type": "string"}, "wait": {"type": "number", "minimum": 0}}},
+                "task_id": {"type": "string"}, "wait": {"type": "number", "minimum": 0},
+                "output_limit": {"type": "integer", "minimum": 0}}},
             "TaskSummary": {"type": "object", "properties": {
                 "task_id": {"type": "string"}, "state": _STATE, "parallel": {"type": "integer"},
                 "fail_rate": {"type": "number"}, "fail_count": {"type": "integer"}, "timeout": {"type": "number"},
@@ -67,7 +72,11 @@ OPENAPI: dict = {
                 "hostname": {"type": "string", "nullable": True}, "state": _STATE,
                 "code": {"type": "integer", "nullable": True}, "output": {"type": "string"},
                 "started": {"type": "number", "nullable": True}, "finished": {"type": "number", "nullable": True},
-                "timed_out": {"type": "boolean"}, "truncated": {"type": "boolean"}}},
+                "timed_out": {"type": "boolean"}, "truncated": {"type": "boolean"},
+                "output_bytes": {"type": "integer", "description": "size of the whole output"},
+                "output_omitted": {"type": "integer", "description": "bytes left out by output_limit"}}},
+            "TargetResult": {"allOf": [{"$ref": "#/components/schemas/Target"}, {"type": "object", "properties": {
+                "task_id": {"type": "string"}, "agent_id": {"type": "string"}}}]},
             "TaskList": {"type": "array", "items": {"$ref": "#/components/schemas/TaskSummary"}},
             "Agents": {"type": "object", "additionalProperties": {"type": "object", "properties": {
                 "hostname": {"type": "string"}, "ip": {"type": "array", "items": {"type": "string"}},
@@ -126,9 +135,12 @@ OPENAPI: dict = {
         "/task": {"post": _op("submit a task", _json("#/components/schemas/TaskId", "created"), "201",
                               "#/components/schemas/TaskRequest")},
         "/result": {"post": _op("one task with every target's result", _json("#/components/schemas/Task"),
-                                body="#/components/schemas/ResultQuery", params=[_WAIT])},
+                                body="#/components/schemas/ResultQuery", params=[_WAIT, _OUTPUT_LIMIT])},
         "/task/{task_id}": {"get": _op("one task with every target's result", _json("#/components/schemas/Task"),
-                                       params=[_TASK_ID, _WAIT])},
+                                       params=[_TASK_ID, _WAIT, _OUTPUT_LIMIT])},
+        "/task/{task_id}/target/{agent_id}": {"get": _op(
+            "one target of a task, with its whole output", _json("#/components/schemas/TargetResult"),
+            params=[_TASK_ID, _AGENT_ID])},
         "/task/{task_id}/cancel": {"post": {**_op(
             "cancel a task: waiting targets never start, running scripts are killed",
             _json("#/components/schemas/TaskSummary"), params=[_TASK_ID]),

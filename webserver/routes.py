@@ -174,12 +174,29 @@ async def submit_task(request: web.Request) -> web.Response:
     return web.json_response({"task_id": task_id}, status=201)
 
 
-async def _task_result(request: web.Request, task_id: Any, wait: Any) -> web.Response:
+def parse_output_limit(value: Any) -> int | None:
+    """``output_limit`` in bytes (an integer, or a numeric query string); None keeps whole outputs."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ApiError(400, "output_limit: expected a whole number of bytes") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ApiError(400, "output_limit: expected a whole number of bytes >= 0")
+    return value
+
+
+async def _task_result(request: web.Request, task_id: Any, wait: Any, output_limit: Any) -> web.Response:
     if not isinstance(task_id, str) or not task_id:
         raise ApiError(400, "task_id: missing or not a string")
     seconds = parse_wait(wait)
-    detail = await call_master(request, "get_result", {"task_id": task_id, "wait": seconds},
-                               timeout=seconds + RPC_WAIT_MARGIN)
+    query = {"task_id": task_id, "wait": seconds}
+    limit = parse_output_limit(output_limit)
+    if limit is not None:
+        query["output_limit"] = limit
+    detail = await call_master(request, "get_result", query, timeout=seconds + RPC_WAIT_MARGIN)
     return web.json_response(task_view(detail))
 
 
@@ -188,12 +205,22 @@ async def result(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise ApiError(400, "body: expected a JSON object with task_id")
-    return await _task_result(request, body.get("task_id"), body.get("wait", request.query.get("wait")))
+    return await _task_result(request, body.get("task_id"), body.get("wait", request.query.get("wait")),
+                              body.get("output_limit", request.query.get("output_limit")))
 
 
 @routes.get("/task/{task_id}")
 async def task(request: web.Request) -> web.Response:
-    return await _task_result(request, request.match_info["task_id"], request.query.get("wait"))
+    return await _task_result(request, request.match_info["task_id"], request.query.get("wait"),
+                              request.query.get("output_limit"))
+
+
+@routes.get("/task/{task_id}/target/{agent_id}")
+async def task_target(request: web.Request) -> web.Response:
+    """One target's whole output (for when ``output_limit`` cut it)."""
+    target = await call_master(request, "get_target", request.match_info["task_id"], request.match_info["agent_id"])
+    target["output"] = decode_output(target["output"])
+    return web.json_response(target)
 
 
 @routes.post("/task/{task_id}/cancel")

@@ -404,3 +404,31 @@ def test_an_unknown_task_says_so_and_stops_asking(console_stack, page):
     asked = len(requests)
     page.wait_for_timeout(2000)  # several refresh intervals
     assert len(requests) == asked
+
+
+def test_a_long_output_shows_its_tail_and_loads_whole_on_request(console_stack, page, tmp_path):
+    first, second = sorted(hosts(console_stack))[:2]
+    flag = tmp_path / "first-done"
+    # parallel 1: the first target prints and ends at once; the second then runs 4 s more, so the page is
+    # still refreshing the task while the first output is loaded whole
+    task_id = console_stack.api.submit(f"seq 1 20000; if [ -e {flag} ]; then sleep 4; fi; touch {flag}",
+                                       [first, second], parallel=1)
+    whole = "".join(f"{i}\n" for i in range(1, 20001))
+    open_console(page, console_stack, f"#/task/{task_id}")
+    row = target_row(page, first)
+    expect(row.locator("td.state")).to_have_text("SUCCEED")
+    expect(row.locator("summary")).to_have_text(re.compile(r"^last 8\.0 KB of 106\.3 KB$"))
+    row.locator("summary").click()
+    output = row.locator("pre.output")
+    expect(output).to_have_text(whole[-8192:])
+    load = row.locator("button.whole-output")
+    expect(load).to_have_text("Load all 106.3 KB")
+    load.click()
+    expect(output).to_have_text(whole)
+    expect(load).to_be_hidden()
+    expect(row.locator("summary")).to_have_text("20000 lines")
+    expect(page.locator("#view")).to_have_attribute("data-done", "no")
+    page.wait_for_timeout(1500)  # refreshes of the running task leave the whole output in place
+    expect(output).to_have_text(whole)
+    wait_task_done(page)
+    expect(output).to_have_text(whole)

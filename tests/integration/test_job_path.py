@@ -115,6 +115,36 @@ def test_task_list_and_lookup(stack):
     assert status == 200 and one["targets"][ids[0]]["state"] == "SUCCEED"
 
 
+def test_output_limit_keeps_the_tail_and_one_target_gives_it_whole(stack):
+    ids = stack.up(2)
+    task_id = stack.api.run("seq 1 20000", ids)["task_id"]
+    whole = "".join(f"{i}\n" for i in range(1, 20001))
+    status, cut = stack.api.get(f"/task/{task_id}?output_limit=100")
+    assert status == 200, cut
+    for target in cut["targets"].values():
+        assert target["output"] == whole[-100:] and whole.endswith(target["output"])
+        assert target["output_bytes"] == len(whole) and target["output_omitted"] == len(whole) - 100
+    status, cut = stack.api.post("/result", {"task_id": task_id, "output_limit": 0})
+    assert status == 200 and {t["output"] for t in cut["targets"].values()} == {""}
+    status, full = stack.api.get(f"/task/{task_id}")
+    assert all(t["output"] == whole and t["output_omitted"] == 0 for t in full["targets"].values())
+
+    status, one = stack.api.get(f"/task/{task_id}/target/{ids[1]}")
+    assert status == 200, one
+    assert one["agent_id"] == ids[1] and one["task_id"] == task_id and one["state"] == "SUCCEED"
+    assert one["output"] == whole and one["output_bytes"] == len(whole) and one["output_omitted"] == 0
+
+    for query in ("output_limit=-1", "output_limit=lots", "output_limit=1.5"):
+        status, body = stack.api.get(f"/task/{task_id}?{query}")
+        assert status == 400 and body["error"].startswith("output_limit: "), (query, body)
+    status, body = stack.api.post("/result", {"task_id": task_id, "output_limit": True})
+    assert status == 400 and body["error"].startswith("output_limit: ")
+    status, body = stack.api.get(f"/task/{task_id}/target/nobody")
+    assert status == 404 and body["error"] == f"task {task_id} has no target nobody"
+    status, body = stack.api.get(f"/task/nothing/target/{ids[0]}")
+    assert status == 404 and body["error"] == "task nothing not found"
+
+
 def test_targets_view(stack):
     ids = stack.up(2)
     agents = stack.api.agents()

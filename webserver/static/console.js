@@ -12,6 +12,8 @@ const STATES = ['SUCCEED', 'FAILED', 'CANCELLED', 'RUNNING', 'WAITING'];
 const AGENTS_REFRESH_MS = 2000;
 const TASK_REFRESH_MS = 700;
 const HISTORY_REFRESH_MS = 3000;
+/** The task view asks for the last this many bytes of each output; a button loads one output whole. */
+const OUTPUT_TAIL_BYTES = 8192;
 const PARAMS = [
   { name: 'timeout', label: 'timeout', def: '0',
     hint: "Seconds before a host's script is killed (exit code 124); 0 = no limit." },
@@ -53,6 +55,10 @@ function formatTime(seconds) {
   const d = new Date(seconds * 1000);
   const pad = (n) => String(n).padStart(2, '0');
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function formatBytes(n) {
+  return n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1048576).toFixed(1)} MB`;
 }
 
 function formatDuration(started, finished) {
@@ -547,6 +553,16 @@ function runView(main, args, query, ctx) {
 
 // ---- one task, live ------------------------------------------------------------------------------------
 
+/** "12 lines", or "last 8.0 KB of 1.2 MB" when only the tail is shown, with timed out / truncated. */
+function outputSummary(target, shown) {
+  const lines = shown ? shown.split('\n').length - (shown.endsWith('\n') ? 1 : 0) : 0;
+  const size = target.output_omitted
+    ? `last ${formatBytes(target.output_bytes - target.output_omitted)} of ${formatBytes(target.output_bytes)}`
+    : (lines ? `${lines} line${lines === 1 ? '' : 's'}` : 'no output');
+  const notes = [target.timed_out ? 'timed out' : '', target.truncated ? 'truncated by the agent' : ''].filter(Boolean);
+  return notes.length ? `${size} (${notes.join(', ')})` : size;
+}
+
 function taskView(main, args, query, ctx) {
   const taskId = args[0] || '';
   const title = h('h2', {}, 'Task ', h('span', { class: 'mono', text: taskId }), ' ');
@@ -597,9 +613,19 @@ function taskView(main, args, query, ctx) {
     const cells = {
       host: h('td', { class: 'hostname' }), state: h('td', { class: 'state' }), code: h('td', { class: 'num code' }),
       duration: h('td', { class: 'num' }), summary: h('summary'), output: h('pre', { class: 'output' }),
+      whole: h('button', { type: 'button', class: 'whole-output', hidden: true }),
     };
+    cells.whole.addEventListener('click', async () => {
+      try {
+        const one = await api('GET', `/task/${encodeURIComponent(taskId)}/target/${encodeURIComponent(agentId)}`);
+        cells.wholeOutput = one.output;  // a finished target's output does not change any more
+        cells.output.textContent = one.output;
+        cells.whole.hidden = true;
+        cells.summary.textContent = outputSummary(one, one.output);
+      } catch (err) { error.textContent = err.message; }
+    });
     cells.row = h('tr', { 'data-agent': agentId }, h('td', { class: 'mono', text: agentId }), cells.host, cells.state,
-      cells.code, cells.duration, h('td', {}, h('details', {}, cells.summary, cells.output)));
+      cells.code, cells.duration, h('td', {}, h('details', {}, cells.summary, cells.whole, cells.output)));
     tbody.append(cells.row);
     return cells;
   }
@@ -642,10 +668,12 @@ function taskView(main, args, query, ctx) {
       cells.code.textContent = target.code ?? '';
       cells.duration.textContent = target.state === 'RUNNING' ? 'running'
         : target.started ? formatDuration(target.started, target.finished) : (target.state === 'WAITING' ? '' : 'never started');
-      const lines = target.output ? target.output.split('\n').length - (target.output.endsWith('\n') ? 1 : 0) : 0;
-      const notes = [target.timed_out ? 'timed out' : '', target.truncated ? 'truncated' : ''].filter(Boolean);
-      cells.summary.textContent = `${lines ? `${lines} line${lines === 1 ? '' : 's'}` : 'no output'}${notes.length ? ` (${notes.join(', ')})` : ''}`;
-      if (cells.output.textContent !== target.output) cells.output.textContent = target.output;
+      if (cells.wholeOutput === undefined) {
+        cells.summary.textContent = outputSummary(target, target.output);
+        if (cells.output.textContent !== target.output) cells.output.textContent = target.output;
+        cells.whole.hidden = !target.output_omitted;
+        cells.whole.textContent = `Load all ${formatBytes(target.output_bytes)}`;
+      }
       // a failure's output is what the operator came for: show it once, without a click
       if (target.state === 'FAILED' && !cells.shownFailure) {
         cells.shownFailure = true;
@@ -658,7 +686,7 @@ function taskView(main, args, query, ctx) {
   }
 
   every(ctx, TASK_REFRESH_MS, async () => {
-    const task = await api('GET', `/task/${encodeURIComponent(taskId)}`);
+    const task = await api('GET', `/task/${encodeURIComponent(taskId)}?output_limit=${OUTPUT_TAIL_BYTES}`);
     error.textContent = '';
     return !render(task);
   });
