@@ -10,7 +10,13 @@ from master import MasterKeys, MasterServer
 from master.server import BindError
 from master.sqlite_storage import open_storage
 from utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
-from utils.defaults import DEFAULT_ADMIN_BIND, DEFAULT_AGENT_TIMEOUT, DEFAULT_BIND, DEFAULT_MAX_SCRIPT_BYTES
+from utils.defaults import (
+    DEFAULT_ADMIN_BIND,
+    DEFAULT_AGENT_TIMEOUT,
+    DEFAULT_BIND,
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MAX_SCRIPT_BYTES,
+)
 from utils.statedir import StateDirError, resolve_state_dir
 
 KEY_ACTIONS = ("list", "accept", "reject", "delete")
@@ -33,6 +39,10 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--max-script-bytes", type=int,
                         default=env("MAX_SCRIPT_BYTES", DEFAULT_MAX_SCRIPT_BYTES, int),
                         help="largest script accepted [MSCHEDULE_MAX_SCRIPT_BYTES]")
+    parser.add_argument("--max-result-bytes", type=int,
+                        default=env("MAX_RESULT_BYTES", DEFAULT_MAX_RESULT_BYTES, int),
+                        help="most output bytes in one task's answer; above it each output keeps its tail "
+                             "[MSCHEDULE_MAX_RESULT_BYTES]")
     parser.add_argument("--keep-tasks", type=int, default=env("KEEP_TASKS", None, int),
                         help="keep at most this many tasks; older finished ones (and their outputs) are pruned "
                              "[MSCHEDULE_KEEP_TASKS]")
@@ -48,6 +58,8 @@ def parse_args(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     if args.agent_timeout <= 0:
         parser.error("--agent-timeout must be > 0")
+    if args.max_result_bytes < 1:
+        parser.error("--max-result-bytes must be >= 1")
     if (args.keep_tasks is not None and args.keep_tasks < 1) or (args.keep_days is not None and args.keep_days <= 0):
         parser.error("--keep-tasks must be >= 1 and --keep-days > 0")
     if args.command and (args.command[0] != "keys" or len(args.command) < 2 or args.command[1] not in KEY_ACTIONS
@@ -102,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     except sqlite3.Error as exc:
         fail(f"cannot open database {db}: {exc}")
     server = MasterServer(args.bind, args.admin_bind, args.agent_timeout, storage=storage,
-                          max_script_bytes=args.max_script_bytes, keys=keys, auto_accept=args.auto_accept,
+                          max_script_bytes=args.max_script_bytes, max_result_bytes=args.max_result_bytes,
+                          keys=keys, auto_accept=args.auto_accept,
                           keep_tasks=args.keep_tasks, keep_days=args.keep_days)
     try:
         server.bind()

@@ -18,7 +18,7 @@ from master.jobs import Jobs
 from master.scheduler import Scheduler
 from master.storage import KeyState, TargetRecord, TaskRecord
 from utils import messages
-from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_POLL_WAIT, MAX_RESULT_WAIT
+from utils.defaults import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SCRIPT_BYTES, MAX_POLL_WAIT, MAX_RESULT_WAIT
 from utils.exceptions import MessageError, NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
 from utils.selectors import validate_selector
@@ -140,11 +140,13 @@ class AdminHandler:
     """zerorpc methods for the web tier and the ``keys`` command."""
 
     def __init__(self, scheduler: Scheduler, admission: Admission | None = None,
-                 max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES) -> None:
+                 max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> None:
         self._scheduler = scheduler
         self._storage = scheduler.storage
         self._admission = admission
         self._max_script_bytes = max_script_bytes
+        self._max_result_bytes = max_result_bytes
         self._jobs = Jobs(self._storage, max_script_bytes)
 
     def add_task(self, task: Any) -> str:
@@ -175,7 +177,9 @@ class AdminHandler:
         """One task in full: ``{"task_id": ..., "wait": seconds, "output_limit": bytes}`` (or the bare id).
 
         ``output_limit`` keeps only the last bytes of each output: a page that refreshes a task of a thousand
-        hosts must not make the master encode a gigabyte of output each time.
+        hosts must not make the master encode a gigabyte of output each time. Whatever the limit, outputs that
+        together pass ``max_result_bytes`` each keep an equal share of it, their tail. The answer's
+        ``output_limit`` says which limit applied (None: whole outputs).
         """
         if isinstance(query, str):
             query = {"task_id": query}
@@ -183,7 +187,14 @@ class AdminHandler:
             raise ValidationError("task_id: missing or not a string")
         wait = _wait_seconds(query.get("wait"), MAX_RESULT_WAIT)
         limit = _output_limit(query.get("output_limit"))
-        return self._task_detail(self._scheduler.wait_finished(query["task_id"], wait), limit)
+        task = self._scheduler.wait_finished(query["task_id"], wait)
+        cap = self._max_result_bytes if limit is None else limit  # any one output adds at most this
+        if sum(min(len(t.output), cap) for t in task.targets.values()) > self._max_result_bytes:
+            share = self._max_result_bytes // len(task.targets)
+            limit = share if limit is None else min(limit, share)
+        detail = self._task_detail(task, limit)
+        detail["output_limit"] = limit
+        return detail
 
     def get_target(self, task_id: Any, agent_id: Any) -> dict:
         """One target of one task, with its whole output."""

@@ -42,6 +42,10 @@ DEFAULT_OUTPUT_CAP = 1024 * 1024
 DEFAULT_MAX_SCRIPT_BYTES = 1024 * 1024
 """Largest script (plain text, before base64) the web tier and the master accept."""
 
+DEFAULT_MAX_RESULT_BYTES = 64 * 1024 * 1024
+"""Most output bytes one task's answer carries; above it each output keeps only its tail (one target's
+whole output is always available). The master is one process: building a gigabyte answer would stall it."""
+
 DEFAULT_MAX_TARGETS = 10000
 """Most targets one task may have."""
 

@@ -67,6 +67,8 @@ OPENAPI: dict = {
                 "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
             "Task": {"allOf": [{"$ref": "#/components/schemas/TaskSummary"}, {"type": "object", "properties": {
                 "script": {"type": "string"},
+                "output_limit": {"type": "integer", "nullable": True,
+                                 "description": "bytes kept of each output's tail, or null: whole outputs"},
                 "targets": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Target"}}}}]},
             "Target": {"type": "object", "properties": {
                 "hostname": {"type": "string", "nullable": True}, "state": _STATE,

@@ -145,6 +145,27 @@ def test_output_limit_keeps_the_tail_and_one_target_gives_it_whole(stack):
     assert status == 404 and body["error"] == "task nothing not found"
 
 
+def test_outputs_over_the_result_budget_keep_an_equal_tail_each(stack):
+    stack.master("--max-result-bytes", "50000")
+    stack.web()
+    stack.agents(2)
+    ids = sorted(stack.online_agents())
+    task_id = stack.api.run("seq 1 20000", ids)["task_id"]  # 108894 bytes each, 217788 together
+    whole = "".join(f"{i}\n" for i in range(1, 20001))
+    status, detail = stack.api.get(f"/task/{task_id}")
+    assert status == 200 and detail["output_limit"] == 25000
+    for target in detail["targets"].values():
+        assert target["output"] == whole[-25000:]
+        assert target["output_bytes"] == len(whole) and target["output_omitted"] == len(whole) - 25000
+    # a caller's limit holds where it is smaller than the share, not where it is larger; one target is whole
+    assert stack.api.get(f"/task/{task_id}?output_limit=10")[1]["output_limit"] == 10
+    assert stack.api.get(f"/task/{task_id}?output_limit=40000")[1]["output_limit"] == 25000
+    assert stack.api.get(f"/task/{task_id}/target/{ids[0]}")[1]["output"] == whole
+    # under the budget nothing is cut
+    small = stack.api.run("echo small", ids)
+    assert small["output_limit"] is None and {t["output"] for t in small["targets"].values()} == {"small\n"}
+
+
 def test_targets_view(stack):
     ids = stack.up(2)
     agents = stack.api.agents()
