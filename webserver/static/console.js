@@ -503,7 +503,7 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
       submit.disabled = false;
     }
   });
-  return { form, fill, values, showError };
+  return { form, fill };
 }
 
 /** Form values for a task or a job version's parameters (for a rerun or a new version). */
