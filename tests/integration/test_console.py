@@ -432,3 +432,21 @@ def test_a_long_output_shows_its_tail_and_loads_whole_on_request(console_stack, 
     expect(output).to_have_text(whole)
     wait_task_done(page)
     expect(output).to_have_text(whole)
+
+
+def test_a_group_from_the_draft_can_be_unset(console_stack, page):
+    names = hosts(console_stack)
+    sh = [a for a, h in names.items() if h.startswith("sh-")]
+    assert console_stack.api.request("PUT", "/group/beijing", {"selector": {"labels": {"dc": "bj"}}})[0] == 200
+    open_console(page, console_stack, "#/run")
+    page.fill("#run-form-targets", "")
+    page.select_option("#run-form-group", "beijing")
+    # the draft keeps the group; coming back fills it in before the list of groups has loaded
+    page.click("header nav a[data-view=agents]")
+    expect(page.locator("#agents tbody tr[data-agent]")).to_have_count(3)
+    page.click("header nav a[data-view=run]")
+    expect(page.locator("#run-form-group")).to_have_value("beijing")
+    page.select_option("#run-form-group", "")
+    page.fill("#run-form-targets", " ".join(sh))
+    task_id = submit_run(page, "true")
+    assert sorted(console_stack.api.wait_task(task_id)["targets"]) == sorted(sh)

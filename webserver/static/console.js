@@ -12,6 +12,7 @@ const STATES = ['SUCCEED', 'FAILED', 'CANCELLED', 'RUNNING', 'WAITING'];
 const AGENTS_REFRESH_MS = 2000;
 const TASK_REFRESH_MS = 700;
 const HISTORY_REFRESH_MS = 3000;
+const HISTORY_PAGE = 50;
 /** The task view asks for the last this many bytes of each output; a button loads one output whole. */
 const OUTPUT_TAIL_BYTES = 8192;
 const PARAMS = [
@@ -155,8 +156,12 @@ async function api(method, path, body) {
     let data = null;
     try { data = await response.json(); } catch { data = null; }
     if (response.status === 401) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      await askToken(token ? 'That token was refused. Try again.' : 'This console needs an API token.');
+      // ask only if no other request has got a new token meanwhile: a request sent with the old one
+      // just goes again (and must not throw away the token the operator has just typed)
+      if (sessionStorage.getItem(TOKEN_KEY) === token) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        await askToken(token ? 'That token was refused. Try again.' : 'This console needs an API token.');
+      }
       continue;
     }
     if (!response.ok) throw new ApiError(response.status, (data && data.error) || `HTTP ${response.status}`);
@@ -202,9 +207,16 @@ function every(ctx, ms, fn) {
       }
     }
     const pause = Math.max(ms, 4 * (performance.now() - started));
-    if (again && ctx.alive) ctx.timers.push(setTimeout(tick, pause));
+    if (again && ctx.alive) later(ctx, tick, pause);
   };
   tick();
+}
+
+/** setTimeout that leaving the view cancels; a timer that has fired is forgotten (a page may stay open for days). */
+function later(ctx, fn, ms) {
+  const id = setTimeout(() => { ctx.timers.delete(id); fn(); }, ms);
+  ctx.timers.add(id);
+  return id;
 }
 
 function errorBox() {
@@ -411,6 +423,8 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
       general, note,
       h('div', { class: 'actions' }, submit)));
 
+  // a group filled in before the list of groups has loaded is kept in dataset.want until the operator picks
+  group.addEventListener('change', () => { delete group.dataset.want; });
   api('GET', '/groups').then((groups) => {
     const chosen = group.dataset.want || group.value;
     group.append(...groups.map((g) => h('option', { value: g.name, text: g.name })));
@@ -594,11 +608,11 @@ function taskView(main, args, query, ctx) {
   cancel.addEventListener('click', async () => {
     if (!armed) {  // two clicks: a stray click does not kill scripts on a fleet
       cancel.textContent = 'Click again to cancel';
-      armed = setTimeout(() => { armed = null; cancel.textContent = 'Cancel task'; }, 4000);
-      ctx.timers.push(armed);
+      armed = later(ctx, () => { armed = null; cancel.textContent = 'Cancel task'; }, 4000);
       return;
     }
     clearTimeout(armed);
+    ctx.timers.delete(armed);
     armed = null;
     cancel.disabled = true;
     cancel.textContent = 'Cancelling...';
@@ -712,7 +726,7 @@ function historyView(main, args, query, ctx) {
 
   let last = [];
   async function load() {
-    const params = new URLSearchParams({ limit: '50' });
+    const params = new URLSearchParams({ limit: String(HISTORY_PAGE) });
     if (stateSelect.value) params.set('state', stateSelect.value);
     if (jobInput.value.trim()) params.set('job', jobInput.value.trim());
     if (pages.length) params.set('before', String(pages[pages.length - 1]));
@@ -726,7 +740,7 @@ function historyView(main, args, query, ctx) {
       h('td', { class: 'num', text: t.total }),
       h('td', {}, t.job ? h('a', { href: `#/job/${encodeURIComponent(t.job)}`, text: `${t.job} v${t.job_version}` }) : ''))));
     if (!last.length) tbody.append(h('tr', {}, h('td', { colspan: 6, class: 'empty', text: 'No task here.' })));
-    older.disabled = last.length < 50;
+    older.disabled = last.length < HISTORY_PAGE;
     newer.disabled = !pages.length;
   }
   older.addEventListener('click', () => { if (last.length) { pages.push(last[last.length - 1].created); load().catch(ctx.showError); } });
@@ -882,7 +896,7 @@ function route() {
   main.replaceChildren();
   main.dataset.view = name;
   delete main.dataset.done;
-  const ctx = { alive: true, timers: [], showError: () => {} };
+  const ctx = { alive: true, timers: new Set(), showError: () => {} };
   leaveView = () => { ctx.alive = false; ctx.timers.forEach(clearTimeout); };
   document.title = `mschedule: ${name}`;
   (VIEWS[name] || notFoundView)(main, args, new URLSearchParams(queryPart), ctx);
