@@ -22,7 +22,7 @@ import zmq
 from zmq.utils import z85
 
 from master.storage import KeyRecord, KeyState, Storage
-from utils.exceptions import MScheduleError, NotFound
+from utils.exceptions import NotFound, Unauthorized
 from utils.keys import fingerprint
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,6 @@ AGENTS_DOMAIN = "agents"
 ADMIN_DOMAIN = "admin"
 
 _peer = gevent.local.local()
-
-
-class Unauthorized(MScheduleError):
-    """The caller may not do this (key not accepted, or another agent's id)."""
 
 
 def set_current_key(key: str | None) -> None:
