@@ -7,6 +7,7 @@ import tomllib
 
 from agent.identity import StateDirError, resolve_state_dir
 from agent.runner import build_workers, run_workers
+from transport.guard import exit_unless_pinned
 from utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
 from utils.defaults import (
     BACKOFF_CAP,
@@ -105,7 +106,7 @@ def check_master(endpoint: str, master_key: bytes | None) -> int:
     """``--check``: one ping to the master; exit code 0 when it answers (with a throwaway key pair)."""
     import zmq
 
-    from utils.rpc import TRANSPORT_ERRORS, CurveClientKeys, MasterLink
+    from transport import TRANSPORT_ERRORS, CurveClientKeys, MasterLink
 
     curve = CurveClientKeys(master_key, *zmq.curve_keypair()) if master_key else None
     link = MasterLink(endpoint, timeout=3, curve=curve)
@@ -121,6 +122,7 @@ def check_master(endpoint: str, master_key: bytes | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    exit_unless_pinned()
     args = parse_args(argv)
     start_logging("agent", args)
     master_key = None

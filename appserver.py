@@ -7,8 +7,9 @@ import sqlite3
 import sys
 
 from master import MasterKeys, MasterServer
-from master.server import BindError
+from master.server import BindError, ServingLoopDied
 from master.sqlite_storage import open_storage
+from transport.guard import exit_unless_pinned
 from utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
 from utils.defaults import (
     DEFAULT_ADMIN_BIND,
@@ -70,7 +71,7 @@ def parse_args(argv: list[str] | None = None):
 
 def keys_command(args, state_dir: str) -> int:
     """``keys ...``: one call to the running master's admin endpoint with the admin credential."""
-    from utils.rpc import TRANSPORT_ERRORS, CurveClientKeys, make_client
+    from transport import TRANSPORT_ERRORS, CurveClientKeys, make_client
 
     action = args.command[1]
     curve = None
@@ -96,6 +97,7 @@ def keys_command(args, state_dir: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    exit_unless_pinned()
     args = parse_args(argv)
     start_logging("master", args)
     try:
@@ -121,7 +123,10 @@ def main(argv: list[str] | None = None) -> None:
         server.bind()
     except BindError as exc:
         fail(str(exc))
-    server.run()
+    try:
+        server.run()
+    except ServingLoopDied as exc:
+        fail(str(exc), code=70)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import time
 
 from aiohttp import web
 
+from transport import TRANSPORT_ERRORS, CurveClientKeys, exit_unless_pinned
 from utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
 from utils.defaults import (
     DEFAULT_ADMIN,
@@ -19,7 +20,6 @@ from utils.defaults import (
     RPC_TIMEOUT,
 )
 from utils.keys import KeyFileError, client_keypair_arg, public_key_arg
-from utils.rpc import TRANSPORT_ERRORS, CurveClientKeys
 from webserver import MasterBridge, build_app
 from webserver.auth import TokenFileError, load_tokens
 
@@ -125,6 +125,7 @@ async def serve(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    exit_unless_pinned()
     args = parse_args(argv)
     start_logging("web", args)
     try:

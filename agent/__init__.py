@@ -2,6 +2,6 @@
 from agent.backoff import Backoff
 from agent.executor import ExecResult, Executor
 from agent.worker import AgentWorker
-from utils.rpc import MasterLink
+from transport import MasterLink
 
 __all__ = ["AgentWorker", "Executor", "ExecResult", "MasterLink", "Backoff"]

@@ -13,8 +13,8 @@ from agent.identity import hostname as system_hostname
 from agent.identity import load_or_create_agent_id, local_ipv4_addresses
 from agent.spool import Spool
 from agent.worker import AgentWorker
+from transport import CurveClientKeys, MasterLink
 from utils.keys import load_or_create_keypair
-from utils.rpc import CurveClientKeys, MasterLink
 from utils.statedir import StateDirError
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ import zerorpc
 from agent.backoff import Backoff
 from agent.executor import ExecResult, Executor
 from agent.spool import Spool
+from transport import TRANSPORT_ERRORS, MasterLink
 from utils import messages
 from utils.defaults import BACKOFF_CAP, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT
 from utils.exceptions import MessageError
 from utils.greenlets import capture, unwrap
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
-from utils.rpc import TRANSPORT_ERRORS, MasterLink
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Every link is CURVE-encrypted; the ZAP handler decides at connection time:
 - the agents endpoint (domain ``agents``) admits any key that is not rejected.
 
 ZAP names each connection's key as its User-Id, which the server stamps on every request
-(``QuietServer.stamp_user_ids``); what a caller may do is decided per call from that key. An agent id
+(``transport.events.parse``); what a caller may do is decided per call from that key. An agent id
 belongs to the key that first claimed it; a new key becomes *pending* when it registers and can do
 nothing else until an operator accepts it (or ``--auto-accept``); a rejected key is refused at once, even
 on a connection that is already open.

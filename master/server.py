@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import gevent.event
 import zerorpc
 import zmq
 
@@ -16,10 +17,10 @@ from master.admission import ADMIN_DOMAIN, AGENTS_DOMAIN, Admission, ZapHandler,
 from master.handler import AdminHandler, AgentHandler
 from master.scheduler import Scheduler
 from master.storage import Storage
+from transport import RpcServer, make_curve_server
 from utils import messages
 from utils.defaults import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SCRIPT_BYTES, RPC_HEARTBEAT
 from utils.keys import load_or_create_keypair
-from utils.rpc import QuietServer, make_curve_server
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,17 @@ HOUSEKEEPING_INTERVAL = 0.5
 
 
 def answer_inline(method: str, args: Any) -> bool:
-    """Calls that never block, answered without zerorpc's per-call greenlets (see QuietServer):
+    """Calls that never block, answered without zerorpc's per-call greenlets (see RpcServer):
     pings, and the heartbeats and registrations that are most of an idle master's traffic.
     Results are not among them: their ack waits for a commit."""
     if method == "ping":
         return True
     return (method == "send" and len(args) == 1 and isinstance(args[0], dict)
             and args[0].get("type") in (messages.HEARTBEAT, messages.REGISTER))
+
+
+class ServingLoopDied(RuntimeError):
+    """A serving loop of an endpoint could not be restored."""
 
 
 class BindError(Exception):
@@ -98,11 +103,12 @@ class MasterServer:
         self.agent_handler = AgentHandler(self.scheduler, self.admission)
         self.admin_handler = AdminHandler(self.scheduler, self.admission, max_script_bytes=max_script_bytes,
                                           max_result_bytes=max_result_bytes)
-        self._agents = QuietServer(self.agent_handler, inline=answer_inline, peer_hook=set_current_key,
-                                   heartbeat=RPC_HEARTBEAT)
-        self._admin = QuietServer(self.admin_handler, heartbeat=RPC_HEARTBEAT)
+        self._agents = RpcServer(self.agent_handler, "agents", inline=answer_inline, peer_hook=set_current_key,
+                                 on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
+        self._admin = RpcServer(self.admin_handler, "admin", on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
         self._housekeeper: gevent.Greenlet | None = None
-        self._admin_runner: gevent.Greenlet | None = None
+        #: set by stop() (None) or by a serving loop beyond repair (ServingLoopDied): run() returns or raises
+        self._done = gevent.event.AsyncResult()
 
     def bind(self) -> None:
         """Bind both endpoints.
@@ -116,10 +122,8 @@ class MasterServer:
             sock.linger = 0
             # a peer sending a larger message is disconnected by zmq before it costs memory
             sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
-            server.send_directly()
             if self.keys is not None:
                 make_curve_server(server, self.keys.public, self.keys.secret, domain)
-                server.stamp_user_ids()
             for endpoint in endpoints.split(","):
                 try:
                     server.bind(endpoint.strip())
@@ -150,29 +154,41 @@ class MasterServer:
                 log.exception("housekeeping failed")
 
     def run(self) -> None:
-        """Serve until SIGINT or SIGTERM."""
+        """Serve until SIGINT or SIGTERM.
+
+        Raises:
+            ServingLoopDied: a serving loop kept dying; the process must exit non-zero, not live on deaf.
+        """
         self._housekeeper = gevent.spawn(self._housekeeping)
-        self._admin_runner = gevent.spawn(self._admin.run)
+        self._admin.start()
+        self._agents.start()
         gevent.signal_handler(signal.SIGTERM, self.stop)
         gevent.signal_handler(signal.SIGINT, self.stop)
         try:
-            self._agents.run()
-        except gevent.GreenletExit:
-            pass
+            self._done.get()
         finally:
             self.close()
 
     def stop(self) -> None:
         """Stop serving; calls in progress (long polls included) are cut short."""
         log.info("master stopping")
+        self._halt()
+        if not self._done.ready():
+            self._done.set(None)
+
+    def _give_up(self, loop: str) -> None:
+        if not self._done.ready():
+            self._done.set_exception(ServingLoopDied(f"serving loop {loop} keeps dying; the master exits"))
+        self._halt()
+
+    def _halt(self) -> None:
         for server in (self._admin, self._agents):
             server._task_pool.kill(block=False)
             server.stop()
 
     def close(self) -> None:
-        for greenlet in (self._housekeeper, self._admin_runner):
-            if greenlet is not None:
-                greenlet.kill(block=False)
+        if self._housekeeper is not None:
+            self._housekeeper.kill(block=False)
         for server in (self._admin, self._agents):
             try:
                 server.close()

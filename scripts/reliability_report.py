@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reliability.md"
 TESTS = ["tests/integration/test_durability.py", "tests/integration/test_network_cut.py",
          "tests/integration/test_datacenters.py", "tests/integration/test_security.py",
-         "tests/integration/test_resilience.py", "tests/integration/test_bad_input.py"]
+         "tests/integration/test_resilience.py", "tests/integration/test_bad_input.py",
+         "tests/integration/test_protocol_fuzz.py"]
 BEGIN, END = "<!-- figures: written by scripts/reliability_report.py -->", "<!-- end figures -->"
 
 
@@ -26,8 +27,9 @@ def run_tests(figures: str) -> tuple[int, str]:
 
 
 def table(rows: list[dict]) -> str:
-    keys = ["targets", "results_checked", "inputs_tried", "cut_seconds", "lost", "run_twice", "duplicated",
-            "http_errors", "master_died", "master_rss_mb", "bytes_captured", "script_text_found", "netem"]
+    keys = ["targets", "results_checked", "senders", "inputs_tried", "agents_lost", "cut_seconds", "lost",
+            "run_twice", "duplicated", "http_errors", "master_died", "master_rss_mb", "bytes_captured",
+            "script_text_found", "netem"]
     present = [k for k in keys if any(k in r for r in rows)]
     lines = ["| fault | " + " | ".join(k.replace("_", " ") for k in present) + " |",
              "|---|" + "---|" * len(present)]

@@ -9,9 +9,9 @@ from typing import Any
 import zerorpc
 from aiohttp import web
 
+from transport import TRANSPORT_ERRORS
 from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS, MAX_RESULT_WAIT
 from utils.exceptions import HTTP_STATUS_BY_ERROR, ValidationError
-from utils.rpc import TRANSPORT_ERRORS
 from utils.selectors import matches, parse_label_filters
 from utils.taskspec import TaskSpec
 from webserver.auth import TOKENS, require_token

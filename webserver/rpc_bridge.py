@@ -24,7 +24,7 @@ class MasterBridge:
     def __init__(self, endpoint: str, timeout: float = RPC_TIMEOUT, curve=None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        #: utils.rpc.CurveClientKeys for the admin endpoint, or None (--insecure)
+        #: transport.CurveClientKeys for the admin endpoint, or None (--insecure)
         self.curve = curve
         self._hub = None
         self._link = None
@@ -40,7 +40,7 @@ class MasterBridge:
     def _thread_main(self) -> None:
         import gevent
 
-        from utils.rpc import MasterLink
+        from transport import MasterLink
 
         self._hub = gevent.get_hub()
         self._link = MasterLink(self.endpoint, timeout=self.timeout, curve=self.curve)

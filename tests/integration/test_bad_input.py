@@ -9,7 +9,7 @@ import zerorpc
 import zmq
 
 from tests.integration.harness import PYTHON, ROOT, free_port
-from utils.rpc import CurveClientKeys, make_client
+from transport import CurveClientKeys, make_client
 
 
 @pytest.fixture

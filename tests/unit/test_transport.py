@@ -1,0 +1,258 @@
+"""Contract tests of every patch transport/ makes to zerorpc's internals, against real zerorpc peers on a
+random ipc endpoint, in zerorpc's own test style (a server run in a greenlet of the test)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import gevent
+import msgpack
+import pytest
+import zerorpc
+import zmq
+from zerorpc import gevent_zmq
+from zerorpc.channel import Channel, ChannelMultiplexer
+from zerorpc.events import Event, Events
+
+from transport import PINNED_ZERORPC, RpcServer, SafeClient, TransportVersionError, require_pinned_zerorpc
+from transport import supervise as supervise_module
+from transport.events import USER_HEADER, parse
+from transport.stats import TransportStats
+from transport.supervise import LoopGaveUp, supervise
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def random_ipc_endpoint() -> str:
+    return f"ipc://{tempfile.gettempdir()}/mschedule-test-{os.urandom(6).hex()}"
+
+
+class Methods:
+    def __init__(self) -> None:
+        self.slow_calls = 0
+
+    def add(self, a, b):
+        return a + b
+
+    def slow(self, seconds):
+        self.slow_calls += 1
+        gevent.sleep(seconds)
+        return "done"
+
+    def fail(self):
+        raise ValueError("boom")
+
+
+@pytest.fixture
+def served():
+    """A running RpcServer and a SafeClient connected to it."""
+    endpoint = random_ipc_endpoint()
+    methods = Methods()
+    server = RpcServer(methods, "test", inline=lambda name, args: name == "add", heartbeat=1)
+    server.bind(endpoint)
+    server.start()
+    client = SafeClient(timeout=3, heartbeat=1)
+    client.connect(endpoint)
+    yield server, client, endpoint, methods
+    client.close()
+    server.stop()
+    server.close()
+
+
+def raw_dealer(endpoint: str):
+    """A gevent zmq DEALER of the same context, for sending events zerorpc's own client never would."""
+    sock = zerorpc.Context.get_instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(endpoint)
+    return sock
+
+
+def test_zerorpc_internals_we_patch_are_there():
+    """If any of these moves, the patches no longer apply: the version guard exists for this."""
+    assert PINNED_ZERORPC == "0.6.3"
+    assert callable(ChannelMultiplexer._channel_dispatcher)
+    assert "_active_channels" in ChannelMultiplexer.__init__.__code__.co_names
+    assert "_queue" in Channel.__init__.__code__.co_names
+    assert callable(gevent_zmq.Socket._on_state_changed)
+    assert "_recv" in Events.__init__.__code__.co_names and "_send" in Events.__init__.__code__.co_names
+    requirements = open(os.path.join(ROOT, "requirements.txt")).read()
+    assert f"zerorpc=={PINNED_ZERORPC}" in requirements
+
+
+def test_version_guard_refuses_other_zerorpc(monkeypatch):
+    monkeypatch.setenv("MSCHEDULE_FAKE_ZERORPC_VERSION", "0.6.4")
+    with pytest.raises(TransportVersionError, match="0.6.4"):
+        require_pinned_zerorpc()
+    with pytest.raises(TransportVersionError):
+        SafeClient()
+
+
+@pytest.mark.parametrize("entry", ["appserver.py", "app.py", "appwebserver.py"])
+def test_entry_points_refuse_other_zerorpc_in_one_line(entry):
+    env = {**os.environ, "MSCHEDULE_FAKE_ZERORPC_VERSION": "9.9"}
+    proc = subprocess.run([sys.executable, entry, "--help"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "zerorpc 9.9" in proc.stderr and "0.6.3" in proc.stderr
+
+
+def test_calls_inline_and_spawned(served):
+    server, client, _, _ = served
+    assert client.add(2, 3) == 5  # answered inline
+    assert client.slow(0) == "done"  # through zerorpc's per-call greenlets
+    with pytest.raises(zerorpc.RemoteError) as err:
+        client.fail()
+    assert err.value.name == "ValueError"
+    assert client.open_channels == 0
+
+
+def test_many_concurrent_inline_replies_all_arrive(served):
+    """DirectSender sends from the answering greenlet and then checks the socket's state (gevent_zmq's private
+    _on_state_changed), or a receive waiting for a readiness edge it consumed would hang."""
+    _, client, _, _ = served
+    calls = [gevent.spawn(client.add, i, 1) for i in range(300)]
+    gevent.joinall(calls, timeout=10)
+    assert [c.value for c in calls] == [i + 1 for i in range(300)]
+
+
+def test_arguments_that_do_not_fit_are_refused_before_running(served):
+    server, client, _, methods = served
+    with pytest.raises(zerorpc.RemoteError) as err:
+        client.slow(1, 2, 3)
+    assert err.value.name == "ValidationError" and "do not fit" in err.value.msg
+    assert methods.slow_calls == 0
+    with pytest.raises(zerorpc.RemoteError) as err:
+        client("_zerorpc_inspect")
+    assert err.value.name == "ValidationError" and "no method" in err.value.msg
+
+
+def test_client_closes_its_channel_whatever_ends_the_call(served):
+    server, client, _, _ = served
+    with pytest.raises(TypeError):
+        client.add({1, 2}, 3)  # msgpack cannot pack a set
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.2):
+            client.slow(2)
+    with pytest.raises(zerorpc.TimeoutExpired):
+        client("slow", 2, timeout=0.2)
+    assert client.open_channels == 0
+    gevent.sleep(2.5)  # leaked heartbeats of zerorpc 0.6.3 would now kill this greenlet with LostRemote
+    assert client.add(1, 1) == 2
+
+
+def test_events_for_unknown_channels_are_dropped_and_counted(served):
+    """The event that silenced the master: zerorpc's dispatcher died formatting it."""
+    server, client, endpoint, _ = served
+    sock = raw_dealer(endpoint)
+    for name in ("_zpc_hb", "OK", "ERR", "STREAM", "_zpc_more"):
+        payload = msgpack.packb([{"message_id": "m" + os.urandom(4).hex(), "v": 3, "response_to": "nobody"},
+                                 name, [0]])
+        sock.send_multipart([b"", payload])
+    gevent.sleep(0.2)
+    assert server.stats.dropped["unknown_channel"] == 5
+    assert client.add(1, 2) == 3
+    assert server.stats.loop_restarts == {}
+    sock.close()
+
+
+def test_late_heartbeat_of_a_finished_call_is_dropped_on_both_sides(served):
+    server, client, _, _ = served
+    for _ in range(5):
+        assert client.slow(1.2) == "done"  # heartbeats (1 s) cross the reply
+    gevent.sleep(1.5)
+    assert client.add(1, 1) == 2
+    assert server.stats.loop_restarts == {} and client.stats.loop_restarts == {}
+
+
+def test_malformed_events_are_dropped_and_counted(served):
+    server, client, endpoint, _ = served
+    sock = raw_dealer(endpoint)
+    bad = [b"\xc1", msgpack.packb([1, 2]), msgpack.packb([[], "add", []]),
+           msgpack.packb([{"message_id": [1]}, "add", []]),
+           msgpack.packb([{"message_id": "a", "v": "3"}, "add", [1, 2]]), msgpack.packb([{"message_id": "b"}, 5, []]),
+           msgpack.packb([{"message_id": "c", "response_to": {}}, "_zpc_hb", []])]
+    for payload in bad:
+        sock.send_multipart([b"", payload])
+    sock.send_multipart([b"", b"", b"", b"x"])
+    gevent.sleep(0.2)
+    assert server.stats.dropped["malformed"] == len(bad) + 1
+    assert client.add(1, 2) == 3
+    sock.close()
+
+
+def test_parsed_event_is_what_zerorpc_expects():
+    """Identities stay zmq.Frame (zerorpc's Event.__str__ reads .bytes), the user header cannot be forged."""
+    payload = msgpack.packb([{"message_id": "abc", "v": 3, USER_HEADER: "forged"}, "ping", []])
+    event = parse([zmq.Frame(b"peer"), zmq.Frame(b""), zmq.Frame(payload)], router=True)
+    assert isinstance(event, Event) and isinstance(event.identity[0], zmq.Frame)
+    assert "ping" in event.__str__(ignore_args=True)
+    assert event.header[USER_HEADER] is None
+
+
+def test_duplicate_message_id_closes_only_its_own_channel(served):
+    server, client, endpoint, _ = served
+    sock = raw_dealer(endpoint)
+    payload = msgpack.packb([{"message_id": "dup", "v": 3}, "slow", [0.3]])
+    for _ in range(3):
+        sock.send_multipart([b"", payload])
+    gevent.sleep(0.8)
+    assert server.stats.dropped["duplicate_message_id"] >= 1
+    assert client.add(1, 2) == 3
+    assert not server._multiplexer.active_channels
+    sock.close()
+
+
+def test_a_channel_flooded_by_its_peer_does_not_block_the_dispatcher(served):
+    server, client, endpoint, _ = served
+    sock = raw_dealer(endpoint)
+    sock.send_multipart([b"", msgpack.packb([{"message_id": "flood", "v": 3}, "slow", [1]])])
+    gevent.sleep(0.1)
+    for i in range(500):
+        sock.send_multipart([b"", msgpack.packb([{"message_id": f"f{i}", "v": 3, "response_to": "flood"}, "x", []])])
+    gevent.sleep(0.3)
+    assert client.add(2, 2) == 4
+    sock.close()
+
+
+def test_dispatcher_that_dies_is_restarted_and_counted(served):
+    server, client, _, _ = served
+    mux = server._multiplexer
+    real = mux._socket
+
+    class BrokenOnce:
+        """A receive that fails once, as a socket error would: outside the per-event guard."""
+
+        failed = False
+
+        def recv_multipart(self, **kwargs):
+            if not BrokenOnce.failed:
+                BrokenOnce.failed = True
+                raise zmq.ZMQError(zmq.EFAULT)
+            return real.recv_multipart(**kwargs)
+
+    mux._socket = BrokenOnce()
+    try:
+        assert client.add(1, 1) == 2
+        assert server.stats.loop_restarts["dispatcher"] == 1
+    finally:
+        mux._socket = real
+
+
+def test_supervise_restarts_then_gives_up(monkeypatch):
+    monkeypatch.setattr(supervise_module, "RESTART_WINDOW", 60.0)
+    stats = TransportStats("t")
+    runs = []
+
+    def broken():
+        runs.append(1)
+        raise RuntimeError("always")
+
+    given_up = []
+    gevent.spawn(supervise, "loop", broken, stats, given_up.append).join(timeout=10)
+    assert len(runs) == supervise_module.MAX_RESTARTS + 1
+    assert stats.loop_restarts["loop"] == len(runs)
+    assert given_up == ["t loop"]
+    with pytest.raises(LoopGaveUp):
+        supervise("loop", broken, TransportStats("u"))

@@ -1,0 +1,24 @@
+"""The RPC transport: zerorpc 0.6.3 with the patches mschedule needs, each with a contract test
+(tests/unit/test_transport.py) against a real zerorpc peer.
+
+What is patched, and why (shared/ZERORPC-NOTES.md has the measurements):
+
+- receiving and routing (:mod:`transport.dispatch`, :mod:`transport.events`): one supervised loop per socket
+  parses every message into the shape zerorpc assumes, stamps the ZAP User-Id, and drops what it cannot
+  route with a counter; zerorpc's own loop died on the first event it could not route;
+- sending on servers (:class:`transport.events.DirectSender`): no sender greenlet;
+- serving (:class:`transport.server.RpcServer`): quick calls inline, arguments checked against the method,
+  no introspection methods, a supervised accepting loop;
+- calling (:class:`transport.client.SafeClient`): a call's channel is closed whatever ends it.
+
+The patches are written against zerorpc's internals, so :func:`require_pinned_zerorpc` refuses any other
+release (the entry points call it first and exit with one line).
+"""
+from transport.client import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, SafeClient, close_quietly, make_client
+from transport.guard import PINNED_ZERORPC, TransportVersionError, exit_unless_pinned, require_pinned_zerorpc
+from transport.server import RpcServer, make_curve_server
+from transport.stats import TransportStats
+
+__all__ = ["PINNED_ZERORPC", "TRANSPORT_ERRORS", "CurveClientKeys", "MasterLink", "RpcServer", "SafeClient",
+           "TransportStats", "TransportVersionError", "close_quietly", "exit_unless_pinned", "make_client",
+           "make_curve_server", "require_pinned_zerorpc"]

@@ -1,0 +1,145 @@
+"""The zerorpc server of the master's endpoints: supervised loops, checked events, quick calls inline."""
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import zerorpc
+import zmq
+
+from transport.dispatch import Multiplexer
+from transport.events import DirectSender, user_of
+from transport.guard import require_pinned_zerorpc
+from transport.stats import TransportStats
+from transport.supervise import supervise
+from utils.exceptions import MScheduleError
+
+log = logging.getLogger(__name__)
+
+
+class RpcServer(zerorpc.Server):
+    """zerorpc Server for one master endpoint (``name``: ``agents`` or ``admin``).
+
+    - Every received message goes through :class:`transport.dispatch.Multiplexer`: checked, routed or
+      dropped with a counter (``stats``), by a supervised loop; so is the accepting loop. A loop that keeps
+      dying calls ``on_giveup`` (the master exits non-zero rather than living on deaf).
+    - Replies are sent straight from the greenlet that made them (:class:`transport.events.DirectSender`).
+    - Calls for which ``inline(method, args)`` is true (quick, never blocking: heartbeats, pings) are answered
+      from the accepting loop itself: zerorpc's normal path spawns three greenlets, a heartbeat and a
+      buffered channel and sends a flow-control message per call, and most of an idle master's calls are
+      heartbeats.
+    - A call whose arguments do not fit the method is refused as a ValidationError without running it.
+    - zerorpc's built-in introspection methods (``_zerorpc_*``) are not served.
+    - Expected errors (bad input, a caller gone) are logged as one line, not a traceback.
+    - ``peer_hook(user)`` is told the caller's authenticated user (its CURVE key, from ZAP) before each call,
+      in the greenlet serving it.
+    """
+
+    def __init__(self, methods: Any, name: str, inline: Callable[[str, Any], bool] | None = None,
+                 peer_hook: Callable[[str | None], None] | None = None,
+                 on_giveup: Callable[[str], None] | None = None, **kwargs: Any) -> None:
+        require_pinned_zerorpc()
+        super().__init__(methods, name=name, **kwargs)
+        self._methods = {k: f for k, f in self._methods.items() if not k.startswith("_zerorpc_")}
+        self._signatures = {k: _signature(f) for k, f in self._methods.items()}
+        self._inline = inline or (lambda method, args: False)
+        self._peer_hook = peer_hook or (lambda user: None)
+        self._on_giveup = on_giveup
+        self.stats = TransportStats(name)
+        self._multiplexer.close()  # zerorpc's dispatcher, not started yet
+        self._multiplexer = Multiplexer(self._events, self.stats, router=True, on_giveup=on_giveup)
+        self._events._send.close()  # zerorpc's sending greenlet
+        self._events._send = DirectSender(self._events._socket)
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self._events._socket
+
+    def start(self) -> gevent.Greenlet:
+        """Start the accepting loop (the dispatcher started with the server)."""
+        self._acceptor_task = gevent.spawn(supervise, "acceptor", self._accept_forever, self.stats, self._on_giveup)
+        return self._acceptor_task
+
+    def run(self) -> None:
+        self.start().get()
+
+    def _accept_forever(self) -> None:
+        while True:
+            event = self._multiplexer.recv()
+            functor = self._methods.get(event.name)
+            if functor is None or not self._args_fit(event):
+                self._refuse(event, functor is None)
+            elif event.header.get("v", 1) >= 2 and self._inline(event.name, event.args):
+                self._peer_hook(user_of(event))
+                self._answer_inline(event, functor)
+            else:
+                self._task_pool.spawn(self._serve, event)
+
+    def _args_fit(self, event) -> bool:
+        signature = self._signatures.get(event.name)
+        if signature is None:
+            return True
+        try:
+            signature.bind(*event.args)
+        except TypeError:
+            return False
+        return True
+
+    def _serve(self, event) -> None:
+        if event.header["message_id"] in self._multiplexer.active_channels:  # its twin got here first
+            self.stats.drop("duplicate_message_id", event.name)
+            return
+        self._peer_hook(user_of(event))
+        self._async_task(event)
+
+    def _refuse(self, event, unknown: bool) -> None:
+        """Answer an unknown method, or arguments that do not fit it, with an error without running anything."""
+        what = f"no method {event.name!r}" if unknown else f"{event.name}: {len(event.args)} arguments do not fit"
+        log.info("%s: rpc refused: %s", self.stats.name, what)
+        self._reply(event, self._multiplexer.new_event("ERR", ("ValidationError", f"method: {what}", None), None))
+
+    def _answer_inline(self, event, functor) -> None:
+        try:
+            reply = self._multiplexer.new_event("OK", (functor(*event.args),), None)
+        except Exception:
+            reply = self._multiplexer.new_event("ERR", self._print_traceback(False, list(sys.exc_info())), None)
+        self._reply(event, reply)
+
+    def _reply(self, event, reply) -> None:
+        try:
+            reply.header["response_to"] = event.header["message_id"]
+            reply.identity = event.identity
+            self._multiplexer.emit_event(reply)
+        except Exception:  # e.g. a result that cannot be packed: the caller times out, the server lives on
+            log.exception("%s: cannot answer %s", self.stats.name, event.name)
+
+    def _print_traceback(self, protocol_v1, exc_infos):
+        exc_type, exc_value, _ = exc_infos
+        if isinstance(exc_value, zerorpc.LostRemote):  # the caller went away (agent stopped, network cut)
+            log.debug("rpc caller lost: %s", exc_value)
+            return (exc_type.__name__, str(exc_value), None)
+        if isinstance(exc_value, MScheduleError):
+            log.info("rpc refused: %s: %s", exc_type.__name__, exc_value)
+            return (exc_type.__name__, str(exc_value), None)
+        return super()._print_traceback(protocol_v1, exc_infos)
+
+
+def _signature(functor) -> inspect.Signature | None:
+    target = getattr(functor, "_functor", functor)  # zerorpc wraps methods in a decorator object
+    try:
+        return inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+
+
+def make_curve_server(server: zerorpc.Server, public: bytes, secret: bytes, zap_domain: str) -> None:
+    """Turn a not yet bound zerorpc server into a CURVE server whose clients the ZAP handler vets."""
+    sock = server._events._socket
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_server = True
+    sock.zap_domain = zap_domain.encode()
