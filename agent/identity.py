@@ -9,7 +9,13 @@ import uuid
 
 import netifaces
 
-from utils.statedir import StateDirError, resolve_state_dir  # noqa: F401 (re-exported)
+from utils.statedir import (  # noqa: F401 (StateDirError and resolve_state_dir are re-exported)
+    StateDirError,
+    private_dir,
+    resolve_state_dir,
+    tighten,
+    write_private,
+)
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +25,18 @@ AGENT_ID_FILE = "agent_id"
 def load_or_create_agent_id(state_dir: str) -> str:
     """The agent id stored in ``<state_dir>/agent_id``, created (uuid4 hex) on first use.
 
-    The file is written to a temporary name and renamed, so a crash never leaves a half id.
+    The file is written to a temporary name and renamed, so a crash never leaves a half id. The
+    directory is made 0700 and the file 0600 (:mod:`utils.statedir`).
 
     Raises:
         StateDirError: the directory or the file cannot be written.
     """
     path = os.path.join(state_dir, AGENT_ID_FILE)
+    try:
+        private_dir(state_dir)
+        tighten(path)
+    except OSError as exc:
+        raise StateDirError(f"cannot create {state_dir}: {exc.strerror}") from None
     try:
         with open(path, encoding="ascii") as f:
             agent_id = f.read().strip()
@@ -36,14 +48,8 @@ def load_or_create_agent_id(state_dir: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise StateDirError(f"cannot read {path}: {exc}") from None
     agent_id = uuid.uuid4().hex
-    tmp = f"{path}.tmp"
     try:
-        os.makedirs(state_dir, exist_ok=True)
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(agent_id + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_private(path, (agent_id + "\n").encode("ascii"), fsync=True)
     except OSError as exc:
         raise StateDirError(f"cannot write {path}: {exc.strerror}") from None
     log.info("agent %s: new id stored in %s", agent_id, path)

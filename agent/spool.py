@@ -3,7 +3,8 @@
 Each result is written to ``<state-dir>/spool/<task-id>.json`` before it is sent and removed
 only when the master acknowledges it; whatever is in the spool is sent again after every (re)connect and
 at start. A marker file says which task is running, so an agent restarted mid-script can report that
-the script's fate is unknown instead of leaving the master waiting.
+the script's fate is unknown instead of leaving the master waiting. Results hold scripts' output: the
+spool directory is 0700 and every file in it 0600 (:mod:`utils.statedir`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 
 from utils.exceptions import MessageError
 from utils.messages import ResultMessage, split_message
+from utils.statedir import private_dir, tighten, write_private
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,7 @@ def _write_atomic(path: str, data: bytes) -> None:
     stays silent, which is the right outcome for a host that went down; four fsyncs per script would
     cost more than the script itself for short tasks.
     """
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_private(path, data)
 
 
 class Spool:
@@ -42,7 +41,10 @@ class Spool:
         self.agent_id = agent_id
         self.dir = os.path.join(state_dir, "spool")
         self.marker = os.path.join(state_dir, RUNNING_MARKER)
-        os.makedirs(self.dir, exist_ok=True)
+        private_dir(self.dir)
+        for name in os.listdir(self.dir):  # results an earlier version spooled world-readable
+            tighten(os.path.join(self.dir, name))
+        tighten(self.marker)
 
     def put(self, result: ResultMessage) -> None:
         """Keep ``result`` on disk (durably) until :meth:`remove`."""

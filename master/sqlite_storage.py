@@ -8,6 +8,9 @@ writes and fsyncs, and everything that piles up during one commit goes into the 
 What must be durable before it is acknowledged calls ``flush()`` first: a new task (``add_task``), a
 dispatch (``get_task``'s answer) and a result (its ack). Heartbeats are not flushed; a periodic flush
 catches up with them and with every other change.
+
+The database holds every script and output: the file is created 0600 before SQLite opens it, and SQLite
+gives the ``-wal`` and ``-shm`` files it creates the main file's mode.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from gevent.threadpool import ThreadPool
 
 from master.storage import AgentRecord, KeyRecord, KeyState, Storage, TargetRecord, TaskRecord
 from utils.greenlets import capture, unwrap
+from utils.statedir import private_file, tighten
 from utils.states import State
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,12 @@ class SQLiteStorage(Storage):
         return unwrap(self._pool.apply(capture, (fn, *args)))
 
     def _open(self) -> sqlite3.Connection:
+        try:
+            for suffix in ("-wal", "-shm", "-journal"):  # left by an earlier version: SQLite keeps their mode
+                tighten(self.path + suffix)
+            private_file(self.path)
+        except OSError as exc:
+            raise sqlite3.OperationalError(f"unable to open database file: {exc.strerror}") from None
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # an acknowledged result survives a power cut too

@@ -1,14 +1,16 @@
 """CURVE key pairs on disk, and how a tier finds the keys it is given on the command line.
 
-Files: ``<name>.key`` holds the public key, ``<name>.key_secret`` the secret key (mode 0600); both as
-Z85 text (40 characters), one line. A key given on the command line may be that text itself or a
-path to a file holding it.
+Files: ``<name>.key`` holds the public key, ``<name>.key_secret`` the secret key; both as Z85 text
+(40 characters), one line, mode 0600 in a 0700 directory (see :mod:`utils.statedir`). A key given on
+the command line may be that text itself or a path to a file holding it.
 """
 from __future__ import annotations
 
 import os
 
 import zmq
+
+from utils.statedir import private_dir, tighten, write_private
 
 Z85_KEY_LENGTH = 40
 
@@ -29,21 +31,20 @@ def _read_key(path: str) -> bytes:
 
 
 def load_or_create_keypair(directory: str, name: str) -> tuple[bytes, bytes]:
-    """``(public, secret)`` from ``<directory>/<name>.key[_secret]``, created on first use."""
+    """``(public, secret)`` from ``<directory>/<name>.key[_secret]``, created on first use; the
+    directory and both files are made private if an earlier version left them open."""
     public_path = os.path.join(directory, f"{name}.key")
     secret_path = public_path + "_secret"
+    private_dir(directory)
     if os.path.exists(secret_path):
+        tighten(secret_path)
+        tighten(public_path)
         secret = _read_key(secret_path)
         public = _read_key(public_path) if os.path.exists(public_path) else zmq.curve_public(secret)
         return public, secret
     public, secret = zmq.curve_keypair()
-    os.makedirs(directory, exist_ok=True)
-    fd = os.open(secret_path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret + b"\n")
-    os.replace(secret_path + ".tmp", secret_path)
-    with open(public_path, "wb") as f:
-        f.write(public + b"\n")
+    write_private(secret_path, secret + b"\n")
+    write_private(public_path, public + b"\n")
     return public, secret
 
 

@@ -12,6 +12,7 @@ import zmq
 
 from tests.integration.figures import record
 from tests.integration.harness import PYTHON, ROOT, Api, free_port, scaled, wait_until
+from tests.modes import open_paths, umask
 from transport import CurveClientKeys, make_client
 
 pytestmark = pytest.mark.slow
@@ -317,3 +318,36 @@ def test_https_with_a_certificate(stack, tmp_path):
                                  headers={"Authorization": f"Bearer {stack.token}"})
     with urllib.request.urlopen(req, timeout=10, context=context) as resp:
         assert resp.status == 200 and json.loads(resp.read()) == []
+
+
+def test_state_is_private_whatever_the_umask(stack, tmp_path):
+    """Scripts, outputs and secrets are readable by their user only: the master's db, -wal, -shm and
+    keys, the agent's id, keys, spool and running marker. A state dir an earlier version left open is
+    tightened at start."""
+    os.chmod(stack.state, 0o755)
+    os.chmod(stack.state / "keys", 0o755)
+    for name in os.listdir(stack.state / "keys"):
+        os.chmod(stack.state / "keys" / name, 0o644)
+    stack.db = stack.state / "master.db"
+    agent_state = tmp_path / "agent"
+    with umask(0):  # the tiers inherit it: anything they create without a mode would be 0666 / 0777
+        master = stack.master()
+        stack.web()
+        stack.agents(1, state_dir=str(agent_state))
+    (agent_id,) = stack.online_agents()
+    release = tmp_path / "release"
+    task_id = stack.api.submit(f"echo password=hunter2; while [ ! -e {release} ]; do sleep 0.05; done",
+                               [agent_id])
+    wait_until(lambda: (agent_state / "running").exists(), 10, what="the running marker")
+    assert {"master.db", "master.db-wal", "master.db-shm", "keys"} <= set(os.listdir(stack.state))
+    assert open_paths(stack.state) == {} and open_paths(agent_state) == {}
+    master.kill9()  # the result has to wait in the spool
+    release.touch()
+    wait_until(lambda: list((agent_state / "spool").glob("*.json")), 10, what="the result spooled")
+    assert open_paths(agent_state) == {}
+    assert f"{stack.state} was open to other users (mode 0755): now 0700" in master.log()
+    with umask(0):
+        stack.master()
+    result = stack.api.wait_task(task_id)
+    assert result["targets"][agent_id]["output"] == "password=hunter2\n"
+    assert open_paths(stack.state) == {} and open_paths(agent_state) == {}

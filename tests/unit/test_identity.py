@@ -5,6 +5,7 @@ import pytest
 
 from agent import identity
 from agent.runner import instance_hostname, instance_state_dir
+from tests.modes import open_paths
 
 
 def test_agent_id_created_once_and_kept(tmp_path):
@@ -55,3 +56,16 @@ def test_instance_layout():
     assert instance_state_dir("/s", 3, 5) == "/s/3"
     assert instance_hostname("web-{i}", 2) == "web-2"
     assert instance_hostname(None, 2) == identity.hostname()
+
+
+def test_agent_id_and_instance_dir_are_private(tmp_path, permissive_umask):
+    identity.load_or_create_agent_id(str(tmp_path / "0"))
+    assert open_paths(tmp_path / "0") == {}
+
+
+def test_open_agent_id_is_tightened(tmp_path):
+    first = identity.load_or_create_agent_id(str(tmp_path / "0"))
+    os.chmod(tmp_path / "0", 0o755)
+    os.chmod(tmp_path / "0" / "agent_id", 0o644)
+    assert identity.load_or_create_agent_id(str(tmp_path / "0")) == first
+    assert open_paths(tmp_path / "0") == {}

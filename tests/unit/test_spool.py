@@ -1,4 +1,7 @@
+import os
+
 from agent.spool import INTERRUPTED_CODE, Spool
+from tests.modes import open_paths
 from utils.messages import ResultMessage
 
 
@@ -35,3 +38,21 @@ def test_hostile_task_id_stays_inside_the_spool(tmp_path):
     spool = Spool(str(tmp_path), "a1")
     spool.put(ResultMessage(id="../../etc/x", agent_id="a1", code=0))
     assert [p.name for p in (tmp_path / "spool").iterdir()] == ["etcx.json"]
+
+
+def test_spool_and_marker_are_private(tmp_path, permissive_umask):
+    spool = Spool(str(tmp_path), "a1")
+    spool.put(ResultMessage(id="t1", agent_id="a1", code=0, output=b"password=hunter2"))
+    spool.mark_running("t2")
+    assert sorted(os.listdir(tmp_path / "spool")) == ["t1.json"] and os.path.exists(spool.marker)
+    assert open_paths(tmp_path) == {}
+
+
+def test_open_spool_left_by_an_earlier_version_is_tightened(tmp_path):
+    Spool(str(tmp_path), "a1").put(ResultMessage(id="t1", agent_id="a1", code=0))
+    (tmp_path / "running").write_text("t2")
+    for path, bits in ((tmp_path / "spool", 0o755), (tmp_path / "spool" / "t1.json", 0o644),
+                       (tmp_path / "running", 0o644)):
+        os.chmod(path, bits)
+    Spool(str(tmp_path), "a1")
+    assert open_paths(tmp_path) == {}

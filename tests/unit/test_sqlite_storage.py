@@ -1,9 +1,12 @@
 """The master's SQLite write-through: what is flushed comes back after a restart, exactly."""
+import os
+
 import pytest
 
 from master.scheduler import Scheduler
 from master.sqlite_storage import SQLiteStorage, open_storage
 from master.storage import Storage
+from tests.modes import open_paths
 from utils.messages import AgentInfo, ResultMessage
 from utils.states import State
 from utils.taskspec import TaskSpec
@@ -114,3 +117,30 @@ def test_retention_prunes_finished_tasks_durably(tmp_path):
     again = open_storage(path)
     assert list(again.tasks) == [running.id]
     again.close()
+
+
+def test_database_and_its_wal_and_shm_are_private(tmp_path, permissive_umask):
+    path = tmp_path / "m.db"
+    storage = SQLiteStorage(str(path))
+    try:
+        populated(storage, Clock())
+        assert sorted(os.listdir(tmp_path)) == ["m.db", "m.db-shm", "m.db-wal"]  # open, in WAL mode
+        assert open_paths(tmp_path) == {}
+    finally:
+        storage.close()
+
+
+def test_open_database_left_by_an_earlier_version_is_tightened(tmp_path):
+    path = tmp_path / "m.db"
+    first = SQLiteStorage(str(path))
+    _, done, _ = populated(first, Clock())
+    first.close()
+    os.chmod(path, 0o644)
+    for suffix in ("-wal", "-shm"):  # as a master killed -9 leaves them
+        (tmp_path / f"m.db{suffix}").touch(mode=0o644)
+    again = open_storage(str(path))
+    try:
+        assert done.id in again.tasks
+        assert open_paths(tmp_path) == {}
+    finally:
+        again.close()
