@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from master.admission import Admission, Unauthorized
@@ -141,8 +142,10 @@ class AdminHandler:
 
     def __init__(self, scheduler: Scheduler, admission: Admission | None = None,
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
-                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> None:
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+                 health: Callable[[], dict] | None = None) -> None:
         self._scheduler = scheduler
+        self._health = health
         self._storage = scheduler.storage
         self._admission = admission
         self._max_script_bytes = max_script_bytes
@@ -262,10 +265,16 @@ class AdminHandler:
         return {"task_id": task.id, "job": name, "version": version}
 
     def ping(self) -> dict:
+        """The master's state in brief; with ``endpoints`` (each endpoint's health, from a real round trip,
+        and its transport counters) when the server provides them."""
         agents = self._storage.agents.values()
-        return {"ok": True, "agents": len(self._storage.agents),
-                "online": sum(1 for a in agents if a.online), "tasks": len(self._storage.tasks),
-                "secure": self._admission is not None}
+        answer = {"ok": True, "agents": len(self._storage.agents),
+                  "online": sum(1 for a in agents if a.online), "tasks": len(self._storage.tasks),
+                  "secure": self._admission is not None}
+        if self._health is not None:
+            answer["endpoints"] = self._health()
+            answer["ok"] = all(e["ok"] for e in answer["endpoints"].values())
+        return answer
 
     # ---- groups -----------------------------------------------------------------------------
     def group_put(self, name: Any, body: Any) -> dict:

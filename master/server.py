@@ -17,7 +17,7 @@ from master.admission import ADMIN_DOMAIN, AGENTS_DOMAIN, Admission, ZapHandler,
 from master.handler import AdminHandler, AgentHandler
 from master.scheduler import Scheduler
 from master.storage import Storage
-from transport import RpcServer, make_curve_server
+from transport import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, RpcServer, make_curve_server
 from utils import messages
 from utils.defaults import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SCRIPT_BYTES, RPC_HEARTBEAT
 from utils.keys import load_or_create_keypair
@@ -33,6 +33,9 @@ FLUSH_INTERVAL = 0.2
 PRUNE_INTERVAL = 10.0
 """Seconds between two applications of the retention limits."""
 
+PROBE_TIMEOUT = 1.0
+"""Seconds the health check waits for its ping through the agents' endpoint."""
+
 HOUSEKEEPING_INTERVAL = 0.5
 """Seconds between two checks for silent agents."""
 
@@ -45,6 +48,16 @@ def answer_inline(method: str, args: Any) -> bool:
         return True
     return (method == "send" and len(args) == 1 and isinstance(args[0], dict)
             and args[0].get("type") in (messages.HEARTBEAT, messages.REGISTER))
+
+
+def _local_endpoint(bound: str) -> str:
+    """Where this host reaches an endpoint bound to ``bound`` (a wildcard address means loopback)."""
+    for wildcard in ("tcp://0.0.0.0:", "tcp://*:"):
+        if bound.startswith(wildcard):
+            return "tcp://127.0.0.1:" + bound[len(wildcard):]
+    if bound.startswith("tcp://[::]:"):
+        return "tcp://[::1]:" + bound[len("tcp://[::]:"):]
+    return bound
 
 
 class ServingLoopDied(RuntimeError):
@@ -102,11 +115,15 @@ class MasterServer:
         self._zap = ZapHandler(zerorpc.Context.get_instance(), self.admission) if self.admission else None
         self.agent_handler = AgentHandler(self.scheduler, self.admission)
         self.admin_handler = AdminHandler(self.scheduler, self.admission, max_script_bytes=max_script_bytes,
-                                          max_result_bytes=max_result_bytes)
+                                          max_result_bytes=max_result_bytes, health=self.endpoints_health)
         self._agents = RpcServer(self.agent_handler, "agents", inline=answer_inline, peer_hook=set_current_key,
                                  on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
         self._admin = RpcServer(self.admin_handler, "admin", on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
         self._housekeeper: gevent.Greenlet | None = None
+        #: a client of our own agents' endpoint: /health is a real round trip through it, not a flag
+        self._probe = MasterLink(_local_endpoint(bind.split(",")[0].strip()), timeout=PROBE_TIMEOUT,
+                                 curve=CurveClientKeys(keys.public, keys.admin_public, keys.admin_secret)
+                                 if keys else None)
         #: set by stop() (None) or by a serving loop beyond repair (ServingLoopDied): run() returns or raises
         self._done = gevent.event.AsyncResult()
 
@@ -137,6 +154,19 @@ class MasterServer:
         else:
             log.info("master public key %s (give agents --master-key %s)", self.keys.public.decode(),
                      self.keys.public_path)
+
+    def endpoints_health(self) -> dict:
+        """Each endpoint's state: the agents' from a ping sent through it now, the admin's from the call that
+        asks (it answered); with each its transport counters."""
+        start = time.monotonic()
+        try:
+            self._probe.call("ping")
+            agents = {"ok": True, "rtt_ms": round((time.monotonic() - start) * 1000, 1)}
+        except TRANSPORT_ERRORS as exc:
+            agents = {"ok": False, "error": f"no answer through {self._probe.endpoint} within {PROBE_TIMEOUT}s "
+                                            f"({type(exc).__name__})"}
+        return {"agents": {**agents, **self._agents.stats.snapshot()},
+                "admin": {"ok": True, **self._admin.stats.snapshot()}}
 
     def _housekeeping(self) -> None:
         last_flush = last_prune = time.monotonic()
@@ -194,6 +224,7 @@ class MasterServer:
                 server.close()
             except zmq.ZMQError:
                 log.debug("error closing server socket", exc_info=True)
+        self._probe.close()
         if self._zap is not None:
             self._zap.close()
         self.storage.close()

@@ -142,7 +142,10 @@ async def api_index(request: web.Request) -> web.Response:
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"web": "ok", "master": await call_master(request, "ping")})
+    """200 when the web tier and both master endpoints answer (the agents' through a real round trip the
+    master makes); 503 with the details otherwise."""
+    master = await call_master(request, "ping")
+    return web.json_response({"web": "ok", "master": master}, status=200 if master.get("ok") else 503)
 
 
 @routes.get("/task/targets")
