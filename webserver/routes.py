@@ -83,13 +83,56 @@ async def call_master(request: web.Request, method: str, *args: Any, timeout: fl
 
 
 async def read_json(request: web.Request) -> Any:
+    """The body's JSON value, checked to be one msgpack can carry to the master (see :func:`wire_check`)."""
     raw = await request.read()
     if not raw:
         raise ApiError(400, "body: empty, expected a JSON object")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"body: not valid JSON ({exc})") from None
+    wire_check(body)
+    return body
+
+
+#: the integers msgpack can pack
+WIRE_INT_MIN, WIRE_INT_MAX = -(2 ** 63), 2 ** 64 - 1
+
+
+def wire_check(value: Any, field: str = "") -> None:
+    """Refuse, naming the field, a JSON value msgpack cannot carry to the master.
+
+    JSON allows a lone surrogate (``"\\ud800"``), which is not UTF-8 text, and integers of any size;
+    msgpack raises on packing either, which would be a 500 without a field. This is transport, not a
+    rule of any request: what the value means and which range it must be in the master decides.
+    ``field`` is the path so far: ``selector.labels.dc``, ``targets[0]``; empty for the body itself.
+    """
+    if isinstance(value, str):
+        if not _is_utf8(value):
+            raise ApiError(400, f"{field or 'body'}: not valid UTF-8 text (a lone surrogate such as \\ud800)")
+    elif isinstance(value, bool) or value is None or isinstance(value, float):
+        return
+    elif isinstance(value, int):
+        if not WIRE_INT_MIN <= value <= WIRE_INT_MAX:
+            raise ApiError(400, f"{field or 'body'}: integer out of range (more than 64 bits)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{field}.{key}" if field else key
+            if not _is_utf8(key):
+                shown = path.encode("utf-8", "backslashreplace").decode()
+                raise ApiError(400, f"{shown}: field name not valid UTF-8 text (a lone surrogate such as \\ud800)")
+            wire_check(item, path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            wire_check(item, f"{field or 'body'}[{i}]")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_wait(value: Any) -> float:
@@ -174,13 +217,14 @@ async def submit_task(request: web.Request) -> web.Response:
     return web.json_response({"task_id": task_id}, status=201)
 
 
-def query_int(value: Any) -> Any:
+def query_int(value: Any, field: str) -> Any:
     """A query string's whole number as an int; anything else as it came, for the master to name the error."""
     if isinstance(value, str):
         try:
-            return int(value)
+            value = int(value)
         except ValueError:
-            pass
+            return value
+        wire_check(value, field)
     return value
 
 
@@ -190,7 +234,7 @@ async def _task_result(request: web.Request, task_id: Any, wait: Any, output_lim
     seconds = parse_wait(wait)
     query = {"task_id": task_id, "wait": seconds}
     if output_limit is not None:
-        query["output_limit"] = query_int(output_limit)
+        query["output_limit"] = query_int(output_limit, "output_limit")
     detail = await call_master(request, "get_result", query, timeout=seconds + RPC_WAIT_MARGIN)
     return web.json_response(task_view(detail))
 
@@ -288,9 +332,11 @@ async def job_versions(request: web.Request) -> web.Response:
 
 def _version(text: str, field: str) -> int:
     try:
-        return int(text)
+        version = int(text)
     except (TypeError, ValueError):
         raise ApiError(400, f"{field}: expected a version number") from None
+    wire_check(version, field)
+    return version
 
 
 @routes.get("/job/{name}/versions/{version}")
