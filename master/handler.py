@@ -18,7 +18,13 @@ from master.jobs import Jobs
 from master.scheduler import Scheduler
 from master.storage import KeyState, TargetRecord, TaskRecord
 from utils import messages
-from utils.defaults import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SCRIPT_BYTES, MAX_POLL_WAIT, MAX_RESULT_WAIT
+from utils.defaults import (
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MAX_SCRIPT_BYTES,
+    DEFAULT_MAX_TARGETS,
+    MAX_POLL_WAIT,
+    MAX_RESULT_WAIT,
+)
 from utils.exceptions import MessageError, NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
 from utils.selectors import validate_selector
@@ -27,6 +33,11 @@ from utils.taskspec import TaskSpec
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TASK_LIST = 50
+"""Task summaries ``get_tasks`` answers when asked for no number."""
+MAX_TASK_LIST = 1000
+"""Most task summaries one ``get_tasks`` answers (a page; ``before`` gives the next one)."""
+
 
 def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
     if value is None:
@@ -34,6 +45,14 @@ def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise ValidationError(f"{name}: expected a number of seconds")
     return max(0.0, min(float(value), cap))
+
+
+def _result_wait(value: Any) -> float:
+    """``wait`` of a ``get_result``: seconds >= 0, capped at MAX_RESULT_WAIT."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or value != value or value < 0):
+        raise ValidationError("wait: expected a number of seconds >= 0", field="wait")
+    return _wait_seconds(value, MAX_RESULT_WAIT)
 
 
 def _output_limit(value: Any) -> int | None:
@@ -141,17 +160,21 @@ class AdminHandler:
 
     def __init__(self, scheduler: Scheduler, admission: Admission | None = None,
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
-                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> None:
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, max_targets: int = DEFAULT_MAX_TARGETS) -> None:
         self._scheduler = scheduler
         self._storage = scheduler.storage
         self._admission = admission
         self._max_script_bytes = max_script_bytes
         self._max_result_bytes = max_result_bytes
-        self._jobs = Jobs(self._storage, max_script_bytes)
+        self._max_targets = max_targets
+        self._jobs = Jobs(self._storage, max_script_bytes, max_targets)
 
     def add_task(self, task: Any) -> str:
-        """Create a task from ``{script (base64), targets, timeout, parallel, fail_rate, fail_count}``."""
-        spec = TaskSpec.from_request(task, script_base64=True, max_script_bytes=self._max_script_bytes)
+        """Create a task from the HTTP body as it came: ``{script (text), targets, selector, timeout, ...}``.
+
+        The master is the one place that validates it (TaskSpec); the web tier only parses JSON.
+        """
+        spec = TaskSpec.from_request(task, max_script_bytes=self._max_script_bytes, max_targets=self._max_targets)
         if self._admission is not None:
             keys, agents = self._storage.keys, self._storage.agents
             refused = [a for a in spec.targets
@@ -183,9 +206,11 @@ class AdminHandler:
         """
         if isinstance(query, str):
             query = {"task_id": query}
-        if not isinstance(query, dict) or not isinstance(query.get("task_id"), str):
-            raise ValidationError("task_id: missing or not a string")
-        wait = _wait_seconds(query.get("wait"), MAX_RESULT_WAIT)
+        if not isinstance(query, dict):
+            raise ValidationError("body: expected an object with task_id")
+        if not isinstance(query.get("task_id"), str) or not query["task_id"]:
+            raise ValidationError("task_id: missing or not a string", field="task_id")
+        wait = _result_wait(query.get("wait"))
         limit = _output_limit(query.get("output_limit"))
         task = self._scheduler.wait_finished(query["task_id"], wait)
         cap = self._max_result_bytes if limit is None else limit  # any one output adds at most this
@@ -208,10 +233,17 @@ class AdminHandler:
             raise NotFound(f"task {task_id} has no target {agent_id}")
         return {"task_id": task_id, "agent_id": agent_id, **self._target_entry(agent_id, target, None)}
 
-    def get_tasks(self, limit: Any = 50, filters: Any = None) -> list[dict]:
-        """Summaries of the newest tasks, newest first; ``filters``: state, job, agent, before (created time)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValidationError("limit: expected a positive integer")
+    def get_tasks(self, limit: Any = None, filters: Any = None) -> list[dict]:
+        """Summaries of the newest tasks, newest first; ``filters``: state, job, agent, before (created time).
+
+        ``limit``: 1 to MAX_TASK_LIST, DEFAULT_TASK_LIST for None.
+        """
+        if limit is None:
+            limit = DEFAULT_TASK_LIST
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise ValidationError("limit: expected an integer", field="limit")
+        if not 1 <= limit <= MAX_TASK_LIST:
+            raise ValidationError(f"limit: must be between 1 and {MAX_TASK_LIST}", field="limit")
         filters = filters or {}
         if not isinstance(filters, dict):
             raise ValidationError("filters: expected an object")
@@ -222,7 +254,7 @@ class AdminHandler:
             raise ValidationError("before: expected a created time (a number)")
         out = []
         for task in reversed(self._storage.tasks.values()):
-            if len(out) >= min(limit, 1000):
+            if len(out) >= limit:
                 break
             if ((state and task.state != state) or (job and task.job != job) or (agent and agent not in task.targets)
                     or (before is not None and task.created >= before)):

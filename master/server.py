@@ -17,7 +17,7 @@ from master.handler import AdminHandler, AgentHandler
 from master.scheduler import Scheduler
 from master.storage import Storage
 from utils import messages
-from utils.defaults import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SCRIPT_BYTES, RPC_HEARTBEAT
+from utils.defaults import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS, RPC_HEARTBEAT
 from utils.keys import load_or_create_keypair
 from utils.rpc import QuietServer, make_curve_server
 
@@ -83,7 +83,8 @@ class MasterServer:
     def __init__(self, bind: str, admin_bind: str, agent_timeout: float, storage: Storage | None = None,
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
                  max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, keys: MasterKeys | None = None,
-                 auto_accept: bool = False, keep_tasks: int | None = None, keep_days: float | None = None) -> None:
+                 auto_accept: bool = False, keep_tasks: int | None = None, keep_days: float | None = None,
+                 max_targets: int = DEFAULT_MAX_TARGETS) -> None:
         self.bind_endpoint = bind
         self.admin_endpoint = admin_bind
         # room for the largest script or output (base64: 4/3) plus the message around it
@@ -97,7 +98,7 @@ class MasterServer:
         self._zap = ZapHandler(zerorpc.Context.get_instance(), self.admission) if self.admission else None
         self.agent_handler = AgentHandler(self.scheduler, self.admission)
         self.admin_handler = AdminHandler(self.scheduler, self.admission, max_script_bytes=max_script_bytes,
-                                          max_result_bytes=max_result_bytes)
+                                          max_result_bytes=max_result_bytes, max_targets=max_targets)
         self._agents = QuietServer(self.agent_handler, inline=answer_inline, peer_hook=set_current_key,
                                    heartbeat=RPC_HEARTBEAT)
         self._admin = QuietServer(self.admin_handler, heartbeat=RPC_HEARTBEAT)

@@ -1,4 +1,4 @@
-"""A task request, validated once, the same way in the web tier and in the master."""
+"""A task request, validated once, by the master (the web tier hands it the JSON body as it came)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +6,6 @@ from typing import Any
 
 from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS
 from utils.exceptions import ValidationError
-from utils.messages import MessageError, b64decode, b64encode
 from utils.selectors import validate_selector
 
 TASK_FIELDS = ("script", "targets", "selector", "timeout", "parallel", "fail_rate", "fail_count", "batch_by",
@@ -30,16 +29,16 @@ class TaskSpec:
     batch_order: list[str] | None = None
 
     @classmethod
-    def from_request(cls, body: Any, script_base64: bool = False,
-                     max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
+    def from_request(cls, body: Any, max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
                      max_targets: int = DEFAULT_MAX_TARGETS, require_targets: bool = True) -> TaskSpec:
         """Validate a task request.
 
         Args:
-            body: the decoded JSON (web tier) or msgpack (master) object.
-            script_base64: ``script`` is base64 (master side) rather than plain text (HTTP side).
+            body: the request as the web tier passed it on (decoded JSON, through msgpack). ``script`` is
+                text; bytes are taken as they are (the master's own job store keeps scripts as bytes).
             max_script_bytes: largest script accepted.
             max_targets: most targets accepted in one task.
+            require_targets: False for a job, whose targets may come with each run.
 
         Raises:
             ValidationError: the message names the offending field.
@@ -52,7 +51,7 @@ class TaskSpec:
         selector = validate_selector(body.get("selector"))
         batch_by, batch_order = _batching(body)
         return cls(
-            script=_script(body, script_base64, max_script_bytes),
+            script=_script(body, max_script_bytes),
             targets=_targets(body, max_targets, required=require_targets and selector is None),
             selector=selector, batch_by=batch_by, batch_order=batch_order,
             timeout=_number(body, "timeout", 0, minimum=0),
@@ -61,39 +60,26 @@ class TaskSpec:
             fail_count=_integer(body, "fail_count", -1, minimum=-1),
         )
 
-    def to_rpc(self) -> dict:
-        """The form the web tier sends to the master's ``add_task`` (script base64)."""
-        return {
-            "script": b64encode(self.script),
-            "targets": list(self.targets),
-            "selector": self.selector,
-            "batch_by": self.batch_by,
-            "batch_order": self.batch_order,
-            "timeout": self.timeout,
-            "parallel": self.parallel,
-            "fail_rate": self.fail_rate,
-            "fail_count": self.fail_count,
-        }
-
 
 def _json_type(value: Any) -> str:
     names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
     return names.get(type(value), "number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
-def _script(body: dict, script_base64: bool, max_script_bytes: int) -> bytes:
+def _script(body: dict, max_script_bytes: int) -> bytes:
     raw = body.get("script")
     if raw is None:
-        raise ValidationError("script: missing")
-    if not isinstance(raw, str):
-        raise ValidationError(f"script: expected a string, got {_json_type(raw)}")
-    if script_base64:
+        raise ValidationError("script: missing", field="script")
+    if isinstance(raw, bytes):
+        script = raw
+    elif isinstance(raw, str):
         try:
-            script = b64decode(raw, "script")
-        except MessageError as exc:
-            raise ValidationError(str(exc)) from None
+            script = raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("script: not valid UTF-8 text (a lone surrogate such as \\ud800)",
+                                  field="script") from None
     else:
-        script = raw.encode("utf-8", errors="surrogateescape")
+        raise ValidationError(f"script: expected a string, got {_json_type(raw)}", field="script")
     if not script.strip():
         raise ValidationError("script: empty")
     if len(script) > max_script_bytes:
