@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None):
                         help="most output bytes in one task's answer; above it each output keeps its tail "
                              "[MSCHEDULE_MAX_RESULT_BYTES]")
     parser.add_argument("--max-targets", type=int, default=env("MAX_TARGETS", DEFAULT_MAX_TARGETS, int),
-                        help="most targets in one task [MSCHEDULE_MAX_TARGETS]")
+                        help="most targets in one task (and in a group); also the largest parallel and "
+                             "fail_count [MSCHEDULE_MAX_TARGETS]")
     parser.add_argument("--keep-tasks", type=int, default=env("KEEP_TASKS", None, int),
                         help="keep at most this many tasks; older finished ones (and their outputs) are pruned "
                              "[MSCHEDULE_KEEP_TASKS]")

@@ -22,21 +22,21 @@ from utils.defaults import (
     DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_MAX_SCRIPT_BYTES,
     DEFAULT_MAX_TARGETS,
+    DEFAULT_TASK_LIST,
     MAX_POLL_WAIT,
     MAX_RESULT_WAIT,
+    MAX_TASK_LIST,
+    MAX_TIME,
 )
 from utils.exceptions import MessageError, NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
 from utils.selectors import validate_selector
 from utils.states import State
 from utils.taskspec import TaskSpec
+from utils.validate import describe, integer, number, utf8
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TASK_LIST = 50
-"""Task summaries ``get_tasks`` answers when asked for no number."""
-MAX_TASK_LIST = 1000
-"""Most task summaries one ``get_tasks`` answers (a page; ``before`` gives the next one)."""
 
 
 def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
@@ -48,19 +48,8 @@ def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
 
 
 def _result_wait(value: Any) -> float:
-    """``wait`` of a ``get_result``: seconds >= 0, capped at MAX_RESULT_WAIT."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or value != value or value < 0):
-        raise ValidationError("wait: expected a number of seconds >= 0", field="wait")
-    return _wait_seconds(value, MAX_RESULT_WAIT)
-
-
-def _output_limit(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError("output_limit: expected a whole number of bytes >= 0")
-    return value
+    """``wait`` of a ``get_result``: 0 to MAX_RESULT_WAIT seconds."""
+    return float(number(value, "wait", 0, int(MAX_RESULT_WAIT), default=0, hint="seconds"))
 
 
 def output_tail(output: bytes, limit: int | None) -> bytes:
@@ -211,7 +200,8 @@ class AdminHandler:
         if not isinstance(query.get("task_id"), str) or not query["task_id"]:
             raise ValidationError("task_id: missing or not a string", field="task_id")
         wait = _result_wait(query.get("wait"))
-        limit = _output_limit(query.get("output_limit"))
+        limit = integer(query.get("output_limit"), "output_limit", 0, self._max_result_bytes, default=None,
+                        hint="bytes")
         task = self._scheduler.wait_finished(query["task_id"], wait)
         cap = self._max_result_bytes if limit is None else limit  # any one output adds at most this
         if sum(min(len(t.output), cap) for t in task.targets.values()) > self._max_result_bytes:
@@ -238,20 +228,17 @@ class AdminHandler:
 
         ``limit``: 1 to MAX_TASK_LIST, DEFAULT_TASK_LIST for None.
         """
-        if limit is None:
-            limit = DEFAULT_TASK_LIST
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise ValidationError("limit: expected an integer", field="limit")
-        if not 1 <= limit <= MAX_TASK_LIST:
-            raise ValidationError(f"limit: must be between 1 and {MAX_TASK_LIST}", field="limit")
+        limit = integer(limit, "limit", 1, MAX_TASK_LIST, default=DEFAULT_TASK_LIST)
         filters = filters or {}
         if not isinstance(filters, dict):
             raise ValidationError("filters: expected an object")
         state, job, agent, before = (filters.get(k) for k in ("state", "job", "agent", "before"))
         if state is not None and state not in {s.value for s in State}:
-            raise ValidationError(f"state: expected one of {', '.join(s.value for s in State)}")
-        if before is not None and (isinstance(before, bool) or not isinstance(before, (int, float))):
-            raise ValidationError("before: expected a created time (a number)")
+            raise ValidationError(f"state: expected one of {', '.join(s.value for s in State)}", field="state")
+        for name, value in (("job", job), ("agent", agent)):
+            if value is not None and not isinstance(value, str):
+                raise ValidationError(f"{name}: expected a string, got {describe(value)}", field=name)
+        before = number(before, "before", 0, MAX_TIME, default=None, hint="a created time, Unix seconds")
         out = []
         for task in reversed(self._storage.tasks.values()):
             if len(out) >= limit:
@@ -311,7 +298,10 @@ class AdminHandler:
         selector = validate_selector(body.get("selector"), allow_group=False)
         targets = body.get("targets") or []
         if not isinstance(targets, list) or not all(isinstance(a, str) and a for a in targets):
-            raise ValidationError("targets: expected an array of agent ids")
+            raise ValidationError("targets: expected an array of agent ids", field="targets")
+        if len(targets) > self._max_targets:
+            raise ValidationError(f"targets: {len(targets)} agents, more than the limit of {self._max_targets}",
+                                  field="targets")
         unknown_ids = [a for a in targets if a not in self._storage.agents]
         if unknown_ids:
             raise ValidationError(f"targets: unknown agent id {unknown_ids[0]!r}")
@@ -342,8 +332,8 @@ class AdminHandler:
     @staticmethod
     def _group_name(value: Any) -> str:
         if not isinstance(value, str) or not value or len(value) > 128:
-            raise ValidationError("name: expected a group name of 1 to 128 characters")
-        return value
+            raise ValidationError("name: expected a group name of 1 to 128 characters", field="name")
+        return utf8(value, "name")
 
     # ---- agent keys -------------------------------------------------------------------------
     def keys_list(self) -> list[dict]:

@@ -11,6 +11,7 @@ from utils.defaults import DEFAULT_MAX_TARGETS
 from utils.exceptions import NotFound, ValidationError
 from utils.messages import b64encode
 from utils.taskspec import TaskSpec
+from utils.validate import utf8
 
 #: task parameters a job keeps beside its script
 JOB_PARAMS = ("timeout", "parallel", "fail_rate", "fail_count", "targets", "selector", "batch_by", "batch_order")
@@ -18,12 +19,12 @@ JOB_PARAMS = ("timeout", "parallel", "fail_rate", "fail_count", "targets", "sele
 
 def validate_job_name(name: Any) -> str:
     if not isinstance(name, str) or not name:
-        raise ValidationError("name: empty")
+        raise ValidationError("name: empty", field="name")
     if "/" in name:
-        raise ValidationError("name: may not contain '/'")
+        raise ValidationError("name: may not contain '/'", field="name")
     if len(name) > 100:
-        raise ValidationError(f"name: {len(name)} characters, more than 100")
-    return name
+        raise ValidationError(f"name: {len(name)} characters, more than 100", field="name")
+    return utf8(name, "name")
 
 
 def _params(spec: TaskSpec) -> dict:
@@ -50,8 +51,10 @@ class Jobs:
         if not isinstance(body, dict):
             raise ValidationError("body: expected an object with script and task parameters")
         message = body.get("message")
-        if message is not None and not isinstance(message, str):
-            raise ValidationError("message: expected a string")
+        if message is not None:
+            if not isinstance(message, str):
+                raise ValidationError("message: expected a string", field="message")
+            utf8(message, "message")
         fields = {k: v for k, v in body.items() if k != "message"}
         spec = self._spec(fields, require_targets=False)
         versions = self.storage.jobs.get(name, [])

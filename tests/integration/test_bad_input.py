@@ -88,6 +88,41 @@ def test_what_msgpack_cannot_carry_is_400(running, job, method, path, body, fiel
     assert stack.api.get("/tasks")[1] == before
 
 
+@pytest.mark.parametrize("method,path,body,field", [
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "parallel": 1e30}, "parallel"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "parallel": 10001}, "parallel"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "timeout": 1e300}, "timeout"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "timeout": 7 * 86400 + 1}, "timeout"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "timeout": float("nan")}, "timeout"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "timeout": float("inf")}, "timeout"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "fail_rate": float("nan")}, "fail_rate"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "fail_count": 10001}, "fail_count"),
+    ("POST", "/result", {"task_id": "x", "wait": 61}, "wait"),
+    ("POST", "/result", {"task_id": "x", "wait": 1e300}, "wait"),
+    ("GET", "/task/x?wait=inf", None, "wait"),
+    ("GET", f"/task/x?output_limit={64 * 1024 * 1024 + 1}", None, "output_limit"),
+    ("GET", "/tasks?before=nan", None, "before"),
+    ("GET", "/tasks?before=inf", None, "before"),
+    ("GET", "/tasks?before=-1", None, "before"),
+    ("POST", "/job/bad-input", {"script": "true", "timeout": 1e300}, "timeout"),
+    ("POST", "/job/bad-input", {"script": "true", "parallel": 1e30}, "parallel"),
+    ("POST", "/job/bad-input/run", {"targets": ["AGENT"], "timeout": float("nan")}, "timeout"),
+    ("POST", "/job/bad-input/run", {"targets": ["AGENT"], "parallel": 10001}, "parallel"),
+    ("PUT", "/group/bad-input", {"targets": ["AGENT"] + [f"x{i}" for i in range(10000)]}, "targets"),
+])
+def test_out_of_range_fields_are_400(running, job, method, path, body, field):
+    """Every number has a range (README): outside it, NaN, Infinity: a 400 naming the field and the range."""
+    stack, (agent_id,) = running
+    raw = None if body is None else json.dumps(body).replace("AGENT", agent_id).encode()
+    before = stack.api.get("/tasks")[1]
+    status, answer = stack.api.request(method, path, raw=raw)
+    assert status == 400, answer
+    assert answer["error"].startswith(f"{field}: "), answer
+    assert "got number" not in answer["error"], answer  # NaN was "expected a number, got number"
+    assert stack.api.get("/tasks")[1] == before
+    assert stack.api.get("/job/bad-input/versions")[1][-1]["version"] == 1  # no job version either
+
+
 def test_a_task_still_runs_after_the_bad_input(running):
     """The refusals above (this module's stack saw them all) left master, web tier and agent whole."""
     stack, (agent_id,) = running
