@@ -17,6 +17,7 @@ from utils.defaults import (
     DEFAULT_BIND,
     DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_MAX_SCRIPT_BYTES,
+    DEFAULT_MAX_TARGETS,
 )
 from utils.statedir import StateDirError, resolve_state_dir
 
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None = None):
                         default=env("MAX_RESULT_BYTES", DEFAULT_MAX_RESULT_BYTES, int),
                         help="most output bytes in one task's answer; above it each output keeps its tail "
                              "[MSCHEDULE_MAX_RESULT_BYTES]")
+    parser.add_argument("--max-targets", type=int, default=env("MAX_TARGETS", DEFAULT_MAX_TARGETS, int),
+                        help="most targets in one task (and in a group); also the largest parallel and "
+                             "fail_count [MSCHEDULE_MAX_TARGETS]")
     parser.add_argument("--keep-tasks", type=int, default=env("KEEP_TASKS", None, int),
                         help="keep at most this many tasks; older finished ones (and their outputs) are pruned "
                              "[MSCHEDULE_KEEP_TASKS]")
@@ -59,8 +63,8 @@ def parse_args(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     if args.agent_timeout <= 0:
         parser.error("--agent-timeout must be > 0")
-    if args.max_result_bytes < 1:
-        parser.error("--max-result-bytes must be >= 1")
+    if args.max_result_bytes < 1 or args.max_targets < 1:
+        parser.error("--max-result-bytes and --max-targets must be >= 1")
     if (args.keep_tasks is not None and args.keep_tasks < 1) or (args.keep_days is not None and args.keep_days <= 0):
         parser.error("--keep-tasks must be >= 1 and --keep-days > 0")
     if args.command and (args.command[0] != "keys" or len(args.command) < 2 or args.command[1] not in KEY_ACTIONS
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"cannot open database {db}: {exc}")
     server = MasterServer(args.bind, args.admin_bind, args.agent_timeout, storage=storage,
                           max_script_bytes=args.max_script_bytes, max_result_bytes=args.max_result_bytes,
+                          max_targets=args.max_targets,
                           keys=keys, auto_accept=args.auto_accept,
                           keep_tasks=args.keep_tasks, keep_days=args.keep_days)
     try:

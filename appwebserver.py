@@ -14,7 +14,6 @@ from utils.config import add_logging_flags, env, fail, flag, new_parser, start_l
 from utils.defaults import (
     DEFAULT_ADMIN,
     DEFAULT_MAX_SCRIPT_BYTES,
-    DEFAULT_MAX_TARGETS,
     DEFAULT_WEB_HOST,
     DEFAULT_WEB_PORT,
     RPC_TIMEOUT,
@@ -40,8 +39,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--tls-cert", default=env("TLS_CERT", None), help="serve HTTPS with this certificate "
                         "(PEM) [MSCHEDULE_TLS_CERT]")
     parser.add_argument("--tls-key", default=env("TLS_KEY", None), help="the certificate's key [MSCHEDULE_TLS_KEY]")
-    parser.add_argument("--max-targets", type=int, default=env("MAX_TARGETS", DEFAULT_MAX_TARGETS, int),
-                        help="most targets in one task [MSCHEDULE_MAX_TARGETS]")
+    parser.add_argument("--max-targets", type=int, default=None,
+                        help="deprecated and ignored: the master checks targets, give it --max-targets")
     parser.add_argument("--insecure", action="store_true", default=env("INSECURE", False, flag),
                         help="plain TCP to the master and no HTTP tokens: local experiments only [MSCHEDULE_INSECURE]")
     parser.add_argument("--host", default=env("WEB_HOST", DEFAULT_WEB_HOST), help="HTTP address [MSCHEDULE_WEB_HOST]")
@@ -56,8 +55,8 @@ def parse_args(argv: list[str] | None = None):
                         help="seconds to wait for the master at start before giving up [MSCHEDULE_MASTER_WAIT]")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
-    if args.rpc_timeout <= 0 or args.master_wait < 0 or args.max_targets < 1:
-        parser.error("--rpc-timeout and --max-targets must be > 0, --master-wait >= 0")
+    if args.rpc_timeout <= 0 or args.master_wait < 0:
+        parser.error("--rpc-timeout must be > 0, --master-wait >= 0")
     if not args.insecure and not (args.master_key and args.client_key and args.token_file):
         parser.error("--master-key, --client-key and --token-file are required (or --insecure for a local experiment)")
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -97,12 +96,15 @@ async def wait_for_master(bridge: MasterBridge, seconds: float) -> bool:
 
 async def serve(args) -> None:
     curve, tokens, tls = security(args)
+    if args.max_targets is not None:
+        log.warning("--max-targets %d is deprecated and ignored by the web tier: the master validates tasks, "
+                    "give the master --max-targets (or MSCHEDULE_MAX_TARGETS)", args.max_targets)
     bridge = MasterBridge(args.master, timeout=args.rpc_timeout, curve=curve)
     bridge.start()
     try:
         if not await wait_for_master(bridge, args.master_wait):
             fail(f"master {args.master} unreachable (no answer within {args.master_wait:g}s)")
-        runner = web.AppRunner(build_app(bridge, args.max_script_bytes, tokens, args.max_targets), access_log=None)
+        runner = web.AppRunner(build_app(bridge, args.max_script_bytes, tokens), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port, ssl_context=tls)
         try:

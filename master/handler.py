@@ -19,14 +19,25 @@ from master.jobs import Jobs
 from master.scheduler import Scheduler
 from master.storage import KeyState, TargetRecord, TaskRecord
 from utils import messages
-from utils.defaults import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SCRIPT_BYTES, MAX_POLL_WAIT, MAX_RESULT_WAIT
+from utils.defaults import (
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MAX_SCRIPT_BYTES,
+    DEFAULT_MAX_TARGETS,
+    DEFAULT_TASK_LIST,
+    MAX_POLL_WAIT,
+    MAX_RESULT_WAIT,
+    MAX_TASK_LIST,
+    MAX_TIME,
+)
 from utils.exceptions import MessageError, NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
 from utils.selectors import validate_selector
 from utils.states import State
 from utils.taskspec import TaskSpec
+from utils.validate import describe, integer, number, utf8
 
 log = logging.getLogger(__name__)
+
 
 
 def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
@@ -37,12 +48,9 @@ def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
     return max(0.0, min(float(value), cap))
 
 
-def _output_limit(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError("output_limit: expected a whole number of bytes >= 0")
-    return value
+def _result_wait(value: Any) -> float:
+    """``wait`` of a ``get_result``: 0 to MAX_RESULT_WAIT seconds."""
+    return float(number(value, "wait", 0, int(MAX_RESULT_WAIT), default=0, hint="seconds"))
 
 
 def output_tail(output: bytes, limit: int | None) -> bytes:
@@ -142,7 +150,7 @@ class AdminHandler:
 
     def __init__(self, scheduler: Scheduler, admission: Admission | None = None,
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
-                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, max_targets: int = DEFAULT_MAX_TARGETS,
                  health: Callable[[], dict] | None = None) -> None:
         self._scheduler = scheduler
         self._health = health
@@ -150,11 +158,15 @@ class AdminHandler:
         self._admission = admission
         self._max_script_bytes = max_script_bytes
         self._max_result_bytes = max_result_bytes
-        self._jobs = Jobs(self._storage, max_script_bytes)
+        self._max_targets = max_targets
+        self._jobs = Jobs(self._storage, max_script_bytes, max_targets)
 
     def add_task(self, task: Any) -> str:
-        """Create a task from ``{script (base64), targets, timeout, parallel, fail_rate, fail_count}``."""
-        spec = TaskSpec.from_request(task, script_base64=True, max_script_bytes=self._max_script_bytes)
+        """Create a task from the HTTP body as it came: ``{script (text), targets, selector, timeout, ...}``.
+
+        The master is the one place that validates it (TaskSpec); the web tier only parses JSON.
+        """
+        spec = TaskSpec.from_request(task, max_script_bytes=self._max_script_bytes, max_targets=self._max_targets)
         if self._admission is not None:
             keys, agents = self._storage.keys, self._storage.agents
             refused = [a for a in spec.targets
@@ -186,10 +198,13 @@ class AdminHandler:
         """
         if isinstance(query, str):
             query = {"task_id": query}
-        if not isinstance(query, dict) or not isinstance(query.get("task_id"), str):
-            raise ValidationError("task_id: missing or not a string")
-        wait = _wait_seconds(query.get("wait"), MAX_RESULT_WAIT)
-        limit = _output_limit(query.get("output_limit"))
+        if not isinstance(query, dict):
+            raise ValidationError("body: expected an object with task_id")
+        if not isinstance(query.get("task_id"), str) or not query["task_id"]:
+            raise ValidationError("task_id: missing or not a string", field="task_id")
+        wait = _result_wait(query.get("wait"))
+        limit = integer(query.get("output_limit"), "output_limit", 0, self._max_result_bytes, default=None,
+                        hint="bytes")
         task = self._scheduler.wait_finished(query["task_id"], wait)
         cap = self._max_result_bytes if limit is None else limit  # any one output adds at most this
         if sum(min(len(t.output), cap) for t in task.targets.values()) > self._max_result_bytes:
@@ -211,21 +226,25 @@ class AdminHandler:
             raise NotFound(f"task {task_id} has no target {agent_id}")
         return {"task_id": task_id, "agent_id": agent_id, **self._target_entry(agent_id, target, None)}
 
-    def get_tasks(self, limit: Any = 50, filters: Any = None) -> list[dict]:
-        """Summaries of the newest tasks, newest first; ``filters``: state, job, agent, before (created time)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValidationError("limit: expected a positive integer")
+    def get_tasks(self, limit: Any = None, filters: Any = None) -> list[dict]:
+        """Summaries of the newest tasks, newest first; ``filters``: state, job, agent, before (created time).
+
+        ``limit``: 1 to MAX_TASK_LIST, DEFAULT_TASK_LIST for None.
+        """
+        limit = integer(limit, "limit", 1, MAX_TASK_LIST, default=DEFAULT_TASK_LIST)
         filters = filters or {}
         if not isinstance(filters, dict):
             raise ValidationError("filters: expected an object")
         state, job, agent, before = (filters.get(k) for k in ("state", "job", "agent", "before"))
         if state is not None and state not in {s.value for s in State}:
-            raise ValidationError(f"state: expected one of {', '.join(s.value for s in State)}")
-        if before is not None and (isinstance(before, bool) or not isinstance(before, (int, float))):
-            raise ValidationError("before: expected a created time (a number)")
+            raise ValidationError(f"state: expected one of {', '.join(s.value for s in State)}", field="state")
+        for name, value in (("job", job), ("agent", agent)):
+            if value is not None and not isinstance(value, str):
+                raise ValidationError(f"{name}: expected a string, got {describe(value)}", field=name)
+        before = number(before, "before", 0, MAX_TIME, default=None, hint="a created time, Unix seconds")
         out = []
         for task in reversed(self._storage.tasks.values()):
-            if len(out) >= min(limit, 1000):
+            if len(out) >= limit:
                 break
             if ((state and task.state != state) or (job and task.job != job) or (agent and agent not in task.targets)
                     or (before is not None and task.created >= before)):
@@ -288,7 +307,10 @@ class AdminHandler:
         selector = validate_selector(body.get("selector"), allow_group=False)
         targets = body.get("targets") or []
         if not isinstance(targets, list) or not all(isinstance(a, str) and a for a in targets):
-            raise ValidationError("targets: expected an array of agent ids")
+            raise ValidationError("targets: expected an array of agent ids", field="targets")
+        if len(targets) > self._max_targets:
+            raise ValidationError(f"targets: {len(targets)} agents, more than the limit of {self._max_targets}",
+                                  field="targets")
         unknown_ids = [a for a in targets if a not in self._storage.agents]
         if unknown_ids:
             raise ValidationError(f"targets: unknown agent id {unknown_ids[0]!r}")
@@ -319,8 +341,8 @@ class AdminHandler:
     @staticmethod
     def _group_name(value: Any) -> str:
         if not isinstance(value, str) or not value or len(value) > 128:
-            raise ValidationError("name: expected a group name of 1 to 128 characters")
-        return value
+            raise ValidationError("name: expected a group name of 1 to 128 characters", field="name")
+        return utf8(value, "name")
 
     # ---- agent keys -------------------------------------------------------------------------
     def keys_list(self) -> list[dict]:

@@ -7,9 +7,11 @@ import time
 from typing import Any
 
 from master.storage import Storage
+from utils.defaults import DEFAULT_MAX_TARGETS
 from utils.exceptions import NotFound, ValidationError
 from utils.messages import b64encode
 from utils.taskspec import TaskSpec
+from utils.validate import utf8
 
 #: task parameters a job keeps beside its script
 JOB_PARAMS = ("timeout", "parallel", "fail_rate", "fail_count", "targets", "selector", "batch_by", "batch_order")
@@ -17,12 +19,12 @@ JOB_PARAMS = ("timeout", "parallel", "fail_rate", "fail_count", "targets", "sele
 
 def validate_job_name(name: Any) -> str:
     if not isinstance(name, str) or not name:
-        raise ValidationError("name: empty")
+        raise ValidationError("name: empty", field="name")
     if "/" in name:
-        raise ValidationError("name: may not contain '/'")
+        raise ValidationError("name: may not contain '/'", field="name")
     if len(name) > 100:
-        raise ValidationError(f"name: {len(name)} characters, more than 100")
-    return name
+        raise ValidationError(f"name: {len(name)} characters, more than 100", field="name")
+    return utf8(name, "name")
 
 
 def _params(spec: TaskSpec) -> dict:
@@ -34,21 +36,27 @@ def _params(spec: TaskSpec) -> dict:
 class Jobs:
     """Versions live in ``storage.jobs[name]`` (a list, version n at index n-1), written through."""
 
-    def __init__(self, storage: Storage, max_script_bytes: int) -> None:
+    def __init__(self, storage: Storage, max_script_bytes: int, max_targets: int = DEFAULT_MAX_TARGETS) -> None:
         self.storage = storage
         self.max_script_bytes = max_script_bytes
+        self.max_targets = max_targets
+
+    def _spec(self, fields: dict, require_targets: bool = True) -> TaskSpec:
+        return TaskSpec.from_request(fields, max_script_bytes=self.max_script_bytes, max_targets=self.max_targets,
+                                     require_targets=require_targets)
 
     def save(self, name: Any, body: Any) -> dict:
-        """A new version from ``{script (base64), message?, <task parameters>}``; an identical save makes none."""
+        """A new version from ``{script (text), message?, <task parameters>}``; an identical save makes none."""
         name = validate_job_name(name)
         if not isinstance(body, dict):
             raise ValidationError("body: expected an object with script and task parameters")
         message = body.get("message")
-        if message is not None and not isinstance(message, str):
-            raise ValidationError("message: expected a string")
+        if message is not None:
+            if not isinstance(message, str):
+                raise ValidationError("message: expected a string", field="message")
+            utf8(message, "message")
         fields = {k: v for k, v in body.items() if k != "message"}
-        spec = TaskSpec.from_request(fields, script_base64=True, max_script_bytes=self.max_script_bytes,
-                                     require_targets=False)
+        spec = self._spec(fields, require_targets=False)
         versions = self.storage.jobs.get(name, [])
         digest = hashlib.sha256(spec.script).hexdigest()
         params = _params(spec)
@@ -66,14 +74,17 @@ class Jobs:
             raise NotFound(f"job {name!r} not found")
         return versions
 
-    def get(self, name: Any, version: Any = None) -> dict:
+    def _version(self, name: Any, version: Any = None) -> dict:
+        """The stored version (its script as bytes); the latest for None."""
         versions = self._versions(name)
         if version is None:
-            found = versions[-1]
-        else:
-            if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= len(versions):
-                raise NotFound(f"job {name!r} has no version {version!r} (1..{len(versions)})")
-            found = versions[version - 1]
+            return versions[-1]
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= len(versions):
+            raise NotFound(f"job {name!r} has no version {version!r} (1..{len(versions)})")
+        return versions[version - 1]
+
+    def get(self, name: Any, version: Any = None) -> dict:
+        found = self._version(name, version)
         return {**self.meta(found), "script": b64encode(found["script"]), "params": found["params"]}
 
     @staticmethod
@@ -98,7 +109,9 @@ class Jobs:
 
     def rollback(self, name: Any, version: Any) -> dict:
         """A new version equal to ``version``."""
-        old = self.get(name, version)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValidationError("version: expected a version number", field="version")
+        old = self._version(name, version)
         return self.save(name, {"script": old["script"], "message": f"rollback to version {old['version']}",
                                 **{k: v for k, v in old["params"].items() if v not in (None, [])}})
 
@@ -108,12 +121,11 @@ class Jobs:
             body = {}
         if not isinstance(body, dict):
             raise ValidationError("body: expected an object")
-        job = self.get(name, body.get("version"))
+        job = self._version(name, body.get("version"))
         overrides = {k: v for k, v in body.items() if k != "version"}
         unknown = sorted(set(overrides) - set(JOB_PARAMS))
         if unknown:
             raise ValidationError(f"{unknown[0]}: unknown field (allowed: version, {', '.join(JOB_PARAMS)})")
         merged = {**{k: v for k, v in job["params"].items() if v not in (None, [])}, **overrides,
                   "script": job["script"]}
-        spec = TaskSpec.from_request(merged, script_base64=True, max_script_bytes=self.max_script_bytes)
-        return spec, job["version"]
+        return self._spec(merged), job["version"]

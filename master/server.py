@@ -19,7 +19,7 @@ from master.scheduler import Scheduler
 from master.storage import Storage
 from transport import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, RpcServer, make_curve_server
 from utils import messages
-from utils.defaults import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SCRIPT_BYTES, RPC_HEARTBEAT
+from utils.defaults import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS, RPC_HEARTBEAT
 from utils.keys import load_or_create_keypair
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ class MasterServer:
     def __init__(self, bind: str, admin_bind: str, agent_timeout: float, storage: Storage | None = None,
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
                  max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, keys: MasterKeys | None = None,
-                 auto_accept: bool = False, keep_tasks: int | None = None, keep_days: float | None = None) -> None:
+                 auto_accept: bool = False, keep_tasks: int | None = None, keep_days: float | None = None,
+                 max_targets: int = DEFAULT_MAX_TARGETS) -> None:
         self.bind_endpoint = bind
         self.admin_endpoint = admin_bind
         # room for the largest script or output (base64: 4/3) plus the message around it
@@ -115,7 +116,8 @@ class MasterServer:
         self._zap = ZapHandler(zerorpc.Context.get_instance(), self.admission) if self.admission else None
         self.agent_handler = AgentHandler(self.scheduler, self.admission)
         self.admin_handler = AdminHandler(self.scheduler, self.admission, max_script_bytes=max_script_bytes,
-                                          max_result_bytes=max_result_bytes, health=self.endpoints_health)
+                                          max_result_bytes=max_result_bytes, max_targets=max_targets,
+                                          health=self.endpoints_health)
         self._agents = RpcServer(self.agent_handler, "agents", inline=answer_inline, peer_hook=set_current_key,
                                  on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
         self._admin = RpcServer(self.admin_handler, "admin", on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)

@@ -36,6 +36,15 @@ MAX_POLL_WAIT = 60.0
 MAX_RESULT_WAIT = 60.0
 """The master never holds a ``get_result(wait=...)`` longer than this."""
 
+DEFAULT_TASK_LIST = 50
+"""Task summaries ``GET /tasks`` answers when asked for no ``limit``."""
+
+MAX_TASK_LIST = 1000
+"""Largest ``limit`` of ``GET /tasks`` (a page; ``before`` gives the next one)."""
+
+MAX_TIME = 10_000_000_000
+"""Largest ``before`` of ``GET /tasks`` (a task's ``created``, Unix seconds): the year 2286."""
+
 DEFAULT_OUTPUT_CAP = 1024 * 1024
 """Bytes of a script's output kept by the agent; the rest is dropped with a marker."""
 
@@ -47,7 +56,13 @@ DEFAULT_MAX_RESULT_BYTES = 64 * 1024 * 1024
 whole output is always available). The master is one process: building a gigabyte answer would stall it."""
 
 DEFAULT_MAX_TARGETS = 10000
-"""Most targets one task may have."""
+"""Most targets one task may have; also the largest ``parallel`` and ``fail_count`` (master ``--max-targets``)."""
+
+MAX_TIMEOUT = 7 * 86400
+"""Longest task ``timeout`` in seconds (a week); 0 means no timeout."""
+
+MAX_FAIL_RATE = 100
+"""``fail_rate`` is a percentage of the targets."""
 
 RPC_TIMEOUT = 5.0
 """Seconds a short zerorpc call waits for its reply."""

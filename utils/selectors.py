@@ -5,12 +5,14 @@ import fnmatch
 from typing import Any
 
 from utils.exceptions import ValidationError
+from utils.validate import utf8
 
 SELECTOR_FIELDS = ("hostname", "labels", "group")
 
 
 def validate_selector(raw: Any, field: str = "selector", allow_group: bool = True) -> dict | None:
-    """A clean selector, or None when absent. Raises ValidationError naming the field."""
+    """A clean selector, or None when absent. Raises ValidationError naming the field (also for text that
+    is not UTF-8)."""
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -22,15 +24,24 @@ def validate_selector(raw: Any, field: str = "selector", allow_group: bool = Tru
     if not raw:
         raise ValidationError(f"{field}: empty, it would match every agent")
     hostname = raw.get("hostname")
-    if hostname is not None and (not isinstance(hostname, str) or not hostname):
-        raise ValidationError(f"{field}.hostname: expected a non-empty glob such as 'web-*'")
+    if hostname is not None:
+        if not isinstance(hostname, str) or not hostname:
+            raise ValidationError(f"{field}.hostname: expected a non-empty glob such as 'web-*'",
+                                  field=f"{field}.hostname")
+        utf8(hostname, f"{field}.hostname")
     labels = raw.get("labels")
-    if labels is not None and (not isinstance(labels, dict) or not all(
-            isinstance(k, str) and k and isinstance(v, str) for k, v in labels.items())):
-        raise ValidationError(f"{field}.labels: expected an object of strings")
+    if labels is not None:
+        if not isinstance(labels, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, str) for k, v in labels.items()):
+            raise ValidationError(f"{field}.labels: expected an object of strings", field=f"{field}.labels")
+        for key, value in labels.items():
+            utf8(key, f"{field}.labels")
+            utf8(value, f"{field}.labels.{key}")
     group = raw.get("group")
-    if group is not None and (not isinstance(group, str) or not group):
-        raise ValidationError(f"{field}.group: expected a group name")
+    if group is not None:
+        if not isinstance(group, str) or not group:
+            raise ValidationError(f"{field}.group: expected a group name", field=f"{field}.group")
+        utf8(group, f"{field}.group")
     return {k: v for k, v in raw.items() if v is not None}
 
 

@@ -1,5 +1,19 @@
-"""The OpenAPI 3 description of the HTTP API, served at /openapi.json (a test keeps it true to the routes)."""
+"""The OpenAPI 3 description of the HTTP API, served at /openapi.json (a test keeps it true to the routes).
+
+The ranges are the master's (its defaults: ``--max-targets`` and ``--max-result-bytes`` may change them).
+"""
 from __future__ import annotations
+
+from utils.defaults import (
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MAX_TARGETS,
+    DEFAULT_TASK_LIST,
+    MAX_FAIL_RATE,
+    MAX_RESULT_WAIT,
+    MAX_TASK_LIST,
+    MAX_TIME,
+    MAX_TIMEOUT,
+)
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ERRORS = {"400": _ERROR, "401": _ERROR, "404": _ERROR, "503": _ERROR}
@@ -18,13 +32,34 @@ def _op(summary: str, ok: dict, status: str = "200", body: str | None = None, pa
     return op
 
 
+_WAIT_SCHEMA = {"type": "number", "minimum": 0, "maximum": int(MAX_RESULT_WAIT), "default": 0}
+_OUTPUT_LIMIT_SCHEMA = {"type": "integer", "minimum": 0, "maximum": DEFAULT_MAX_RESULT_BYTES,
+                        "description": "at most the master's --max-result-bytes"}
 _WAIT = {"name": "wait", "in": "query", "required": False,
-         "description": "seconds (at most 60) to wait for the task to finish before answering",
-         "schema": {"type": "number", "minimum": 0}}
+         "description": f"seconds (0 to {MAX_RESULT_WAIT:g}) to wait for the task to finish before answering",
+         "schema": _WAIT_SCHEMA}
 _OUTPUT_LIMIT = {"name": "output_limit", "in": "query", "required": False,
                  "description": "keep only the last this many bytes of each output (output_omitted says how many "
-                                "were left out; GET /task/{task_id}/target/{agent_id} gives one output whole)",
-                 "schema": {"type": "integer", "minimum": 0}}
+                                "were left out; GET /task/{task_id}/target/{agent_id} gives one output whole); "
+                                "at most the master's --max-result-bytes",
+                 "schema": _OUTPUT_LIMIT_SCHEMA}
+_TEXT = "UTF-8 text (a lone surrogate such as \\ud800 is a 400)"
+#: a task's parameters, also a job's defaults and a run's overrides
+_TASK_PARAMS = {
+    "targets": {"type": "array", "items": {"type": "string"}, "maxItems": DEFAULT_MAX_TARGETS,
+                "description": "agent ids; with selector, the union of both; at most the master's --max-targets"},
+    "selector": {"$ref": "#/components/schemas/Selector"},
+    "batch_by": {"type": "string", "description": "roll out one value of this label at a time"},
+    "batch_order": {"type": "array", "items": {"type": "string"}, "maxItems": DEFAULT_MAX_TARGETS},
+    "timeout": {"type": "number", "minimum": 0, "maximum": MAX_TIMEOUT, "default": 0,
+                "description": f"seconds, at most {MAX_TIMEOUT} (7 days); 0 = none"},
+    "parallel": {"type": "integer", "minimum": 1, "maximum": DEFAULT_MAX_TARGETS, "default": 1,
+                 "description": "at most the master's --max-targets"},
+    "fail_rate": {"type": "number", "minimum": 0, "maximum": MAX_FAIL_RATE, "default": 0,
+                  "description": "percent of the targets"},
+    "fail_count": {"type": "integer", "minimum": -1, "maximum": DEFAULT_MAX_TARGETS, "default": -1,
+                   "description": "-1 = no count limit; at most the master's --max-targets"},
+}
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _AGENT_ID = {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -42,23 +77,16 @@ OPENAPI: dict = {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
             "TaskRequest": {
                 "type": "object", "required": ["script"], "additionalProperties": False,
+                "description": "every number outside its range, NaN, Infinity or a boolean is a 400 naming the "
+                               f"field; every string is {_TEXT}",
                 "properties": {
                     "script": {"type": "string", "description": "shell script, run with /bin/sh"},
-                    "targets": {"type": "array", "items": {"type": "string"},
-                                "description": "agent ids; with selector, the union of both"},
-                    "selector": {"$ref": "#/components/schemas/Selector"},
-                    "batch_by": {"type": "string", "description": "roll out one value of this label at a time"},
-                    "batch_order": {"type": "array", "items": {"type": "string"}},
-                    "timeout": {"type": "number", "minimum": 0, "default": 0, "description": "seconds; 0 = none"},
-                    "parallel": {"type": "integer", "minimum": 1, "default": 1},
-                    "fail_rate": {"type": "number", "minimum": 0, "maximum": 100, "default": 0},
-                    "fail_count": {"type": "integer", "minimum": -1, "default": -1},
+                    **_TASK_PARAMS,
                 },
             },
             "TaskId": {"type": "object", "required": ["task_id"], "properties": {"task_id": {"type": "string"}}},
             "ResultQuery": {"type": "object", "required": ["task_id"], "properties": {
-                "task_id": {"type": "string"}, "wait": {"type": "number", "minimum": 0},
-                "output_limit": {"type": "integer", "minimum": 0}}},
+                "task_id": {"type": "string"}, "wait": _WAIT_SCHEMA, "output_limit": _OUTPUT_LIMIT_SCHEMA}},
             "TaskSummary": {"type": "object", "properties": {
                 "task_id": {"type": "string"}, "state": _STATE, "parallel": {"type": "integer"},
                 "fail_rate": {"type": "number"}, "fail_count": {"type": "integer"}, "timeout": {"type": "number"},
@@ -102,12 +130,8 @@ OPENAPI: dict = {
                 "name": {"type": "string"}, "selector": {"$ref": "#/components/schemas/Selector"},
                 "targets": {"type": "array", "items": {"type": "string"}},
                 "members": {"type": "array", "items": {"type": "string"}}}},
-            "Job": {"type": "object", "required": ["script"], "properties": {
-                "script": {"type": "string"}, "message": {"type": "string"}, "timeout": {"type": "number"},
-                "parallel": {"type": "integer"}, "fail_rate": {"type": "number"}, "fail_count": {"type": "integer"},
-                "targets": {"type": "array", "items": {"type": "string"}},
-                "selector": {"$ref": "#/components/schemas/Selector"}, "batch_by": {"type": "string"},
-                "batch_order": {"type": "array", "items": {"type": "string"}}}},
+            "Job": {"type": "object", "required": ["script"], "description": "the task's ranges hold", "properties": {
+                "script": {"type": "string"}, "message": {"type": "string"}, **_TASK_PARAMS}},
             "GroupList": {"type": "array", "items": {"$ref": "#/components/schemas/Group"}},
         },
     },
@@ -148,12 +172,13 @@ OPENAPI: dict = {
             _json("#/components/schemas/TaskSummary"), params=[_TASK_ID]),
             "responses": {"200": _json("#/components/schemas/TaskSummary"), "409": _ERROR, **_ERRORS}}},
         "/tasks": {"get": _op("recent tasks, newest first", _json("#/components/schemas/TaskList"), params=[
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            {"name": "limit", "in": "query",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TASK_LIST, "default": DEFAULT_TASK_LIST}},
             {"name": "state", "in": "query", "schema": _STATE},
             {"name": "job", "in": "query", "schema": {"type": "string"}},
             {"name": "agent", "in": "query", "schema": {"type": "string"}},
-            {"name": "before", "in": "query", "schema": {"type": "number"},
-             "description": "created time of the last row of the previous page"}])},
+            {"name": "before", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": MAX_TIME},
+             "description": "created time (Unix seconds) of the last row of the previous page"}])},
         "/job/": {"post": {"summary": "an empty job name: always 400", "responses": {"400": _ERROR}}},
         "/jobs": {"get": _op("jobs, with their latest version", _json("#/components/schemas/Any"))},
         "/job/{name}": {

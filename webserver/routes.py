@@ -1,4 +1,9 @@
-"""HTTP API of the web tier. Every answer is JSON; every error is ``{"error": "..."}``."""
+"""HTTP API of the web tier. Every answer is JSON; every error is ``{"error": "..."}``.
+
+The web tier adapts, the master validates: a route turns its JSON body, path and query strings into values
+(a query's number into a number) and hands them to the master, whose answer or error it passes on. The only
+checks here are about HTTP and transport (a body that is not JSON, a value msgpack cannot carry).
+"""
 from __future__ import annotations
 
 import base64
@@ -10,10 +15,9 @@ import zerorpc
 from aiohttp import web
 
 from transport import TRANSPORT_ERRORS
-from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS, MAX_RESULT_WAIT
+from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_RESULT_WAIT
 from utils.exceptions import HTTP_STATUS_BY_ERROR, ValidationError
 from utils.selectors import matches, parse_label_filters
-from utils.taskspec import TaskSpec
 from webserver.auth import TOKENS, require_token
 from webserver.openapi import OPENAPI
 from webserver.rpc_bridge import MasterBridge
@@ -23,11 +27,8 @@ log = logging.getLogger(__name__)
 
 BRIDGE = web.AppKey("bridge", MasterBridge)
 MAX_SCRIPT_BYTES = web.AppKey("max_script_bytes", int)
-MAX_TARGETS = web.AppKey("max_targets", int)
 RPC_WAIT_MARGIN = 10.0
 """Seconds an RPC with ``wait`` may take beyond the wait itself."""
-DEFAULT_TASK_LIST = 50
-MAX_TASK_LIST = 1000
 
 routes = web.RouteTableDef()
 
@@ -83,27 +84,73 @@ async def call_master(request: web.Request, method: str, *args: Any, timeout: fl
 
 
 async def read_json(request: web.Request) -> Any:
+    """The body's JSON value, checked to be one msgpack can carry to the master (see :func:`wire_check`)."""
     raw = await request.read()
     if not raw:
         raise ApiError(400, "body: empty, expected a JSON object")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"body: not valid JSON ({exc})") from None
+    wire_check(body)
+    return body
 
 
-def parse_wait(value: Any) -> float:
-    """``wait`` in seconds (a number, or a numeric query string), capped at MAX_RESULT_WAIT."""
-    if value is None:
-        return 0.0
+#: the integers msgpack can pack
+WIRE_INT_MIN, WIRE_INT_MAX = -(2 ** 63), 2 ** 64 - 1
+
+
+def wire_check(value: Any, field: str = "") -> None:
+    """Refuse, naming the field, a JSON value msgpack cannot carry to the master.
+
+    JSON allows a lone surrogate (``"\\ud800"``), which is not UTF-8 text, and integers of any size;
+    msgpack raises on packing either, which would be a 500 without a field. This is transport, not a
+    rule of any request: what the value means and which range it must be in the master decides.
+    ``field`` is the path so far: ``selector.labels.dc``, ``targets[0]``; empty for the body itself.
+    """
+    if isinstance(value, str):
+        if not _is_utf8(value):
+            raise ApiError(400, f"{field or 'body'}: not valid UTF-8 text (a lone surrogate such as \\ud800)")
+    elif isinstance(value, bool) or value is None or isinstance(value, float):
+        return
+    elif isinstance(value, int):
+        if not WIRE_INT_MIN <= value <= WIRE_INT_MAX:
+            raise ApiError(400, f"{field or 'body'}: integer out of range (more than 64 bits)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{field}.{key}" if field else key
+            if not _is_utf8(key):
+                shown = path.encode("utf-8", "backslashreplace").decode()
+                raise ApiError(400, f"{shown}: field name not valid UTF-8 text (a lone surrogate such as \\ud800)")
+            wire_check(item, path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            wire_check(item, f"{field or 'body'}[{i}]")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def query_number(value: Any) -> Any:
+    """A query string's number as a float; anything else as it came, for the master to name the error."""
     if isinstance(value, str):
         try:
-            value = float(value)
+            return float(value)
         except ValueError:
-            raise ApiError(400, "wait: expected a number of seconds") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
-        raise ApiError(400, "wait: expected a number of seconds >= 0")
-    return min(float(value), MAX_RESULT_WAIT)
+            pass
+    return value
+
+
+def rpc_wait(wait: Any) -> float:
+    """How long the master may hold a call asked to ``wait``: transport only, the master checks the value."""
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 < wait < float("inf"):
+        return 0.0
+    return min(float(wait), MAX_RESULT_WAIT)
 
 
 def decode_output(text: str) -> str:
@@ -165,52 +212,49 @@ async def targets(request: web.Request) -> web.Response:
 
 @routes.post("/task")
 async def submit_task(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    try:
-        spec = TaskSpec.from_request(body, max_script_bytes=request.app[MAX_SCRIPT_BYTES],
-                                     max_targets=request.app[MAX_TARGETS])
-    except ValidationError as exc:
-        raise ApiError(400, str(exc)) from None
-    task_id = await call_master(request, "add_task", spec.to_rpc())
-    log.info("task %s submitted over HTTP from %s: %d targets, script %dB",
-             task_id, request.remote, len(spec.targets), len(spec.script))
+    """The body goes to the master as it came: the master validates it (one owner for the task's rules)."""
+    task_id = await call_master(request, "add_task", await read_json(request))
+    log.info("task %s submitted over HTTP from %s", task_id, request.remote)
     return web.json_response({"task_id": task_id}, status=201)
 
 
-def query_int(value: Any) -> Any:
+def query_int(value: Any, field: str) -> Any:
     """A query string's whole number as an int; anything else as it came, for the master to name the error."""
     if isinstance(value, str):
         try:
-            return int(value)
+            value = int(value)
         except ValueError:
-            pass
+            return value
+        wire_check(value, field)
     return value
 
 
-async def _task_result(request: web.Request, task_id: Any, wait: Any, output_limit: Any) -> web.Response:
-    if not isinstance(task_id, str) or not task_id:
-        raise ApiError(400, "task_id: missing or not a string")
-    seconds = parse_wait(wait)
-    query = {"task_id": task_id, "wait": seconds}
-    if output_limit is not None:
-        query["output_limit"] = query_int(output_limit)
-    detail = await call_master(request, "get_result", query, timeout=seconds + RPC_WAIT_MARGIN)
+def _query_fields(request: web.Request) -> dict:
+    """``?wait=&output_limit=`` as numbers where they are numbers."""
+    fields = {}
+    if "wait" in request.query:
+        fields["wait"] = query_number(request.query["wait"])
+    if "output_limit" in request.query:
+        fields["output_limit"] = query_int(request.query["output_limit"], "output_limit")
+    return fields
+
+
+async def _task_result(request: web.Request, query: Any) -> web.Response:
+    wait = query.get("wait") if isinstance(query, dict) else None
+    detail = await call_master(request, "get_result", query, timeout=rpc_wait(wait) + RPC_WAIT_MARGIN)
     return web.json_response(task_view(detail))
 
 
 @routes.post("/result")
 async def result(request: web.Request) -> web.Response:
+    """``{"task_id", "wait", "output_limit"}``; ``?wait=&output_limit=`` fill what the body leaves out."""
     body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(400, "body: expected a JSON object with task_id")
-    return await _task_result(request, body.get("task_id"), body.get("wait", request.query.get("wait")),
-                              body.get("output_limit", request.query.get("output_limit")))
+    return await _task_result(request, {**_query_fields(request), **body} if isinstance(body, dict) else body)
 
 
 @routes.get("/task/{task_id}")
 async def task(request: web.Request) -> web.Response:
-    return await _task_result(request, request.match_info["task_id"], request.query.get("wait"),
-                              request.query.get("output_limit"))
+    return await _task_result(request, {"task_id": request.match_info["task_id"], **_query_fields(request)})
 
 
 @routes.get("/task/{task_id}/target/{agent_id}")
@@ -232,30 +276,11 @@ async def cancel(request: web.Request) -> web.Response:
 @routes.get("/tasks")
 async def tasks(request: web.Request) -> web.Response:
     """Newest first; ``?state=&job=&agent=&limit=&before=`` (before: a row's ``created``, for the next page)."""
-    raw = request.query.get("limit", str(DEFAULT_TASK_LIST))
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise ApiError(400, "limit: expected an integer") from None
-    if not 1 <= limit <= MAX_TASK_LIST:
-        raise ApiError(400, f"limit: must be between 1 and {MAX_TASK_LIST}")
+    limit = query_int(request.query["limit"], "limit") if "limit" in request.query else None
     filters = {k: request.query[k] for k in ("state", "job", "agent") if k in request.query}
     if "before" in request.query:
-        try:
-            filters["before"] = float(request.query["before"])
-        except ValueError:
-            raise ApiError(400, "before: expected a created time (a number)") from None
+        filters["before"] = query_number(request.query["before"])
     return web.json_response(await call_master(request, "get_tasks", limit, filters))
-
-
-def _job_body_for_master(body: Any) -> dict:
-    """A job body as the master takes it: the script base64, like a task's."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "body: expected a JSON object with script")
-    script = body.get("script")
-    if not isinstance(script, str):
-        raise ApiError(400, "script: missing or not a string")
-    return {**body, "script": base64.b64encode(script.encode("utf-8", "surrogateescape")).decode()}
 
 
 @routes.get("/jobs")
@@ -270,7 +295,7 @@ async def job_without_name(request: web.Request) -> web.Response:
 
 @routes.post("/job/{name}")
 async def job_save(request: web.Request) -> web.Response:
-    body = _job_body_for_master(await read_json(request))
+    body = await read_json(request)
     saved = await call_master(request, "job_save", request.match_info["name"], body)
     return web.json_response(saved, status=201 if saved["created"] else 200)
 
@@ -291,9 +316,11 @@ async def job_versions(request: web.Request) -> web.Response:
 
 def _version(text: str, field: str) -> int:
     try:
-        return int(text)
+        version = int(text)
     except (TypeError, ValueError):
         raise ApiError(400, f"{field}: expected a version number") from None
+    wire_check(version, field)
+    return version
 
 
 @routes.get("/job/{name}/versions/{version}")
@@ -312,9 +339,9 @@ async def job_diff(request: web.Request) -> web.Response:
 @routes.post("/job/{name}/rollback")
 async def job_rollback(request: web.Request) -> web.Response:
     body = await read_json(request)
-    if not isinstance(body, dict) or isinstance(body.get("version"), bool) or not isinstance(body.get("version"), int):
-        raise ApiError(400, "version: expected a version number")
-    saved = await call_master(request, "job_rollback", request.match_info["name"], body["version"])
+    if not isinstance(body, dict):
+        raise ApiError(400, "body: expected a JSON object with version")
+    saved = await call_master(request, "job_rollback", request.match_info["name"], body.get("version"))
     return web.json_response(saved, status=201 if saved["created"] else 200)
 
 
@@ -364,13 +391,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def build_app(bridge: MasterBridge, max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
-              tokens: frozenset[str] = frozenset(), max_targets: int = DEFAULT_MAX_TARGETS) -> web.Application:
+              tokens: frozenset[str] = frozenset()) -> web.Application:
     """The HTTP API; ``tokens`` empty means no authentication (--insecure only)."""
     # a JSON-escaped script can be up to ~2x its size (\n, \", unicode escapes)
     app = web.Application(middlewares=[json_errors, require_token], client_max_size=max_script_bytes * 2 + 65536)
     app[BRIDGE] = bridge
     app[MAX_SCRIPT_BYTES] = max_script_bytes
-    app[MAX_TARGETS] = max_targets
     app[TOKENS] = frozenset(tokens)
     app.add_routes(routes)
     return app

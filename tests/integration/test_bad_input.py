@@ -44,6 +44,93 @@ def test_bad_task_fields(running, body, field):
     assert stack.api.get("/tasks")[1] == before  # nothing was created
 
 
+HUGE = 99999999999999999999999  # beyond the 64 bits msgpack carries to the master
+LONE = "\ud800"  # a lone surrogate: valid JSON ("\\ud800"), not UTF-8 text
+
+
+@pytest.fixture(scope="module")
+def job(module_stack):
+    """A saved job for the job routes' cases."""
+    status, answer = module_stack.api.post("/job/bad-input", {"script": "true"})
+    assert status in (200, 201), answer
+    return "bad-input"
+
+
+@pytest.mark.parametrize("method,path,body,field", [
+    ("POST", "/task", {"script": LONE, "targets": ["AGENT"]}, "script"),
+    ("POST", "/task", {"script": "true", "targets": [LONE]}, "targets[0]"),
+    ("POST", "/task", {"script": "true", "selector": {"hostname": LONE}}, "selector.hostname"),
+    ("POST", "/task", {"script": "true", "selector": {"labels": {"dc": LONE}}}, "selector.labels.dc"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "batch_by": LONE}, "batch_by"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "timeout": HUGE}, "timeout"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "fail_count": HUGE}, "fail_count"),
+    ("POST", "/result", {"task_id": LONE}, "task_id"),
+    ("POST", "/result", {"task_id": "x", "output_limit": HUGE}, "output_limit"),
+    ("GET", f"/task/x?output_limit={HUGE}", None, "output_limit"),
+    ("POST", "/job/bad-input", {"script": LONE}, "script"),
+    ("POST", "/job/bad-input", {"script": "true", "message": LONE}, "message"),
+    ("POST", "/job/bad-input", {"script": "true", "parallel": HUGE}, "parallel"),
+    ("POST", "/job/bad-input/run", {"timeout": HUGE}, "timeout"),
+    ("POST", "/job/bad-input/rollback", {"version": HUGE}, "version"),
+    ("GET", f"/job/bad-input/versions/{HUGE}", None, "version"),
+    ("GET", f"/job/bad-input/diff?from=1&to={HUGE}", None, "to"),
+    ("PUT", "/group/bad-input", {"selector": {"hostname": LONE}}, "selector.hostname"),
+    ("PUT", "/group/bad-input", {"targets": [HUGE]}, "targets[0]"),
+])
+def test_what_msgpack_cannot_carry_is_400(running, job, method, path, body, field):
+    """Lone surrogates and integers beyond 64 bits cannot travel to the master: a 400 naming the field, not 500."""
+    stack, (agent_id,) = running
+    raw = None if body is None else json.dumps(body).replace("AGENT", agent_id).encode()
+    before = stack.api.get("/tasks")[1]
+    status, answer = stack.api.request(method, path, raw=raw)
+    assert status == 400, answer
+    assert answer["error"].startswith(field), answer
+    assert stack.api.get("/tasks")[1] == before
+
+
+@pytest.mark.parametrize("method,path,body,field", [
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "parallel": 1e30}, "parallel"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "parallel": 10001}, "parallel"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "timeout": 1e300}, "timeout"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "timeout": 7 * 86400 + 1}, "timeout"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "timeout": float("nan")}, "timeout"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "timeout": float("inf")}, "timeout"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "fail_rate": float("nan")}, "fail_rate"),
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "fail_count": 10001}, "fail_count"),
+    ("POST", "/result", {"task_id": "x", "wait": 61}, "wait"),
+    ("POST", "/result", {"task_id": "x", "wait": 1e300}, "wait"),
+    ("GET", "/task/x?wait=inf", None, "wait"),
+    ("GET", f"/task/x?output_limit={64 * 1024 * 1024 + 1}", None, "output_limit"),
+    ("GET", "/tasks?before=nan", None, "before"),
+    ("GET", "/tasks?before=inf", None, "before"),
+    ("GET", "/tasks?before=-1", None, "before"),
+    ("POST", "/job/bad-input", {"script": "true", "timeout": 1e300}, "timeout"),
+    ("POST", "/job/bad-input", {"script": "true", "parallel": 1e30}, "parallel"),
+    ("POST", "/job/bad-input/run", {"targets": ["AGENT"], "timeout": float("nan")}, "timeout"),
+    ("POST", "/job/bad-input/run", {"targets": ["AGENT"], "parallel": 10001}, "parallel"),
+    ("PUT", "/group/bad-input", {"targets": ["AGENT"] + [f"x{i}" for i in range(10000)]}, "targets"),
+])
+def test_out_of_range_fields_are_400(running, job, method, path, body, field):
+    """Every number has a range (README): outside it, NaN, Infinity: a 400 naming the field and the range."""
+    stack, (agent_id,) = running
+    raw = None if body is None else json.dumps(body).replace("AGENT", agent_id).encode()
+    before = stack.api.get("/tasks")[1]
+    status, answer = stack.api.request(method, path, raw=raw)
+    assert status == 400, answer
+    assert answer["error"].startswith(f"{field}: "), answer
+    assert "got number" not in answer["error"], answer  # NaN was "expected a number, got number"
+    assert stack.api.get("/tasks")[1] == before
+    assert stack.api.get("/job/bad-input/versions")[1][-1]["version"] == 1  # no job version either
+
+
+def test_a_task_still_runs_after_the_bad_input(running):
+    """The refusals above (this module's stack saw them all) left master, web tier and agent whole."""
+    stack, (agent_id,) = running
+    assert all(proc.alive() for proc in stack.procs)
+    result = stack.api.run("echo still fine", [agent_id])
+    assert result["state"] == "SUCCEED" and result["targets"][agent_id]["output"] == "still fine\n"
+
+
 @pytest.mark.parametrize("raw", [b"", b"not json", b"{\"script\": ", b"\xff\xfe"])
 def test_not_json(running, raw):
     stack, _ = running

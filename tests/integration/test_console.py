@@ -212,7 +212,7 @@ def test_bad_input_is_shown_next_to_its_field_and_the_form_is_kept(console_stack
     page.fill("#run-form-parallel", "0")
     page.click("#run-form button[type=submit]")
     error = page.locator("[data-error-for=parallel]")
-    expect(error).to_have_text(re.compile(r"^parallel: must be >= 1"))
+    expect(error).to_have_text(re.compile(r"^parallel: must be between 1 and 10000, got 0"))
     expect(page.locator("#run-form-script")).to_have_value(script)
     assert "#/run" in page.url
     screenshot(page, "06-run-bad-input")

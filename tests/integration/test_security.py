@@ -283,11 +283,15 @@ def _raw(port, method, path, headers):
         return err.code, json.loads(err.read())
 
 
-def test_too_many_targets_is_400(stack):
-    stack.master()
-    stack.web("--max-targets", "3")
+def test_too_many_targets_is_400_from_the_master(stack):
+    """The master holds --max-targets; the web tier's old flag still starts, is ignored and says so."""
+    stack.master("--max-targets", "3")
+    web = stack.web("--max-targets", "1")
     status, body = stack.api.post("/task", {"script": "true", "targets": ["a", "b", "c", "d"]})
-    assert status == 400 and body["error"].startswith("targets: 4 agents, more than the limit of 3")
+    assert status == 400 and body["error"].startswith("targets: 4 agents, more than the limit of 3"), body
+    status, body = stack.api.post("/task", {"script": "true", "targets": ["a", "b"]})
+    assert status == 400 and body["error"].startswith("targets: unknown agent id 'a'"), body  # not the web's 1
+    assert "--max-targets 1 is deprecated and ignored" in web.log()
 
 
 def test_scripts_never_in_logs_at_info(stack):

@@ -17,7 +17,7 @@ const HISTORY_PAGE = 50;
 const OUTPUT_TAIL_BYTES = 8192;
 const PARAMS = [
   { name: 'timeout', label: 'timeout', def: '0',
-    hint: "Seconds before a host's script is killed (exit code 124); 0 = no limit." },
+    hint: "Seconds before a host's script is killed (exit code 124), at most 604800 (7 days); 0 = no limit." },
   { name: 'parallel', label: 'parallel', def: '1', hint: 'How many hosts run the script at the same time.' },
   { name: 'fail_rate', label: 'fail_rate (%)', def: '0',
     hint: 'Stop starting hosts once more than this % of all hosts failed; 0 = stop at the first failure.' },

@@ -1,0 +1,138 @@
+"""Every numeric field of a request has a range, every string is UTF-8 text; the error names the field."""
+import pytest
+
+from master.handler import AdminHandler
+from master.jobs import Jobs
+from master.scheduler import Scheduler
+from master.storage import Storage
+from utils.defaults import MAX_TASK_LIST, MAX_TIMEOUT
+from utils.exceptions import NotFound, ValidationError
+from utils.messages import AgentInfo
+from utils.taskspec import TaskSpec
+
+NAN, INF = float("nan"), float("inf")
+LONE = "\ud800"
+
+
+def spec(max_targets=50, **fields):
+    return TaskSpec.from_request({"script": "true", "targets": ["a"], **fields}, max_targets=max_targets)
+
+
+def test_the_bounds_themselves_are_accepted():
+    assert spec(timeout=0).timeout == 0 and spec(timeout=MAX_TIMEOUT).timeout == MAX_TIMEOUT == 7 * 86400
+    assert spec(parallel=1).parallel == 1 and spec(parallel=50).parallel == 50 and spec(parallel=2.0).parallel == 2
+    assert spec(fail_count=-1).fail_count == -1 and spec(fail_count=50).fail_count == 50
+    assert spec(fail_rate=0).fail_rate == 0 and spec(fail_rate=100).fail_rate == 100
+    assert spec(timeout=0.5, fail_rate=12.5).timeout == 0.5
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"parallel": 1e30}, "parallel: must be between 1 and 50, got 1e+30"),
+    ({"parallel": 51}, "parallel: must be between 1 and 50, got 51"),
+    ({"parallel": NAN}, "parallel: expected an integer between 1 and 50, got NaN"),
+    ({"parallel": INF}, "parallel: expected an integer between 1 and 50, got Infinity"),
+    ({"timeout": 1e300}, "timeout: must be between 0 and 604800 (seconds, 0: none), got 1e+300"),
+    ({"timeout": MAX_TIMEOUT + 1}, "timeout: must be between 0 and 604800"),
+    ({"timeout": 99999999999999999999999}, "timeout: must be between 0 and 604800"),
+    ({"timeout": NAN}, "timeout: expected a number between 0 and 604800 (seconds, 0: none), got NaN"),
+    ({"timeout": INF}, "timeout: expected a number between 0 and 604800 (seconds, 0: none), got Infinity"),
+    ({"timeout": -INF}, "timeout: expected a number between 0 and 604800 (seconds, 0: none), got -Infinity"),
+    ({"timeout": True}, "timeout: expected a number between 0 and 604800 (seconds, 0: none), got boolean"),
+    ({"fail_rate": NAN}, "fail_rate: expected a number between 0 and 100 (percent), got NaN"),
+    ({"fail_rate": False}, "fail_rate: expected a number between 0 and 100 (percent), got boolean"),
+    ({"fail_count": 51}, "fail_count: must be between -1 and 50 (-1: no count limit), got 51"),
+    ({"fail_count": 1e30}, "fail_count: must be between -1 and 50"),
+    ({"fail_count": NAN}, "fail_count: expected an integer between -1 and 50 (-1: no count limit), got NaN"),
+    ({"fail_count": True}, "fail_count: expected an integer between -1 and 50 (-1: no count limit), got boolean"),
+    ({"script": LONE}, "script: not valid UTF-8 text"),
+    ({"targets": ["a", LONE]}, "targets[1]: not valid UTF-8 text"),
+    ({"selector": {"hostname": LONE}}, "selector.hostname: not valid UTF-8 text"),
+    ({"selector": {"labels": {"dc": LONE}}}, "selector.labels.dc: not valid UTF-8 text"),
+    ({"selector": {"labels": {LONE: "x"}}}, "selector.labels: not valid UTF-8 text"),
+    ({"selector": {"group": LONE}}, "selector.group: not valid UTF-8 text"),
+    ({"batch_by": LONE}, "batch_by: not valid UTF-8 text"),
+    ({"batch_by": "dc", "batch_order": ["bj", LONE]}, "batch_order[1]: not valid UTF-8 text"),
+    ({"batch_by": "dc", "batch_order": [str(i) for i in range(51)]}, "batch_order: 51 values, more than the limit"),
+])
+def test_out_of_range_non_finite_bool_and_bad_text_are_refused(fields, message):
+    with pytest.raises(ValidationError) as caught:
+        spec(**fields)
+    assert str(caught.value).startswith(message), caught.value
+    assert caught.value.field == message.split(":")[0]
+    assert "got number" not in str(caught.value)
+
+
+@pytest.fixture
+def admin():
+    storage = Storage()
+    scheduler = Scheduler(storage, agent_timeout=10)
+    scheduler.agent_seen(AgentInfo(id="a0", hostname="h-a0", session="s1"))
+    return AdminHandler(scheduler, max_result_bytes=1000, max_targets=3)
+
+
+def test_the_master_holds_max_targets(admin):
+    with pytest.raises(ValidationError, match="^targets: 4 agents, more than the limit of 3"):
+        admin.add_task({"script": "true", "targets": ["a0", "b", "c", "d"]})
+    with pytest.raises(ValidationError, match="^parallel: must be between 1 and 3"):
+        admin.add_task({"script": "true", "targets": ["a0"], "parallel": 4})
+    with pytest.raises(ValidationError, match="^targets: 4 agents, more than the limit of 3"):
+        admin.group_put("g", {"targets": ["a0", "b", "c", "d"]})
+    assert admin.add_task({"script": "true", "targets": ["a0"], "parallel": 3, "fail_count": 3})
+
+
+@pytest.mark.parametrize("query,field", [
+    ({"wait": -1}, "wait"), ({"wait": 61}, "wait"), ({"wait": 1e300}, "wait"), ({"wait": INF}, "wait"),
+    ({"output_limit": -1}, "output_limit"), ({"output_limit": 1001}, "output_limit"),
+    ({"output_limit": 1.5}, "output_limit"), ({"output_limit": NAN}, "output_limit"),
+])
+def test_result_query_ranges(admin, query, field):
+    """Checked before the task is looked up: the answer is the 400, not the unknown task's 404."""
+    with pytest.raises(ValidationError, match=f"^{field}: ") as caught:
+        admin.get_result({"task_id": "nothing", **query})
+    assert caught.value.field == field and "got number" not in str(caught.value)
+
+
+def test_result_query_bounds_are_accepted(admin):
+    for query in ({"wait": 0}, {"wait": 60}, {"output_limit": 0}, {"output_limit": 1000}):
+        with pytest.raises(NotFound):
+            admin.get_result({"task_id": "nothing", **query})
+
+
+@pytest.mark.parametrize("limit,filters,field", [
+    (MAX_TASK_LIST + 1, None, "limit"),
+    (None, {"before": NAN}, "before"), (None, {"before": INF}, "before"), (None, {"before": 1e300}, "before"),
+    (None, {"before": -1}, "before"), (None, {"before": True}, "before"), (None, {"before": "x"}, "before"),
+    (None, {"job": 5}, "job"), (None, {"agent": ["a"]}, "agent"),
+])
+def test_task_list_ranges(admin, limit, filters, field):
+    with pytest.raises(ValidationError, match=f"^{field}: ") as caught:
+        admin.get_tasks(limit, filters)
+    assert caught.value.field == field
+
+
+def test_task_list_bounds_are_accepted(admin):
+    assert admin.get_tasks() == [] and admin.get_tasks(MAX_TASK_LIST, {"before": 0}) == []
+
+
+@pytest.mark.parametrize("name,body,field", [
+    ("job", {"script": "true", "message": LONE}, "message"),
+    ("job", {"script": "true", "timeout": 1e300}, "timeout"),
+    ("job", {"script": "true", "parallel": 4}, "parallel"),
+    (LONE, {"script": "true"}, "name"),
+])
+def test_job_bodies(name, body, field):
+    jobs = Jobs(Storage(), max_script_bytes=100, max_targets=3)
+    with pytest.raises(ValidationError, match=f"^{field}: ") as caught:
+        jobs.save(name, body)
+    assert caught.value.field == field
+
+
+def test_job_run_overrides_have_the_same_ranges():
+    jobs = Jobs(Storage(), max_script_bytes=100, max_targets=3)
+    jobs.save("job", {"script": "true", "targets": ["a"]})
+    with pytest.raises(ValidationError, match="^timeout: expected a number between 0 and 604800.*got NaN"):
+        jobs.spec_for_run("job", {"timeout": NAN})
+    with pytest.raises(ValidationError, match="^fail_count: must be between -1 and 3"):
+        jobs.spec_for_run("job", {"fail_count": 4})
+    with pytest.raises(ValidationError, match="^version: expected a version number"):
+        jobs.rollback("job", "1")
