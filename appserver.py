@@ -14,6 +14,7 @@ from utils.defaults import (
     DEFAULT_ADMIN_BIND,
     DEFAULT_AGENT_TIMEOUT,
     DEFAULT_BIND,
+    DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_MAX_SCRIPT_BYTES,
 )
@@ -50,6 +51,9 @@ def parse_args(argv: list[str] | None = None):
                         help="prune finished tasks older than this many days [MSCHEDULE_KEEP_DAYS]")
     parser.add_argument("--auto-accept", action="store_true", default=env("AUTO_ACCEPT", False, flag),
                         help="accept every new agent key at once (labs only) [MSCHEDULE_AUTO_ACCEPT]")
+    parser.add_argument("--max-pending", type=int, default=env("MAX_PENDING", DEFAULT_MAX_PENDING, int),
+                        help="most agent keys waiting for a decision; a new key beyond it is refused until some "
+                             "are accepted, rejected or deleted [MSCHEDULE_MAX_PENDING]")
     parser.add_argument("--insecure", action="store_true", default=env("INSECURE", False, flag),
                         help="plain TCP, no keys: for local experiments only [MSCHEDULE_INSECURE]")
     parser.add_argument("command", nargs="*", metavar="keys ACTION [AGENT_ID]",
@@ -60,6 +64,8 @@ def parse_args(argv: list[str] | None = None):
         parser.error("--agent-timeout must be > 0")
     if args.max_result_bytes < 1:
         parser.error("--max-result-bytes must be >= 1")
+    if args.max_pending < 0:
+        parser.error("--max-pending must be >= 0")
     if (args.keep_tasks is not None and args.keep_tasks < 1) or (args.keep_days is not None and args.keep_days <= 0):
         parser.error("--keep-tasks must be >= 1 and --keep-days > 0")
     if args.command and (args.command[0] != "keys" or len(args.command) < 2 or args.command[1] not in KEY_ACTIONS
@@ -117,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
                           max_script_bytes=args.max_script_bytes, max_result_bytes=args.max_result_bytes,
                           keys=keys, auto_accept=args.auto_accept,
                           keep_tasks=args.keep_tasks, keep_days=args.keep_days)
+    if server.admission is not None:  # set here: master/server.py is being rewritten (it should take it)
+        server.admission.max_pending = args.max_pending
     try:
         server.bind()
     except BindError as exc:

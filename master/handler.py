@@ -13,7 +13,7 @@ import logging
 import uuid
 from typing import Any
 
-from master.admission import Admission, Unauthorized
+from master.admission import Admission, PendingFull, Unauthorized
 from master.jobs import Jobs
 from master.scheduler import Scheduler
 from master.storage import KeyState, TargetRecord, TaskRecord
@@ -88,6 +88,8 @@ class AgentHandler:
                 self._storage.flush()  # acknowledged only once durable
                 return {"ok": True, "applied": applied, "master": self.boot}
             raise MessageError(f"type: unknown message type {kind!r}")
+        except PendingFull as exc:  # logged by Admission, at most once per interval: a flood floods no log
+            return {"ok": False, "error": str(exc), "master": self.boot}
         except (MessageError, Unauthorized) as exc:
             log.warning("agent message refused: %s", exc)
             return {"ok": False, "error": str(exc)}

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 import uuid
 
 import pytest
 import zmq
 
-from tests.integration.harness import PYTHON, ROOT, Stack
+from tests.integration.harness import AGENT_TIMEOUT, PYTHON, ROOT, Stack, scaled, wait_until
 from utils.rpc import CurveClientKeys, close_quietly, make_client
 
 pytestmark = pytest.mark.slow
@@ -68,3 +69,56 @@ def test_an_agent_with_an_oversized_label_says_so_at_start(tmp_path):
     proc = subprocess.run([PYTHON, "app.py", "--insecure", "--state-dir", str(tmp_path), "--label", label],
                           cwd=ROOT, capture_output=True, text=True, timeout=20)
     assert proc.returncode == 2 and "--label: value of 'role': 256 characters, more than 255" in proc.stderr
+
+
+def register_new_keys(stack: Stack, count: int, hostname: str = "flood-{i}") -> list[dict]:
+    """``count`` registrations, each from a new key pair on its own connection; their replies."""
+    replies = []
+    for i in range(count):
+        with raw_agent(stack) as client:
+            replies.append(client.send(hello(hostname=hostname.format(i=i))))
+    return replies
+
+
+def pending_ids(stack: Stack) -> list[str]:
+    return [k["agent_id"] for k in keys(stack) if k["state"] == "pending"]
+
+
+def test_pending_keys_are_capped_known_keys_keep_working_and_a_decision_frees_a_slot(stack):
+    stack.master("--max-pending", "5", auto_accept=False)
+    stack.web()
+    stack.agents(1, wait=False, extra=("--hostname", "real-{i}"))
+    (real,) = wait_until(lambda: pending_ids(stack), 15, what="the real agent's key pending")
+    assert stack.api.post(f"/keys/{real}/accept")[0] == 200
+    wait_until(lambda: stack.online_agents() == [real], 15, what="the accepted agent online")
+
+    mine = zmq.curve_keypair()  # a pending key that asks again while the list is full
+    with raw_agent(stack, mine) as client:
+        first = client.send(hello("early-bird", hostname="early"))
+    assert first["ok"] is False and first["pending"] is True
+    assert all(r.get("pending") for r in register_new_keys(stack, 4))
+    assert len(pending_ids(stack)) == 5
+
+    refused = register_new_keys(stack, 30, hostname="late-{i}")  # a flood beyond the cap
+    for reply in refused:
+        assert reply["ok"] is False and not reply.get("pending"), reply
+        assert "--max-pending is 5" in reply["error"] and "new key refused" in reply["error"]
+    assert len(pending_ids(stack)) == 5 and not any(k["hostname"].startswith("late-") for k in keys(stack))
+    # keys already known keep working: the pending one is still pending, the accepted agent stays online
+    with raw_agent(stack, mine) as client:
+        again = client.send(hello("early-bird", kind="heartbeat", hostname="early"))
+    assert again["pending"] is True and "refused" not in again["error"]
+    time.sleep(scaled(AGENT_TIMEOUT + 1))
+    agent = stack.api.agents()[real]
+    assert agent["online"] and agent["heartbeat_age"] < AGENT_TIMEOUT
+    assert stack.api.run("echo still here", [real])["targets"][real]["output"] == "still here\n"
+    # one refusal line for the whole flood (at most one more once the interval has passed), not thirty
+    master_log = next(p for p in stack.procs if p.name == "master").log()
+    assert 1 <= master_log.count("new agent key(s) in") <= 2, master_log
+    assert "refused 1 new agent key(s)" in master_log and "(the last from hostname 'late-0')" in master_log
+    assert "agent message refused" not in master_log
+
+    # a decision frees a slot: the next new key is pending again, and the one after is refused
+    assert stack.api.post("/keys/early-bird/accept")[0] == 200
+    assert [r.get("pending") for r in register_new_keys(stack, 2, hostname="after-{i}")] == [True, None]
+    assert len(pending_ids(stack)) == 5
