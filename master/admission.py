@@ -147,6 +147,10 @@ class Admission:
     def list(self) -> list[dict]:
         return [r.to_dict() for r in sorted(self.storage.keys.values(), key=lambda r: (r.state, r.first_seen))]
 
+    def pending_ids(self) -> list[str]:
+        """The pending keys' agent ids, oldest first."""
+        return sorted(self._pending, key=lambda a: (self.storage.keys[a].first_seen, a))
+
     def decide(self, agent_id: str, state: KeyState) -> KeyRecord:
         record = self._record(agent_id)
         record.state, record.decided = state, time.time()

@@ -122,3 +122,69 @@ def test_pending_keys_are_capped_known_keys_keep_working_and_a_decision_frees_a_
     assert stack.api.post("/keys/early-bird/accept")[0] == 200
     assert [r.get("pending") for r in register_new_keys(stack, 2, hostname="after-{i}")] == [True, None]
     assert len(pending_ids(stack)) == 5
+
+
+def _keys_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "appserver.py", "--state-dir", str(stack.state), "--admin-bind",
+                           stack.admin_endpoint, "keys", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def states(stack: Stack) -> dict[str, str]:
+    return {k["agent_id"]: k["state"] for k in keys(stack)}
+
+
+def test_keys_in_bulk_from_the_cli(stack):
+    stack.master(auto_accept=False)
+    stack.web()
+    register_new_keys(stack, 6)
+    ids = pending_ids(stack)  # oldest first
+    accept = _keys_cli(stack, "accept", ids[0], ids[1], "no-such-agent", ids[0])
+    assert accept.returncode == 1, accept  # one id failed: the others are done all the same
+    assert accept.stdout.splitlines() == [f"accepted  {ids[0]}", f"accepted  {ids[1]}"]
+    assert accept.stderr.strip() == "mschedule: no-such-agent: no key for agent no-such-agent"
+    reject = _keys_cli(stack, "reject", "--all-pending")
+    assert reject.returncode == 0 and reject.stdout.splitlines() == [f"rejected  {a}" for a in ids[2:]], reject
+    assert states(stack) == {**dict.fromkeys(ids[:2], "accepted"), **dict.fromkeys(ids[2:], "rejected")}
+    delete = _keys_cli(stack, "delete", ids[1], ids[2], ids[3])
+    assert delete.returncode == 0 and delete.stdout.split() == ["deleted", ids[1], "deleted", ids[2], "deleted", ids[3]]
+    assert sorted(states(stack)) == sorted([ids[0], *ids[4:]])
+    nothing = _keys_cli(stack, "accept", "--all-pending")
+    assert nothing.returncode == 0 and nothing.stdout == "" and "no key is pending" in nothing.stderr
+    for bad in (("delete", "--all-pending"), ("accept",), ("accept", ids[0], "--all-pending"), ("list", ids[0])):
+        refused = _keys_cli(stack, *bad)
+        assert refused.returncode == 2 and "error:" in refused.stderr, (bad, refused)
+    assert sorted(states(stack)) == sorted([ids[0], *ids[4:]])  # the bad commands changed nothing
+
+
+def test_keys_in_bulk_over_http(stack):
+    stack.master(auto_accept=False)
+    stack.web()
+    register_new_keys(stack, 5)
+    ids = pending_ids(stack)
+    status, answer = stack.api.post("/keys/accept", {"agent_ids": [ids[0], "no-such-agent", ids[1]]})
+    assert status == 200, answer
+    assert answer == {"done": 2, "failed": 1, "results": [
+        {"agent_id": ids[0], "ok": True, "state": "accepted"},
+        {"agent_id": "no-such-agent", "ok": False, "error": "no key for agent no-such-agent"},
+        {"agent_id": ids[1], "ok": True, "state": "accepted"}]}
+    status, answer = stack.api.post("/keys/reject", {"all_pending": True})
+    assert status == 200 and answer["done"] == 3 and [r["agent_id"] for r in answer["results"]] == ids[2:]
+    assert states(stack) == {**dict.fromkeys(ids[:2], "accepted"), **dict.fromkeys(ids[2:], "rejected")}
+    status, answer = stack.api.post("/keys/delete", {"agent_ids": [ids[0], ids[4]]})
+    assert status == 200
+    assert answer["results"] == [{"agent_id": a, "ok": True, "deleted": True} for a in (ids[0], ids[4])]
+    assert sorted(states(stack)) == sorted(ids[1:4])
+    # the single-id routes are still there
+    assert stack.api.post(f"/keys/{ids[2]}/accept")[1]["state"] == "accepted"
+    for path, body, field in (("/keys/accept", {}, "agent_ids"), ("/keys/accept", {"agent_ids": []}, "agent_ids"),
+                              ("/keys/reject", {"agent_ids": [3]}, "agent_ids"),
+                              ("/keys/accept", {"agent_ids": ["a"] * 10001}, "agent_ids"),
+                              ("/keys/accept", {"all_pending": "yes"}, "all_pending"),
+                              ("/keys/accept", {"all_pending": True, "agent_ids": [ids[1]]}, "all_pending"),
+                              ("/keys/delete", {"all_pending": True}, "all_pending"),
+                              ("/keys/reject", {"agent_ids": [ids[1]], "force": True}, "force"),
+                              ("/keys/accept", [ids[1]], "body")):
+        status, answer = stack.api.post(path, body)
+        assert status == 400 and answer["error"].startswith(field), (path, body, answer)
+    assert stack.api.post("/keys/accept", raw=b"")[0] == 400
+    assert states(stack)[ids[1]] == "accepted" and states(stack)[ids[3]] == "rejected"  # nothing changed
