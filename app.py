@@ -16,7 +16,9 @@ from utils.defaults import (
     DEFAULT_OUTPUT_CAP,
     DEFAULT_POLL_WAIT,
 )
+from utils.exceptions import MessageError
 from utils.keys import KeyFileError, public_key_arg
+from utils.messages import check_labels
 
 
 def parse_label(text: str) -> tuple[str, str]:
@@ -91,7 +93,8 @@ def parse_args(argv: list[str] | None = None):
     try:
         args.labels = {**file_labels,
                        **dict(parse_label(t) for t in [*filter(None, labels_env.split(",")), *args.label])}
-    except ValueError as exc:
+        check_labels(args.labels, "--label")  # the master would refuse every register: say so now
+    except (ValueError, MessageError) as exc:
         parser.error(str(exc))
     if not args.insecure and not args.master_key:
         parser.error("--master-key is required (or --insecure for a local experiment)")

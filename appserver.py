@@ -1,13 +1,13 @@
-"""mschedule master: ``python appserver.py``; agent keys: ``python appserver.py keys list|accept|reject|delete``."""
+"""mschedule master: ``python appserver.py``; agent keys: ``python appserver.py keys list|accept|reject|delete``
+(accept, reject and delete take several agent ids, or ``--all-pending`` for accept and reject)."""
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import sys
 
 from master import MasterKeys, MasterServer
-from master.server import BindError, ServingLoopDied
+from master.server import BindError, MasterSettings, ServingLoopDied
 from master.sqlite_storage import open_storage
 from transport.guard import exit_unless_pinned
 from utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
@@ -15,6 +15,7 @@ from utils.defaults import (
     DEFAULT_ADMIN_BIND,
     DEFAULT_AGENT_TIMEOUT,
     DEFAULT_BIND,
+    DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_MAX_SCRIPT_BYTES,
     DEFAULT_MAX_TARGETS,
@@ -55,39 +56,71 @@ def parse_args(argv: list[str] | None = None):
                         help="prune finished tasks older than this many days [MSCHEDULE_KEEP_DAYS]")
     parser.add_argument("--auto-accept", action="store_true", default=env("AUTO_ACCEPT", False, flag),
                         help="accept every new agent key at once (labs only) [MSCHEDULE_AUTO_ACCEPT]")
+    parser.add_argument("--max-pending", type=int, default=env("MAX_PENDING", DEFAULT_MAX_PENDING, int),
+                        help="most agent keys waiting for a decision; a new key beyond it is refused until some "
+                             "are accepted, rejected or deleted [MSCHEDULE_MAX_PENDING]")
     parser.add_argument("--insecure", action="store_true", default=env("INSECURE", False, flag),
                         help="plain TCP, no keys: for local experiments only [MSCHEDULE_INSECURE]")
-    parser.add_argument("command", nargs="*", metavar="keys ACTION [AGENT_ID]",
-                        help="manage agent keys on a running master: keys list | keys accept|reject|delete ID")
+    parser.add_argument("command", nargs="*", metavar="keys ACTION [AGENT_ID ...]",
+                        help="manage agent keys on a running master: keys list | keys accept|reject|delete ID "
+                             "[ID ...] | keys accept|reject --all-pending")
+    parser.add_argument("--all-pending", action="store_true",
+                        help="with 'keys accept' or 'keys reject': every key waiting for a decision")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
     if args.agent_timeout <= 0:
         parser.error("--agent-timeout must be > 0")
     if args.max_result_bytes < 1 or args.max_targets < 1:
         parser.error("--max-result-bytes and --max-targets must be >= 1")
+    if args.max_pending < 0:
+        parser.error("--max-pending must be >= 0")
     if (args.keep_tasks is not None and args.keep_tasks < 1) or (args.keep_days is not None and args.keep_days <= 0):
         parser.error("--keep-tasks must be >= 1 and --keep-days > 0")
-    if args.command and (args.command[0] != "keys" or len(args.command) < 2 or args.command[1] not in KEY_ACTIONS
-                         or len(args.command) != (2 if args.command[1] == "list" else 3)):
-        parser.error("usage: appserver.py keys list | keys accept|reject|delete AGENT_ID")
+    if args.command or args.all_pending:
+        check_keys_command(parser, args)
     return args
 
 
+def check_keys_command(parser, args) -> None:
+    """``keys list``, ``keys accept|reject|delete ID [ID ...]``, ``keys accept|reject --all-pending``."""
+    command = args.command
+    if len(command) < 2 or command[0] != "keys" or command[1] not in KEY_ACTIONS:
+        parser.error("usage: appserver.py keys list | keys accept|reject|delete AGENT_ID [AGENT_ID ...] | "
+                     "keys accept|reject --all-pending")
+    action, ids = command[1], command[2:]
+    if action == "list" and (ids or args.all_pending):
+        parser.error("keys list takes no agent id and no --all-pending")
+    if action == "delete" and args.all_pending:
+        parser.error("--all-pending is for keys accept and keys reject (delete takes agent ids)")
+    if action != "list" and bool(ids) == args.all_pending:
+        parser.error(f"keys {action}: give agent ids{' or --all-pending' if action != 'delete' else ''}"
+                     f"{' (not both)' if ids else ''}")
+
+
 def keys_command(args, state_dir: str) -> int:
-    """``keys ...``: one call to the running master's admin endpoint with the admin credential."""
+    """``keys ...``: one call to the running master's admin endpoint with the admin credential.
+
+    accept, reject and delete take several ids (or --all-pending) in one call, which the master commits
+    once; each id gets a line, and the exit code is 1 when any of them failed.
+    """
     from transport import TRANSPORT_ERRORS, CurveClientKeys, make_client
 
-    action = args.command[1]
+    action, ids = args.command[1], args.command[2:]
+    if action == "list":
+        call: tuple = ("keys_list",)
+    else:
+        body = {"all_pending": True} if args.all_pending else {"agent_ids": ids}
+        call = ("keys_delete_many", body) if action == "delete" else ("keys_decide_many", action, body)
     curve = None
     if not args.insecure:
         keys = MasterKeys.load_or_create(state_dir)
         curve = CurveClientKeys(keys.public, keys.admin_public, keys.admin_secret)
-    client = make_client(args.admin_bind.split(",")[0].strip(), timeout=5, curve=curve)
+    client = make_client(args.admin_bind.split(",")[0].strip(), timeout=30, curve=curve)
     try:
-        reply = client(f"keys_{action}", *args.command[2:])
+        reply = client(*call)
     except TRANSPORT_ERRORS:
         fail(f"master admin endpoint {args.admin_bind} unreachable", code=1)
-    except Exception as exc:  # zerorpc.RemoteError: the master's answer, e.g. no such agent
+    except Exception as exc:  # zerorpc.RemoteError: the master's answer, e.g. a bad request
         fail(getattr(exc, "msg", str(exc)), code=1)
     finally:
         client.close()
@@ -95,9 +128,15 @@ def keys_command(args, state_dir: str) -> int:
         for key in reply:
             sys.stdout.write(f"{key['state']:9} {key['agent_id']}  {key['hostname']:20} {','.join(key['ip']):16} "
                              f"{key['key']}\n")
-    else:
-        sys.stdout.write(json.dumps(reply) + "\n")
-    return 0
+        return 0
+    for result in reply["results"]:
+        if result["ok"]:
+            sys.stdout.write(f"{result.get('state', 'deleted'):9} {result['agent_id']}\n")
+        else:
+            sys.stderr.write(f"mschedule: {result['agent_id']}: {result['error']}\n")
+    if not reply["results"]:
+        sys.stderr.write("mschedule: no key is pending\n")
+    return 1 if reply["failed"] else 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,11 +158,12 @@ def main(argv: list[str] | None = None) -> None:
         storage = open_storage(db)
     except sqlite3.Error as exc:
         fail(f"cannot open database {db}: {exc}")
-    server = MasterServer(args.bind, args.admin_bind, args.agent_timeout, storage=storage,
-                          max_script_bytes=args.max_script_bytes, max_result_bytes=args.max_result_bytes,
-                          max_targets=args.max_targets,
-                          keys=keys, auto_accept=args.auto_accept,
-                          keep_tasks=args.keep_tasks, keep_days=args.keep_days)
+    settings = MasterSettings(
+        bind=args.bind, admin_bind=args.admin_bind, agent_timeout=args.agent_timeout,
+        max_script_bytes=args.max_script_bytes, max_result_bytes=args.max_result_bytes, max_targets=args.max_targets,
+        auto_accept=args.auto_accept, max_pending=args.max_pending, keep_tasks=args.keep_tasks,
+        keep_days=args.keep_days)
+    server = MasterServer(settings, storage=storage, keys=keys)
     try:
         server.bind()
     except BindError as exc:

@@ -9,7 +9,9 @@ ZAP names each connection's key as its User-Id, which the server stamps on every
 (``transport.events.parse``); what a caller may do is decided per call from that key. An agent id
 belongs to the key that first claimed it; a new key becomes *pending* when it registers and can do
 nothing else until an operator accepts it (or ``--auto-accept``); a rejected key is refused at once, even
-on a connection that is already open.
+on a connection that is already open. At most ``max_pending`` keys wait at a time: beyond that a new key's
+registration is refused (keys already known keep working), and the refusals are logged once per
+``PENDING_FULL_LOG_EVERY`` seconds with a count, so a flood of new keys floods neither the state nor the log.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import zmq
 from zmq.utils import z85
 
 from master.storage import KeyRecord, KeyState, Storage
+from utils.defaults import DEFAULT_MAX_PENDING, PENDING_FULL_LOG_EVERY
 from utils.exceptions import NotFound, Unauthorized
 from utils.keys import fingerprint
 
@@ -43,14 +46,27 @@ def current_key() -> str | None:
     return getattr(_peer, "key", None)
 
 
+class PendingFull(Unauthorized):
+    """A new key may not register now: ``max_pending`` keys already wait for a decision."""
+
+
 class Admission:
     """The key registry and the rules above."""
 
-    def __init__(self, storage: Storage, admin_key: bytes, auto_accept: bool = False) -> None:
+    def __init__(self, storage: Storage, admin_key: bytes, auto_accept: bool = False,
+                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.storage = storage
         self.admin_key = admin_key.decode("ascii")
         self.auto_accept = auto_accept
+        self.max_pending = max_pending
         self._rejected_keys = {r.key for r in storage.keys.values() if r.state is KeyState.REJECTED}
+        #: agent ids of the pending keys (counted on every new key: kept, not recounted)
+        self._pending = {r.agent_id for r in storage.keys.values() if r.state is KeyState.PENDING}
+        self._refused = 0  # new keys refused (pending full) since the last log line about it
+        self._refused_since = 0.0
+        self._refused_host = ""
+        self._refused_logged = -PENDING_FULL_LOG_EVERY
+        self._refused_flush: gevent.Greenlet | None = None
 
     # ---- ZAP: at connection time ------------------------------------------------------------
     def admit(self, domain: str, key: str) -> tuple[bool, str]:
@@ -84,11 +100,17 @@ class Admission:
                         fingerprint(record.key))
             raise Unauthorized(f"agent id {agent_id} belongs to another key")
         if record is None:
+            if not self.auto_accept and len(self._pending) >= self.max_pending:
+                self._note_refused(hostname)
+                raise PendingFull(f"agent {agent_id}: new key refused: {len(self._pending)} keys already wait for "
+                                  f"an operator's decision (the master's --max-pending is {self.max_pending}); "
+                                  "try again later")
             record = KeyRecord(agent_id=agent_id, key=key, hostname=hostname, ip=list(ip), first_seen=time.time())
             if self.auto_accept:
                 record.state, record.decided = KeyState.ACCEPTED, time.time()
                 log.warning("agent %s: key %s accepted automatically (--auto-accept)", agent_id, fingerprint(key))
             else:
+                self._pending.add(agent_id)
                 log.warning("agent %s: new key %s from %s is pending: accept it with "
                             "'appserver.py keys accept %s'", agent_id, fingerprint(key), hostname, agent_id)
             self.storage.save_key(record)
@@ -97,13 +119,42 @@ class Admission:
             self.storage.save_key(record)
         return record.state
 
+    def _note_refused(self, hostname: str) -> None:
+        """Count a refused new key; log at once if the last line is old enough, else within the interval."""
+        now = time.monotonic()
+        if not self._refused:
+            self._refused_since = now
+        self._refused += 1
+        self._refused_host = hostname
+        wait = self._refused_logged + PENDING_FULL_LOG_EVERY - now
+        if wait <= 0:
+            self._log_refused()
+        elif self._refused_flush is None:
+            self._refused_flush = gevent.spawn_later(wait, self._log_refused)
+
+    def _log_refused(self) -> None:
+        self._refused_flush = None
+        if not self._refused:
+            return
+        now = time.monotonic()
+        log.warning("refused %d new agent key(s) in %.0f s (the last from hostname %r): %d keys are pending, "
+                    "--max-pending is %d; decide them with 'appserver.py keys list' and 'keys accept|reject' or "
+                    "the console", self._refused, now - self._refused_since, self._refused_host,
+                    len(self._pending), self.max_pending)
+        self._refused, self._refused_logged = 0, now
+
     # ---- operator ---------------------------------------------------------------------------
     def list(self) -> list[dict]:
         return [r.to_dict() for r in sorted(self.storage.keys.values(), key=lambda r: (r.state, r.first_seen))]
 
+    def pending_ids(self) -> list[str]:
+        """The pending keys' agent ids, oldest first."""
+        return sorted(self._pending, key=lambda a: (self.storage.keys[a].first_seen, a))
+
     def decide(self, agent_id: str, state: KeyState) -> KeyRecord:
         record = self._record(agent_id)
         record.state, record.decided = state, time.time()
+        self._pending.discard(agent_id)
         if state is KeyState.REJECTED:
             self._rejected_keys.add(record.key)
         else:
@@ -115,6 +166,7 @@ class Admission:
     def delete(self, agent_id: str) -> None:
         record = self._record(agent_id)
         self._rejected_keys.discard(record.key)
+        self._pending.discard(agent_id)
         self.storage.delete_key(agent_id)
         log.warning("agent %s: key %s deleted", agent_id, fingerprint(record.key))
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from master.admission import Admission, Unauthorized
+from master.admission import Admission, PendingFull, Unauthorized
 from master.jobs import Jobs
 from master.scheduler import Scheduler
 from master.storage import KeyState, TargetRecord, TaskRecord
@@ -37,6 +37,9 @@ from utils.taskspec import TaskSpec
 from utils.validate import describe, integer, number, utf8
 
 log = logging.getLogger(__name__)
+
+MAX_BULK_KEYS = 10000
+"""Most agent ids one keys_decide_many / keys_delete_many call takes."""
 
 
 
@@ -97,6 +100,8 @@ class AgentHandler:
                 self._storage.flush()  # acknowledged only once durable
                 return {"ok": True, "applied": applied, "master": self.boot}
             raise MessageError(f"type: unknown message type {kind!r}")
+        except PendingFull as exc:  # logged by Admission, at most once per interval: a flood floods no log
+            return {"ok": False, "error": str(exc), "master": self.boot}
         except (MessageError, Unauthorized) as exc:
             log.warning("agent message refused: %s", exc)
             return {"ok": False, "error": str(exc)}
@@ -349,19 +354,82 @@ class AdminHandler:
         return self._keys().list()
 
     def keys_accept(self, agent_id: Any) -> dict:
-        return self._keys().decide(self._agent_id(agent_id), KeyState.ACCEPTED).to_dict()
+        record = self._decide(self._agent_id(agent_id), KeyState.ACCEPTED)
+        self._storage.flush()
+        return record
 
     def keys_reject(self, agent_id: Any) -> dict:
-        record = self._keys().decide(self._agent_id(agent_id), KeyState.REJECTED)
-        self._scheduler.agent_refused(record.agent_id, "agent key rejected by an operator")
+        record = self._decide(self._agent_id(agent_id), KeyState.REJECTED)
         self._storage.flush()
-        return record.to_dict()
+        return record
 
     def keys_delete(self, agent_id: Any) -> dict:
-        agent_id = self._agent_id(agent_id)
+        answer = self._delete_key(self._agent_id(agent_id))
+        self._storage.flush()
+        return answer
+
+    def keys_decide_many(self, verdict: Any, body: Any) -> dict:
+        """Accept or reject several keys in one call and one commit: after a flood, or a rack enrolled at once.
+
+        ``verdict`` is ``"accept"`` or ``"reject"``; ``body`` is ``{"agent_ids": [...]}`` or
+        ``{"all_pending": true}``. Every id gets its own result (an unknown one fails alone).
+        """
+        state = {"accept": KeyState.ACCEPTED, "reject": KeyState.REJECTED}.get(verdict)
+        if state is None:
+            raise ValidationError("verdict: expected accept or reject", field="verdict")
+        return self._keys_many(body, lambda agent_id: {"state": self._decide(agent_id, state)["state"]},
+                               all_pending=True)
+
+    def keys_delete_many(self, body: Any) -> dict:
+        """Forget several keys in one call and one commit; ``body`` is ``{"agent_ids": [...]}``."""
+        return self._keys_many(body, lambda agent_id: {"deleted": self._delete_key(agent_id)["deleted"]},
+                               all_pending=False)
+
+    def _keys_many(self, body: Any, action: Callable[[str], dict], all_pending: bool) -> dict:
+        agent_ids = self._bulk_ids(body, all_pending)
+        results = []
+        for agent_id in agent_ids:
+            try:
+                results.append({"agent_id": agent_id, "ok": True, **action(agent_id)})
+            except NotFound as exc:
+                results.append({"agent_id": agent_id, "ok": False, "error": str(exc)})
+        self._storage.flush()
+        done = sum(1 for r in results if r["ok"])
+        return {"done": done, "failed": len(results) - done, "results": results}
+
+    def _bulk_ids(self, body: Any, all_pending: bool) -> list[str]:
+        allowed = ("agent_ids", "all_pending") if all_pending else ("agent_ids",)
+        if not isinstance(body, dict):
+            raise ValidationError(f"body: expected an object with {' or '.join(allowed)}")
+        unknown = sorted(set(body) - {"agent_ids", "all_pending"})
+        if unknown:
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: {', '.join(allowed)})", field=unknown[0])
+        if "all_pending" in body:
+            if not all_pending:
+                raise ValidationError("all_pending: only for accept and reject", field="all_pending")
+            if body["all_pending"] is not True or "agent_ids" in body:
+                raise ValidationError("all_pending: expected true, without agent_ids", field="all_pending")
+            return self._keys().pending_ids()
+        agent_ids = body.get("agent_ids")
+        if (not isinstance(agent_ids, list) or not agent_ids
+                or not all(isinstance(a, str) and a for a in agent_ids)):
+            alternative = " (or all_pending: true)" if all_pending else ""
+            raise ValidationError(f"agent_ids: expected a non-empty array of agent ids{alternative}",
+                                  field="agent_ids")
+        if len(agent_ids) > MAX_BULK_KEYS:
+            raise ValidationError(f"agent_ids: {len(agent_ids)} ids, more than {MAX_BULK_KEYS} in one call",
+                                  field="agent_ids")
+        return list(dict.fromkeys(agent_ids))
+
+    def _decide(self, agent_id: str, state: KeyState) -> dict:
+        record = self._keys().decide(agent_id, state)
+        if state is KeyState.REJECTED:
+            self._scheduler.agent_refused(agent_id, "agent key rejected by an operator")
+        return record.to_dict()
+
+    def _delete_key(self, agent_id: str) -> dict:
         self._keys().delete(agent_id)
         self._scheduler.agent_refused(agent_id, "agent key deleted by an operator")
-        self._storage.flush()
         return {"agent_id": agent_id, "deleted": True}
 
     def _keys(self) -> Admission:

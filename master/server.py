@@ -19,7 +19,16 @@ from master.scheduler import Scheduler
 from master.storage import Storage
 from transport import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, RpcServer, make_curve_server
 from utils import messages
-from utils.defaults import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS, RPC_HEARTBEAT
+from utils.defaults import (
+    DEFAULT_ADMIN_BIND,
+    DEFAULT_AGENT_TIMEOUT,
+    DEFAULT_BIND,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MAX_SCRIPT_BYTES,
+    DEFAULT_MAX_TARGETS,
+    RPC_HEARTBEAT,
+)
 from utils.keys import load_or_create_keypair
 
 log = logging.getLogger(__name__)
@@ -95,35 +104,51 @@ class MasterKeys:
         return os.path.join(self.directory, "admin.key_secret")
 
 
+@dataclass
+class MasterSettings:
+    """What an operator sets for a master (appserver.py's flags)."""
+
+    bind: str = DEFAULT_BIND
+    admin_bind: str = DEFAULT_ADMIN_BIND
+    agent_timeout: float = DEFAULT_AGENT_TIMEOUT
+    max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    max_targets: int = DEFAULT_MAX_TARGETS
+    auto_accept: bool = False
+    max_pending: int = DEFAULT_MAX_PENDING
+    #: retention: keep at most this many tasks / prune finished tasks older than this many days
+    keep_tasks: int | None = None
+    keep_days: float | None = None
+
+
 class MasterServer:
     """Binds both endpoints and runs until stopped. ``keys`` None means --insecure (plain TCP)."""
 
-    def __init__(self, bind: str, admin_bind: str, agent_timeout: float, storage: Storage | None = None,
-                 max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
-                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, keys: MasterKeys | None = None,
-                 auto_accept: bool = False, keep_tasks: int | None = None, keep_days: float | None = None,
-                 max_targets: int = DEFAULT_MAX_TARGETS) -> None:
-        self.bind_endpoint = bind
-        self.admin_endpoint = admin_bind
+    def __init__(self, settings: MasterSettings, storage: Storage | None = None,
+                 keys: MasterKeys | None = None) -> None:
+        self.settings = settings
+        self.bind_endpoint = settings.bind
+        self.admin_endpoint = settings.admin_bind
         # room for the largest script or output (base64: 4/3) plus the message around it
-        self.max_message_bytes = max(MIN_MESSAGE_LIMIT, 2 * max_script_bytes + 1024 * 1024)
+        self.max_message_bytes = max(MIN_MESSAGE_LIMIT, 2 * settings.max_script_bytes + 1024 * 1024)
         self.storage = storage or Storage()
         self.keys = keys
-        self.keep_tasks, self.keep_days = keep_tasks, keep_days
-        self.scheduler = Scheduler(self.storage, agent_timeout)
+        self.scheduler = Scheduler(self.storage, settings.agent_timeout)
         self.scheduler.restore()
-        self.admission = Admission(self.storage, keys.admin_public, auto_accept) if keys else None
+        self.admission = (Admission(self.storage, keys.admin_public, settings.auto_accept, settings.max_pending)
+                          if keys else None)
         self._zap = ZapHandler(zerorpc.Context.get_instance(), self.admission) if self.admission else None
         self.agent_handler = AgentHandler(self.scheduler, self.admission)
-        self.admin_handler = AdminHandler(self.scheduler, self.admission, max_script_bytes=max_script_bytes,
-                                          max_result_bytes=max_result_bytes, max_targets=max_targets,
+        self.admin_handler = AdminHandler(self.scheduler, self.admission, max_script_bytes=settings.max_script_bytes,
+                                          max_result_bytes=settings.max_result_bytes,
+                                          max_targets=settings.max_targets,
                                           health=self.endpoints_health)
         self._agents = RpcServer(self.agent_handler, "agents", inline=answer_inline, peer_hook=set_current_key,
                                  on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
         self._admin = RpcServer(self.admin_handler, "admin", on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
         self._housekeeper: gevent.Greenlet | None = None
         #: a client of our own agents' endpoint: /health is a real round trip through it, not a flag
-        self._probe = MasterLink(_local_endpoint(bind.split(",")[0].strip()), timeout=PROBE_TIMEOUT,
+        self._probe = MasterLink(_local_endpoint(settings.bind.split(",")[0].strip()), timeout=PROBE_TIMEOUT,
                                  curve=CurveClientKeys(keys.public, keys.admin_public, keys.admin_secret)
                                  if keys else None)
         #: set by stop() (None) or by a serving loop beyond repair (ServingLoopDied): run() returns or raises
@@ -176,9 +201,10 @@ class MasterServer:
             gevent.sleep(min(HOUSEKEEPING_INTERVAL, FLUSH_INTERVAL))
             try:
                 self.scheduler.check_agents()
-                if (self.keep_tasks is not None or self.keep_days) and time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                keep_tasks, keep_days = self.settings.keep_tasks, self.settings.keep_days
+                if (keep_tasks is not None or keep_days) and time.monotonic() - last_prune >= PRUNE_INTERVAL:
                     last_prune = time.monotonic()
-                    self.scheduler.prune(self.keep_tasks, self.keep_days)
+                    self.scheduler.prune(keep_tasks, keep_days)
                 if time.monotonic() - last_flush >= FLUSH_INTERVAL:
                     last_flush = time.monotonic()
                     self.storage.flush()

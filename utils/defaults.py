@@ -64,6 +64,13 @@ MAX_TIMEOUT = 7 * 86400
 MAX_FAIL_RATE = 100
 """``fail_rate`` is a percentage of the targets."""
 
+DEFAULT_MAX_PENDING = 1000
+"""Most agent keys waiting for an operator's decision; a new key beyond it is refused (any key may register,
+so without a bound a flood of new keys would grow the master's state and the operators' list without end)."""
+
+PENDING_FULL_LOG_EVERY = 10.0
+"""Seconds between two log lines about new keys refused because too many are pending (with a count)."""
+
 RPC_TIMEOUT = 5.0
 """Seconds a short zerorpc call waits for its reply."""
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,23 @@ HEARTBEAT = "heartbeat"
 TASK = "task"
 RESULT = "result"
 AGENT_MESSAGES = frozenset({REGISTER, HEARTBEAT, RESULT})
+
+# What an agent may say about itself (register, heartbeat). Anyone holding a key can register, and a new
+# key's record is kept (pending) and shown to operators, so the sizes are bounded where messages are parsed.
+MAX_AGENT_ID = 64
+"""An agent id: 1 to 64 of ``A-Z a-z 0-9 . _ -`` (agents make a 32-character uuid4 hex); it travels in URLs."""
+AGENT_ID_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_AGENT_ID}}}")
+MAX_HOSTNAME = 253
+"""A hostname: at most 253 characters (the longest DNS name), printable."""
+MAX_IPS = 64
+"""At most 64 addresses, each an IPv4 or IPv6 address in text form."""
+MAX_IP_TEXT = 64
+MAX_LABELS = 64
+"""At most 64 labels; a key of 1 to 63 characters, a value of at most 255 (both strings)."""
+MAX_LABEL_KEY = 63
+MAX_LABEL_VALUE = 255
+MAX_ID_TEXT = 128
+"""``session`` and ``running``: ids, at most 128 characters."""
 
 
 def b64encode(data: bytes | str) -> str:
@@ -102,24 +121,73 @@ class AgentInfo:
 
     @classmethod
     def from_payload(cls, payload: dict) -> AgentInfo:
+        """Parse and bound-check a register or heartbeat payload (limits above); MessageError names the field."""
         agent_id = _require(payload, "id", str)
         if not agent_id:
-            raise MessageError("payload.id: empty")
-        ips = _require(payload, "ip", list, optional=True) or []
-        if not all(isinstance(ip, str) for ip in ips):
-            raise MessageError("payload.ip: expected a list of strings")
-        labels = _require(payload, "labels", dict, optional=True) or {}
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
-            raise MessageError("payload.labels: expected an object of strings")
+            raise MessageError("payload.id: empty", field="payload.id")
+        if not AGENT_ID_RE.fullmatch(agent_id):
+            raise MessageError(f"payload.id: expected 1 to {MAX_AGENT_ID} of A-Z a-z 0-9 . _ - "
+                               f"({len(agent_id)} characters given)", field="payload.id")
+        hostname = _require(payload, "hostname", str)
+        if len(hostname) > MAX_HOSTNAME:
+            raise MessageError(f"payload.hostname: {len(hostname)} characters, more than {MAX_HOSTNAME}",
+                               field="payload.hostname")
+        if not hostname.isprintable():
+            raise MessageError("payload.hostname: has a control character", field="payload.hostname")
         return cls(
             id=agent_id,
-            hostname=_require(payload, "hostname", str),
-            ip=list(ips),
-            labels=dict(labels),
-            running=_require(payload, "running", str, optional=True),
-            session=_require(payload, "session", str, optional=True),
+            hostname=hostname,
+            ip=_ip_list(payload),
+            labels=_labels(payload),
+            running=_short_id(payload, "running"),
+            session=_short_id(payload, "session"),
             stopping=bool(_require(payload, "stopping", bool, optional=True)),
         )
+
+
+def _ip_list(payload: dict) -> list[str]:
+    ips = _require(payload, "ip", list, optional=True) or []
+    if len(ips) > MAX_IPS:
+        raise MessageError(f"payload.ip: {len(ips)} addresses, more than {MAX_IPS}", field="payload.ip")
+    for i, ip in enumerate(ips):
+        if not isinstance(ip, str):
+            raise MessageError("payload.ip: expected a list of strings", field="payload.ip")
+        try:
+            if len(ip) > MAX_IP_TEXT:
+                raise ValueError(ip)
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise MessageError(f"payload.ip[{i}]: not an IP address ({ip[:MAX_IP_TEXT]!r})",
+                               field="payload.ip") from None
+    return list(ips)
+
+
+def _labels(payload: dict) -> dict[str, str]:
+    return check_labels(_require(payload, "labels", dict, optional=True) or {})
+
+
+def check_labels(labels: dict, name: str = "payload.labels") -> dict[str, str]:
+    """``labels`` when they fit the limits above (the agent checks its own at start with ``name="--label"``)."""
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise MessageError(f"{name}: expected an object of strings", field=name)
+    if len(labels) > MAX_LABELS:
+        raise MessageError(f"{name}: {len(labels)} labels, more than {MAX_LABELS}", field=name)
+    for key, value in labels.items():
+        if not 1 <= len(key) <= MAX_LABEL_KEY:
+            raise MessageError(f"{name}: key {key[:MAX_LABEL_KEY]!r}: {len(key)} characters, expected 1 to "
+                               f"{MAX_LABEL_KEY}", field=name)
+        if len(value) > MAX_LABEL_VALUE:
+            raise MessageError(f"{name}: value of {key!r}: {len(value)} characters, more than {MAX_LABEL_VALUE}",
+                               field=name)
+    return dict(labels)
+
+
+def _short_id(payload: dict, name: str) -> str | None:
+    value = _require(payload, name, str, optional=True)
+    if value is not None and len(value) > MAX_ID_TEXT:
+        raise MessageError(f"payload.{name}: {len(value)} characters, more than {MAX_ID_TEXT}",
+                           field=f"payload.{name}")
+    return value
 
 
 def register_message(info: AgentInfo) -> dict:

@@ -63,6 +63,9 @@ _TASK_PARAMS = {
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _AGENT_ID = {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_KEYS_MANY_OK = {"description": "one result per id (an unknown id fails alone; the others are done)",
+                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KeyResults"}}}}
+_KEY_SELECTION = "#/components/schemas/KeySelection"
 _STATE = {"type": "string", "enum": ["WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED"]}
 
 OPENAPI: dict = {
@@ -121,6 +124,16 @@ OPENAPI: dict = {
                 "hostname": {"type": "string"}, "ip": {"type": "array", "items": {"type": "string"}},
                 "first_seen": {"type": "number"}, "decided": {"type": "number", "nullable": True}}},
             "KeyList": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}},
+            "KeySelection": {"type": "object", "additionalProperties": False, "properties": {
+                "agent_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 10000},
+                "all_pending": {"type": "boolean", "enum": [True],
+                                "description": "every pending key, instead of agent_ids (accept and reject only)"}}},
+            "KeyResults": {"type": "object", "properties": {
+                "done": {"type": "integer"}, "failed": {"type": "integer"},
+                "results": {"type": "array", "items": {"type": "object", "properties": {
+                    "agent_id": {"type": "string"}, "ok": {"type": "boolean"},
+                    "state": {"type": "string", "enum": ["accepted", "rejected"]}, "deleted": {"type": "boolean"},
+                    "error": {"type": "string", "description": "why this id failed (e.g. no key for it)"}}}}}},
             "Any": {"type": "object"},
             "Selector": {"type": "object", "additionalProperties": False, "properties": {
                 "hostname": {"type": "string", "description": "glob, e.g. web-*"},
@@ -207,5 +220,11 @@ OPENAPI: dict = {
                                                 _json("#/components/schemas/Key"), params=[_AGENT_ID])},
         "/keys/{agent_id}": {"delete": _op("forget an agent's key", _json("#/components/schemas/Any"),
                                            params=[_AGENT_ID])},
+        "/keys/accept": {"post": _op("accept several keys in one commit: agent_ids, or all_pending",
+                                     _KEYS_MANY_OK, body=_KEY_SELECTION)},
+        "/keys/reject": {"post": _op("reject several keys in one commit: agent_ids, or all_pending",
+                                     _KEYS_MANY_OK, body=_KEY_SELECTION)},
+        "/keys/delete": {"post": _op("forget several keys in one commit (agent_ids)",
+                                     _KEYS_MANY_OK, body=_KEY_SELECTION)},
     },
 }

@@ -370,6 +370,21 @@ routes.post("/keys/{agent_id}/reject")(_forward("keys_reject", "agent_id"))
 routes.delete("/keys/{agent_id}")(_forward("keys_delete", "agent_id"))
 
 
+def _keys_many(method: str, *args: str):
+    """A route that hands its JSON body (``{"agent_ids": [...]}`` or ``{"all_pending": true}``) to the master,
+    which checks it and answers one result per id."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(await call_master(request, method, *args, await read_json(request)))
+
+    handler.__name__ = f"{method}_{'_'.join(args)}".rstrip("_")
+    return handler
+
+
+routes.post("/keys/accept")(_keys_many("keys_decide_many", "accept"))
+routes.post("/keys/reject")(_keys_many("keys_decide_many", "reject"))
+routes.post("/keys/delete")(_keys_many("keys_delete_many"))
+
+
 @routes.get("/groups")
 async def groups(request: web.Request) -> web.Response:
     return web.json_response(await call_master(request, "groups_list"))

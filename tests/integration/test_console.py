@@ -4,14 +4,16 @@ Every test saves screenshots of the views it went through under ``artifacts/scre
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
+import subprocess
 
 import pytest
 
 from tests.integration.browser import CHROMIUM_ARGS, chromium_path, screenshot
-from tests.integration.harness import Stack, scaled, wait_until
+from tests.integration.harness import PYTHON, ROOT, Stack, scaled, wait_until
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make venv installs it)")
 expect = sync_api.expect
@@ -394,6 +396,89 @@ def test_pending_agent_keys_are_accepted_from_the_agents_view(stack, page):
     row = page.locator(f"#agents tr[data-agent='{agent_id}']")
     expect(row).to_contain_text("online")
     assert [k["state"] for k in stack.api.get("/keys")[1]] == ["accepted"]
+
+
+def flood_pending_keys(stack: Stack, count: int, hostname: str) -> None:
+    """``count`` new keys registered (pending) in a couple of seconds, from another process."""
+    proc = subprocess.run([PYTHON, "-m", "tests.integration.flood", stack.master_endpoint, stack.keys.public_path,
+                           str(count), hostname], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["pending"] == count, proc.stderr[-3000:]
+
+
+def pending_states(stack: Stack) -> dict[str, str]:
+    return {k["agent_id"]: k["state"] for k in stack.api.get("/keys")[1]}
+
+
+def test_a_thousand_pending_keys_stay_in_a_bounded_panel_and_are_decided_one_or_many(stack, page):
+    stack.master(auto_accept=False)
+    stack.web()
+    long_name = "flood-{i:03d}-" + "x" * 190  # 200-character hostnames, as in issue 12
+    flood_pending_keys(stack, 990, long_name)
+    flood_pending_keys(stack, 10, "rack7-{i}")
+    states = pending_states(stack)
+    assert len(states) == 1000 and set(states.values()) == {"pending"}
+
+    open_console(page, stack)
+    heading = page.locator("#pending-heading")
+    expect(heading).to_have_text("1000 agent keys waiting for a decision")
+    rows = page.locator("#pending-table tbody tr[data-key]")
+    expect(rows).to_have_count(1000)
+    viewport = page.viewport_size
+    panel = page.locator("#pending-keys").bounding_box()
+    assert panel["height"] < viewport["height"] * 0.75, panel  # was 24,000 px: the list scrolls inside it
+    scroll_box = page.locator("#pending-keys .pending-scroll")
+    assert scroll_box.evaluate("el => el.scrollHeight > 10 * el.clientHeight")
+    assert page.evaluate("document.documentElement.scrollHeight") < 3 * viewport["height"]
+    first = rows.first
+    host_cell = first.locator("td.hostname")
+    full = host_cell.get_attribute("title")
+    assert len(full) == 200 and host_cell.text_content() == full  # the whole text, cut by CSS only
+    assert host_cell.evaluate("el => el.scrollWidth > el.clientWidth")  # shown with an ellipsis
+    for button in (first.locator("button.accept"), first.locator("button.reject"),
+                   page.locator("#pending-accept-selected")):
+        box = button.bounding_box()
+        assert box and box["x"] + box["width"] <= viewport["width"] and box["y"] + box["height"] <= viewport["height"]
+    screenshot(page, "11-pending-flood")
+
+    # Accept of one row
+    one = first.get_attribute("data-key")
+    first.locator("button.accept").click()
+    expect(heading).to_have_text("999 agent keys waiting for a decision")
+    assert pending_states(stack)[one] == "accepted"
+
+    # the filter, select-all and Accept selected: one call for the rows shown, none of the others
+    page.fill("#pending-filter", "rack7-")
+    expect(rows).to_have_count(10)
+    expect(page.locator("#pending-shown")).to_have_text("10 of 999 shown, 0 ticked")
+    page.locator("#pending-select-all").check()
+    page.locator("#pending-table tbody tr[data-key]", has_text="rack7-3").locator("input.pick").uncheck()
+    accept_selected = page.locator("#pending-accept-selected")
+    expect(accept_selected).to_have_text("Accept 9 selected")
+    screenshot(page, "12-pending-filtered")
+    calls: list[str] = []
+    page.on("request", lambda r: calls.append(f"{r.method} {r.url.split('/', 3)[3]}") if "/keys/" in r.url else None)
+    accept_selected.click()
+    expect(page.locator("#pending-note")).to_have_text("9 keys accepted.")
+    expect(heading).to_have_text("990 agent keys waiting for a decision")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("rack7-3")
+    assert calls == ["POST keys/accept"]
+    states = pending_states(stack)
+    by_host = {k["agent_id"]: k["hostname"] for k in stack.api.get("/keys")[1]}
+    assert sorted(by_host[a] for a, s in states.items() if s == "accepted") == sorted(
+        [by_host[one], *(f"rack7-{i}" for i in range(10) if i != 3)])
+
+    # Reject selected wants a second click; then the ticked rows are rejected
+    page.fill("#pending-filter", "rack7-3")
+    page.locator("#pending-select-all").check()
+    reject_selected = page.locator("#pending-reject-selected")
+    reject_selected.click()
+    expect(reject_selected).to_have_text("Click again to reject 1")
+    assert pending_states(stack)[rows.first.get_attribute("data-key")] == "pending"
+    reject_selected.click()
+    expect(page.locator("#pending-note")).to_have_text("1 key rejected.")
+    expect(heading).to_have_text("989 agent keys waiting for a decision")
+    assert list(pending_states(stack).values()).count("rejected") == 1
 
 
 def test_an_unknown_task_says_so_and_stops_asking(console_stack, page):

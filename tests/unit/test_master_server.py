@@ -7,7 +7,7 @@ import tempfile
 import gevent
 import pytest
 
-from master.server import MasterServer, ServingLoopDied, _local_endpoint
+from master.server import MasterServer, MasterSettings, ServingLoopDied, _local_endpoint
 from transport import make_client
 
 
@@ -17,7 +17,7 @@ def _ipc() -> str:
 
 @pytest.fixture
 def master():
-    server = MasterServer(_ipc(), _ipc(), agent_timeout=10)
+    server = MasterServer(MasterSettings(bind=_ipc(), admin_bind=_ipc(), agent_timeout=10))
     server.bind()
     runner = gevent.spawn(server.run)
     admin = make_client(server.admin_endpoint, timeout=3)

@@ -52,6 +52,34 @@ def test_malformed_agent_payloads(payload, field):
         AgentInfo.from_payload(payload)
 
 
+def _hello(**fields):
+    return {"id": "a" * 32, "hostname": "h", **fields}
+
+
+@pytest.mark.parametrize("payload,field", [
+    (_hello(id="a" * 65), "payload.id"), (_hello(id="../x"), "payload.id"), (_hello(id="a b"), "payload.id"),
+    (_hello(hostname="h" * 254), "payload.hostname"), (_hello(hostname="h\nfake log line"), "payload.hostname"),
+    (_hello(ip=["10.0.0.1"] * 65), "payload.ip"), (_hello(ip=["10.0.0.1", "x" * 300]), "payload.ip\\[1\\]"),
+    (_hello(ip=["not-an-ip"]), "payload.ip\\[0\\]"),
+    (_hello(labels={f"k{i}": "v" for i in range(65)}), "payload.labels"),
+    (_hello(labels={"k" * 64: "v"}), "payload.labels"), (_hello(labels={"": "v"}), "payload.labels"),
+    (_hello(labels={"role": "v" * 256}), "payload.labels"),
+    (_hello(session="s" * 129), "payload.session"), (_hello(running="t" * 129), "payload.running"),
+])
+def test_oversized_agent_payloads_are_refused_naming_the_field(payload, field):
+    with pytest.raises(MessageError, match=f"^{field}") as refused:
+        AgentInfo.from_payload(payload)
+    assert refused.value.field == field.split("\\")[0]
+
+
+def test_agent_payloads_at_the_limits_pass():
+    labels = {f"{i:02d}" + "k" * 61: "v" * 255 for i in range(64)}
+    ips = ["10.0.0.1", "2001:db8::1"] * 32
+    info = AgentInfo.from_payload(_hello(id="A-z_0.9" + "a" * 57, hostname="h" * 253, ip=ips, labels=labels,
+                                         session="s" * 128, running="t" * 128))
+    assert len(info.id) == 64 and len(info.hostname) == 253 and len(info.labels) == 64 and len(info.ip) == 64
+
+
 @pytest.mark.parametrize("payload,field", [
     ({"agent_id": "a", "code": 0}, "payload.id"), ({"id": "t", "agent_id": "a", "code": "0"}, "payload.code"),
     ({"id": "t", "agent_id": "a", "code": True}, "payload.code"),

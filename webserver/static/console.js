@@ -258,7 +258,7 @@ function agentsView(main, args, query, ctx) {
   const clearButton = h('button', { type: 'button', text: 'Clear ticks', onclick: () => { setSelection([]); render(); } });
   const tbody = h('tbody');
   const error = viewError(ctx);
-  const keysPanel = h('div', { id: 'pending-keys', hidden: true });
+  const pendingKeys = pendingKeysPanel(ctx);
   let agents = {};
   let visible = [];
   let updated = '';
@@ -267,7 +267,7 @@ function agentsView(main, args, query, ctx) {
     h('h2', { text: 'Agents' }),
     h('div', { class: 'toolbar' }, textInput, labelInput,
       h('label', {}, autoRefresh, ' auto-refresh'), shown, h('span', { class: 'spacer' }), clearButton, runButton),
-    error, keysPanel,
+    error, pendingKeys.panel,
     h('table', { id: 'agents' },
       tableHead([selectAll, 'Agent', 'Hostname', 'IPs', 'Labels', 'Status', 'Busy', 'Last heartbeat']),
       tbody));
@@ -304,37 +304,6 @@ function agentsView(main, args, query, ctx) {
       h('td', { class: 'num', text: agent.heartbeat_age === undefined ? '' : `${agent.heartbeat_age.toFixed(1)} s ago` }));
   }
 
-  /** Agents whose key waits for an operator: they are not agents yet, so the table cannot show them. */
-  async function renderPendingKeys() {
-    let keys;
-    try {
-      keys = await api('GET', '/keys');
-    } catch (err) {
-      if (err.status === 400) { keysPanel.hidden = true; return; }  // a master run --insecure has no keys
-      throw err;
-    }
-    const pending = keys.filter((k) => k.state === 'pending');
-    keysPanel.hidden = pending.length === 0;
-    if (!pending.length) return;
-    const decide = (agentId, verdict) => async () => {
-      try {
-        await api('POST', `/keys/${encodeURIComponent(agentId)}/${verdict}`);
-        await renderPendingKeys();
-      } catch (err) { error.textContent = err.message; }
-    };
-    setChildren(keysPanel, h('div', { class: 'card' },
-      h('h3', { text: `${pending.length} agent key${pending.length === 1 ? '' : 's'} waiting for a decision` }),
-      h('p', { class: 'muted', text: 'An agent runs nothing until its key is accepted. Compare the key with '
-        + "the one in the agent's state directory (agent.key) before accepting." }),
-      h('table', {}, tableHead(['Agent', 'Hostname', 'IPs', 'Key', 'First seen', '']),
-        h('tbody', {}, pending.map((k) => h('tr', { 'data-key': k.agent_id },
-          h('td', { class: 'mono', text: k.agent_id }), h('td', { text: k.hostname || '' }),
-          h('td', { class: 'mono', text: (k.ip || []).join(', ') }), h('td', { class: 'mono', text: k.key }),
-          h('td', { text: formatTime(k.first_seen) }),
-          h('td', {}, h('button', { type: 'button', class: 'primary accept', text: 'Accept', onclick: decide(k.agent_id, 'accept') }), ' ',
-            h('button', { type: 'button', class: 'reject', text: 'Reject', onclick: decide(k.agent_id, 'reject') }))))))));
-  }
-
   selectAll.addEventListener('change', () => {
     for (const id of visible) { if (selectAll.checked) selection.add(id); else selection.delete(id); }
     saveSelection();
@@ -348,9 +317,163 @@ function agentsView(main, args, query, ctx) {
     updated = formatTime(Date.now() / 1000).slice(11);  // a stale list says how stale it is
     error.textContent = '';
     render();
-    await renderPendingKeys();
+    await pendingKeys.refresh();
     return true;
   });
+}
+
+/**
+ * Agents whose key waits for an operator: they are not agents yet, so the agents table cannot show them.
+ *
+ * Any new key that registers is pending, so a flood can leave up to the master's --max-pending (1000) here
+ * (issue 12: 300 rows pushed Accept and Reject 24,000 px down). The list scrolls inside a box of bounded
+ * height under its heading, filter and buttons; a filter narrows it; the ticked rows the filter shows are
+ * accepted or rejected in one call (POST /keys/accept or /keys/reject); long hostnames, ids and IPs are
+ * cut with an ellipsis (the whole text is the cell's title) and a key wraps (it is there to be compared),
+ * so every row's Accept and Reject stay on screen. Rows are redrawn only when the list or the filter changed: ticks, the filter's focus and the
+ * scroll position survive the refreshes.
+ */
+function pendingKeysPanel(ctx) {
+  const heading = h('h3', { id: 'pending-heading' });
+  const filter = h('input', { type: 'search', id: 'pending-filter', placeholder: 'filter: id, hostname, IP, key',
+    'aria-label': 'filter the pending keys' });
+  const shown = h('span', { class: 'muted', id: 'pending-shown' });
+  const selectAll = h('input', { type: 'checkbox', id: 'pending-select-all', title: 'tick every key shown',
+    'aria-label': 'tick every key shown' });
+  const acceptSelected = h('button', { type: 'button', class: 'primary', id: 'pending-accept-selected' });
+  const rejectSelected = h('button', { type: 'button', id: 'pending-reject-selected' });
+  const note = h('p', { class: 'note', id: 'pending-note', role: 'status' });
+  const error = h('p', { class: 'error', id: 'pending-error', role: 'alert' });
+  const tbody = h('tbody');
+  const columns = ['pick', 'agent', 'host', 'ip', 'key', 'seen', 'actions'].map((c) => h('col', { class: `c-${c}` }));
+  const panel = h('div', { id: 'pending-keys', hidden: true }, h('div', { class: 'card' },
+    heading,
+    h('p', { class: 'muted', text: 'An agent runs nothing until its key is accepted. Compare the key with '
+      + "the one in the agent's state directory (agent.key) before accepting." }),
+    h('div', { class: 'toolbar' }, filter, shown, h('span', { class: 'spacer' }), acceptSelected, rejectSelected),
+    note, error,
+    h('div', { class: 'pending-scroll' },
+      h('table', { id: 'pending-table' }, h('colgroup', {}, columns),
+        tableHead([selectAll, 'Agent', 'Hostname', 'IPs', 'Key', 'First seen', '']), tbody))));
+  const ticked = new Set();
+  let pending = [];
+  let visible = [];
+  let listed = '';  // the list the rows were drawn from, as text: redraw only when it or the filter changed
+  let drawn = null;
+  let busy = false;
+  let armed = null;
+
+  const clipped = (text, cls) => h('td', { class: `clip ${cls}`, text, title: text });
+
+  function row(k) {
+    const box = h('input', { type: 'checkbox', class: 'pick', checked: ticked.has(k.agent_id),
+      'aria-label': `tick the key of ${k.agent_id}`,
+      onchange: () => { if (box.checked) ticked.add(k.agent_id); else ticked.delete(k.agent_id); update(); } });
+    box.dataset.id = k.agent_id;
+    return h('tr', { 'data-key': k.agent_id },
+      h('td', {}, box),
+      clipped(k.agent_id, 'mono'), clipped(k.hostname || '', 'hostname'), clipped((k.ip || []).join(', '), 'mono'),
+      h('td', { class: 'mono key', text: k.key }), clipped(formatTime(k.first_seen), ''),
+      h('td', { class: 'actions-cell' },
+        h('button', { type: 'button', class: 'primary accept', text: 'Accept', onclick: decideOne(k.agent_id, 'accept') }), ' ',
+        h('button', { type: 'button', class: 'reject', text: 'Reject', onclick: decideOne(k.agent_id, 'reject') })));
+  }
+
+  function draw() {
+    const text = filter.value.trim().toLowerCase();
+    if (drawn !== `${text}\n${listed}`) {
+      visible = !text ? pending : pending.filter((k) => [k.agent_id, k.hostname, ...(k.ip || []), k.key]
+        .join(' ').toLowerCase().includes(text));
+      tbody.replaceChildren(...visible.map(row));
+      if (!visible.length) tbody.append(h('tr', {}, h('td', { colspan: 7, class: 'empty', text: 'No pending key matches the filter.' })));
+      drawn = `${text}\n${listed}`;
+    }
+    update();
+  }
+
+  /** Ticks, counts and buttons, without redrawing the rows. */
+  function update() {
+    const n = visible.filter((k) => ticked.has(k.agent_id)).length;
+    for (const box of tbody.querySelectorAll('input.pick')) box.checked = ticked.has(box.dataset.id);
+    selectAll.checked = visible.length > 0 && n === visible.length;
+    selectAll.indeterminate = n > 0 && n < visible.length;
+    heading.textContent = `${pending.length} agent key${pending.length === 1 ? '' : 's'} waiting for a decision`;
+    shown.textContent = `${visible.length} of ${pending.length} shown, ${n} ticked`;
+    acceptSelected.textContent = `Accept ${n} selected`;
+    rejectSelected.textContent = armed ? `Click again to reject ${n}` : `Reject ${n} selected`;
+    acceptSelected.disabled = rejectSelected.disabled = busy || n === 0;
+  }
+
+  function decideOne(agentId, verdict) {
+    return async () => {
+      note.textContent = '';
+      error.textContent = '';
+      try {
+        await api('POST', `/keys/${encodeURIComponent(agentId)}/${verdict}`);
+        ticked.delete(agentId);
+        await refresh();
+      } catch (err) { error.textContent = err.message; }
+    };
+  }
+
+  /** The ticked rows the filter shows, in one call; every id gets its own result from the master. */
+  async function decideTicked(verdict) {
+    const ids = visible.filter((k) => ticked.has(k.agent_id)).map((k) => k.agent_id);
+    if (!ids.length) return;
+    busy = true;
+    update();
+    note.textContent = '';
+    error.textContent = '';
+    try {
+      const answer = await api('POST', `/keys/${verdict}`, { agent_ids: ids });
+      answer.results.forEach((r) => { if (r.ok) ticked.delete(r.agent_id); });
+      note.textContent = `${answer.done} key${answer.done === 1 ? '' : 's'} ${verdict === 'accept' ? 'accepted' : 'rejected'}.`;
+      const failed = answer.results.filter((r) => !r.ok);
+      if (failed.length) {
+        error.textContent = `${failed.length} failed: ${failed.slice(0, 3).map((r) => r.error).join('; ')}${failed.length > 3 ? '; ...' : ''}`;
+      }
+    } catch (err) {
+      error.textContent = err.message;
+    } finally {
+      busy = false;
+    }
+    await refresh();
+  }
+
+  async function refresh() {
+    let keys;
+    try {
+      keys = await api('GET', '/keys');
+    } catch (err) {
+      if (err.status === 400) { panel.hidden = true; return; }  // a master run --insecure has no keys
+      throw err;
+    }
+    pending = keys.filter((k) => k.state === 'pending');
+    const ids = new Set(pending.map((k) => k.agent_id));
+    for (const id of [...ticked]) if (!ids.has(id)) ticked.delete(id);  // decided elsewhere meanwhile
+    listed = pending.map((k) => `${k.agent_id}\t${k.hostname}\t${(k.ip || []).join(',')}\t${k.key}`).join('\n');
+    panel.hidden = pending.length === 0;
+    draw();
+  }
+
+  filter.addEventListener('input', draw);
+  selectAll.addEventListener('change', () => {
+    for (const k of visible) { if (selectAll.checked) ticked.add(k.agent_id); else ticked.delete(k.agent_id); }
+    update();
+  });
+  acceptSelected.addEventListener('click', () => decideTicked('accept'));
+  rejectSelected.addEventListener('click', () => {
+    if (!armed) {  // two clicks: a stray click does not turn away a rack of hosts
+      armed = later(ctx, () => { armed = null; update(); }, 4000);
+      update();
+      return;
+    }
+    clearTimeout(armed);
+    ctx.timers.delete(armed);
+    armed = null;
+    decideTicked('reject');
+  });
+  return { panel, refresh };
 }
 
 // ---- the task form (Run view, and saving a job version) ----------------------------------------------
