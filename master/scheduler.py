@@ -55,11 +55,9 @@ class Scheduler:
         Every agent that was online gets one ``agent_timeout`` of grace from now, so a quick restart fails
         no running target; RUNNING targets wait for their agents' results; WAITING ones queue again.
         """
-        now = self.clock()
         for agent in self.storage.agents.values():
             agent.current = None
-            if agent.online:
-                agent.heartbeat = now
+        self.grace_online_agents()
         for task in self.storage.tasks.values():
             if task.state.is_finished:
                 continue
@@ -70,6 +68,22 @@ class Scheduler:
                     self.storage.agents[agent_id].current = task.id
 
     # ---- agents -------------------------------------------------------------------------
+    def grace_online_agents(self) -> None:
+        """Every online agent counts as heard from now: a full ``agent_timeout`` to show up (after a restart
+        or a stall of the master, which could not read their heartbeats)."""
+        now = self.clock()
+        for agent in self.storage.agents.values():
+            if agent.online:
+                agent.heartbeat = now
+
+    def shift_heartbeats(self, seconds: float) -> None:
+        """Move every online agent's last heartbeat by ``seconds`` (time the master did not count, or a step of
+        its wall clock), never into the future."""
+        now = self.clock()
+        for agent in self.storage.agents.values():
+            if agent.online:
+                agent.heartbeat = min(now, agent.heartbeat + seconds)
+
     def agent_seen(self, info: AgentInfo) -> bool:
         """Record a register or heartbeat. Returns whether the agent was known before."""
         now = self.clock()

@@ -15,6 +15,7 @@ import zmq
 
 from master.admission import ADMIN_DOMAIN, AGENTS_DOMAIN, Admission, ZapHandler, set_current_key
 from master.handler import AdminHandler, AgentHandler
+from master.housekeeping import Housekeeper, Retention
 from master.scheduler import Scheduler
 from master.storage import Storage
 from transport import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, RpcServer, make_curve_server
@@ -36,17 +37,9 @@ log = logging.getLogger(__name__)
 MIN_MESSAGE_LIMIT = 8 * 1024 * 1024
 """Bytes: the smallest limit on one RPC message the master accepts (results carry up to 1 MiB of output)."""
 
-FLUSH_INTERVAL = 0.2
-"""Seconds between two commits of changes nobody waits for (heartbeats, offline agents)."""
-
-PRUNE_INTERVAL = 10.0
-"""Seconds between two applications of the retention limits."""
-
 PROBE_TIMEOUT = 1.0
 """Seconds the health check waits for its ping through the agents' endpoint."""
 
-HOUSEKEEPING_INTERVAL = 0.5
-"""Seconds between two checks for silent agents."""
 
 
 def answer_inline(method: str, args: Any) -> bool:
@@ -135,6 +128,7 @@ class MasterServer:
         self.keys = keys
         self.scheduler = Scheduler(self.storage, settings.agent_timeout)
         self.scheduler.restore()
+        self.housekeeper = Housekeeper(self.scheduler, self.storage, Retention(settings.keep_tasks, settings.keep_days))
         self.admission = (Admission(self.storage, keys.admin_public, settings.auto_accept, settings.max_pending)
                           if keys else None)
         self._zap = ZapHandler(zerorpc.Context.get_instance(), self.admission) if self.admission else None
@@ -195,29 +189,13 @@ class MasterServer:
         return {"agents": {**agents, **self._agents.stats.snapshot()},
                 "admin": {"ok": True, **self._admin.stats.snapshot()}}
 
-    def _housekeeping(self) -> None:
-        last_flush = last_prune = time.monotonic()
-        while True:
-            gevent.sleep(min(HOUSEKEEPING_INTERVAL, FLUSH_INTERVAL))
-            try:
-                self.scheduler.check_agents()
-                keep_tasks, keep_days = self.settings.keep_tasks, self.settings.keep_days
-                if (keep_tasks is not None or keep_days) and time.monotonic() - last_prune >= PRUNE_INTERVAL:
-                    last_prune = time.monotonic()
-                    self.scheduler.prune(keep_tasks, keep_days)
-                if time.monotonic() - last_flush >= FLUSH_INTERVAL:
-                    last_flush = time.monotonic()
-                    self.storage.flush()
-            except Exception:  # a failed check or commit must not stop housekeeping for good
-                log.exception("housekeeping failed")
-
     def run(self) -> None:
         """Serve until SIGINT or SIGTERM.
 
         Raises:
             ServingLoopDied: a serving loop kept dying; the process must exit non-zero, not live on deaf.
         """
-        self._housekeeper = gevent.spawn(self._housekeeping)
+        self._housekeeper = gevent.spawn(self.housekeeper.run)
         self._admin.start()
         self._agents.start()
         gevent.signal_handler(signal.SIGTERM, self.stop)
