@@ -11,6 +11,7 @@ from transport.guard import exit_unless_pinned
 from utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
 from utils.defaults import (
     BACKOFF_CAP,
+    CONNECT_JITTER,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MASTER,
     DEFAULT_OUTPUT_CAP,
@@ -70,6 +71,9 @@ def parse_args(argv: list[str] | None = None):
                         help="independent agents in this process, ids under <state-dir>/<k>/ [MSCHEDULE_INSTANCES]")
     parser.add_argument("--poll-wait", type=float, default=env("POLL_WAIT", DEFAULT_POLL_WAIT, float),
                         help="seconds one long poll for a task may wait on the master [MSCHEDULE_POLL_WAIT]")
+    parser.add_argument("--connect-jitter", type=float, default=env("CONNECT_JITTER", CONNECT_JITTER, float),
+                        help="most seconds to wait, at random, before registering (at start and after losing the "
+                             "master), so a fleet does not arrive at once [MSCHEDULE_CONNECT_JITTER]")
     parser.add_argument("--max-backoff", type=float, default=env("MAX_BACKOFF", BACKOFF_CAP, float),
                         help="longest wait between two reconnect attempts, seconds; keep it under the master's "
                              "--agent-timeout [MSCHEDULE_MAX_BACKOFF]")
@@ -98,8 +102,8 @@ def parse_args(argv: list[str] | None = None):
         parser.error(str(exc))
     if not args.insecure and not args.master_key:
         parser.error("--master-key is required (or --insecure for a local experiment)")
-    if args.max_backoff <= 0:
-        parser.error("--max-backoff must be > 0")
+    if args.max_backoff <= 0 or args.connect_jitter < 0:
+        parser.error("--max-backoff must be > 0 and --connect-jitter >= 0")
     if args.interval <= 0 or args.instances < 1 or args.output_cap < 1 or not 0 < args.poll_wait <= 60:
         parser.error("--interval and --output-cap must be > 0, --instances >= 1, --poll-wait in (0, 60]")
     return args
@@ -142,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         state_dir = resolve_state_dir(args.state_dir)
         workers = build_workers(args.master, state_dir, args.instances, args.hostname, args.labels,
-                                args.interval, args.poll_wait, args.output_cap, master_key, args.max_backoff)
+                                args.interval, args.poll_wait, args.output_cap, master_key, args.max_backoff,
+                                args.connect_jitter)
     except StateDirError as exc:
         fail(str(exc))
     run_workers(workers)

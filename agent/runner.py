@@ -14,6 +14,7 @@ from agent.identity import load_or_create_agent_id, local_ipv4_addresses
 from agent.spool import Spool
 from agent.worker import AgentWorker
 from transport import CurveClientKeys, MasterLink
+from utils.defaults import AGENT_RELINK_AFTER, CONNECT_JITTER
 from utils.keys import load_or_create_keypair
 from utils.statedir import StateDirError
 
@@ -34,7 +35,8 @@ def instance_hostname(template: str | None, index: int) -> str:
 
 def build_workers(master: str, state_dir: str, instances: int, hostname_template: str | None,
                   labels: dict[str, str], interval: float, poll_wait: float, output_cap: int,
-                  master_key: bytes | None, max_backoff: float) -> list[AgentWorker]:
+                  master_key: bytes | None, max_backoff: float,
+                  connect_jitter: float = CONNECT_JITTER) -> list[AgentWorker]:
     """Create (or load) every instance's identity and key pair; each instance has its own link (its own
     key). ``master_key`` None means --insecure. Raises StateDirError when a file cannot be
     written."""
@@ -50,7 +52,7 @@ def build_workers(master: str, state_dir: str, instances: int, hostname_template
             except OSError as exc:
                 raise StateDirError(f"cannot create the agent key in {own_dir}: {exc.strerror}") from None
             curve = CurveClientKeys(master_key, public, secret)
-        link = MasterLink(master, curve=curve)
+        link = MasterLink(master, curve=curve, relink_after=AGENT_RELINK_AFTER)
         try:
             spool = Spool(own_dir, agent_id)
             spool.recover_interrupted()
@@ -59,7 +61,7 @@ def build_workers(master: str, state_dir: str, instances: int, hostname_template
         workers.append(AgentWorker(agent_id, instance_hostname(hostname_template, index), link, ips=ips,
                                    labels=labels, interval=interval, poll_wait=poll_wait,
                                    executor=Executor(output_cap=output_cap), spool=spool,
-                                   max_backoff=max_backoff))
+                                   max_backoff=max_backoff, connect_jitter=connect_jitter))
     return workers
 
 

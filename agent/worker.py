@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 
@@ -14,7 +15,7 @@ from agent.executor import ExecResult, Executor
 from agent.spool import Spool
 from transport import TRANSPORT_ERRORS, MasterLink
 from utils import messages
-from utils.defaults import BACKOFF_CAP, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT
+from utils.defaults import BACKOFF_CAP, CONNECT_JITTER, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT
 from utils.exceptions import MessageError
 from utils.greenlets import capture, unwrap
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
@@ -39,13 +40,17 @@ class AgentWorker:
     def __init__(self, agent_id: str, hostname: str, link: MasterLink, ips: list[str] | None = None,
                  labels: dict[str, str] | None = None, interval: float = DEFAULT_HEARTBEAT_INTERVAL,
                  poll_wait: float = DEFAULT_POLL_WAIT, executor: Executor | None = None,
-                 spool: Spool | None = None, max_backoff: float = BACKOFF_CAP) -> None:
+                 spool: Spool | None = None, max_backoff: float = BACKOFF_CAP,
+                 connect_jitter: float = CONNECT_JITTER) -> None:
         self.info = AgentInfo(id=agent_id, hostname=hostname, ip=list(ips or []), labels=dict(labels or {}),
                               session=uuid.uuid4().hex)
         self.link = link
         self.interval = interval
         self.poll_wait = poll_wait
         self.max_backoff = max_backoff
+        self.connect_jitter = connect_jitter
+        #: wait a random part of connect_jitter before the next register (the first, and after losing the master)
+        self._jitter_due = True
         self.executor = executor or Executor()
         self._registered = False
         self._pending_logged = False
@@ -104,11 +109,19 @@ class AgentWorker:
             return
         if self._master_boot is not None:
             log.info("agent %s: the master restarted; registering again", self.id)
-            self._registered = False
+            self._lost_master()
             self._cut_poll()
         self._master_boot = boot
 
+    def _lost_master(self) -> None:
+        """Register again before the next poll, after a random part of connect_jitter."""
+        self._registered = False
+        self._jitter_due = True
+
     def _register(self) -> None:
+        if self._jitter_due:
+            self._jitter_due = False
+            self._stopped.wait(random.uniform(0, self.connect_jitter))
         self._send(messages.register_message(self.info))
         if not self._registered:
             log.info("agent %s: registered with %s", self.id, self.link.endpoint)
@@ -132,7 +145,7 @@ class AgentWorker:
                 if not failing:
                     log.warning("agent %s: heartbeat failed: %s", self.id, exc)
                 failing = True
-                self._registered = False
+                self._lost_master()
                 self._cut_poll()
             except (zerorpc.RemoteError, MessageError) as exc:
                 log.error("agent %s: heartbeat refused: %s", self.id, exc)
@@ -163,7 +176,7 @@ class AgentWorker:
     def _retry_delay(self, exc: Exception, backoff: Backoff) -> float:
         """Log a failed step and say how long to wait before the next one."""
         if isinstance(exc, zerorpc.RemoteError) and exc.name == "NotFound":
-            self._registered = False  # the master restarted and does not know us: register now
+            self._lost_master()  # the master restarted and does not know us: register (after the jitter)
             return 0.0
         delay = backoff.next_delay()
         if isinstance(exc, KeyPending):
@@ -173,7 +186,7 @@ class AgentWorker:
                 self._pending_logged = True
             return delay
         if isinstance(exc, TRANSPORT_ERRORS):
-            self._registered = False
+            self._lost_master()
             log.warning("agent %s: master %s unreachable (%s); retry in %.1fs",
                         self.id, self.link.endpoint, type(exc).__name__, delay)
         elif isinstance(exc, (zerorpc.RemoteError, MessageError)):

@@ -82,6 +82,17 @@ master's traffic). Liveness does not depend on it: agents heartbeat on their own
 timeout, and an agent whose heartbeat fails cuts its poll short.
 """
 
+CONNECT_JITTER = 2.0
+"""Most seconds an agent waits, at random, before its first register and before registering again after the
+master restarted or stopped answering: a fleet that (re)starts at once spreads its registrations and CURVE
+handshakes over this time instead of arriving in the same instant. Well under the agent timeout, which is
+also the grace a restarted master gives."""
+
+AGENT_RELINK_AFTER = 30.0
+"""Seconds of failing calls after which an agent replaces its connection to the master. Before that it keeps
+its socket (zmq reconnects by itself; every agent call is idempotent): a fresh socket per timeout is a fresh
+CURVE handshake per timeout, and under load that feeds itself (a reconnect storm)."""
+
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 5.0
 """Reconnect backoff of the agent: exponential from BASE to CAP seconds, with jitter. The cap stays well

@@ -24,6 +24,8 @@ AGENT_INTERVAL = 0.5
 AGENT_TIMEOUT = 3.0
 #: reconnect attempts at least this often, well inside the agent timeout (a restarted master's grace)
 AGENT_MAX_BACKOFF = 1.0
+#: registrations spread over at most this, well inside the agent timeout
+AGENT_CONNECT_JITTER = 0.3
 
 
 def scaled(seconds: float) -> float:
@@ -214,7 +216,8 @@ class Stack:
             "app.py", "--master", master or self.master_endpoint, "--master-key", self.keys.public_path,
             "--state-dir", state_dir,
             "--instances", str(instances), "--interval", str(interval),
-            "--max-backoff", str(scaled(AGENT_MAX_BACKOFF)), *extra], wrapper)
+            "--max-backoff", str(scaled(AGENT_MAX_BACKOFF)), "--connect-jitter", str(scaled(AGENT_CONNECT_JITTER)),
+            *extra], wrapper)
         if wait:
             wait_until(lambda: len(set(self.online_agents()) - before) >= instances or not proc.alive(),
                        20 + instances / 50,

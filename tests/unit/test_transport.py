@@ -16,7 +16,7 @@ from zerorpc import gevent_zmq
 from zerorpc.channel import Channel, ChannelMultiplexer
 from zerorpc.events import Event, Events
 
-from transport import PINNED_ZERORPC, RpcServer, SafeClient, TransportVersionError, require_pinned_zerorpc
+from transport import PINNED_ZERORPC, MasterLink, RpcServer, SafeClient, TransportVersionError, require_pinned_zerorpc
 from transport import supervise as supervise_module
 from transport.events import USER_HEADER, parse
 from transport.stats import TransportStats
@@ -256,3 +256,21 @@ def test_supervise_restarts_then_gives_up(monkeypatch):
     assert given_up == ["t loop"]
     with pytest.raises(LoopGaveUp):
         supervise("loop", broken, TransportStats("u"))
+
+
+def test_master_link_keeps_its_socket_through_short_failures():
+    """An agent's link (relink_after > 0) keeps its connection through failures shorter than that, so a slow
+    master is not answered with a fresh CURVE handshake per timeout; the web tier's (0) relinks at once."""
+    endpoint = random_ipc_endpoint()  # nobody listens: every call times out
+    patient, hasty = MasterLink(endpoint, timeout=0.1, relink_after=30), MasterLink(endpoint, timeout=0.1)
+    for link in (patient, hasty):
+        with pytest.raises(zerorpc.TimeoutExpired):
+            link.call("ping")
+        first = link._client
+        with pytest.raises(zerorpc.TimeoutExpired):
+            link.call("ping")
+        if link is patient:
+            assert link._client is first and first is not None
+        else:
+            assert first is None  # replaced after the first failure, made again by the next call
+        link.close()
