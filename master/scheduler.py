@@ -25,6 +25,8 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 
+import gevent
+
 from master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
 from master.waiters import Waiters
 from utils.exceptions import Conflict, NotFound, ValidationError
@@ -474,11 +476,18 @@ class Scheduler:
 
     def watch_cancel(self, task_id: str, wait: float) -> bool:
         """Long poll for an agent running ``task_id``: True as soon as the task is cancelled; False once it
-        ended otherwise, or after ``wait``."""
+        ended otherwise, or after ``wait``.
+
+        A task that already ended without a cancel (aborted by its limits while this agent's script runs on)
+        can never be cancelled, but an answer at once would have the agent ask again at once, in a loop, for
+        the rest of its script: that poll is held for its ``wait`` like any other (registering nothing).
+        """
         task = self.storage.get_task(task_id)
         if task is None or task.state is State.CANCELLED:
             return task is not None
         if task.state.is_finished:
+            if wait > 0:
+                gevent.sleep(wait)
             return False
         self.waiters.wait(("task", task_id), wait)
         return task.state is State.CANCELLED

@@ -1,4 +1,5 @@
 """The scheduling state machine, driven directly (no network, fake clock)."""
+import time
 from collections import deque
 
 import gevent
@@ -465,4 +466,23 @@ def test_polls_that_time_out_leave_nothing_behind():
     assert sched.next_task(ids[0]) is task
     assert sched.watch_cancel(task.id, 0.05) is False
     assert sched.wait_finished(task.id, 0.05) is task and task.state is State.RUNNING
+    assert held_events(sched) == 0
+
+
+def test_cancel_watch_of_an_aborted_task_is_held_not_answered_at_once(sched):
+    """A task aborted by its limits while another agent's script runs on can never be cancelled; an answer at
+    once would have that agent ask again at once, in a loop, until its script ends. The watch open at the
+    abort answers at once; the next ones are held for their wait, like a watch of a running task."""
+    ids = add_agents(sched, 2)
+    task = submit(sched, ids, parallel=2)
+    pull_all(sched, ids)
+    watcher = gevent.spawn(sched.watch_cancel, task.id, 30)
+    gevent.sleep(0)
+    finish(sched, task, ids[0], code=1)
+    assert task.state is State.FAILED and task.targets[ids[1]].state is State.RUNNING
+    watcher.join(1)
+    assert watcher.ready() and watcher.value is False
+    started = time.monotonic()
+    assert sched.watch_cancel(task.id, 0.2) is False
+    assert time.monotonic() - started >= 0.15
     assert held_events(sched) == 0
