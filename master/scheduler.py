@@ -9,8 +9,12 @@ The rules (README "State machine"):
 - a task whose targets all ended without a breach is SUCCEED;
 - an agent silent for ``agent_timeout`` seconds is offline: its RUNNING and WAITING targets fail.
 
-All methods run in the master's single gevent thread and never block, except the ``wait_*`` ones
-which wait on gevent events.
+All methods run in the master's single gevent thread and never block, except the long polls
+(``wait_task``, ``watch_cancel``, ``wait_finished``), which wait in :class:`master.waiters.Waiters`:
+an agent's poll on the key ``("agent", id)``, released when there may be work for it; every waiter of a
+task on ``("task", id)``, released by the one transition every end goes through (``_finish``: succeed,
+abort, cancel) and again when the task is forgotten (``prune``). A waiter's Event lives only while it
+waits, so nothing is held for a task that ended.
 """
 from __future__ import annotations
 
@@ -21,9 +25,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 
-import gevent.event
+import gevent
 
 from master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
+from master.waiters import Waiters
 from utils.exceptions import Conflict, NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage
 from utils.selectors import matches
@@ -42,12 +47,8 @@ class Scheduler:
         self.clock = clock
         #: per agent, ids of tasks where it has a WAITING target, oldest first
         self._queues: dict[str, deque[str]] = {}
-        #: events of agents blocked in wait_task
-        self._pollers: dict[str, gevent.event.Event] = {}
-        #: events of callers blocked in wait_finished
-        self._finish_events: dict[str, gevent.event.Event] = {}
-        #: set when a task is cancelled: wakes the agents watching it (watch_cancel)
-        self._cancel_events: dict[str, gevent.event.Event] = {}
+        #: every long poll open on the master, by ("agent", id) or ("task", id); empty when none is
+        self.waiters = Waiters()
 
     def restore(self) -> None:
         """Rebuild what is derived from the stored records after a master restart.
@@ -325,17 +326,11 @@ class Scheduler:
             remaining = deadline - self.clock()
             if task is not None or remaining <= 0 or self._stale_poll(self.storage.agents[agent_id], session):
                 return task
-            event = self._pollers[agent_id] = gevent.event.Event()
-            try:
-                event.wait(remaining)
-            finally:
-                if self._pollers.get(agent_id) is event:
-                    del self._pollers[agent_id]
+            self.waiters.wait(("agent", agent_id), remaining)
 
     def _wake_agent(self, agent_id: str) -> None:
-        event = self._pollers.get(agent_id)
-        if event is not None:
-            event.set()
+        """Every poll the agent has open looks again (a poll of a process whose reply was lost included)."""
+        self.waiters.release(("agent", agent_id))
 
     def apply_result(self, result: ResultMessage) -> bool:
         """Record an agent's result. Returns whether it changed anything (a resend does not)."""
@@ -433,13 +428,12 @@ class Scheduler:
         self._finish(task, State.FAILED)
 
     def _finish(self, task: TaskRecord, state: State) -> None:
+        """The task ended (every end comes here): its finish waiters and cancel watchers answer now."""
         task.state = state
         task.finished = self.clock()
         self.storage.save_task(task)
         log.info("task %s %s: %s", task.id, state.value, dict((s.value, n) for s, n in task.counts.items() if n))
-        event = self._finish_events.pop(task.id, None)
-        if event is not None:
-            event.set()
+        self.waiters.release(("task", task.id))
 
     def _wake_waiting_targets(self, task: TaskRecord) -> None:
         if task.running >= task.parallel or not task.counts[State.WAITING]:
@@ -462,6 +456,7 @@ class Scheduler:
                 doomed.append(task.id)
         for task_id in doomed:
             self.storage.delete_task(task_id)
+            self.waiters.release(("task", task_id))  # none should wait on an ended task; if one does, it answers
         if doomed:
             log.info("retention: %d finished tasks pruned", len(doomed))
         return len(doomed)
@@ -490,24 +485,30 @@ class Scheduler:
                 cancelled += 1
         log.warning("task %s cancelled: %d waiting targets cancelled, %d running being killed", task.id, cancelled,
                     task.running)
-        self._finish(task, State.CANCELLED)
-        event = self._cancel_events.pop(task.id, None)
-        if event is not None:
-            event.set()
+        self._finish(task, State.CANCELLED)  # wakes the agents watching it (watch_cancel)
         return task
 
     def watch_cancel(self, task_id: str, wait: float) -> bool:
-        """Long poll for an agent running ``task_id``: True as soon as the task is cancelled."""
+        """Long poll for an agent running ``task_id``: True as soon as the task is cancelled; False once it
+        ended otherwise, or after ``wait``.
+
+        A task that already ended without a cancel (aborted by its limits while this agent's script runs on)
+        can never be cancelled, but an answer at once would have the agent ask again at once, in a loop, for
+        the rest of its script: that poll is held for its ``wait`` like any other (registering nothing).
+        """
         task = self.storage.get_task(task_id)
         if task is None or task.state is State.CANCELLED:
             return task is not None
         if task.state.is_finished:
+            if wait > 0:
+                gevent.sleep(wait)
             return False
-        self._cancel_events.setdefault(task_id, gevent.event.Event()).wait(wait)
+        self.waiters.wait(("task", task_id), wait)
         return task.state is State.CANCELLED
 
     def wait_finished(self, task_id: str, wait: float) -> TaskRecord:
-        """The task once it has finished, or as it is after ``wait`` seconds.
+        """The task once it has finished, or as it is after ``wait`` seconds (as it was last, if it is
+        forgotten meanwhile).
 
         Raises:
             NotFound: no such task.
@@ -515,7 +516,6 @@ class Scheduler:
         task = self.storage.get_task(task_id)
         if task is None:
             raise NotFound(f"task {task_id} not found")
-        if wait > 0 and not task.state.is_finished:
-            event = self._finish_events.setdefault(task_id, gevent.event.Event())
-            event.wait(wait)
+        if not task.state.is_finished:
+            self.waiters.wait(("task", task_id), wait)
         return task

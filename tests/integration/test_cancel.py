@@ -39,3 +39,26 @@ def test_cancel_errors(stack):
     status, body = stack.api.post(f"/task/{done['task_id']}/cancel")
     assert status == 409 and "already ended" in body["error"]
     assert stack.api.post("/task/nope/cancel")[0] == 404
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_scripts_of_an_aborted_task_run_on_without_a_watch_loop(stack):
+    """One failure aborts the task while the other agent's script runs on: that agent's cancel watch must
+    not turn into a loop of answers at once (it can never be cancelled now), which would keep the master
+    busy until the script ends."""
+    ids = stack.up(2)
+    master = next(p for p in stack.procs if p.name == "master")
+    task_id = stack.api.submit(f'if [ "$MSCHEDULE_AGENT_ID" = {ids[0]} ]; then sleep 1; exit 1; fi; sleep 5', ids,
+                               parallel=2)
+    wait_until(lambda: stack.api.get(f"/task/{task_id}")[1]["state"] == "FAILED", 10, what="the task aborted")
+    time.sleep(0.3)
+    before, started = _cpu_seconds(master.pid), time.monotonic()
+    time.sleep(2)
+    busy = (_cpu_seconds(master.pid) - before) / (time.monotonic() - started)
+    result = stack.api.wait_task(task_id, timeout=15)
+    assert result["targets"][ids[1]]["state"] == "SUCCEED"  # the running script kept its result
+    assert busy < 0.2, f"master busy {busy:.0%} of the time while the aborted task's script ran on"

@@ -1,4 +1,9 @@
 """The scheduling state machine, driven directly (no network, fake clock)."""
+import time
+from collections import deque
+
+import gevent
+import gevent.event
 import pytest
 
 from master.scheduler import Scheduler
@@ -362,3 +367,122 @@ def test_cancel_finished_task_is_a_conflict(sched):
     finish(sched, task, ids[0])
     with pytest.raises(Conflict, match="already ended"):
         sched.cancel(task.id)
+
+
+# ---- waiters: released and forgotten when their task ends ---------------------------------
+def held_events(sched):
+    """Every gevent Event the scheduler holds, wherever it keeps them (dicts of events, a registry)."""
+    found, seen, stack = 0, set(), [v for k, v in vars(sched).items() if k not in ("storage", "clock")]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float)) or obj is None:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, gevent.event.Event):
+            found += 1
+        elif isinstance(obj, dict):
+            stack += obj.values()
+        elif isinstance(obj, (list, tuple, set, deque)):
+            stack += obj
+        else:
+            stack += [getattr(obj, name) for name in getattr(obj, "__slots__", ()) if hasattr(obj, name)]
+            stack += getattr(obj, "__dict__", {}).values()
+    return found
+
+
+def end_task(sched, task, agent_id, how):
+    """End a running single-target task the way ``how`` says (the target ``agent_id`` is RUNNING)."""
+    if how == "cancel":
+        sched.cancel(task.id)
+        finish(sched, task, agent_id, code=137)
+    else:
+        finish(sched, task, agent_id, code=1 if how == "abort" else 0)
+        if how == "prune":
+            sched.prune(keep_tasks=0)
+
+
+def test_no_waiter_outlives_its_task(sched):
+    """100 tasks that each had a cancel watcher and a finish waiter, then a prune: nothing is left."""
+    ids = add_agents(sched, 1)
+    waiting = []
+    try:
+        for i in range(100):
+            task = submit(sched, ids)
+            assert sched.next_task(ids[0]) is task
+            waiting += [gevent.spawn(sched.watch_cancel, task.id, 30), gevent.spawn(sched.wait_finished, task.id, 30)]
+            gevent.sleep(0)  # both block on the task
+            end_task(sched, task, ids[0], ("succeed", "abort", "cancel")[i % 3])
+        sched.prune(keep_tasks=0)
+        assert not sched.storage.tasks
+        assert held_events(sched) == 0
+        gevent.wait(waiting, timeout=1)
+        assert sum(not g.ready() for g in waiting) == 0  # every waiter answered
+    finally:
+        gevent.killall(waiting)
+
+
+@pytest.mark.parametrize("how", ["succeed", "abort", "cancel", "prune"])
+def test_waiters_on_an_ending_task_all_return_at_once(sched, how):
+    ids = add_agents(sched, 1)
+    task = submit(sched, ids)
+    sched.next_task(ids[0])
+    watchers = [gevent.spawn(sched.watch_cancel, task.id, 30) for _ in range(5)]
+    finishers = [gevent.spawn(sched.wait_finished, task.id, 30) for _ in range(5)]
+    gevent.sleep(0)
+    try:
+        end_task(sched, task, ids[0], how)
+        gevent.wait(watchers + finishers, timeout=1)
+        assert sum(not g.ready() for g in watchers + finishers) == 0
+        assert [w.value for w in watchers] == [how == "cancel"] * 5
+        expected = {"succeed": State.SUCCEED, "abort": State.FAILED, "cancel": State.CANCELLED,
+                    "prune": State.SUCCEED}[how]
+        assert all(f.value is task and f.value.state is expected for f in finishers)  # the last state
+        assert held_events(sched) == 0
+    finally:
+        gevent.killall(watchers + finishers)
+
+
+def test_concurrent_polls_of_one_agent_all_wake(sched):
+    """Two polls of one agent at once (the first's reply was lost): a new task wakes both, neither is left
+    waiting out its timeout; both answer it (the lost-reply rule: the same task is handed out again)."""
+    ids = add_agents(sched, 1)
+    polls = [gevent.spawn(sched.wait_task, ids[0], 30, "s1") for _ in range(2)]
+    gevent.sleep(0)
+    try:
+        task = submit(sched, ids)
+        gevent.wait(polls, timeout=1)
+        assert sum(not p.ready() for p in polls) == 0
+        assert [p.value for p in polls] == [task, task]
+        assert held_events(sched) == 0
+    finally:
+        gevent.killall(polls)
+
+
+def test_polls_that_time_out_leave_nothing_behind():
+    sched = Scheduler(Storage(), agent_timeout=10)  # a real clock: wait_task's deadline must pass
+    ids = add_agents(sched, 1)
+    assert sched.wait_task(ids[0], 0.05, "s1") is None
+    task = submit(sched, ids)
+    assert sched.next_task(ids[0]) is task
+    assert sched.watch_cancel(task.id, 0.05) is False
+    assert sched.wait_finished(task.id, 0.05) is task and task.state is State.RUNNING
+    assert held_events(sched) == 0
+
+
+def test_cancel_watch_of_an_aborted_task_is_held_not_answered_at_once(sched):
+    """A task aborted by its limits while another agent's script runs on can never be cancelled; an answer at
+    once would have that agent ask again at once, in a loop, until its script ends. The watch open at the
+    abort answers at once; the next ones are held for their wait, like a watch of a running task."""
+    ids = add_agents(sched, 2)
+    task = submit(sched, ids, parallel=2)
+    pull_all(sched, ids)
+    watcher = gevent.spawn(sched.watch_cancel, task.id, 30)
+    gevent.sleep(0)
+    finish(sched, task, ids[0], code=1)
+    assert task.state is State.FAILED and task.targets[ids[1]].state is State.RUNNING
+    watcher.join(1)
+    assert watcher.ready() and watcher.value is False
+    started = time.monotonic()
+    assert sched.watch_cancel(task.id, 0.2) is False
+    assert time.monotonic() - started >= 0.15
+    assert held_events(sched) == 0
