@@ -56,3 +56,7 @@ bench-console: venv browser
 .PHONY: reliability
 reliability: venv
 	$(PY) scripts/reliability_report.py
+
+.PHONY: bench-storm
+bench-storm: venv
+	$(PY) bench/storm.py $(BENCH_ARGS)

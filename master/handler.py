@@ -9,6 +9,7 @@ reaches the state.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -41,6 +42,33 @@ log = logging.getLogger(__name__)
 MAX_BULK_KEYS = 10000
 """Most agent ids one keys_decide_many / keys_delete_many call takes."""
 
+_COMMITS = "_commits"
+
+
+def commits(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a handler method as one that changes state, and commit what it changed before it answers.
+
+    The commit (``storage.flush()``: everything saved so far) runs after the method returns and before
+    zerorpc sends its answer, so whatever a caller was told happened survives a kill -9 of the master. It is
+    one decorator rather than a ``flush()`` at the end of each method because a method that forgets its
+    flush works in every test until the master crashes; a method with this mark cannot forget, and
+    tests/unit/test_handler_durability.py fails on any public method that is neither marked nor declared
+    read-only. A method that raises is not committed here (its error acknowledges nothing); the periodic
+    commit catches up with anything it changed before the error.
+    """
+    @functools.wraps(method)
+    def committed(self, *args: Any, **kwargs: Any) -> Any:
+        answer = method(self, *args, **kwargs)
+        self._storage.flush()
+        return answer
+
+    setattr(committed, _COMMITS, True)
+    return committed
+
+
+def changes_state(method: Callable[..., Any]) -> bool:
+    """Whether ``method`` carries the :func:`commits` mark."""
+    return getattr(method, _COMMITS, False)
 
 
 def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
@@ -93,18 +121,24 @@ class AgentHandler:
                 known = self._scheduler.agent_seen(info)
                 return {"ok": True, "known": known, "master": self.boot}
             if kind == messages.RESULT:
-                result = ResultMessage.from_payload(payload)
-                if self._admission is not None:
-                    self._admission.check_agent(result.agent_id)
-                applied = self._scheduler.apply_result(result)
-                self._storage.flush()  # acknowledged only once durable
-                return {"ok": True, "applied": applied, "master": self.boot}
+                return self._result(ResultMessage.from_payload(payload))
             raise MessageError(f"type: unknown message type {kind!r}")
         except PendingFull as exc:  # logged by Admission, at most once per interval: a flood floods no log
             return {"ok": False, "error": str(exc), "master": self.boot}
         except (MessageError, Unauthorized) as exc:
             log.warning("agent message refused: %s", exc)
             return {"ok": False, "error": str(exc)}
+
+    @commits
+    def _result(self, result: ResultMessage) -> dict:
+        """Apply a result; the agent deletes it from its spool on this ack, so the ack waits for the commit.
+
+        Registrations and heartbeats, the rest of ``send``, are not committed before their answer.
+        """
+        if self._admission is not None:
+            self._admission.check_agent(result.agent_id)
+        applied = self._scheduler.apply_result(result)
+        return {"ok": True, "applied": applied, "master": self.boot}
 
     def _admitted(self, info: AgentInfo) -> bool:
         if self._admission is None:
@@ -114,11 +148,13 @@ class AgentHandler:
             raise Unauthorized(f"agent {info.id}: key rejected")
         return state is KeyState.ACCEPTED
 
+    @commits
     def get_task(self, agent_id: Any, wait: Any = 0, session: Any = None) -> dict | None:
         """Long poll: the agent's next task message as soon as there is one, or None after ``wait``.
 
         ``session`` (optional) is the polling process's session id; a poll of a process that is no
-        longer the agent's current one gets nothing.
+        longer the agent's current one gets nothing. The dispatch is committed before the agent hears of it
+        (``@commits``), so a restarted master knows the target runs.
         """
         if not isinstance(agent_id, str) or not agent_id:
             raise ValidationError("agent_id: expected a non-empty string")
@@ -131,7 +167,6 @@ class AgentHandler:
             return None
         if self._admission is not None:
             self._admission.check_agent(agent_id)  # rejected while it waited: reveal nothing
-        self._storage.flush()  # the dispatch is durable before the agent hears of it
         return TaskMessage(id=task.id, script=task.script, timeout=task.timeout, parallel=task.parallel,
                            fail_rate=task.fail_rate, fail_count=task.fail_count).to_message()
 
@@ -151,7 +186,10 @@ class AgentHandler:
 
 
 class AdminHandler:
-    """zerorpc methods for the web tier and the ``keys`` command."""
+    """zerorpc methods for the web tier and the ``keys`` command.
+
+    Every method that changes state is marked :func:`commits`: its answer leaves only after its commit.
+    """
 
     def __init__(self, scheduler: Scheduler, admission: Admission | None = None,
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
@@ -166,6 +204,7 @@ class AdminHandler:
         self._max_targets = max_targets
         self._jobs = Jobs(self._storage, max_script_bytes, max_targets)
 
+    @commits
     def add_task(self, task: Any) -> str:
         """Create a task from the HTTP body as it came: ``{script (text), targets, selector, timeout, ...}``.
 
@@ -178,17 +217,14 @@ class AdminHandler:
                        if a in agents and a in keys and keys[a].state is not KeyState.ACCEPTED]
             if refused:
                 raise ValidationError(f"targets: agent {refused[0]} has no accepted key")
-        task_id = self._scheduler.submit(spec).id
-        self._storage.flush()  # the id is returned only once the task is durable
-        return task_id
+        return self._scheduler.submit(spec).id
 
+    @commits
     def cancel_task(self, task_id: Any) -> dict:
         """Cancel a task (see Scheduler.cancel); answers its summary."""
         if not isinstance(task_id, str) or not task_id:
             raise ValidationError("task_id: expected a non-empty string")
-        task = self._scheduler.cancel(task_id)
-        self._storage.flush()
-        return task.summary()
+        return self._scheduler.cancel(task_id).summary()
 
     def get_agents(self) -> dict:
         return {agent_id: agent.to_dict() for agent_id, agent in self._storage.agents.items()}
@@ -258,10 +294,9 @@ class AdminHandler:
         return out
 
     # ---- jobs -------------------------------------------------------------------------------
+    @commits
     def job_save(self, name: Any, body: Any) -> dict:
-        saved = self._jobs.save(name, body)
-        self._storage.flush()
-        return saved
+        return self._jobs.save(name, body)
 
     def job_get(self, name: Any, version: Any = None) -> dict:
         return self._jobs.get(name, version)
@@ -275,17 +310,16 @@ class AdminHandler:
     def job_diff(self, name: Any, old: Any, new: Any) -> dict:
         return self._jobs.diff(name, old, new)
 
+    @commits
     def job_rollback(self, name: Any, version: Any) -> dict:
-        saved = self._jobs.rollback(name, version)
-        self._storage.flush()
-        return saved
+        return self._jobs.rollback(name, version)
 
+    @commits
     def job_run(self, name: Any, body: Any = None) -> dict:
         spec, version = self._jobs.spec_for_run(name, body)
         task = self._scheduler.submit(spec)
         task.job, task.job_version = name, version
         self._storage.save_task(task)
-        self._storage.flush()
         return {"task_id": task.id, "job": name, "version": version}
 
     def ping(self) -> dict:
@@ -301,6 +335,7 @@ class AdminHandler:
         return answer
 
     # ---- groups -----------------------------------------------------------------------------
+    @commits
     def group_put(self, name: Any, body: Any) -> dict:
         """Create or replace a group: ``{"selector": {...}}`` and/or ``{"targets": [ids]}``."""
         name = self._group_name(name)
@@ -322,7 +357,6 @@ class AdminHandler:
         if selector is None and not targets:
             raise ValidationError("body: give a selector, targets, or both")
         self._storage.save_group(name, {"selector": selector, "targets": list(dict.fromkeys(targets))})
-        self._storage.flush()
         return self.group_get(name)
 
     def group_get(self, name: Any) -> dict:
@@ -335,12 +369,12 @@ class AdminHandler:
     def groups_list(self) -> list[dict]:
         return [{"name": name, **body} for name, body in sorted(self._storage.groups.items())]
 
+    @commits
     def group_delete(self, name: Any) -> dict:
         name = self._group_name(name)
         if name not in self._storage.groups:
             raise NotFound(f"group {name!r} not found")
         self._storage.delete_group(name)
-        self._storage.flush()
         return {"name": name, "deleted": True}
 
     @staticmethod
@@ -353,21 +387,19 @@ class AdminHandler:
     def keys_list(self) -> list[dict]:
         return self._keys().list()
 
+    @commits
     def keys_accept(self, agent_id: Any) -> dict:
-        record = self._decide(self._agent_id(agent_id), KeyState.ACCEPTED)
-        self._storage.flush()
-        return record
+        return self._decide(self._agent_id(agent_id), KeyState.ACCEPTED)
 
+    @commits
     def keys_reject(self, agent_id: Any) -> dict:
-        record = self._decide(self._agent_id(agent_id), KeyState.REJECTED)
-        self._storage.flush()
-        return record
+        return self._decide(self._agent_id(agent_id), KeyState.REJECTED)
 
+    @commits
     def keys_delete(self, agent_id: Any) -> dict:
-        answer = self._delete_key(self._agent_id(agent_id))
-        self._storage.flush()
-        return answer
+        return self._delete_key(self._agent_id(agent_id))
 
+    @commits
     def keys_decide_many(self, verdict: Any, body: Any) -> dict:
         """Accept or reject several keys in one call and one commit: after a flood, or a rack enrolled at once.
 
@@ -380,6 +412,7 @@ class AdminHandler:
         return self._keys_many(body, lambda agent_id: {"state": self._decide(agent_id, state)["state"]},
                                all_pending=True)
 
+    @commits
     def keys_delete_many(self, body: Any) -> dict:
         """Forget several keys in one call and one commit; ``body`` is ``{"agent_ids": [...]}``."""
         return self._keys_many(body, lambda agent_id: {"deleted": self._delete_key(agent_id)["deleted"]},
@@ -393,7 +426,6 @@ class AdminHandler:
                 results.append({"agent_id": agent_id, "ok": True, **action(agent_id)})
             except NotFound as exc:
                 results.append({"agent_id": agent_id, "ok": False, "error": str(exc)})
-        self._storage.flush()
         done = sum(1 for r in results if r["ok"])
         return {"done": done, "failed": len(results) - done, "results": results}
 

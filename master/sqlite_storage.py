@@ -5,9 +5,11 @@ The in-memory records stay the working set; every ``save_*`` snapshots a row int
 Commits run on one dedicated thread with one connection, so the gevent loop keeps serving while SQLite
 writes and fsyncs, and everything that piles up during one commit goes into the next (group commit).
 
-What must be durable before it is acknowledged calls ``flush()`` first: a new task (``add_task``), a
-dispatch (``get_task``'s answer) and a result (its ack). Heartbeats are not flushed; a periodic flush
-catches up with them and with every other change.
+What must be durable before it is acknowledged is flushed by the handler's ``@commits``
+(master/handler.py) after the call and before its answer: every admin call that changes state (a task, a
+cancel, a job version, a group, a key decision), a dispatch (``get_task``'s answer) and a result (its ack).
+Registrations and heartbeats are not flushed; a periodic flush catches up with them and with every other
+change.
 
 The database holds every script and output: the file is created 0600 before SQLite opens it, and SQLite
 gives the ``-wal`` and ``-shm`` files it creates the main file's mode.
