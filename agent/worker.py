@@ -131,9 +131,14 @@ class AgentWorker:
     def _heartbeat_loop(self) -> None:
         failing = False
         while not self._stopped.wait(self.interval):
-            if not self._registered:
+            if not self._registered and not self.info.running:
                 continue  # the work loop registers (and learns if the key is pending)
             try:
+                if not self._registered:
+                    # the work loop is busy with a script and will not register before it ends, which can be
+                    # long after the master gave up on us: register from here (the message says what runs)
+                    self._register()
+                    continue
                 reply = self._send(messages.heartbeat_message(self.info), timeout=self._heartbeat_timeout)
                 if not reply.get("known", True):
                     log.info("agent %s: master does not know us (restarted?): registering", self.id)
