@@ -59,6 +59,6 @@ def parse_label_filters(values: list[str]) -> dict[str, str]:
     for value in values:
         key, sep, wanted = value.partition(":")
         if not sep or not key:
-            raise ValidationError(f"label: expected key:value, got {value!r}")
+            raise ValidationError(f"label: expected key:value, got {value!r}", field="label")
         out[key] = wanted
     return out
