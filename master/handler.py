@@ -47,7 +47,7 @@ def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
     if value is None:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ValidationError(f"{name}: expected a number of seconds")
+        raise ValidationError(f"{name}: expected a number of seconds", field=name)
     return max(0.0, min(float(value), cap))
 
 
@@ -99,7 +99,7 @@ class AgentHandler:
                 applied = self._scheduler.apply_result(result)
                 self._storage.flush()  # acknowledged only once durable
                 return {"ok": True, "applied": applied, "master": self.boot}
-            raise MessageError(f"type: unknown message type {kind!r}")
+            raise MessageError(f"type: unknown message type {kind!r}", field="type")
         except PendingFull as exc:  # logged by Admission, at most once per interval: a flood floods no log
             return {"ok": False, "error": str(exc), "master": self.boot}
         except (MessageError, Unauthorized) as exc:
@@ -121,9 +121,9 @@ class AgentHandler:
         longer the agent's current one gets nothing.
         """
         if not isinstance(agent_id, str) or not agent_id:
-            raise ValidationError("agent_id: expected a non-empty string")
+            raise ValidationError("agent_id: expected a non-empty string", field="agent_id")
         if session is not None and not isinstance(session, str):
-            raise ValidationError("session: expected a string")
+            raise ValidationError("session: expected a string", field="session")
         if self._admission is not None:
             self._admission.check_agent(agent_id)
         task = self._scheduler.wait_task(agent_id, _wait_seconds(wait, MAX_POLL_WAIT), session)
@@ -138,12 +138,13 @@ class AgentHandler:
     def watch_cancel(self, agent_id: Any, task_id: Any, wait: Any = 0) -> bool:
         """Long poll of an agent while it runs ``task_id``: True as soon as the task is cancelled."""
         if not isinstance(agent_id, str) or not isinstance(task_id, str):
-            raise ValidationError("agent_id, task_id: expected strings")
+            raise ValidationError("agent_id, task_id: expected strings",
+                                  field="agent_id" if not isinstance(agent_id, str) else "task_id")
         if self._admission is not None:
             self._admission.check_agent(agent_id)
         task = self._storage.get_task(task_id)
         if task is None or agent_id not in task.targets:
-            raise ValidationError(f"task {task_id}: agent {agent_id} is not one of its targets")
+            raise ValidationError(f"task {task_id}: agent {agent_id} is not one of its targets", field="task_id")
         return self._scheduler.watch_cancel(task_id, _wait_seconds(wait, MAX_POLL_WAIT))
 
     def ping(self) -> dict:
@@ -177,7 +178,7 @@ class AdminHandler:
             refused = [a for a in spec.targets
                        if a in agents and a in keys and keys[a].state is not KeyState.ACCEPTED]
             if refused:
-                raise ValidationError(f"targets: agent {refused[0]} has no accepted key")
+                raise ValidationError(f"targets: agent {refused[0]} has no accepted key", field="targets")
         task_id = self._scheduler.submit(spec).id
         self._storage.flush()  # the id is returned only once the task is durable
         return task_id
@@ -185,7 +186,7 @@ class AdminHandler:
     def cancel_task(self, task_id: Any) -> dict:
         """Cancel a task (see Scheduler.cancel); answers its summary."""
         if not isinstance(task_id, str) or not task_id:
-            raise ValidationError("task_id: expected a non-empty string")
+            raise ValidationError("task_id: expected a non-empty string", field="task_id")
         task = self._scheduler.cancel(task_id)
         self._storage.flush()
         return task.summary()
@@ -204,7 +205,7 @@ class AdminHandler:
         if isinstance(query, str):
             query = {"task_id": query}
         if not isinstance(query, dict):
-            raise ValidationError("body: expected an object with task_id")
+            raise ValidationError("body: expected an object with task_id", field="body")
         if not isinstance(query.get("task_id"), str) or not query["task_id"]:
             raise ValidationError("task_id: missing or not a string", field="task_id")
         wait = _result_wait(query.get("wait"))
@@ -222,13 +223,14 @@ class AdminHandler:
     def get_target(self, task_id: Any, agent_id: Any) -> dict:
         """One target of one task, with its whole output."""
         if not isinstance(task_id, str) or not isinstance(agent_id, str):
-            raise ValidationError("task_id, agent_id: expected strings")
+            raise ValidationError("task_id, agent_id: expected strings",
+                                  field="task_id" if not isinstance(task_id, str) else "agent_id")
         task = self._storage.tasks.get(task_id)
         if task is None:
-            raise NotFound(f"task {task_id} not found")
+            raise NotFound(f"task {task_id} not found", field="task_id")
         target = task.targets.get(agent_id)
         if target is None:
-            raise NotFound(f"task {task_id} has no target {agent_id}")
+            raise NotFound(f"task {task_id} has no target {agent_id}", field="agent_id")
         return {"task_id": task_id, "agent_id": agent_id, **self._target_entry(agent_id, target, None)}
 
     def get_tasks(self, limit: Any = None, filters: Any = None) -> list[dict]:
@@ -239,7 +241,7 @@ class AdminHandler:
         limit = integer(limit, "limit", 1, MAX_TASK_LIST, default=DEFAULT_TASK_LIST)
         filters = filters or {}
         if not isinstance(filters, dict):
-            raise ValidationError("filters: expected an object")
+            raise ValidationError("filters: expected an object", field="filters")
         state, job, agent, before = (filters.get(k) for k in ("state", "job", "agent", "before"))
         if state is not None and state not in {s.value for s in State}:
             raise ValidationError(f"state: expected one of {', '.join(s.value for s in State)}", field="state")
@@ -305,10 +307,10 @@ class AdminHandler:
         """Create or replace a group: ``{"selector": {...}}`` and/or ``{"targets": [ids]}``."""
         name = self._group_name(name)
         if not isinstance(body, dict):
-            raise ValidationError("body: expected an object with selector and/or targets")
+            raise ValidationError("body: expected an object with selector and/or targets", field="body")
         unknown = sorted(set(body) - {"selector", "targets"})
         if unknown:
-            raise ValidationError(f"{unknown[0]}: unknown field (allowed: selector, targets)")
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: selector, targets)", field=unknown[0])
         selector = validate_selector(body.get("selector"), allow_group=False)
         targets = body.get("targets") or []
         if not isinstance(targets, list) or not all(isinstance(a, str) and a for a in targets):
@@ -318,9 +320,9 @@ class AdminHandler:
                                   field="targets")
         unknown_ids = [a for a in targets if a not in self._storage.agents]
         if unknown_ids:
-            raise ValidationError(f"targets: unknown agent id {unknown_ids[0]!r}")
+            raise ValidationError(f"targets: unknown agent id {unknown_ids[0]!r}", field="targets")
         if selector is None and not targets:
-            raise ValidationError("body: give a selector, targets, or both")
+            raise ValidationError("body: give a selector, targets, or both", field="body")
         self._storage.save_group(name, {"selector": selector, "targets": list(dict.fromkeys(targets))})
         self._storage.flush()
         return self.group_get(name)
@@ -329,7 +331,7 @@ class AdminHandler:
         name = self._group_name(name)
         body = self._storage.groups.get(name)
         if body is None:
-            raise NotFound(f"group {name!r} not found")
+            raise NotFound(f"group {name!r} not found", field="name")
         return {"name": name, **body, "members": self._scheduler.group_members(name)}
 
     def groups_list(self) -> list[dict]:
@@ -338,7 +340,7 @@ class AdminHandler:
     def group_delete(self, name: Any) -> dict:
         name = self._group_name(name)
         if name not in self._storage.groups:
-            raise NotFound(f"group {name!r} not found")
+            raise NotFound(f"group {name!r} not found", field="name")
         self._storage.delete_group(name)
         self._storage.flush()
         return {"name": name, "deleted": True}
@@ -400,7 +402,7 @@ class AdminHandler:
     def _bulk_ids(self, body: Any, all_pending: bool) -> list[str]:
         allowed = ("agent_ids", "all_pending") if all_pending else ("agent_ids",)
         if not isinstance(body, dict):
-            raise ValidationError(f"body: expected an object with {' or '.join(allowed)}")
+            raise ValidationError(f"body: expected an object with {' or '.join(allowed)}", field="body")
         unknown = sorted(set(body) - {"agent_ids", "all_pending"})
         if unknown:
             raise ValidationError(f"{unknown[0]}: unknown field (allowed: {', '.join(allowed)})", field=unknown[0])
@@ -440,7 +442,7 @@ class AdminHandler:
     @staticmethod
     def _agent_id(value: Any) -> str:
         if not isinstance(value, str) or not value:
-            raise ValidationError("agent_id: expected a non-empty string")
+            raise ValidationError("agent_id: expected a non-empty string", field="agent_id")
         return value
 
     def _task_detail(self, task: TaskRecord, output_limit: int | None = None) -> dict:
