@@ -47,7 +47,13 @@ def current_key() -> str | None:
 
 
 class PendingFull(Unauthorized):
-    """A new key may not register now: ``max_pending`` keys already wait for a decision."""
+    """A new key may not register now: ``max_pending`` keys already wait for a decision.
+
+    Crosses RPC as an Unauthorized; logged by :class:`Admission` at most once per interval (a flood floods
+    no log), so not by the RPC server.
+    """
+
+    log_level = logging.DEBUG
 
 
 class Admission:

@@ -3,9 +3,9 @@
 :class:`AgentHandler` (the agents' endpoint) has only what an agent needs: ``send`` (register, heartbeat,
 result), ``get_task`` and ``ping``, each for the caller's own agent id. :class:`AdminHandler` (the admin
 endpoint, loopback by default, for the web tier and the ``keys`` command) creates and reads tasks and
-manages agent keys. Method names keep the design's. A bad message gets an error answer
-(``{"ok": False, "error": ...}`` for ``send``, a ``ValidationError`` otherwise) and a log line; it never
-reaches the state.
+manages agent keys. Method names keep the design's. A bad message or call gets a typed error answer
+(:mod:`transport.errors`: ``MessageError``, ``ValidationError``, ``Unauthorized``, ``KeyPending``, ...) with
+the field it is about, and a log line; it never reaches the state.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from master.admission import Admission, PendingFull, Unauthorized
+from master.admission import Admission, Unauthorized
 from master.jobs import Jobs
 from master.scheduler import Scheduler
 from master.storage import KeyState, TargetRecord, TaskRecord
@@ -29,7 +29,7 @@ from utils.defaults import (
     MAX_TASK_LIST,
     MAX_TIME,
 )
-from utils.exceptions import MessageError, NotFound, ValidationError
+from utils.exceptions import KeyPending, MessageError, NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
 from utils.selectors import validate_selector
 from utils.states import State
@@ -82,29 +82,28 @@ class AgentHandler:
         self.boot = uuid.uuid4().hex
 
     def send(self, msg: Any) -> dict:
-        """Take an agent message: ``register``, ``heartbeat`` or ``result``."""
-        try:
-            kind, payload = messages.split_message(msg)
-            if kind in (messages.REGISTER, messages.HEARTBEAT):
-                info = AgentInfo.from_payload(payload)
-                if not self._admitted(info):
-                    return {"ok": False, "pending": True, "master": self.boot,
-                            "error": f"agent {info.id}: key pending acceptance by an operator"}
-                known = self._scheduler.agent_seen(info)
-                return {"ok": True, "known": known, "master": self.boot}
-            if kind == messages.RESULT:
-                result = ResultMessage.from_payload(payload)
-                if self._admission is not None:
-                    self._admission.check_agent(result.agent_id)
-                applied = self._scheduler.apply_result(result)
-                self._storage.flush()  # acknowledged only once durable
-                return {"ok": True, "applied": applied, "master": self.boot}
-            raise MessageError(f"type: unknown message type {kind!r}", field="type")
-        except PendingFull as exc:  # logged by Admission, at most once per interval: a flood floods no log
-            return {"ok": False, "error": str(exc), "master": self.boot}
-        except (MessageError, Unauthorized) as exc:
-            log.warning("agent message refused: %s", exc)
-            return {"ok": False, "error": str(exc)}
+        """Take an agent message: ``register``, ``heartbeat`` or ``result``; answer ``{"ok": True, ...}``.
+
+        A message that is not taken raises, and the agent gets the typed error (README, Messages):
+        MessageError (malformed, with its field), Unauthorized (key rejected, another agent's id, no room for
+        a new key: the master's PendingFull), KeyPending (the key waits for an operator's decision).
+        The RPC server logs each at its class's level (a pending key or a full pending list: not per call).
+        """
+        kind, payload = messages.split_message(msg)
+        if kind in (messages.REGISTER, messages.HEARTBEAT):
+            info = AgentInfo.from_payload(payload)
+            if not self._admitted(info):
+                raise KeyPending(f"agent {info.id}: key pending acceptance by an operator")
+            known = self._scheduler.agent_seen(info)
+            return {"ok": True, "known": known, "master": self.boot}
+        if kind == messages.RESULT:
+            result = ResultMessage.from_payload(payload)
+            if self._admission is not None:
+                self._admission.check_agent(result.agent_id)
+            applied = self._scheduler.apply_result(result)
+            self._storage.flush()  # acknowledged only once durable
+            return {"ok": True, "applied": applied, "master": self.boot}
+        raise MessageError(f"type: unknown message type {kind!r}", field="type")
 
     def _admitted(self, info: AgentInfo) -> bool:
         if self._admission is None:

@@ -10,6 +10,7 @@ import zmq
 
 from tests.integration.harness import PYTHON, ROOT, free_port
 from transport import CurveClientKeys, make_client
+from utils.exceptions import MessageError
 
 
 @pytest.fixture
@@ -225,14 +226,19 @@ def test_bad_agent_messages_do_not_hurt_the_master(running):
     public, secret = zmq.curve_keypair()  # a stranger's key: connected, but not that agent
     client = make_client(stack.master_endpoint, curve=CurveClientKeys(stack.keys.public, public, secret))
     try:
-        bad = ["garbage", 42, None, [], {"type": "register"}, {"type": "register", "payload": {}},
-               {"type": "hearbeat", "payload": {"id": agent_id, "hostname": "h"}},
-               {"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": "zero"}},
-               {"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": 0, "output": "%%%"}},
-               {"type": "heartbeat", "payload": {"id": agent_id, "hostname": "h", "labels": [1]}}]
-        for msg in bad:
-            reply = client.send(msg)
-            assert reply["ok"] is False and reply["error"], (msg, reply)
+        bad = [("garbage", None), (42, None), (None, None), ([], None), ({"type": "register"}, "payload"),
+               ({"type": "register", "payload": {}}, "payload.id"),
+               ({"type": "hearbeat", "payload": {"id": agent_id, "hostname": "h"}}, "type"),
+               ({"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": "zero"}}, "payload.code"),
+               ({"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": 0, "output": "%%%"}},
+                "payload.output"),
+               ({"type": "heartbeat", "payload": {"id": agent_id, "hostname": "h", "labels": [1]}},
+                "payload.labels")]
+        for msg, field in bad:  # refused with a typed error naming the field, as the agent gets it
+            with pytest.raises(MessageError) as refused:
+                client.send(msg)
+            assert refused.value.name == "MessageError" and refused.value.msg, msg
+            assert refused.value.field == field, (msg, refused.value.field, refused.value.msg)
         for call in (lambda: client.get_task(5, 0), lambda: client.add_task("x"), lambda: client.get_result(3),
                      lambda: client.no_such_method(), lambda: client.get_task(agent_id, 0)):
             with pytest.raises(zerorpc.RemoteError):
