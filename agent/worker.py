@@ -16,7 +16,7 @@ from agent.spool import Spool
 from transport import TRANSPORT_ERRORS, MasterLink
 from utils import messages
 from utils.defaults import BACKOFF_CAP, CONNECT_JITTER, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT
-from utils.exceptions import MessageError
+from utils.exceptions import KeyPending, MessageError, NotFound, Unauthorized
 from utils.greenlets import capture, unwrap
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
 
@@ -28,10 +28,6 @@ CANCEL_WATCH_DELAY = 0.5
 """Seconds a script runs before its agent starts watching for a cancel."""
 STOP_NOTICE_TIMEOUT = 2.0
 """Seconds a stopping agent waits for the master to take note."""
-
-
-class KeyPending(MessageError):
-    """The master holds this agent's key for an operator's decision."""
 
 
 class AgentWorker:
@@ -93,12 +89,10 @@ class AgentWorker:
 
     # ---- messages -----------------------------------------------------------------------
     def _send(self, msg: dict, timeout: float | None = None) -> dict:
+        """Send a message; a refusal raises the master's typed error (KeyPending, MessageError, Unauthorized)."""
         reply = self.link.call("send", msg, timeout=timeout)
         if not isinstance(reply, dict) or not reply.get("ok"):
-            error = reply.get("error") if isinstance(reply, dict) else reply
-            if isinstance(reply, dict) and reply.get("pending"):
-                raise KeyPending(str(error))
-            raise MessageError(f"master refused {msg['type']}: {error}")
+            raise MessageError(f"master refused {msg['type']}: unexpected answer {reply!r}")
         self._note_master(reply.get("master"))
         return reply
 
@@ -180,7 +174,7 @@ class AgentWorker:
 
     def _retry_delay(self, exc: Exception, backoff: Backoff) -> float:
         """Log a failed step and say how long to wait before the next one."""
-        if isinstance(exc, zerorpc.RemoteError) and exc.name == "NotFound":
+        if isinstance(exc, NotFound):
             self._lost_master()  # the master restarted and does not know us: register (after the jitter)
             return 0.0
         delay = backoff.next_delay()
@@ -264,7 +258,7 @@ class AgentWorker:
             reply = self._send(result.to_message())
             log.info("agent %s: task %s result delivered (code=%s, applied=%s)",
                      self.id, result.id, result.code, reply.get("applied"))
-        except MessageError as exc:  # refused for good: resending cannot help
+        except (MessageError, Unauthorized) as exc:  # refused for good: resending cannot help
             log.error("agent %s: task %s result dropped: %s", self.id, result.id, exc)
 
     def _mark(self, task_id: str | None) -> None:

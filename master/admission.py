@@ -47,7 +47,13 @@ def current_key() -> str | None:
 
 
 class PendingFull(Unauthorized):
-    """A new key may not register now: ``max_pending`` keys already wait for a decision."""
+    """A new key may not register now: ``max_pending`` keys already wait for a decision.
+
+    Crosses RPC as an Unauthorized; logged by :class:`Admission` at most once per interval (a flood floods
+    no log), so not by the RPC server.
+    """
+
+    log_level = logging.DEBUG
 
 
 class Admission:
@@ -85,9 +91,9 @@ class Admission:
         key = current_key()
         record = self.storage.keys.get(agent_id)
         if record is None or key is None or record.key != key:
-            raise Unauthorized(f"key {fingerprint(key or '?')} may not act for agent {agent_id}")
+            raise Unauthorized(f"key {fingerprint(key or '?')} may not act for agent {agent_id}", field="agent_id")
         if record.state is not KeyState.ACCEPTED:
-            raise Unauthorized(f"agent {agent_id}: key {record.state.value}, not accepted")
+            raise Unauthorized(f"agent {agent_id}: key {record.state.value}, not accepted", field="agent_id")
 
     def on_register(self, agent_id: str, hostname: str, ip: list[str]) -> KeyState:
         """A register or heartbeat from ``agent_id``: record a new key as pending (or accept it)."""
@@ -98,7 +104,7 @@ class Admission:
         if record is not None and record.key != key:
             log.warning("key %s tried to act as agent %s, which belongs to key %s", fingerprint(key), agent_id,
                         fingerprint(record.key))
-            raise Unauthorized(f"agent id {agent_id} belongs to another key")
+            raise Unauthorized(f"agent id {agent_id} belongs to another key", field="payload.id")
         if record is None:
             if not self.auto_accept and len(self._pending) >= self.max_pending:
                 self._note_refused(hostname)
@@ -173,7 +179,7 @@ class Admission:
     def _record(self, agent_id: str) -> KeyRecord:
         record = self.storage.keys.get(agent_id)
         if record is None:
-            raise NotFound(f"no key for agent {agent_id}")
+            raise NotFound(f"no key for agent {agent_id}", field="agent_id")
         return record
 
 

@@ -3,9 +3,9 @@
 :class:`AgentHandler` (the agents' endpoint) has only what an agent needs: ``send`` (register, heartbeat,
 result), ``get_task`` and ``ping``, each for the caller's own agent id. :class:`AdminHandler` (the admin
 endpoint, loopback by default, for the web tier and the ``keys`` command) creates and reads tasks and
-manages agent keys. Method names keep the design's. A bad message gets an error answer
-(``{"ok": False, "error": ...}`` for ``send``, a ``ValidationError`` otherwise) and a log line; it never
-reaches the state.
+manages agent keys. Method names keep the design's. A bad message or call gets a typed error answer
+(:mod:`transport.errors`: ``MessageError``, ``ValidationError``, ``Unauthorized``, ``KeyPending``, ...) with
+the field it is about, and a log line; it never reaches the state.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from master.admission import Admission, PendingFull, Unauthorized
+from master.admission import Admission, Unauthorized
 from master.jobs import Jobs
 from master.scheduler import Scheduler
 from master.storage import KeyState, TargetRecord, TaskRecord
@@ -30,7 +30,7 @@ from utils.defaults import (
     MAX_TASK_LIST,
     MAX_TIME,
 )
-from utils.exceptions import MessageError, NotFound, ValidationError
+from utils.exceptions import KeyPending, MessageError, NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
 from utils.selectors import validate_selector
 from utils.states import State
@@ -75,7 +75,7 @@ def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
     if value is None:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ValidationError(f"{name}: expected a number of seconds")
+        raise ValidationError(f"{name}: expected a number of seconds", field=name)
     return max(0.0, min(float(value), cap))
 
 
@@ -110,24 +110,23 @@ class AgentHandler:
         self.boot = uuid.uuid4().hex
 
     def send(self, msg: Any) -> dict:
-        """Take an agent message: ``register``, ``heartbeat`` or ``result``."""
-        try:
-            kind, payload = messages.split_message(msg)
-            if kind in (messages.REGISTER, messages.HEARTBEAT):
-                info = AgentInfo.from_payload(payload)
-                if not self._admitted(info):
-                    return {"ok": False, "pending": True, "master": self.boot,
-                            "error": f"agent {info.id}: key pending acceptance by an operator"}
-                known = self._scheduler.agent_seen(info)
-                return {"ok": True, "known": known, "master": self.boot}
-            if kind == messages.RESULT:
-                return self._result(ResultMessage.from_payload(payload))
-            raise MessageError(f"type: unknown message type {kind!r}")
-        except PendingFull as exc:  # logged by Admission, at most once per interval: a flood floods no log
-            return {"ok": False, "error": str(exc), "master": self.boot}
-        except (MessageError, Unauthorized) as exc:
-            log.warning("agent message refused: %s", exc)
-            return {"ok": False, "error": str(exc)}
+        """Take an agent message: ``register``, ``heartbeat`` or ``result``; answer ``{"ok": True, ...}``.
+
+        A message that is not taken raises, and the agent gets the typed error (README, Messages):
+        MessageError (malformed, with its field), Unauthorized (key rejected, another agent's id, no room for
+        a new key: the master's PendingFull), KeyPending (the key waits for an operator's decision).
+        The RPC server logs each at its class's level (a pending key or a full pending list: not per call).
+        """
+        kind, payload = messages.split_message(msg)
+        if kind in (messages.REGISTER, messages.HEARTBEAT):
+            info = AgentInfo.from_payload(payload)
+            if not self._admitted(info):
+                raise KeyPending(f"agent {info.id}: key pending acceptance by an operator")
+            known = self._scheduler.agent_seen(info)
+            return {"ok": True, "known": known, "master": self.boot}
+        if kind == messages.RESULT:
+            return self._result(ResultMessage.from_payload(payload))
+        raise MessageError(f"type: unknown message type {kind!r}", field="type")
 
     @commits
     def _result(self, result: ResultMessage) -> dict:
@@ -157,9 +156,9 @@ class AgentHandler:
         (``@commits``), so a restarted master knows the target runs.
         """
         if not isinstance(agent_id, str) or not agent_id:
-            raise ValidationError("agent_id: expected a non-empty string")
+            raise ValidationError("agent_id: expected a non-empty string", field="agent_id")
         if session is not None and not isinstance(session, str):
-            raise ValidationError("session: expected a string")
+            raise ValidationError("session: expected a string", field="session")
         if self._admission is not None:
             self._admission.check_agent(agent_id)
         task = self._scheduler.wait_task(agent_id, _wait_seconds(wait, MAX_POLL_WAIT), session)
@@ -173,12 +172,13 @@ class AgentHandler:
     def watch_cancel(self, agent_id: Any, task_id: Any, wait: Any = 0) -> bool:
         """Long poll of an agent while it runs ``task_id``: True as soon as the task is cancelled."""
         if not isinstance(agent_id, str) or not isinstance(task_id, str):
-            raise ValidationError("agent_id, task_id: expected strings")
+            raise ValidationError("agent_id, task_id: expected strings",
+                                  field="agent_id" if not isinstance(agent_id, str) else "task_id")
         if self._admission is not None:
             self._admission.check_agent(agent_id)
         task = self._storage.get_task(task_id)
         if task is None or agent_id not in task.targets:
-            raise ValidationError(f"task {task_id}: agent {agent_id} is not one of its targets")
+            raise ValidationError(f"task {task_id}: agent {agent_id} is not one of its targets", field="task_id")
         return self._scheduler.watch_cancel(task_id, _wait_seconds(wait, MAX_POLL_WAIT))
 
     def ping(self) -> dict:
@@ -216,14 +216,14 @@ class AdminHandler:
             refused = [a for a in spec.targets
                        if a in agents and a in keys and keys[a].state is not KeyState.ACCEPTED]
             if refused:
-                raise ValidationError(f"targets: agent {refused[0]} has no accepted key")
+                raise ValidationError(f"targets: agent {refused[0]} has no accepted key", field="targets")
         return self._scheduler.submit(spec).id
 
     @commits
     def cancel_task(self, task_id: Any) -> dict:
         """Cancel a task (see Scheduler.cancel); answers its summary."""
         if not isinstance(task_id, str) or not task_id:
-            raise ValidationError("task_id: expected a non-empty string")
+            raise ValidationError("task_id: expected a non-empty string", field="task_id")
         return self._scheduler.cancel(task_id).summary()
 
     def get_agents(self) -> dict:
@@ -240,7 +240,7 @@ class AdminHandler:
         if isinstance(query, str):
             query = {"task_id": query}
         if not isinstance(query, dict):
-            raise ValidationError("body: expected an object with task_id")
+            raise ValidationError("body: expected an object with task_id", field="body")
         if not isinstance(query.get("task_id"), str) or not query["task_id"]:
             raise ValidationError("task_id: missing or not a string", field="task_id")
         wait = _result_wait(query.get("wait"))
@@ -258,13 +258,14 @@ class AdminHandler:
     def get_target(self, task_id: Any, agent_id: Any) -> dict:
         """One target of one task, with its whole output."""
         if not isinstance(task_id, str) or not isinstance(agent_id, str):
-            raise ValidationError("task_id, agent_id: expected strings")
+            raise ValidationError("task_id, agent_id: expected strings",
+                                  field="task_id" if not isinstance(task_id, str) else "agent_id")
         task = self._storage.tasks.get(task_id)
         if task is None:
-            raise NotFound(f"task {task_id} not found")
+            raise NotFound(f"task {task_id} not found", field="task_id")
         target = task.targets.get(agent_id)
         if target is None:
-            raise NotFound(f"task {task_id} has no target {agent_id}")
+            raise NotFound(f"task {task_id} has no target {agent_id}", field="agent_id")
         return {"task_id": task_id, "agent_id": agent_id, **self._target_entry(agent_id, target, None)}
 
     def get_tasks(self, limit: Any = None, filters: Any = None) -> list[dict]:
@@ -275,7 +276,7 @@ class AdminHandler:
         limit = integer(limit, "limit", 1, MAX_TASK_LIST, default=DEFAULT_TASK_LIST)
         filters = filters or {}
         if not isinstance(filters, dict):
-            raise ValidationError("filters: expected an object")
+            raise ValidationError("filters: expected an object", field="filters")
         state, job, agent, before = (filters.get(k) for k in ("state", "job", "agent", "before"))
         if state is not None and state not in {s.value for s in State}:
             raise ValidationError(f"state: expected one of {', '.join(s.value for s in State)}", field="state")
@@ -340,10 +341,10 @@ class AdminHandler:
         """Create or replace a group: ``{"selector": {...}}`` and/or ``{"targets": [ids]}``."""
         name = self._group_name(name)
         if not isinstance(body, dict):
-            raise ValidationError("body: expected an object with selector and/or targets")
+            raise ValidationError("body: expected an object with selector and/or targets", field="body")
         unknown = sorted(set(body) - {"selector", "targets"})
         if unknown:
-            raise ValidationError(f"{unknown[0]}: unknown field (allowed: selector, targets)")
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: selector, targets)", field=unknown[0])
         selector = validate_selector(body.get("selector"), allow_group=False)
         targets = body.get("targets") or []
         if not isinstance(targets, list) or not all(isinstance(a, str) and a for a in targets):
@@ -353,9 +354,9 @@ class AdminHandler:
                                   field="targets")
         unknown_ids = [a for a in targets if a not in self._storage.agents]
         if unknown_ids:
-            raise ValidationError(f"targets: unknown agent id {unknown_ids[0]!r}")
+            raise ValidationError(f"targets: unknown agent id {unknown_ids[0]!r}", field="targets")
         if selector is None and not targets:
-            raise ValidationError("body: give a selector, targets, or both")
+            raise ValidationError("body: give a selector, targets, or both", field="body")
         self._storage.save_group(name, {"selector": selector, "targets": list(dict.fromkeys(targets))})
         return self.group_get(name)
 
@@ -363,7 +364,7 @@ class AdminHandler:
         name = self._group_name(name)
         body = self._storage.groups.get(name)
         if body is None:
-            raise NotFound(f"group {name!r} not found")
+            raise NotFound(f"group {name!r} not found", field="name")
         return {"name": name, **body, "members": self._scheduler.group_members(name)}
 
     def groups_list(self) -> list[dict]:
@@ -373,7 +374,7 @@ class AdminHandler:
     def group_delete(self, name: Any) -> dict:
         name = self._group_name(name)
         if name not in self._storage.groups:
-            raise NotFound(f"group {name!r} not found")
+            raise NotFound(f"group {name!r} not found", field="name")
         self._storage.delete_group(name)
         return {"name": name, "deleted": True}
 
@@ -432,7 +433,7 @@ class AdminHandler:
     def _bulk_ids(self, body: Any, all_pending: bool) -> list[str]:
         allowed = ("agent_ids", "all_pending") if all_pending else ("agent_ids",)
         if not isinstance(body, dict):
-            raise ValidationError(f"body: expected an object with {' or '.join(allowed)}")
+            raise ValidationError(f"body: expected an object with {' or '.join(allowed)}", field="body")
         unknown = sorted(set(body) - {"agent_ids", "all_pending"})
         if unknown:
             raise ValidationError(f"{unknown[0]}: unknown field (allowed: {', '.join(allowed)})", field=unknown[0])
@@ -472,7 +473,7 @@ class AdminHandler:
     @staticmethod
     def _agent_id(value: Any) -> str:
         if not isinstance(value, str) or not value:
-            raise ValidationError("agent_id: expected a non-empty string")
+            raise ValidationError("agent_id: expected a non-empty string", field="agent_id")
         return value
 
     def _task_detail(self, task: TaskRecord, output_limit: int | None = None) -> dict:

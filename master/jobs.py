@@ -49,7 +49,7 @@ class Jobs:
         """A new version from ``{script (text), message?, <task parameters>}``; an identical save makes none."""
         name = validate_job_name(name)
         if not isinstance(body, dict):
-            raise ValidationError("body: expected an object with script and task parameters")
+            raise ValidationError("body: expected an object with script and task parameters", field="body")
         message = body.get("message")
         if message is not None:
             if not isinstance(message, str):
@@ -71,7 +71,7 @@ class Jobs:
     def _versions(self, name: Any) -> list[dict]:
         versions = self.storage.jobs.get(validate_job_name(name))
         if not versions:
-            raise NotFound(f"job {name!r} not found")
+            raise NotFound(f"job {name!r} not found", field="name")
         return versions
 
     def _version(self, name: Any, version: Any = None) -> dict:
@@ -80,7 +80,7 @@ class Jobs:
         if version is None:
             return versions[-1]
         if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= len(versions):
-            raise NotFound(f"job {name!r} has no version {version!r} (1..{len(versions)})")
+            raise NotFound(f"job {name!r} has no version {version!r} (1..{len(versions)})", field="version")
         return versions[version - 1]
 
     def get(self, name: Any, version: Any = None) -> dict:
@@ -120,12 +120,13 @@ class Jobs:
         if body is None:
             body = {}
         if not isinstance(body, dict):
-            raise ValidationError("body: expected an object")
+            raise ValidationError("body: expected an object", field="body")
         job = self._version(name, body.get("version"))
         overrides = {k: v for k, v in body.items() if k != "version"}
         unknown = sorted(set(overrides) - set(JOB_PARAMS))
         if unknown:
-            raise ValidationError(f"{unknown[0]}: unknown field (allowed: version, {', '.join(JOB_PARAMS)})")
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: version, {', '.join(JOB_PARAMS)})",
+                                  field=unknown[0])
         merged = {**{k: v for k, v in job["params"].items() if v not in (None, [])}, **overrides,
                   "script": job["script"]}
         return self._spec(merged), job["version"]

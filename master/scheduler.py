@@ -201,7 +201,7 @@ class Scheduler:
     def group_members(self, name: str, field: str = "group") -> list[str]:
         body = self.storage.groups.get(name)
         if body is None:
-            raise NotFound(f"{field}: no group named {name!r}")
+            raise NotFound(f"{field}: no group named {name!r}", field=field)
         ids = list(dict.fromkeys(a for a in body.get("targets", []) if a in self.storage.agents))
         if body.get("selector"):
             ids += [a for a in self.select(body["selector"]) if a not in ids]
@@ -213,7 +213,8 @@ class Scheduler:
         if spec.selector is not None:
             picked = self.select(spec.selector)
             if not picked:
-                raise ValidationError(f"selector: matches no agent ({json.dumps(spec.selector, sort_keys=True)})")
+                raise ValidationError(f"selector: matches no agent ({json.dumps(spec.selector, sort_keys=True)})",
+                                      field="selector")
             chosen = set(targets)
             targets += [a for a in picked if a not in chosen]
         return targets
@@ -241,11 +242,11 @@ class Scheduler:
         unknown = [a for a in spec.targets if self.storage.get_agent(a) is None]
         if unknown:
             raise ValidationError(f"targets: unknown agent id {unknown[0]!r}"
-                                  + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+                                  + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""), field="targets")
         try:
             targets = self.resolve_targets(spec)
         except NotFound as exc:
-            raise ValidationError(str(exc)) from None
+            raise ValidationError(exc.message, field=exc.field) from None
         task = TaskRecord(
             id=uuid.uuid4().hex, script=spec.script, timeout=spec.timeout, parallel=spec.parallel,
             fail_rate=spec.fail_rate, fail_count=spec.fail_count,
@@ -281,7 +282,7 @@ class Scheduler:
         """
         agent = self.storage.get_agent(agent_id)
         if agent is None:
-            raise NotFound(f"agent {agent_id} is not registered")
+            raise NotFound(f"agent {agent_id} is not registered", field="agent_id")
         if self._stale_poll(agent, session):
             return None
         if agent.current:
@@ -471,11 +472,11 @@ class Scheduler:
         """
         task = self.storage.get_task(task_id)
         if task is None:
-            raise NotFound(f"task {task_id} not found")
+            raise NotFound(f"task {task_id} not found", field="task_id")
         if task.state is State.CANCELLED:
             return task  # idempotent
         if task.state.is_finished:
-            raise Conflict(f"task {task_id} already ended ({task.state.value}); nothing to cancel")
+            raise Conflict(f"task {task_id} already ended ({task.state.value}); nothing to cancel", field="task_id")
         cancelled = 0
         for target in task.targets.values():
             if target.state is State.WAITING:
@@ -515,7 +516,7 @@ class Scheduler:
         """
         task = self.storage.get_task(task_id)
         if task is None:
-            raise NotFound(f"task {task_id} not found")
+            raise NotFound(f"task {task_id} not found", field="task_id")
         if not task.state.is_finished:
             self.waiters.wait(("task", task_id), wait)
         return task

@@ -9,16 +9,19 @@ What is patched, and why (shared/ZERORPC-NOTES.md has the measurements):
 - sending on servers (:class:`transport.events.DirectSender`): no sender greenlet;
 - serving (:class:`transport.server.RpcServer`): quick calls inline, arguments checked against the method,
   no introspection methods, a supervised accepting loop;
-- calling (:class:`transport.client.SafeClient`): a call's channel is closed whatever ends it.
+- calling (:class:`transport.client.SafeClient`): a call's channel is closed whatever ends it;
+- errors (:mod:`transport.errors`, through zerorpc's public middleware hooks): an expected error crosses with
+  the field it is about and is raised on the calling side as its own class (``NotFound``, ...).
 
 The patches are written against zerorpc's internals, so :func:`require_pinned_zerorpc` refuses any other
 release (the entry points call it first and exit with one line).
 """
 from transport.client import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, SafeClient, close_quietly, make_client
+from transport.errors import RemoteError, remote_error
 from transport.guard import PINNED_ZERORPC, TransportVersionError, exit_unless_pinned, require_pinned_zerorpc
 from transport.server import RpcServer, make_curve_server
 from transport.stats import TransportStats
 
-__all__ = ["PINNED_ZERORPC", "TRANSPORT_ERRORS", "CurveClientKeys", "MasterLink", "RpcServer", "SafeClient",
-           "TransportStats", "TransportVersionError", "close_quietly", "exit_unless_pinned", "make_client",
-           "make_curve_server", "require_pinned_zerorpc"]
+__all__ = ["PINNED_ZERORPC", "TRANSPORT_ERRORS", "CurveClientKeys", "MasterLink", "RemoteError", "RpcServer",
+           "SafeClient", "TransportStats", "TransportVersionError", "close_quietly", "exit_unless_pinned",
+           "make_client", "make_curve_server", "remote_error", "require_pinned_zerorpc"]

@@ -11,6 +11,7 @@ import zerorpc
 from zerorpc.channel import BufferedChannel
 from zerorpc.heartbeat import HeartBeatOnChannel
 
+from transport import errors
 from transport.dispatch import Multiplexer
 from transport.guard import require_pinned_zerorpc
 from transport.stats import TransportStats
@@ -24,7 +25,9 @@ TRANSPORT_ERRORS = (zerorpc.TimeoutExpired, zerorpc.LostRemote)
 
 class SafeClient(zerorpc.Client):
     """A zerorpc Client whose calls never leak their channel, reading its socket with the checked
-    dispatcher of :mod:`transport.dispatch` (a late or crafted reply is dropped, never fatal).
+    dispatcher of :mod:`transport.dispatch` (a late or crafted reply is dropped, never fatal), and whose
+    remote errors are typed (:func:`transport.errors.remote_error`: a ``NotFound`` answer raises a
+    ``zerorpc.RemoteError`` that is also a :class:`utils.exceptions.NotFound`, with its ``field``).
 
     zerorpc 0.6.3 leaks a call's channel and heartbeat greenlet when the call ends by an exception other
     than its own timeout (an argument msgpack cannot pack, a lost heartbeat, an outer gevent.Timeout); the
@@ -34,6 +37,7 @@ class SafeClient(zerorpc.Client):
     def __init__(self, timeout: float = RPC_TIMEOUT, heartbeat: int = RPC_HEARTBEAT) -> None:
         require_pinned_zerorpc()
         super().__init__(timeout=timeout, heartbeat=heartbeat)
+        errors.install(self._context)
         self.stats = TransportStats("client")
         self._multiplexer = Multiplexer(self._events, self.stats, router=False, ignore_broadcast=True)
 
@@ -123,7 +127,8 @@ class MasterLink:
 
         Raises:
             zerorpc.TimeoutExpired, zerorpc.LostRemote: the master did not answer.
-            zerorpc.RemoteError: the master answered with an error.
+            transport.errors.RemoteError: the master answered with an error (a zerorpc.RemoteError; for a name
+                in utils.exceptions.ERRORS also that class, e.g. NotFound, with the error's ``field``).
         """
         if self._client is None:
             self._client = make_client(self.endpoint, timeout=self.timeout, curve=self.curve)

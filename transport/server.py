@@ -11,12 +11,13 @@ import gevent
 import zerorpc
 import zmq
 
+from transport import errors
 from transport.dispatch import Multiplexer
 from transport.events import DirectSender, user_of
 from transport.guard import require_pinned_zerorpc
 from transport.stats import TransportStats
 from transport.supervise import supervise
-from utils.exceptions import MScheduleError
+from utils.exceptions import MScheduleError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ class RpcServer(zerorpc.Server):
       heartbeats.
     - A call whose arguments do not fit the method is refused as a ValidationError without running it.
     - zerorpc's built-in introspection methods (``_zerorpc_*``) are not served.
-    - Expected errors (bad input, a caller gone) are logged as one line, not a traceback.
+    - Expected errors (bad input, a caller gone) are logged as one line (at the error class's ``log_level``), not
+      a traceback, and answered with the field they are about (:mod:`transport.errors`), on every path.
     - ``peer_hook(user)`` is told the caller's authenticated user (its CURVE key, from ZAP) before each call,
       in the greenlet serving it.
     """
@@ -44,6 +46,7 @@ class RpcServer(zerorpc.Server):
                  on_giveup: Callable[[str], None] | None = None, **kwargs: Any) -> None:
         require_pinned_zerorpc()
         super().__init__(methods, name=name, **kwargs)
+        errors.install(self._context)
         self._methods = {k: f for k, f in self._methods.items() if not k.startswith("_zerorpc_")}
         self._signatures = {k: _signature(f) for k, f in self._methods.items()}
         self._inline = inline or (lambda method, args: False)
@@ -100,13 +103,17 @@ class RpcServer(zerorpc.Server):
         """Answer an unknown method, or arguments that do not fit it, with an error without running anything."""
         what = f"no method {event.name!r}" if unknown else f"{event.name}: {len(event.args)} arguments do not fit"
         log.info("%s: rpc refused: %s", self.stats.name, what)
-        self._reply(event, self._multiplexer.new_event("ERR", ("ValidationError", f"method: {what}", None), None))
+        exc = ValidationError(f"method: {what}", field="method")
+        reply = self._multiplexer.new_event("ERR", errors.error_args(exc), None)
+        errors.mark_error(reply, exc)
+        self._reply(event, reply)
 
     def _answer_inline(self, event, functor) -> None:
         try:
             reply = self._multiplexer.new_event("OK", (functor(*event.args),), None)
-        except Exception:
+        except Exception as exc:
             reply = self._multiplexer.new_event("ERR", self._print_traceback(False, list(sys.exc_info())), None)
+            errors.mark_error(reply, exc)
         self._reply(event, reply)
 
     def _reply(self, event, reply) -> None:
@@ -123,8 +130,8 @@ class RpcServer(zerorpc.Server):
             log.debug("rpc caller lost: %s", exc_value)
             return (exc_type.__name__, str(exc_value), None)
         if isinstance(exc_value, MScheduleError):
-            log.info("rpc refused: %s: %s", exc_type.__name__, exc_value)
-            return (exc_type.__name__, str(exc_value), None)
+            log.log(exc_value.log_level, "%s: rpc refused: %s: %s", self.stats.name, exc_type.__name__, exc_value)
+            return errors.error_args(exc_value)
         return super()._print_traceback(protocol_v1, exc_infos)
 
 

@@ -49,24 +49,25 @@ def b64encode(data: bytes | str) -> str:
 def b64decode(text: str, field_name: str) -> bytes:
     """Bytes of base64 ``text``; a MessageError naming ``field_name`` when it is not base64."""
     if not isinstance(text, str):
-        raise MessageError(f"{field_name}: expected base64 text, got {type(text).__name__}")
+        raise MessageError(f"{field_name}: expected base64 text, got {type(text).__name__}", field=field_name)
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
-        raise MessageError(f"{field_name}: not valid base64 ({exc})") from None
+        raise MessageError(f"{field_name}: not valid base64 ({exc})", field=field_name) from None
 
 
 def _require(payload: dict, name: str, kinds: type | tuple[type, ...], optional: bool = False) -> Any:
     if name not in payload or payload[name] is None:
         if optional:
             return None
-        raise MessageError(f"payload.{name}: missing")
+        raise MessageError(f"payload.{name}: missing", field=f"payload.{name}")
     value = payload[name]
     # bool is an int subclass; a flag where a number is expected is a type error
     if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise MessageError(f"payload.{name}: expected {_kind_names(kinds)}, got bool")
+        raise MessageError(f"payload.{name}: expected {_kind_names(kinds)}, got bool", field=f"payload.{name}")
     if not isinstance(value, kinds):
-        raise MessageError(f"payload.{name}: expected {_kind_names(kinds)}, got {type(value).__name__}")
+        raise MessageError(f"payload.{name}: expected {_kind_names(kinds)}, got {type(value).__name__}",
+                           field=f"payload.{name}")
     return value
 
 
@@ -86,10 +87,10 @@ def split_message(msg: Any) -> tuple[str, dict]:
         raise MessageError(f"message: expected an object, got {type(msg).__name__}")
     kind = msg.get("type")
     if not isinstance(kind, str):
-        raise MessageError("type: missing or not a string")
+        raise MessageError("type: missing or not a string", field="type")
     payload = msg.get("payload")
     if not isinstance(payload, dict):
-        raise MessageError("payload: missing or not an object")
+        raise MessageError("payload: missing or not an object", field="payload")
     return kind, payload
 
 
@@ -226,10 +227,10 @@ class TaskMessage:
     def from_message(cls, msg: Any) -> TaskMessage:
         kind, payload = split_message(msg)
         if kind != TASK:
-            raise MessageError(f"type: expected {TASK!r}, got {kind!r}")
+            raise MessageError(f"type: expected {TASK!r}, got {kind!r}", field="type")
         timeout = _require(payload, "timeout", (int, float), optional=True) or 0
         if timeout < 0:
-            raise MessageError("payload.timeout: must be >= 0")
+            raise MessageError("payload.timeout: must be >= 0", field="payload.timeout")
         return cls(
             id=_require(payload, "id", str),
             script=b64decode(_require(payload, "script", str), "payload.script"),

@@ -16,13 +16,14 @@ def validate_selector(raw: Any, field: str = "selector", allow_group: bool = Tru
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise ValidationError(f"{field}: expected an object with hostname, labels and/or group")
+        raise ValidationError(f"{field}: expected an object with hostname, labels and/or group", field=field)
     allowed = SELECTOR_FIELDS if allow_group else ("hostname", "labels")
     unknown = sorted(set(raw) - set(allowed))
     if unknown:
-        raise ValidationError(f"{field}.{unknown[0]}: unknown field (allowed: {', '.join(allowed)})")
+        raise ValidationError(f"{field}.{unknown[0]}: unknown field (allowed: {', '.join(allowed)})",
+                              field=f"{field}.{unknown[0]}")
     if not raw:
-        raise ValidationError(f"{field}: empty, it would match every agent")
+        raise ValidationError(f"{field}: empty, it would match every agent", field=field)
     hostname = raw.get("hostname")
     if hostname is not None:
         if not isinstance(hostname, str) or not hostname:
@@ -59,6 +60,6 @@ def parse_label_filters(values: list[str]) -> dict[str, str]:
     for value in values:
         key, sep, wanted = value.partition(":")
         if not sep or not key:
-            raise ValidationError(f"label: expected key:value, got {value!r}")
+            raise ValidationError(f"label: expected key:value, got {value!r}", field="label")
         out[key] = wanted
     return out

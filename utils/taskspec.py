@@ -50,10 +50,10 @@ class TaskSpec:
             ValidationError: the message names the offending field.
         """
         if not isinstance(body, dict):
-            raise ValidationError(f"body: expected a JSON object, got {describe(body)}")
+            raise ValidationError(f"body: expected a JSON object, got {describe(body)}", field="body")
         unknown = sorted(set(body) - set(TASK_FIELDS))
         if unknown:
-            raise ValidationError(f"{unknown[0]}: unknown field (allowed: {', '.join(TASK_FIELDS)})")
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: {', '.join(TASK_FIELDS)})", field=unknown[0])
         selector = validate_selector(body.get("selector"))
         batch_by, batch_order = _batching(body, max_targets)
         return cls(

@@ -56,6 +56,6 @@ async def require_token(request: web.Request, handler) -> web.StreamResponse:
     tokens = request.app[TOKENS]
     if tokens and not is_public(request.path) and not token_ok(request.headers.get("Authorization"), tokens):
         log.warning("401 %s %s from %s", request.method, request.path, request.remote)
-        return web.json_response({"error": "authorization: missing or wrong bearer token"}, status=401,
+        return web.json_response({"error": "authorization: missing or wrong bearer token", "field": None}, status=401,
                                  headers={"WWW-Authenticate": 'Bearer realm="mschedule"'})
     return await handler(request)

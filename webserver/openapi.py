@@ -77,7 +77,13 @@ OPENAPI: dict = {
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
-            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+            "Error": {"type": "object", "required": ["error", "field"], "properties": {
+                "error": {"type": "string", "description": "what is wrong, starting with the field's name"},
+                "field": {"type": "string", "nullable": True,
+                          "description": "the request field the error is about: a body member "
+                                         "(selector.labels, targets[2]), or a path or query parameter "
+                                         "(task_id, agent_id, name, version, wait); null when it is about the "
+                                         "request as a whole (an unknown route, a wrong token)"}}},
             "TaskRequest": {
                 "type": "object", "required": ["script"], "additionalProperties": False,
                 "description": "every number outside its range, NaN, Infinity or a boolean is a 400 naming the "

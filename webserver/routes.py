@@ -1,4 +1,8 @@
-"""HTTP API of the web tier. Every answer is JSON; every error is ``{"error": "..."}``.
+"""HTTP API of the web tier. Every answer is JSON; every error is ``{"error": "...", "field": ...}``.
+
+``field`` is the request field (a body member such as ``selector.labels``, a path or query parameter) the
+error is about, or null when it is about the request as a whole; the master's errors bring theirs (see
+:mod:`transport.errors`), so a client never has to read it out of the message.
 
 The web tier adapts, the master validates: a route turns its JSON body, path and query strings into values
 (a query's number into a number) and hands them to the master, whose answer or error it passes on. The only
@@ -16,7 +20,7 @@ from aiohttp import web
 
 from transport import TRANSPORT_ERRORS
 from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_RESULT_WAIT
-from utils.exceptions import HTTP_STATUS_BY_ERROR, ValidationError
+from utils.exceptions import MScheduleError, ValidationError
 from utils.selectors import matches, parse_label_filters
 from webserver.auth import TOKENS, require_token
 from webserver.openapi import OPENAPI
@@ -34,14 +38,25 @@ routes = web.RouteTableDef()
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """An HTTP error answer: ``status``, and the message and field of ``{"error", "field"}``."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.field = field
 
 
-def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def error_response(status: int, message: str, field: str | None = None) -> web.Response:
+    return web.json_response({"error": message, "field": field}, status=status)
+
+
+def master_error(exc: zerorpc.RemoteError) -> ApiError:
+    """The HTTP answer to an error the master answered: its class's status (utils.exceptions.ERRORS), its
+    message and field; 502 for an error the master did not raise on purpose (a bug there)."""
+    if isinstance(exc, MScheduleError):
+        return ApiError(exc.http_status, exc.msg, getattr(exc, "field", None))
+    return ApiError(502, f"master error: {exc.name}: {exc.msg}")
 
 
 @web.middleware
@@ -50,18 +65,18 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.message)
+        return error_response(exc.status, exc.message, exc.field)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = exc.reason
+        message, field = exc.reason, None
         if exc.status == 404:
             message = f"no such route: {request.method} {request.path}"
         elif exc.status == 405:
             message = f"method {request.method} not allowed on {request.path}"
         elif exc.status == 413:
-            message = f"body: larger than the limit of {request.app[MAX_SCRIPT_BYTES] * 2} bytes"
-        return error_response(exc.status, message)
+            message, field = f"body: larger than the limit of {request.app[MAX_SCRIPT_BYTES] * 2} bytes", "body"
+        return error_response(exc.status, message, field)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, "internal error in the web tier (see its log)")
@@ -73,11 +88,10 @@ async def call_master(request: web.Request, method: str, *args: Any, timeout: fl
     try:
         return await bridge.call(method, *args, timeout=timeout)
     except zerorpc.RemoteError as exc:
-        status = HTTP_STATUS_BY_ERROR.get(exc.name)
-        if status is None:
+        error = master_error(exc)
+        if error.status == 502:
             log.error("master error on %s: %s: %s", method, exc.name, exc.msg)
-            raise ApiError(502, f"master error: {exc.name}: {exc.msg}") from None
-        raise ApiError(status, exc.msg) from None
+        raise error from None
     except TRANSPORT_ERRORS as exc:
         raise ApiError(503, f"master unreachable at {bridge.endpoint} ({type(exc).__name__}); "
                             "is appserver.py running?") from None
@@ -87,11 +101,11 @@ async def read_json(request: web.Request) -> Any:
     """The body's JSON value, checked to be one msgpack can carry to the master (see :func:`wire_check`)."""
     raw = await request.read()
     if not raw:
-        raise ApiError(400, "body: empty, expected a JSON object")
+        raise ApiError(400, "body: empty, expected a JSON object", "body")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"body: not valid JSON ({exc})") from None
+        raise ApiError(400, f"body: not valid JSON ({exc})", "body") from None
     wire_check(body)
     return body
 
@@ -110,18 +124,20 @@ def wire_check(value: Any, field: str = "") -> None:
     """
     if isinstance(value, str):
         if not _is_utf8(value):
-            raise ApiError(400, f"{field or 'body'}: not valid UTF-8 text (a lone surrogate such as \\ud800)")
+            raise ApiError(400, f"{field or 'body'}: not valid UTF-8 text (a lone surrogate such as \\ud800)",
+                           field or "body")
     elif isinstance(value, bool) or value is None or isinstance(value, float):
         return
     elif isinstance(value, int):
         if not WIRE_INT_MIN <= value <= WIRE_INT_MAX:
-            raise ApiError(400, f"{field or 'body'}: integer out of range (more than 64 bits)")
+            raise ApiError(400, f"{field or 'body'}: integer out of range (more than 64 bits)", field or "body")
     elif isinstance(value, dict):
         for key, item in value.items():
             path = f"{field}.{key}" if field else key
             if not _is_utf8(key):
                 shown = path.encode("utf-8", "backslashreplace").decode()
-                raise ApiError(400, f"{shown}: field name not valid UTF-8 text (a lone surrogate such as \\ud800)")
+                raise ApiError(400, f"{shown}: field name not valid UTF-8 text (a lone surrogate such as \\ud800)",
+                               shown)
             wire_check(item, path)
     elif isinstance(value, list):
         for i, item in enumerate(value):
@@ -201,7 +217,7 @@ async def targets(request: web.Request) -> web.Response:
     try:
         selector = {"labels": parse_label_filters(request.query.getall("label", []))}
     except ValidationError as exc:
-        raise ApiError(400, str(exc)) from None
+        raise ApiError(400, str(exc), exc.field) from None
     if "hostname" in request.query:
         selector["hostname"] = request.query["hostname"]
     agents = await call_master(request, "get_agents")
@@ -290,7 +306,7 @@ async def jobs(request: web.Request) -> web.Response:
 
 @routes.post("/job/")
 async def job_without_name(request: web.Request) -> web.Response:
-    raise ApiError(400, "name: empty (POST /job/{name})")
+    raise ApiError(400, "name: empty (POST /job/{name})", "name")
 
 
 @routes.post("/job/{name}")
@@ -318,7 +334,7 @@ def _version(text: str, field: str) -> int:
     try:
         version = int(text)
     except (TypeError, ValueError):
-        raise ApiError(400, f"{field}: expected a version number") from None
+        raise ApiError(400, f"{field}: expected a version number", field) from None
     wire_check(version, field)
     return version
 
@@ -340,7 +356,7 @@ async def job_diff(request: web.Request) -> web.Response:
 async def job_rollback(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict):
-        raise ApiError(400, "body: expected a JSON object with version")
+        raise ApiError(400, "body: expected a JSON object with version", "body")
     saved = await call_master(request, "job_rollback", request.match_info["name"], body.get("version"))
     return web.json_response(saved, status=201 if saved["created"] else 200)
 

@@ -10,6 +10,7 @@ import zmq
 
 from tests.integration.harness import PYTHON, ROOT, free_port
 from transport import CurveClientKeys, make_client
+from utils.exceptions import MessageError
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def test_bad_task_fields(running, body, field):
     before = stack.api.get("/tasks")[1]
     status, answer = stack.api.post("/task", body)
     assert status == 400, answer
-    assert answer["error"].startswith(field), answer
+    assert answer["error"].startswith(field) and answer["field"] == field, answer
     assert stack.api.get("/tasks")[1] == before  # nothing was created
 
 
@@ -84,7 +85,7 @@ def test_what_msgpack_cannot_carry_is_400(running, job, method, path, body, fiel
     before = stack.api.get("/tasks")[1]
     status, answer = stack.api.request(method, path, raw=raw)
     assert status == 400, answer
-    assert answer["error"].startswith(field), answer
+    assert answer["error"].startswith(field) and answer["field"] == field, answer
     assert stack.api.get("/tasks")[1] == before
 
 
@@ -117,7 +118,7 @@ def test_out_of_range_fields_are_400(running, job, method, path, body, field):
     before = stack.api.get("/tasks")[1]
     status, answer = stack.api.request(method, path, raw=raw)
     assert status == 400, answer
-    assert answer["error"].startswith(f"{field}: "), answer
+    assert answer["error"].startswith(f"{field}: ") and answer["field"] == field, answer
     assert "got number" not in answer["error"], answer  # NaN was "expected a number, got number"
     assert stack.api.get("/tasks")[1] == before
     assert stack.api.get("/job/bad-input/versions")[1][-1]["version"] == 1  # no job version either
@@ -135,14 +136,14 @@ def test_a_task_still_runs_after_the_bad_input(running):
 def test_not_json(running, raw):
     stack, _ = running
     status, answer = stack.api.request("POST", "/task", raw=raw)
-    assert status == 400 and answer["error"].startswith("body"), answer
+    assert status == 400 and answer["error"].startswith("body") and answer["field"] == "body", answer
 
 
 def test_oversized_body_is_413_json(running):
     stack, (agent_id,) = running
     raw = json.dumps({"script": "#" * (3 * 1024 * 1024), "targets": [agent_id]}).encode()
     status, answer = stack.api.request("POST", "/task", raw=raw)
-    assert status == 413 and "body" in answer["error"]
+    assert status == 413 and "body" in answer["error"] and answer["field"] == "body", answer
 
 
 def test_script_over_limit_is_400(running):
@@ -164,15 +165,49 @@ def test_unknown_task_is_404(running):
 def test_bad_result_queries(running, body, field):
     stack, _ = running
     status, answer = stack.api.post("/result", body)
-    assert status == 400 and answer["error"].startswith(field), answer
+    assert status == 400 and answer["error"].startswith(field) and answer["field"] == field, answer
+
+
+@pytest.mark.parametrize("method,path,body,status,field", [
+    ("POST", "/task", {"script": "true", "targets": ["AGENT"], "parallel": 0}, 400, "parallel"),
+    ("POST", "/task", {"script": "true", "targets": ["nope"]}, 400, "targets"),
+    ("POST", "/task", {"script": "true", "selector": {"group": "no-such-group"}}, 400, "selector.group"),
+    ("POST", "/task", {"script": "true", "selector": {"hostname": "nothing-is-called-this-*"}}, 400, "selector"),
+    ("POST", "/task", {"script": "true", "selector": {"color": "red"}}, 400, "selector.color"),
+    ("POST", "/job/bad-input", ["true"], 400, "body"),
+    ("POST", "/job/bad-input", {"script": "true", "message": 5}, 400, "message"),
+    ("POST", "/job/bad-input/run", {"version": 99}, 404, "version"),
+    ("POST", "/job/bad-input/run", {"colour": 1}, 400, "colour"),
+    ("GET", "/job/no-such-job", None, 404, "name"),
+    ("PUT", "/group/bad-input", {}, 400, "body"),
+    ("PUT", "/group/bad-input", {"targets": ["nope"]}, 400, "targets"),
+    ("PUT", "/group/bad-input", {"members": []}, 400, "members"),
+    ("GET", "/group/no-such-group", None, 404, "name"),
+    ("POST", "/keys/nope/accept", None, 404, "agent_id"),
+    ("DELETE", "/keys/nope", None, 404, "agent_id"),
+    ("POST", "/keys/accept", {"agent_ids": []}, 400, "agent_ids"),
+    ("GET", "/task/nope", None, 404, "task_id"),
+    ("POST", "/task/nope/cancel", None, 404, "task_id"),
+    ("GET", "/task/nope/target/AGENT", None, 404, "task_id"),
+    ("GET", "/tasks?state=DONE", None, 400, "state"),
+    ("GET", "/nowhere", None, 404, None),
+])
+def test_every_error_names_its_field(running, job, method, path, body, status, field):
+    """The field the master's error is about crosses RPC and is the answer's ``field``; nothing parses text."""
+    stack, (agent_id,) = running
+    path = path.replace("AGENT", agent_id)
+    raw = None if body is None else json.dumps(body).replace("AGENT", agent_id).encode()
+    got, answer = stack.api.request(method, path, raw=raw)
+    assert (got, answer.get("field")) == (status, field), answer
+    assert set(answer) == {"error", "field"} and answer["error"], answer
 
 
 def test_unknown_route_and_method_are_json(running):
     stack, _ = running
     status, answer = stack.api.get("/nowhere")
-    assert status == 404 and "no such route" in answer["error"]
+    assert status == 404 and "no such route" in answer["error"] and answer["field"] is None
     status, answer = stack.api.request("DELETE", "/tasks")
-    assert status == 405 and "not allowed" in answer["error"]
+    assert status == 405 and "not allowed" in answer["error"] and answer["field"] is None
     assert stack.api.get("/tasks?limit=zero")[0] == 400
 
 
@@ -191,14 +226,19 @@ def test_bad_agent_messages_do_not_hurt_the_master(running):
     public, secret = zmq.curve_keypair()  # a stranger's key: connected, but not that agent
     client = make_client(stack.master_endpoint, curve=CurveClientKeys(stack.keys.public, public, secret))
     try:
-        bad = ["garbage", 42, None, [], {"type": "register"}, {"type": "register", "payload": {}},
-               {"type": "hearbeat", "payload": {"id": agent_id, "hostname": "h"}},
-               {"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": "zero"}},
-               {"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": 0, "output": "%%%"}},
-               {"type": "heartbeat", "payload": {"id": agent_id, "hostname": "h", "labels": [1]}}]
-        for msg in bad:
-            reply = client.send(msg)
-            assert reply["ok"] is False and reply["error"], (msg, reply)
+        bad = [("garbage", None), (42, None), (None, None), ([], None), ({"type": "register"}, "payload"),
+               ({"type": "register", "payload": {}}, "payload.id"),
+               ({"type": "hearbeat", "payload": {"id": agent_id, "hostname": "h"}}, "type"),
+               ({"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": "zero"}}, "payload.code"),
+               ({"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": 0, "output": "%%%"}},
+                "payload.output"),
+               ({"type": "heartbeat", "payload": {"id": agent_id, "hostname": "h", "labels": [1]}},
+                "payload.labels")]
+        for msg, field in bad:  # refused with a typed error naming the field, as the agent gets it
+            with pytest.raises(MessageError) as refused:
+                client.send(msg)
+            assert refused.value.name == "MessageError" and refused.value.msg, msg
+            assert refused.value.field == field, (msg, refused.value.field, refused.value.msg)
         for call in (lambda: client.get_task(5, 0), lambda: client.add_task("x"), lambda: client.get_result(3),
                      lambda: client.no_such_method(), lambda: client.get_task(agent_id, 0)):
             with pytest.raises(zerorpc.RemoteError):

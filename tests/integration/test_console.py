@@ -243,6 +243,29 @@ def test_bad_input_is_shown_next_to_its_field_and_the_form_is_kept(console_stack
     expect(page.locator("#run-form-hostname")).to_have_value("nothing-is-called-this-*")
 
 
+def test_an_error_goes_where_its_field_says_not_where_its_text_starts(console_stack, page):
+    """The console reads the answer's ``field`` (and falls back to the enclosing field the form has); it never
+    reads the field out of the message."""
+    open_console(page, console_stack, "#/run")
+    page.fill("#run-form-script", "true")
+    page.fill("#run-form-targets", next(iter(hosts(console_stack))))
+    answers = iter([{"error": "timeout: a message that names another field", "field": "parallel"},
+                    {"error": "not valid UTF-8 text", "field": "selector.labels.dc"},
+                    {"error": "parallel: no field in the answer", "field": None}])
+    page.route("**/task", lambda route: route.fulfill(status=400, content_type="application/json",
+                                                      body=json.dumps(next(answers))))
+    submit = "#run-form button[type=submit]"
+    page.click(submit)
+    expect(page.locator("[data-error-for=parallel]")).to_have_text("timeout: a message that names another field")
+    expect(page.locator("[data-error-for=timeout]")).to_be_empty()
+    page.click(submit)
+    expect(page.locator('[data-error-for="selector.labels"]')).to_have_text("not valid UTF-8 text")
+    expect(page.locator("[data-error-for=parallel]")).to_be_empty()
+    page.click(submit)
+    expect(page.locator("#run-form p.error[role=alert]")).to_have_text("parallel: no field in the answer")
+    expect(page.locator("[data-error-for=parallel]")).to_be_empty()
+
+
 def test_editor_keeps_indentation(console_stack, page):
     open_console(page, console_stack, "#/run")
     editor = page.locator("#run-form-script")

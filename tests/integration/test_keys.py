@@ -15,6 +15,7 @@ import zmq
 
 from tests.integration.harness import AGENT_TIMEOUT, PYTHON, ROOT, Stack, scaled, wait_until
 from transport import CurveClientKeys, close_quietly, make_client
+from utils.exceptions import KeyPending, MessageError, Unauthorized
 
 pytestmark = pytest.mark.slow
 
@@ -53,13 +54,15 @@ def test_oversized_registrations_are_refused_naming_the_field_and_leave_no_key(s
                                                             "payload.hostname")]
     with raw_agent(stack) as client:
         for msg, field in bad:
-            reply = client.send(msg)
-            assert reply["ok"] is False and reply["error"].startswith(field), (field, reply)
+            with pytest.raises(MessageError) as refused:
+                client.send(msg)
+            assert refused.value.msg.startswith(field), (field, refused.value)
+            assert refused.value.field == field.split("[")[0], (field, refused.value.field)  # payload.ip[1]: payload.ip
         assert keys(stack) == []  # nothing was kept of any of them
         at_limits = hello(hostname="h" * 253, ip=["10.0.0.1"] * 64,
                           labels={f"{i:02d}" + "k" * 61: "v" * 255 for i in range(64)})
-        reply = client.send(at_limits)
-        assert reply["ok"] is False and reply["pending"] is True, reply
+        with pytest.raises(KeyPending):
+            client.send(at_limits)
     (record,) = keys(stack)
     assert record["state"] == "pending" and record["hostname"] == "h" * 253
 
@@ -71,13 +74,21 @@ def test_an_agent_with_an_oversized_label_says_so_at_start(tmp_path):
     assert proc.returncode == 2 and "--label: value of 'role': 256 characters, more than 255" in proc.stderr
 
 
-def register_new_keys(stack: Stack, count: int, hostname: str = "flood-{i}") -> list[dict]:
-    """``count`` registrations, each from a new key pair on its own connection; their replies."""
-    replies = []
+def send_outcome(client, msg: dict) -> dict | Exception:
+    """The master's answer to ``msg``: its reply, or the typed error it refused it with."""
+    try:
+        return client.send(msg)
+    except Unauthorized as exc:
+        return exc
+
+
+def register_new_keys(stack: Stack, count: int, hostname: str = "flood-{i}") -> list[dict | Exception]:
+    """``count`` registrations, each from a new key pair on its own connection; their outcomes."""
+    outcomes = []
     for i in range(count):
         with raw_agent(stack) as client:
-            replies.append(client.send(hello(hostname=hostname.format(i=i))))
-    return replies
+            outcomes.append(send_outcome(client, hello(hostname=hostname.format(i=i))))
+    return outcomes
 
 
 def pending_ids(stack: Stack) -> list[str]:
@@ -94,20 +105,20 @@ def test_pending_keys_are_capped_known_keys_keep_working_and_a_decision_frees_a_
 
     mine = zmq.curve_keypair()  # a pending key that asks again while the list is full
     with raw_agent(stack, mine) as client:
-        first = client.send(hello("early-bird", hostname="early"))
-    assert first["ok"] is False and first["pending"] is True
-    assert all(r.get("pending") for r in register_new_keys(stack, 4))
+        first = send_outcome(client, hello("early-bird", hostname="early"))
+    assert isinstance(first, KeyPending), first
+    assert all(isinstance(r, KeyPending) for r in register_new_keys(stack, 4))
     assert len(pending_ids(stack)) == 5
 
     refused = register_new_keys(stack, 30, hostname="late-{i}")  # a flood beyond the cap
-    for reply in refused:
-        assert reply["ok"] is False and not reply.get("pending"), reply
-        assert "--max-pending is 5" in reply["error"] and "new key refused" in reply["error"]
+    for error in refused:  # refused outright (the master's PendingFull), not pending
+        assert isinstance(error, Unauthorized) and not isinstance(error, KeyPending), error
+        assert error.name == "Unauthorized" and "--max-pending is 5" in error.msg and "new key refused" in error.msg
     assert len(pending_ids(stack)) == 5 and not any(k["hostname"].startswith("late-") for k in keys(stack))
     # keys already known keep working: the pending one is still pending, the accepted agent stays online
     with raw_agent(stack, mine) as client:
-        again = client.send(hello("early-bird", kind="heartbeat", hostname="early"))
-    assert again["pending"] is True and "refused" not in again["error"]
+        again = send_outcome(client, hello("early-bird", kind="heartbeat", hostname="early"))
+    assert isinstance(again, KeyPending) and "refused" not in again.msg, again
     time.sleep(scaled(AGENT_TIMEOUT + 1))
     agent = stack.api.agents()[real]
     assert agent["online"] and agent["heartbeat_age"] < AGENT_TIMEOUT
@@ -116,11 +127,12 @@ def test_pending_keys_are_capped_known_keys_keep_working_and_a_decision_frees_a_
     master_log = next(p for p in stack.procs if p.name == "master").log()
     assert 1 <= master_log.count("new agent key(s) in") <= 2, master_log
     assert "refused 1 new agent key(s)" in master_log and "(the last from hostname 'late-0')" in master_log
-    assert "agent message refused" not in master_log
+    assert "rpc refused" not in master_log  # neither a pending key nor a full list logs per call
 
     # a decision frees a slot: the next new key is pending again, and the one after is refused
     assert stack.api.post("/keys/early-bird/accept")[0] == 200
-    assert [r.get("pending") for r in register_new_keys(stack, 2, hostname="after-{i}")] == [True, None]
+    after = register_new_keys(stack, 2, hostname="after-{i}")
+    assert [type(r).__name__ for r in after] == ["RemoteKeyPending", "RemoteUnauthorized"], after
     assert len(pending_ids(stack)) == 5
 
 

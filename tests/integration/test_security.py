@@ -14,6 +14,7 @@ from tests.integration.figures import record
 from tests.integration.harness import PYTHON, ROOT, Api, free_port, scaled, wait_until
 from tests.modes import open_paths, umask
 from transport import CurveClientKeys, make_client
+from utils.exceptions import Unauthorized
 
 pytestmark = pytest.mark.slow
 
@@ -98,13 +99,16 @@ def test_another_key_cannot_claim_an_accepted_agent_id(stack):
     impostor = make_client(stack.master_endpoint, curve=CurveClientKeys(stack.keys.public, public, secret))
     try:
         hello = {"type": "register", "payload": {"id": victim, "hostname": "evil", "ip": []}}
-        reply = impostor.send(hello)
-        assert reply["ok"] is False and "belongs to another key" in reply["error"]
+        with pytest.raises(Unauthorized) as claimed:
+            impostor.send(hello)
+        assert "belongs to another key" in claimed.value.msg and claimed.value.field == "payload.id"
         with pytest.raises(zerorpc.RemoteError) as refused:
             impostor.get_task(victim, 0)
         assert refused.value.name == "Unauthorized"
         fake = {"type": "result", "payload": {"id": "x", "agent_id": victim, "code": 0, "output": ""}}
-        assert impostor.send(fake)["ok"] is False
+        with pytest.raises(Unauthorized) as faked:
+            impostor.send(fake)
+        assert faked.value.field == "agent_id" and "may not act for agent" in faked.value.msg
         for admin_call in ("add_task", "get_agents", "get_result", "keys_accept", "keys_list"):
             with pytest.raises(zerorpc.RemoteError) as missing:
                 impostor(admin_call, {})

@@ -46,3 +46,8 @@ def test_task_request_fields_match_validation():
     from utils.taskspec import TASK_FIELDS
 
     assert set(OPENAPI["components"]["schemas"]["TaskRequest"]["properties"]) == set(TASK_FIELDS)
+
+
+def test_error_schema_is_what_every_error_answers():
+    error = OPENAPI["components"]["schemas"]["Error"]
+    assert error["required"] == ["error", "field"] and error["properties"]["field"]["nullable"] is True

@@ -18,9 +18,11 @@ from zerorpc.events import Event, Events
 
 from transport import PINNED_ZERORPC, MasterLink, RpcServer, SafeClient, TransportVersionError, require_pinned_zerorpc
 from transport import supervise as supervise_module
+from transport.errors import FIELD_HEADER, REMOTE_ERRORS, RemoteError
 from transport.events import USER_HEADER, parse
 from transport.stats import TransportStats
 from transport.supervise import LoopGaveUp, supervise
+from utils.exceptions import ERRORS, MScheduleError, NotFound, Unauthorized, ValidationError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,13 +46,28 @@ class Methods:
     def fail(self):
         raise ValueError("boom")
 
+    def refuse(self, where):
+        raise ValidationError(f"x: bad ({where})", field="x")
+
+    def missing(self, where):
+        raise NotFound(f"thing {where} not found", field="thing")
+
+    def private(self, where):
+        raise PrivateRefusal("not you")
+
+
+class PrivateRefusal(Unauthorized):
+    """A subclass only one tier knows: it crosses as the class of the shared table it belongs to."""
+
+
+
 
 @pytest.fixture
 def served():
     """A running RpcServer and a SafeClient connected to it."""
     endpoint = random_ipc_endpoint()
     methods = Methods()
-    server = RpcServer(methods, "test", inline=lambda name, args: name == "add", heartbeat=1)
+    server = RpcServer(methods, "test", inline=lambda name, args: name == "add" or args == ["inline"], heartbeat=1)
     server.bind(endpoint)
     server.start()
     client = SafeClient(timeout=3, heartbeat=1)
@@ -126,6 +143,65 @@ def test_arguments_that_do_not_fit_are_refused_before_running(served):
     with pytest.raises(zerorpc.RemoteError) as err:
         client("_zerorpc_inspect")
     assert err.value.name == "ValidationError" and "no method" in err.value.msg
+
+
+@pytest.mark.parametrize("where", ["spawned", "inline"])
+def test_expected_errors_reach_the_client_typed_with_name_message_and_field(served, where):
+    """Both answering paths: zerorpc's spawned call (through its server_inspect_exception hook) and ours."""
+    _, client, _, _ = served
+    with pytest.raises(ValidationError) as err:
+        client.refuse(where)
+    assert isinstance(err.value, zerorpc.RemoteError) and isinstance(err.value, RemoteError)
+    assert (err.value.name, err.value.msg, err.value.field) == ("ValidationError", f"x: bad ({where})", "x")
+    assert err.value.traceback is None and err.value.message == err.value.msg
+    with pytest.raises(NotFound) as err:
+        client.missing(where)
+    assert (err.value.name, err.value.field, err.value.http_status) == ("NotFound", "thing", 404)
+    with pytest.raises(Unauthorized) as err:
+        client.private(where)
+    assert (err.value.name, err.value.msg, err.value.field) == ("Unauthorized", "not you", None)
+    assert client.open_channels == 0
+
+
+def test_refusals_reach_the_client_typed_with_their_field(served):
+    _, client, _, _ = served
+    with pytest.raises(ValidationError) as err:
+        client.slow(1, 2, 3)
+    assert (err.value.name, err.value.field) == ("ValidationError", "method") and "do not fit" in err.value.msg
+    with pytest.raises(ValidationError) as err:
+        client("no_such_method")
+    assert (err.value.name, err.value.field) == ("ValidationError", "method") and "no method" in err.value.msg
+
+
+def test_unexpected_errors_stay_plain_remote_errors(served):
+    _, client, _, _ = served
+    with pytest.raises(RemoteError) as err:
+        client.fail()
+    assert not isinstance(err.value, MScheduleError)
+    assert err.value.name == "ValueError" and err.value.field is None and "boom" in err.value.traceback
+
+
+def test_every_shared_error_name_has_its_remote_class():
+    assert set(REMOTE_ERRORS) == set(ERRORS)
+    for name, cls in ERRORS.items():
+        assert issubclass(REMOTE_ERRORS[name], cls) and issubclass(REMOTE_ERRORS[name], zerorpc.RemoteError)
+
+
+@pytest.mark.parametrize("method,where", [("refuse", "spawned"), ("refuse", "inline"), ("no_such_method", None)])
+def test_the_field_travels_in_the_err_header_beside_zerorpcs_own_args(served, method, where):
+    """The wire (README, Messages): zerorpc's ERR (name, message, None), the field in the header, for any peer."""
+    _, _, endpoint, _ = served
+    sock = raw_dealer(endpoint)
+    args = [where] if where else []
+    sock.send_multipart([b"", msgpack.packb([{"message_id": "e1", "v": 3}, method, args])])
+    with gevent.Timeout(3):
+        while True:
+            header, name, reply = msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+            if name == "ERR":
+                break
+    assert reply[0] == "ValidationError" and reply[2] is None
+    assert header[FIELD_HEADER] == ("x" if where else "method")
+    sock.close()
 
 
 def test_client_closes_its_channel_whatever_ends_the_call(served):

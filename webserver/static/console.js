@@ -104,8 +104,9 @@ function countsText(counts) {
 
 // ---- the API, with the token asked for once ---------------------------------------------------------
 
+/** An error answer: its HTTP status, message and ``field`` (the request field it is about, or null). */
 class ApiError extends Error {
-  constructor(status, message) { super(message); this.status = status; }
+  constructor(status, message, field = null) { super(message); this.status = status; this.field = field; }
 }
 
 let tokenPrompt = null;
@@ -164,7 +165,10 @@ async function api(method, path, body) {
       }
       continue;
     }
-    if (!response.ok) throw new ApiError(response.status, (data && data.error) || `HTTP ${response.status}`);
+    if (!response.ok) {
+      throw new ApiError(response.status, (data && data.error) || `HTTP ${response.status}`,
+        (data && typeof data.field === 'string') ? data.field : null);
+    }
     return data;
   }
 }
@@ -478,6 +482,17 @@ function pendingKeysPanel(ctx) {
 
 // ---- the task form (Run view, and saving a job version) ----------------------------------------------
 
+/** A field path and the paths that enclose it: "selector.labels.dc" -> itself, "selector.labels", "selector". */
+function enclosingFields(path) {
+  const out = [path];
+  let at;
+  while ((at = Math.max(path.lastIndexOf('.'), path.lastIndexOf('['))) > 0) {
+    path = path.slice(0, at);
+    out.push(path);
+  }
+  return out;
+}
+
 function field(name, label, input, hint) {
   return h('div', { class: 'field', 'data-field': name },
     h('label', { for: input.id, text: label }), input,
@@ -511,7 +526,7 @@ function scriptEditor(id) {
 
 /**
  * The fields of a task: script, targets, selector, limits. ``onSubmit(body)`` sends it; an ApiError it
- * throws is shown next to the field its message names (the API starts every message with the field).
+ * throws is shown next to the field the API's answer names (its ``field``).
  */
 function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = null }) {
   const text = (name, placeholder) => h('input', { type: 'text', id: `${id}-${name}`, name, placeholder, autocomplete: 'off' });
@@ -592,7 +607,7 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
       selector.labels = {};
       for (const pair of pairs) {
         const at = pair.indexOf(':');
-        if (at < 1) throw new ApiError(400, `selector.labels: expected key:value, got '${pair}'`);
+        if (at < 1) throw new ApiError(400, `selector.labels: expected key:value, got '${pair}'`, 'selector.labels');
         selector.labels[pair.slice(0, at)] = pair.slice(at + 1);
       }
     }
@@ -610,16 +625,15 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
     return out;
   }
 
-  /** Put the API's message next to the field it names ("selector.labels: ...", "targets[2]: ..."). */
+  /**
+   * Put the API's message next to the field its answer names, or the nearest enclosing one that the form
+   * has: "selector.labels.dc" goes to selector.labels, "targets[2]" to targets; the rest under the form.
+   */
   function showError(err) {
-    const match = /^([a-z_]+)(?:\.([a-z_]+)|\[\d+\])?:/.exec(err.message);
     let slot = null;
-    if (match && err.status >= 400 && err.status < 500) {
-      const names = match[2] ? [`${match[1]}.${match[2]}`, match[1]] : [match[1]];
-      for (const name of names) {
-        slot = form.querySelector(`[data-error-for="${name}"]`);
-        if (slot) break;
-      }
+    for (const name of err.field ? enclosingFields(err.field) : []) {
+      slot = [...form.querySelectorAll('[data-error-for]')].find((el) => el.dataset.errorFor === name);
+      if (slot) break;
     }
     (slot || general).textContent = err.message;
   }
@@ -895,7 +909,7 @@ function jobsView(main, args, query, ctx) {
       try {
         await saveJobVersion(name, body, note);
       } catch (err) {
-        if (err.message.startsWith('name:')) { nameError.textContent = err.message; return; }
+        if (err.field === 'name') { nameError.textContent = err.message; return; }
         throw err;
       }
       location.hash = `#/job/${encodeURIComponent(name)}`;
