@@ -88,3 +88,20 @@ def test_heartbeats_keep_agents_online_through_it_all(world):
             scheduler.agent_seen(AgentInfo(id=name, hostname=name, ip=[], labels={}, session="s"))
         keeper.tick()
     assert online(scheduler) == {"a", "b"}
+
+
+def test_a_large_fleet_gets_the_time_to_come_back(world):
+    """3,000 agents reconnecting to a restarted master need longer than one agent timeout to all get through
+    (bench/storm.py); the grace grows by a second per REGISTRATIONS_PER_SECOND online agents."""
+    from master.scheduler import REGISTRATIONS_PER_SECOND
+
+    clocks, scheduler, keeper = world
+    for i in range(2000):
+        scheduler.agent_seen(AgentInfo(id=f"n{i}", hostname="h", ip=[], labels={}, session="s"))
+    clocks.advance(30)
+    keeper.tick()  # a stall: the same grace as a restart
+    extra = 2002 / REGISTRATIONS_PER_SECOND
+    run_ticks(clocks, keeper, 10 + extra - 1)
+    assert len(online(scheduler)) == 2002
+    run_ticks(clocks, keeper, 2)
+    assert online(scheduler) == set()
