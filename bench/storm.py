@@ -176,12 +176,66 @@ def one_run(tmp: Path, agents: int, sleep: float) -> dict:
         stack.close()
 
 
+BEGIN, END = "<!-- storm: written by bench/storm.py -->", "<!-- end storm -->"
+
+
+def spread(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:g}"
+    return f"{statistics.median(values):g} ({min(values):g}-{max(values):g})"
+
+
+def report(runs: list[dict]) -> str:
+    """The storm section of bench/results.md: medians with the run-to-run range in brackets."""
+    def col(key: str, sub: str | None = None) -> str:
+        values = [r[key].get(sub) if sub else r[key] for r in runs]
+        return spread([round(v, 1) for v in values if v is not None])
+
+    agents = runs[0]["agents"]
+    lines = [BEGIN, f"## Reconnect storm: {agents} real agents ({PER_PROCESS} per process), master kill -9 and restart "
+             "under them", "",
+             f"`make bench-storm` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {len(runs)} runs; median and "
+             "range). Agents with production settings (heartbeat 3 s, `--agent-timeout 10`, `--connect-jitter 2`); "
+             "the master, the web tier and every agent share this 2-core machine. Admin latency: a `get_tasks` call "
+             "every 0.2 s over the 30 s after the start or restart.", "",
+             "| | cold start | after kill -9 and restart |", "|---|---|---|",
+             f"| every agent back (s) | {col('cold_online_s')} (online) | {col('restart_registered_s')} (registered "
+             "again) |",
+             f"| admin p50 ms | {col('cold_admin', 'p50_ms')} | {col('restart_admin', 'p50_ms')} |",
+             f"| admin p99 ms | {col('cold_admin', 'p99_ms')} | {col('restart_admin', 'p99_ms')} |",
+             f"| admin max ms | {col('cold_admin', 'max_ms')} | {col('restart_admin', 'max_ms')} |",
+             f"| admin calls unanswered (5 s) | {col('cold_admin', 'unanswered')} | "
+             f"{col('restart_admin', 'unanswered')} |",
+             f"| master CPU % of a core | {col('cold_master', 'cpu_pct')} | {col('restart_master', 'cpu_pct')} |",
+             f"| master RSS MB | {col('cold_master', 'rss_mb')} | {col('restart_master', 'rss_mb')} |", "",
+             f"Steady state between them: master {col('steady_master', 'cpu_pct')} % of a core, "
+             f"{col('steady_master', 'rss_mb')} MB. A `sleep` on all {agents} agents spanned the kill: "
+             f"targets failed {col('targets_failed')}, succeeded {col('targets_succeeded')}; agents declared offline "
+             f"during a run {col('offline_events')}.", END]
+    return "\n".join(lines)
+
+
+def write_report(text: str) -> None:
+    path = HERE / "results.md"
+    current = path.read_text()
+    if BEGIN in current:
+        head, rest = current.split(BEGIN, 1)
+        current = head + text + rest.split(END, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(current)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--sleep", type=float, default=60.0, help="the script's sleep, spanning the restart")
     parser.add_argument("--out", default=str(HERE / "storm.json"))
+    parser.add_argument("--write", action="store_true", help="put the figures into bench/results.md")
     parser.add_argument("--keep", help="keep the runs' state and logs in this directory")
     args = parser.parse_args()
     runs = []
@@ -195,7 +249,10 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="mschedule-storm-") as tmp:
             runs.append(one_run(Path(tmp), args.agents, args.sleep))
     Path(args.out).write_text(json.dumps(runs, indent=2) + "\n")
-    print(json.dumps(runs, indent=2))
+    text = report(runs)
+    if args.write:
+        write_report(text)
+    print(text)
     return 0 if all(r["targets_failed"] == 0 and r["restart_registered_s"] is not None for r in runs) else 1
 
 

@@ -14,7 +14,8 @@ DOC = ROOT / "docs" / "reliability.md"
 TESTS = ["tests/integration/test_durability.py", "tests/integration/test_network_cut.py",
          "tests/integration/test_datacenters.py", "tests/integration/test_security.py",
          "tests/integration/test_resilience.py", "tests/integration/test_bad_input.py",
-         "tests/integration/test_protocol_fuzz.py", "tests/integration/test_long_waits.py"]
+         "tests/integration/test_protocol_fuzz.py", "tests/integration/test_long_waits.py",
+         "tests/integration/test_stall.py"]
 BEGIN, END = "<!-- figures: written by scripts/reliability_report.py -->", "<!-- end figures -->"
 
 
