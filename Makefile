@@ -59,4 +59,4 @@ reliability: venv
 
 .PHONY: bench-storm
 bench-storm: venv
-	$(PY) bench/storm.py $(BENCH_ARGS)
+	$(PY) bench/storm.py --write $(BENCH_ARGS)
