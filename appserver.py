@@ -15,6 +15,8 @@ from utils.defaults import (
     DEFAULT_ADMIN_BIND,
     DEFAULT_AGENT_TIMEOUT,
     DEFAULT_BIND,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_HEARTBEAT_RATE,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_MAX_SCRIPT_BYTES,
@@ -33,6 +35,14 @@ def parse_args(argv: list[str] | None = None):
                         help="admin endpoint(s) for the web tier and 'keys', comma separated [MSCHEDULE_ADMIN_BIND]")
     parser.add_argument("--agent-timeout", type=float, default=env("AGENT_TIMEOUT", DEFAULT_AGENT_TIMEOUT, float),
                         help="seconds without heartbeat before an agent is offline [MSCHEDULE_AGENT_TIMEOUT]")
+    parser.add_argument("--heartbeat-interval", type=float,
+                        default=env("HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL, float),
+                        help="seconds between two heartbeats of each agent in a small fleet; agents are told it "
+                             "[MSCHEDULE_HEARTBEAT_INTERVAL]")
+    parser.add_argument("--max-heartbeat-rate", type=float,
+                        default=env("MAX_HEARTBEAT_RATE", DEFAULT_MAX_HEARTBEAT_RATE, float),
+                        help="most heartbeats per second from the whole fleet: beyond it agents are told a longer "
+                             "interval and --agent-timeout stretches with it [MSCHEDULE_MAX_HEARTBEAT_RATE]")
     parser.add_argument("--state-dir", default=env("STATE_DIR", None),
                         help="where master.db and keys/ live (default /var/lib/mschedule, or ~/.mschedule when "
                              "that is not writable) [MSCHEDULE_STATE_DIR]")
@@ -68,8 +78,10 @@ def parse_args(argv: list[str] | None = None):
                         help="with 'keys accept' or 'keys reject': every key waiting for a decision")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
-    if args.agent_timeout <= 0:
-        parser.error("--agent-timeout must be > 0")
+    if args.agent_timeout <= 0 or args.heartbeat_interval <= 0 or args.max_heartbeat_rate <= 0:
+        parser.error("--agent-timeout, --heartbeat-interval and --max-heartbeat-rate must be > 0")
+    if args.agent_timeout < 2 * args.heartbeat_interval:
+        parser.error("--agent-timeout must be at least twice --heartbeat-interval (two missed heartbeats)")
     if args.max_result_bytes < 1 or args.max_targets < 1:
         parser.error("--max-result-bytes and --max-targets must be >= 1")
     if args.max_pending < 0:
@@ -160,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"cannot open database {db}: {exc}")
     settings = MasterSettings(
         bind=args.bind, admin_bind=args.admin_bind, agent_timeout=args.agent_timeout,
+        heartbeat_interval=args.heartbeat_interval, max_heartbeat_rate=args.max_heartbeat_rate,
         max_script_bytes=args.max_script_bytes, max_result_bytes=args.max_result_bytes, max_targets=args.max_targets,
         auto_accept=args.auto_accept, max_pending=args.max_pending, keep_tasks=args.keep_tasks,
         keep_days=args.keep_days)

@@ -15,7 +15,14 @@ from agent.executor import ExecResult, Executor
 from agent.spool import Spool
 from transport import TRANSPORT_ERRORS, MasterLink
 from utils import messages
-from utils.defaults import BACKOFF_CAP, CONNECT_JITTER, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT
+from utils.defaults import (
+    BACKOFF_CAP,
+    CONNECT_JITTER,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_POLL_WAIT,
+    MAX_POLL_WAIT,
+    RPC_TIMEOUT,
+)
 from utils.exceptions import KeyPending, MessageError, NotFound, Unauthorized
 from utils.greenlets import capture, unwrap
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
@@ -63,7 +70,7 @@ class AgentWorker:
     def _heartbeat_timeout(self) -> float:
         """A heartbeat waits about one interval for its answer: a master that is gone must not hold the
         heartbeat loop longer than that, or the agent looks silent to a master that is back."""
-        return max(1.0, self.interval)
+        return max(1.0, min(self.interval, RPC_TIMEOUT))
 
     @property
     def id(self) -> str:
@@ -94,7 +101,17 @@ class AgentWorker:
         if not isinstance(reply, dict) or not reply.get("ok"):
             raise MessageError(f"master refused {msg['type']}: unexpected answer {reply!r}")
         self._note_master(reply.get("master"))
+        self._follow(reply)
         return reply
+
+    def _follow(self, reply: dict) -> None:
+        """Use the heartbeat interval and long-poll wait the master gives in its answers (master/liveness.py):
+        it stretches them as the fleet grows. Values out of any sane range are ignored."""
+        interval, poll = reply.get("interval"), reply.get("poll")
+        if isinstance(interval, (int, float)) and not isinstance(interval, bool) and 0.05 <= interval <= 3600:
+            self.interval = float(interval)
+        if isinstance(poll, (int, float)) and not isinstance(poll, bool) and 0.1 <= poll <= MAX_POLL_WAIT:
+            self.poll_wait = float(poll)
 
     def _note_master(self, boot: str | None) -> None:
         """A new master process (restarted in less than a heartbeat): a poll sent to the old one will
@@ -146,6 +163,8 @@ class AgentWorker:
                 failing = True
                 self._lost_master()
                 self._cut_poll()
+            except KeyPending:  # the key was deleted and asks again: the work loop waits for the decision
+                self._registered = False
             except (zerorpc.RemoteError, MessageError) as exc:
                 log.error("agent %s: heartbeat refused: %s", self.id, exc)
             except Exception:  # a bug here must not silence the agent for good

@@ -117,7 +117,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mschedule-console-bench-") as tmp:
         stack = Stack(Path(tmp))
         try:
-            stack.master(agent_timeout=10)
+            stack.master(agent_timeout=10, heartbeat_interval=3.0)
             stack.web()
             results = bench(stack, args.agents, args.rounds, args.window)
         finally:

@@ -130,7 +130,7 @@ def bench_capacity(tmp: Path, agents: int, per_process: int, window: float) -> d
     (tmp / "capacity").mkdir()
     stack = Stack(tmp / "capacity")
     try:
-        master = stack.master(agent_timeout=10)
+        master = stack.master(agent_timeout=10, heartbeat_interval=3.0)
         web = stack.web()
         start_fleet(stack, agents, per_process, interval=3.0)
         single = stack.agents(1, interval=3.0)
@@ -260,7 +260,7 @@ def main() -> None:
     try:
         stack = Stack(tmp)
         try:
-            stack.master(agent_timeout=10)  # the default: agents heartbeat every 3 s
+            stack.master(agent_timeout=10, heartbeat_interval=3.0)  # the default: agents heartbeat every 3 s
             stack.web()
             ids = start_fleet(stack, max(fanout + [100]), args.per_process, interval=3.0)
             log(f"{len(ids)} agents online")

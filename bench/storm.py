@@ -122,7 +122,7 @@ def one_run(tmp: Path, agents: int, sleep: float) -> dict:
     stack = Stack(tmp)
     probe = None
     try:
-        master = stack.master(agent_timeout=10)
+        master = stack.master(agent_timeout=10, heartbeat_interval=3.0)
         stack.web()
         probe = AdminProbe(stack)
         log(f"starting {agents} agents, {PER_PROCESS} per process")
@@ -150,7 +150,7 @@ def one_run(tmp: Path, agents: int, sleep: float) -> dict:
         registered_before = registrations(stack)
         master.kill9()
         t1 = time.monotonic()
-        master = stack.master(agent_timeout=10)
+        master = stack.master(agent_timeout=10, heartbeat_interval=3.0)
         meter = CpuMeter(master.pid)
         after = wait_registered(stack, registered_before, agents, 300)
         time.sleep(max(0.0, WINDOW - (time.monotonic() - t1)))

@@ -125,6 +125,19 @@ class Admission:
             self.storage.save_key(record)
         return record.state
 
+    def on_heartbeat(self, agent_id: str) -> KeyState | None:
+        """A heartbeat from ``agent_id``: the state of its key, or None when it has none (it must register,
+        which records the key). A heartbeat carries no hostname, so it never creates a record."""
+        key = current_key()
+        if key is None:
+            raise Unauthorized(f"agent {agent_id}: no authenticated key on this connection")
+        record = self.storage.keys.get(agent_id)
+        if record is None:
+            return None
+        if record.key != key:
+            raise Unauthorized(f"agent id {agent_id} belongs to another key", field="payload.id")
+        return record.state
+
     def _note_refused(self, hostname: str) -> None:
         """Count a refused new key; log at once if the last line is old enough, else within the interval."""
         now = time.monotonic()

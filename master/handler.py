@@ -118,15 +118,33 @@ class AgentHandler:
         The RPC server logs each at its class's level (a pending key or a full pending list: not per call).
         """
         kind, payload = messages.split_message(msg)
-        if kind in (messages.REGISTER, messages.HEARTBEAT):
+        if kind == messages.REGISTER:
             info = AgentInfo.from_payload(payload)
             if not self._admitted(info):
                 raise KeyPending(f"agent {info.id}: key pending acceptance by an operator")
             known = self._scheduler.agent_seen(info)
-            return {"ok": True, "known": known, "master": self.boot}
+            return self._pace(info.id, {"ok": True, "known": known, "master": self.boot})
+        if kind == messages.HEARTBEAT:
+            beat = messages.Heartbeat.from_payload(payload)
+            if self._admission is not None:
+                state = self._admission.on_heartbeat(beat.id)
+                if state is None:  # no key on record (deleted by an operator): registering records it
+                    return self._pace(beat.id, {"ok": True, "known": False, "master": self.boot})
+                if state is KeyState.REJECTED:
+                    raise Unauthorized(f"agent {beat.id}: key rejected")
+                if state is KeyState.PENDING:
+                    raise KeyPending(f"agent {beat.id}: key pending acceptance by an operator")
+            known = self._scheduler.agent_heartbeat(beat)
+            return self._pace(beat.id, {"ok": True, "known": known, "master": self.boot})
         if kind == messages.RESULT:
             return self._result(ResultMessage.from_payload(payload))
         raise MessageError(f"type: unknown message type {kind!r}", field="type")
+
+    def _pace(self, agent_id: str, answer: dict) -> dict:
+        """Add the heartbeat interval and long-poll wait this agent is to use (master/liveness.py)."""
+        interval, poll = self._scheduler.pace(agent_id)
+        answer["interval"], answer["poll"] = interval, poll
+        return answer
 
     @commits
     def _result(self, result: ResultMessage) -> dict:

@@ -24,13 +24,15 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 import gevent
 
+from master.liveness import HeartbeatPolicy
 from master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
 from master.waiters import Waiters
 from utils.exceptions import Conflict, NotFound, ValidationError
-from utils.messages import AgentInfo, ResultMessage
+from utils.messages import AgentInfo, Heartbeat, ResultMessage
 from utils.selectors import matches
 from utils.states import State
 from utils.taskspec import TaskSpec
@@ -46,9 +48,16 @@ host that also ran the 3,000 agents: every one registered again within 13 s of t
 class Scheduler:
     """The task and target state machine on top of :class:`Storage`."""
 
-    def __init__(self, storage: Storage, agent_timeout: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, storage: Storage, agent_timeout: float, clock: Callable[[], float] = time.time,
+                 policy: HeartbeatPolicy | None = None) -> None:
         self.storage = storage
         self.agent_timeout = agent_timeout
+        #: the heartbeat interval and offline deadline rule (its agent_timeout is this one)
+        self.policy = replace(policy or HeartbeatPolicy(), agent_timeout=agent_timeout)
+        #: online agents at the last sweep: the fleet size the interval is stretched for
+        self.online = 0
+        #: per agent, the heartbeat interval it was last told (its offline deadline follows from it)
+        self._told: dict[str, float] = {}
         self.clock = clock
         #: per agent, ids of tasks where it has a WAITING target, oldest first
         self._queues: dict[str, deque[str]] = {}
@@ -74,6 +83,17 @@ class Scheduler:
                     self.storage.agents[agent_id].current = task.id
 
     # ---- agents -------------------------------------------------------------------------
+    def pace(self, agent_id: str) -> tuple[float, float]:
+        """The heartbeat interval and long-poll wait ``agent_id`` is to use now (remembered for its deadline)."""
+        interval = self.policy.interval(max(self.online, 1), agent_id)
+        self._told[agent_id] = interval
+        return interval, self.policy.poll(interval)
+
+    def deadline(self, agent_id: str) -> float:
+        """Seconds of silence after which ``agent_id`` is offline: from the interval this master last gave it,
+        or (not told yet, e.g. after a restart: the restart's grace covers the jitter) the fleet's."""
+        return self.policy.deadline(self._told.get(agent_id) or self.policy.fleet_interval(self.online))
+
     def grace_online_agents(self) -> None:
         """Every online agent counts as heard from now, plus the time the master needs to hear from all of
         them (REGISTRATIONS_PER_SECOND): a full ``agent_timeout`` to show up after a restart or a stall of the
@@ -93,35 +113,46 @@ class Scheduler:
                 agent.heartbeat = shifted if agent.heartbeat > now else min(now, shifted)  # keep a grace given
 
     def agent_seen(self, info: AgentInfo) -> bool:
-        """Record a register or heartbeat. Returns whether the agent was known before."""
-        now = self.clock()
+        """Record a register. Returns whether the agent was known before."""
         agent = self.storage.get_agent(info.id)
+        known = agent is not None
         if agent is None:
-            agent = AgentRecord(id=info.id, hostname=info.hostname, registered=now, session=info.session)
+            agent = AgentRecord(id=info.id, hostname=info.hostname, registered=self.clock(), session=info.session)
             self.storage.add_agent(agent)
             log.info("agent %s registered hostname=%s ip=%s", info.id, info.hostname, ",".join(info.ip))
-            known = False
-        else:
-            known = True
+        if (agent.hostname, agent.ip, agent.labels) != (info.hostname, info.ip, info.labels):
+            agent.hostname, agent.ip, agent.labels = info.hostname, list(info.ip), dict(info.labels)
+            self.storage.save_agent(agent)
+        self._alive(agent, info.session, info.running, info.stopping, known)
+        return known
+
+    def agent_heartbeat(self, beat: Heartbeat) -> bool:
+        """Record a heartbeat. Returns False for an agent this master does not know: it must register."""
+        agent = self.storage.get_agent(beat.id)
+        if agent is None:
+            return False
+        self._alive(agent, beat.session, beat.running, beat.stopping, True)
+        return True
+
+    def _alive(self, agent: AgentRecord, session: str | None, running: str | None, stopping: bool,
+               known: bool) -> None:
+        """What every register and heartbeat says: the agent lives, in this process, running this."""
+        if known:
             if not agent.online:
                 log.info("agent %s is back online", agent.id)
-            if info.session and agent.session and info.session != agent.session:
-                self._agent_restarted(agent, info)
+            if session and agent.session and session != agent.session:
+                self._agent_restarted(agent, session, running)
                 self._wake_agent(agent.id)  # a poll of the old process may still be waiting: end it
-        changed = (agent.hostname, agent.ip, agent.labels, agent.session) != (
-            info.hostname, info.ip, info.labels, info.session or agent.session)
-        agent.hostname, agent.ip, agent.labels = info.hostname, list(info.ip), dict(info.labels)
-        agent.session = info.session or agent.session
-        agent.heartbeat = now
-        agent.online = True
-        agent.reported_running = info.running
-        if info.running and agent.current != info.running:
-            self._adopt(agent, info.running)
-        if changed:
+        if session and session != agent.session:
+            agent.session = session
             self.storage.save_agent(agent)
-        if info.stopping:
+        agent.heartbeat = self.clock()
+        agent.online = True
+        agent.reported_running = running
+        if running and agent.current != running:
+            self._adopt(agent, running)
+        if stopping:
             self._agent_stopped(agent)
-        return known
 
     def _adopt(self, agent: AgentRecord, task_id: str) -> None:
         """The agent runs a target the master had not recorded as handed out (a dispatch lost in a
@@ -156,9 +187,9 @@ class Scheduler:
         not the agent's current one (a stale request of a process that is gone)."""
         return not agent.online or (session is not None and session != agent.session)
 
-    def _agent_restarted(self, agent: AgentRecord, info: AgentInfo) -> None:
-        log.info("agent %s restarted (new session %s)", agent.id, info.session)
-        if agent.current and agent.current != info.running:
+    def _agent_restarted(self, agent: AgentRecord, session: str, running: str | None) -> None:
+        log.info("agent %s restarted (new session %s)", agent.id, session)
+        if agent.current and agent.current != running:
             task = self.storage.get_task(agent.current)
             if task is not None:
                 self._fail_target(task, task.targets[agent.id],
@@ -167,7 +198,9 @@ class Scheduler:
     def check_agents(self) -> list[str]:
         """Declare silent agents offline and fail their targets. Returns the ids declared offline."""
         now = self.clock()
-        lost = [a for a in self.storage.agents.values() if a.online and now - a.heartbeat > self.agent_timeout]
+        online = [a for a in self.storage.agents.values() if a.online]
+        self.online = len(online)
+        lost = [a for a in online if now - a.heartbeat > self.deadline(a.id)]
         for agent in lost:
             silent = now - agent.heartbeat
             agent.online = False

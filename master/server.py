@@ -16,6 +16,7 @@ import zmq
 from master.admission import ADMIN_DOMAIN, AGENTS_DOMAIN, Admission, ZapHandler, set_current_key
 from master.handler import AdminHandler, AgentHandler
 from master.housekeeping import Housekeeper, Retention
+from master.liveness import HeartbeatPolicy
 from master.scheduler import Scheduler
 from master.storage import Storage
 from transport import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, RpcServer, make_curve_server
@@ -24,6 +25,8 @@ from utils.defaults import (
     DEFAULT_ADMIN_BIND,
     DEFAULT_AGENT_TIMEOUT,
     DEFAULT_BIND,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_HEARTBEAT_RATE,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_MAX_SCRIPT_BYTES,
@@ -110,6 +113,10 @@ class MasterSettings:
     bind: str = DEFAULT_BIND
     admin_bind: str = DEFAULT_ADMIN_BIND
     agent_timeout: float = DEFAULT_AGENT_TIMEOUT
+    #: the heartbeat interval agents are given for a small fleet, and the most heartbeats a second the whole
+    #: fleet may send (master/liveness.py)
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    max_heartbeat_rate: float = DEFAULT_MAX_HEARTBEAT_RATE
     max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     max_targets: int = DEFAULT_MAX_TARGETS
@@ -132,7 +139,8 @@ class MasterServer:
         self.max_message_bytes = max(MIN_MESSAGE_LIMIT, 2 * settings.max_script_bytes + 1024 * 1024)
         self.storage = storage or Storage()
         self.keys = keys
-        self.scheduler = Scheduler(self.storage, settings.agent_timeout)
+        policy = HeartbeatPolicy(base=settings.heartbeat_interval, max_rate=settings.max_heartbeat_rate)
+        self.scheduler = Scheduler(self.storage, settings.agent_timeout, policy=policy)
         self.scheduler.restore()
         self.housekeeper = Housekeeper(self.scheduler, self.storage, Retention(settings.keep_tasks, settings.keep_days))
         self.admission = (Admission(self.storage, keys.admin_public, settings.auto_accept, settings.max_pending)

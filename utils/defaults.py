@@ -25,7 +25,12 @@ DEFAULT_HEARTBEAT_INTERVAL = 3.0
 """Seconds between two heartbeats of an agent."""
 
 DEFAULT_AGENT_TIMEOUT = 10.0
-"""Seconds without a heartbeat after which the master declares an agent offline."""
+"""Seconds without a heartbeat after which the master declares an agent offline, at the base heartbeat
+interval; it stretches with the interval (master/liveness.py)."""
+
+DEFAULT_MAX_HEARTBEAT_RATE = 500.0
+"""Heartbeats per second the whole fleet may send a master; above DEFAULT_HEARTBEAT_INTERVAL * this many
+agents the interval stretches (master/liveness.py)."""
 
 DEFAULT_POLL_WAIT = 20.0
 """Seconds one long-poll ``get_task`` may wait on the master before answering None."""
@@ -74,10 +79,11 @@ PENDING_FULL_LOG_EVERY = 10.0
 RPC_TIMEOUT = 5.0
 """Seconds a short zerorpc call waits for its reply."""
 
-RPC_HEARTBEAT = 30
+RPC_HEARTBEAT = 75
 """zerorpc channel heartbeat, seconds; must be the same on both ends of a link.
 
-Longer than a long poll, so idle agents' polls carry no channel heartbeats (they were most of an idle
+Longer than the longest long poll (MAX_POLL_WAIT, which a large fleet's agents are told to use), so idle
+agents' polls carry no channel heartbeats (they were most of an idle
 master's traffic). Liveness does not depend on it: agents heartbeat on their own, every call has a
 timeout, and an agent whose heartbeat fails cuts its poll short.
 """

@@ -191,12 +191,39 @@ def _short_id(payload: dict, name: str) -> str | None:
     return value
 
 
+@dataclass
+class Heartbeat:
+    """What a heartbeat carries: who, which process, what it runs. Hostname, addresses and labels travel in
+    ``register`` only (an agent registers again when they change): at 10,000 agents the heartbeat is most
+    of what a master reads."""
+
+    id: str
+    session: str | None = None
+    running: str | None = None
+    stopping: bool = False
+
+    def to_payload(self) -> dict:
+        return {"id": self.id, "session": self.session, "running": self.running, "stopping": self.stopping}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> Heartbeat:
+        """Parse a heartbeat payload (a full register-style payload of an older agent is fine: the rest is
+        ignored); MessageError names the field."""
+        agent_id = _require(payload, "id", str)
+        if not AGENT_ID_RE.fullmatch(agent_id):
+            raise MessageError(f"payload.id: expected 1 to {MAX_AGENT_ID} of A-Z a-z 0-9 . _ - "
+                               f"({len(agent_id)} characters given)", field="payload.id")
+        return cls(id=agent_id, session=_short_id(payload, "session"), running=_short_id(payload, "running"),
+                   stopping=bool(_require(payload, "stopping", bool, optional=True)))
+
+
 def register_message(info: AgentInfo) -> dict:
     return {"type": REGISTER, "payload": info.to_payload()}
 
 
 def heartbeat_message(info: AgentInfo) -> dict:
-    return {"type": HEARTBEAT, "payload": info.to_payload()}
+    beat = Heartbeat(id=info.id, session=info.session, running=info.running, stopping=info.stopping)
+    return {"type": HEARTBEAT, "payload": beat.to_payload()}
 
 
 @dataclass

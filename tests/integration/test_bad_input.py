@@ -232,8 +232,10 @@ def test_bad_agent_messages_do_not_hurt_the_master(running):
                ({"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": "zero"}}, "payload.code"),
                ({"type": "result", "payload": {"id": "t", "agent_id": agent_id, "code": 0, "output": "%%%"}},
                 "payload.output"),
-               ({"type": "heartbeat", "payload": {"id": agent_id, "hostname": "h", "labels": [1]}},
-                "payload.labels")]
+               ({"type": "register", "payload": {"id": agent_id, "hostname": "h", "labels": [1]}},
+                "payload.labels"),
+               ({"type": "heartbeat", "payload": {"id": "not an id!"}}, "payload.id"),
+               ({"type": "heartbeat", "payload": {"id": agent_id, "session": 5}}, "payload.session")]
         for msg, field in bad:  # refused with a typed error naming the field, as the agent gets it
             with pytest.raises(MessageError) as refused:
                 client.send(msg)

@@ -50,8 +50,8 @@ def test_oversized_registrations_are_refused_naming_the_field_and_leave_no_key(s
            (hello(ip=["10.0.0.1"] * 65), "payload.ip"), (hello(ip=["10.0.0.1", "x" * 5000]), "payload.ip[1]"),
            (hello(labels={f"k{i}": "v" for i in range(65)}), "payload.labels"),
            (hello(labels={"k" * 64: "v"}), "payload.labels"), (hello(labels={"role": "v" * 256}), "payload.labels"),
-           (hello(session="s" * 1000), "payload.session"), (hello(kind="heartbeat", hostname="h" * 10000),
-                                                            "payload.hostname")]
+           (hello(session="s" * 1000), "payload.session"), (hello(kind="heartbeat", session="s" * 1000),
+                                                            "payload.session")]
     with raw_agent(stack) as client:
         for msg, field in bad:
             with pytest.raises(MessageError) as refused:
@@ -59,6 +59,9 @@ def test_oversized_registrations_are_refused_naming_the_field_and_leave_no_key(s
             assert refused.value.msg.startswith(field), (field, refused.value)
             assert refused.value.field == field.split("[")[0], (field, refused.value.field)  # payload.ip[1]: payload.ip
         assert keys(stack) == []  # nothing was kept of any of them
+        # a heartbeat carries no hostname (it is not read): an unknown agent's is told to register, no key kept
+        assert client.send(hello(kind="heartbeat", hostname="h" * 10000))["known"] is False
+        assert keys(stack) == []
         at_limits = hello(hostname="h" * 253, ip=["10.0.0.1"] * 64,
                           labels={f"{i:02d}" + "k" * 61: "v" * 255 for i in range(64)})
         with pytest.raises(KeyPending):

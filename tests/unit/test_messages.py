@@ -1,8 +1,10 @@
+import msgpack
 import pytest
 
 from utils.exceptions import MessageError, ValidationError
 from utils.messages import (
     AgentInfo,
+    Heartbeat,
     ResultMessage,
     TaskMessage,
     b64encode,
@@ -16,11 +18,24 @@ from utils.taskspec import TaskSpec
 
 def test_register_and_heartbeat_round_trip():
     info = AgentInfo(id="a1", hostname="h", ip=["10.0.0.1"], labels={"dc": "bj"}, running="t1", session="s")
-    for msg in (register_message(info), heartbeat_message(info)):
-        kind, payload = split_message(msg)
-        assert kind in ("register", "heartbeat")
-        assert AgentInfo.from_payload(payload) == info
-    assert heartbeat_message(info)["type"] == "heartbeat"  # not the design's typo "hearbeat"
+    kind, payload = split_message(register_message(info))
+    assert kind == "register" and AgentInfo.from_payload(payload) == info
+    kind, payload = split_message(heartbeat_message(info))
+    assert kind == "heartbeat"  # not the design's typo "hearbeat"
+    assert Heartbeat.from_payload(payload) == Heartbeat(id="a1", session="s", running="t1")
+
+
+def test_a_heartbeat_is_small():
+    """Hostname, addresses and labels travel in register only: a heartbeat is the id, session and task."""
+    info = AgentInfo(id="a" * 32, hostname="web-" + "x" * 60, ip=["10.0.0.1", "192.168.1.20"],
+                     labels={f"k{i}": "v" * 20 for i in range(10)}, session="s" * 32)
+    assert set(heartbeat_message(info)["payload"]) == {"id", "session", "running", "stopping"}
+    assert len(msgpack.packb(heartbeat_message(info))) < len(msgpack.packb(register_message(info))) / 3
+
+
+def test_an_older_agents_full_heartbeat_still_parses():
+    info = AgentInfo(id="a1", hostname="h", ip=["10.0.0.1"], running="t1", session="s")
+    assert Heartbeat.from_payload(info.to_payload()) == Heartbeat(id="a1", session="s", running="t1")
 
 
 def test_task_message_round_trip_is_base64():
