@@ -166,6 +166,11 @@ class Admission:
     def list(self) -> list[dict]:
         return [r.to_dict() for r in sorted(self.storage.keys.values(), key=lambda r: (r.state, r.first_seen))]
 
+    @property
+    def pending_count(self) -> int:
+        """How many keys wait for a decision (the metrics read it at every scrape: kept, not recounted)."""
+        return len(self._pending)
+
     def pending_ids(self) -> list[str]:
         """The pending keys' agent ids, oldest first."""
         return sorted(self._pending, key=lambda a: (self.storage.keys[a].first_seen, a))

@@ -15,8 +15,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from master import metrics
 from master.admission import Admission, Unauthorized
 from master.jobs import Jobs
+from master.metrics import MasterMetrics
 from master.scheduler import Scheduler
 from master.storage import KeyState, TargetRecord, TaskRecord
 from utils import messages
@@ -118,6 +120,8 @@ class AgentHandler:
         The RPC server logs each at its class's level (a pending key or a full pending list: not per call).
         """
         kind, payload = messages.split_message(msg)
+        if kind in (messages.REGISTER, messages.HEARTBEAT):
+            metrics.heartbeat_received(kind)
         if kind == messages.REGISTER:
             info = AgentInfo.from_payload(payload)
             if not self._admitted(info):
@@ -212,9 +216,11 @@ class AdminHandler:
     def __init__(self, scheduler: Scheduler, admission: Admission | None = None,
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
                  max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, max_targets: int = DEFAULT_MAX_TARGETS,
-                 health: Callable[[], dict] | None = None) -> None:
+                 health: Callable[[], dict] | None = None, metrics: Callable[[], str] | None = None) -> None:
         self._scheduler = scheduler
         self._health = health
+        #: the text of the master's metrics (the server's registry, which has its endpoints too)
+        self._metrics_text = metrics or MasterMetrics(scheduler.storage, admission).text
         self._storage = scheduler.storage
         self._admission = admission
         self._max_script_bytes = max_script_bytes
@@ -352,6 +358,11 @@ class AdminHandler:
             answer["endpoints"] = self._health()
             answer["ok"] = all(e["ok"] for e in answer["endpoints"].values())
         return answer
+
+    def metrics(self) -> str:
+        """The master's Prometheus metrics in the text exposition format (docs/metrics.md): the web tier's
+        ``GET /metrics`` serves them after its own, behind its token."""
+        return self._metrics_text()
 
     # ---- groups -----------------------------------------------------------------------------
     @commits

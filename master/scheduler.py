@@ -28,6 +28,7 @@ from dataclasses import replace
 
 import gevent
 
+from master import metrics
 from master.liveness import HeartbeatPolicy
 from master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
 from master.waiters import Waiters
@@ -357,6 +358,7 @@ class Scheduler:
             task.started = now
             self.storage.save_task(task)
         self.storage.save_target(task, target)
+        metrics.target_started(now - task.created)
         log.info("agent %s: task %s started (%d/%d running)", agent.id, task.id, task.running, task.parallel)
 
     def wait_task(self, agent_id: str, wait: float, session: str | None = None) -> TaskRecord | None:
@@ -400,6 +402,7 @@ class Scheduler:
         else:
             final = State.SUCCEED if ok else State.FAILED
         task.set_target_state(target, final)
+        metrics.target_ended(final, target.started, target.finished)
         log.info("agent %s: task %s finished code=%s%s output=%dB", result.agent_id, task.id, result.code,
                  " (timed out)" if result.timed_out else "", len(result.output))
         self.storage.save_target(task, target)
@@ -429,6 +432,7 @@ class Scheduler:
         task.set_target_state(target, State.FAILED)
         target.output = f"[mschedule: {reason}]\n".encode()
         target.finished = now
+        metrics.target_ended(State.FAILED, target.started, now)
         log.warning("agent %s: task %s target failed: %s", target.agent_id, task.id, reason)
         self.storage.save_target(task, target)
         self._target_ended(task)
@@ -464,6 +468,7 @@ class Scheduler:
                 task.set_target_state(target, State.CANCELLED)
                 self.storage.save_target(task, target)
                 cancelled += 1
+        metrics.target_ended(State.CANCELLED, count=cancelled)
         log.warning("task %s aborted: %d failed of %d (fail_count=%d fail_rate=%s), %d cancelled",
                     task.id, task.failed, task.total, task.fail_count, task.fail_rate, cancelled)
         self._finish(task, State.FAILED)
@@ -524,6 +529,7 @@ class Scheduler:
                 target.output = b"[mschedule: cancelled before it started]\n"
                 self.storage.save_target(task, target)
                 cancelled += 1
+        metrics.target_ended(State.CANCELLED, count=cancelled)
         log.warning("task %s cancelled: %d waiting targets cancelled, %d running being killed", task.id, cancelled,
                     task.running)
         self._finish(task, State.CANCELLED)  # wakes the agents watching it (watch_cancel)

@@ -17,6 +17,7 @@ from master.admission import ADMIN_DOMAIN, AGENTS_DOMAIN, Admission, ZapHandler,
 from master.handler import AdminHandler, AgentHandler
 from master.housekeeping import Housekeeper, Retention
 from master.liveness import HeartbeatPolicy
+from master.metrics import MasterMetrics
 from master.scheduler import Scheduler
 from master.storage import Storage
 from transport import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, RpcServer, make_curve_server
@@ -146,14 +147,16 @@ class MasterServer:
         self.admission = (Admission(self.storage, keys.admin_public, settings.auto_accept, settings.max_pending)
                           if keys else None)
         self._zap = ZapHandler(zerorpc.Context.get_instance(), self.admission) if self.admission else None
+        self.metrics = MasterMetrics(self.storage, self.admission)
         self.agent_handler = AgentHandler(self.scheduler, self.admission)
         self.admin_handler = AdminHandler(self.scheduler, self.admission, max_script_bytes=settings.max_script_bytes,
                                           max_result_bytes=settings.max_result_bytes,
                                           max_targets=settings.max_targets,
-                                          health=self.endpoints_health)
+                                          health=self.endpoints_health, metrics=self.metrics.text)
         self._agents = RpcServer(self.agent_handler, "agents", inline=answer_inline, peer_hook=set_current_key,
                                  on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
         self._admin = RpcServer(self.admin_handler, "admin", on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
+        self.metrics.watch(self._agents.stats, self._admin.stats)
         self._housekeeper: gevent.Greenlet | None = None
         #: a client of our own agents' endpoint: /health is a real round trip through it, not a flag
         self._probe = MasterLink(_local_endpoint(settings.bind.split(",")[0].strip()), timeout=PROBE_TIMEOUT,

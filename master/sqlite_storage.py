@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 
 from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 
+from master import metrics
 from master.storage import AgentRecord, KeyRecord, KeyState, Storage, TargetRecord, TaskRecord
 from utils.greenlets import capture, unwrap
 from utils.statedir import private_file, tighten
@@ -254,9 +256,11 @@ class SQLiteStorage(Storage):
         self._agents, self._tasks, self._targets, self._keys, self._groups = {}, {}, {}, {}, {}
         self._job_versions, self._deleted_tasks = [], []
         done = self._inflight = AsyncResult()
+        start = time.perf_counter()
         try:
             self._run(self._commit, *batch)
         except sqlite3.Error as exc:
+            metrics.DB_COMMIT_ERRORS.inc()
             # keep the lost batch, under anything saved since (which is newer)
             self._agents = {**batch[0], **self._agents}
             self._tasks = {**batch[1], **self._tasks}
@@ -269,6 +273,7 @@ class SQLiteStorage(Storage):
             raise
         finally:
             self._inflight = None
+        metrics.db_committed(time.perf_counter() - start)
         self._durable = max(self._durable, upto)
         self.commits += 1
         done.set(None)

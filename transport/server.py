@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+import gevent.local
 import zerorpc
 import zmq
 
@@ -15,9 +16,10 @@ from transport import errors
 from transport.dispatch import Multiplexer
 from transport.events import DirectSender, user_of
 from transport.guard import require_pinned_zerorpc
+from transport.metrics import RPC_CALLS, RPC_ERRORS, UNKNOWN_METHOD
 from transport.stats import TransportStats
 from transport.supervise import supervise
-from utils.exceptions import MScheduleError, ValidationError
+from utils.exceptions import MScheduleError, ValidationError, wire_name
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class RpcServer(zerorpc.Server):
       a traceback, and answered with the field they are about (:mod:`transport.errors`), on every path.
     - ``peer_hook(user)`` is told the caller's authenticated user (its CURVE key, from ZAP) before each call,
       in the greenlet serving it.
+    - Every call is counted (:data:`transport.metrics.RPC_CALLS`, by endpoint and method) on all three paths
+      (inline, spawned, refused), and every error answer (:data:`transport.metrics.RPC_ERRORS`, by error
+      name): one counter increment each, whose children are made here so a heartbeat pays no label lookup.
     """
 
     def __init__(self, methods: Any, name: str, inline: Callable[[str, Any], bool] | None = None,
@@ -53,6 +58,9 @@ class RpcServer(zerorpc.Server):
         self._peer_hook = peer_hook or (lambda user: None)
         self._on_giveup = on_giveup
         self.stats = TransportStats(name)
+        self._calls = {method: RPC_CALLS.labels(name, method) for method in (*self._methods, UNKNOWN_METHOD)}
+        #: the method a spawned call's greenlet serves, for zerorpc's error hook (_print_traceback)
+        self._serving = gevent.local.local()
         self._multiplexer.close()  # zerorpc's dispatcher, not started yet
         self._multiplexer = Multiplexer(self._events, self.stats, router=True, on_giveup=on_giveup)
         self._events._send.close()  # zerorpc's sending greenlet
@@ -77,6 +85,7 @@ class RpcServer(zerorpc.Server):
             if functor is None or not self._args_fit(event):
                 self._refuse(event, functor is None)
             elif event.header.get("v", 1) >= 2 and self._inline(event.name, event.args):
+                self._calls[event.name].inc()
                 self._peer_hook(user_of(event))
                 self._answer_inline(event, functor)
             else:
@@ -96,6 +105,8 @@ class RpcServer(zerorpc.Server):
         if event.header["message_id"] in self._multiplexer.active_channels:  # its twin got here first
             self.stats.drop("duplicate_message_id", event.name)
             return
+        self._calls[event.name].inc()
+        self._serving.method = event.name
         self._peer_hook(user_of(event))
         self._async_task(event)
 
@@ -104,6 +115,9 @@ class RpcServer(zerorpc.Server):
         what = f"no method {event.name!r}" if unknown else f"{event.name}: {len(event.args)} arguments do not fit"
         log.info("%s: rpc refused: %s", self.stats.name, what)
         exc = ValidationError(f"method: {what}", field="method")
+        method = UNKNOWN_METHOD if unknown else event.name
+        self._calls[method].inc()
+        self._count_error(method, exc)
         reply = self._multiplexer.new_event("ERR", errors.error_args(exc), None)
         errors.mark_error(reply, exc)
         self._reply(event, reply)
@@ -112,7 +126,8 @@ class RpcServer(zerorpc.Server):
         try:
             reply = self._multiplexer.new_event("OK", (functor(*event.args),), None)
         except Exception as exc:
-            reply = self._multiplexer.new_event("ERR", self._print_traceback(False, list(sys.exc_info())), None)
+            self._count_error(event.name, exc)
+            reply = self._multiplexer.new_event("ERR", self._error_args(False, list(sys.exc_info())), None)
             errors.mark_error(reply, exc)
         self._reply(event, reply)
 
@@ -124,7 +139,17 @@ class RpcServer(zerorpc.Server):
         except Exception:  # e.g. a result that cannot be packed: the caller times out, the server lives on
             log.exception("%s: cannot answer %s", self.stats.name, event.name)
 
+    def _count_error(self, method: str, exc: BaseException) -> None:
+        name = wire_name(exc) if isinstance(exc, MScheduleError) else type(exc).__name__
+        RPC_ERRORS.labels(self.stats.name, method, name).inc()
+
     def _print_traceback(self, protocol_v1, exc_infos):
+        """zerorpc's hook for an error of a spawned call (the caller lost, or the method raised)."""
+        self._count_error(getattr(self._serving, "method", UNKNOWN_METHOD), exc_infos[1])
+        return self._error_args(protocol_v1, exc_infos)
+
+    def _error_args(self, protocol_v1, exc_infos):
+        """The args of the ERR answer to an error: one log line and no traceback for an expected one."""
         exc_type, exc_value, _ = exc_infos
         if isinstance(exc_value, zerorpc.LostRemote):  # the caller went away (agent stopped, network cut)
             log.debug("rpc caller lost: %s", exc_value)

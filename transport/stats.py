@@ -10,6 +10,12 @@ log = logging.getLogger(__name__)
 DROP_LOG_INTERVAL = 10.0
 """Seconds between two INFO lines about dropped events of one endpoint (each drop is also a DEBUG line)."""
 
+DROP_REASONS = ("malformed", "unknown_channel", "foreign_channel", "duplicate_message_id", "channel_full",
+                "unroutable", "error")
+"""Every reason an event is dropped for (the metrics export each from zero)."""
+LOOPS = ("dispatcher", "acceptor")
+"""The supervised serving loops of a server (transport.supervise)."""
+
 
 class TransportStats:
     """Counters of one endpoint (``name``: ``agents``, ``admin``, ``client``).
@@ -17,7 +23,8 @@ class TransportStats:
     ``dropped`` counts events thrown away by reason: ``malformed`` (not a zerorpc event of the shape zerorpc
     assumes), ``unknown_channel`` (a ``response_to`` naming no open channel: a late heartbeat or reply of a
     call that ended, or anyone's crafted event), ``foreign_channel`` (a channel of another peer),
-    ``duplicate_message_id``, ``channel_full``, ``unroutable``.
+    ``duplicate_message_id``, ``channel_full``, ``unroutable``, ``error`` (:data:`DROP_REASONS`).
+    Prometheus reads them at scrape time (:class:`transport.metrics.TransportCollector`).
     """
 
     def __init__(self, name: str) -> None:

@@ -166,6 +166,14 @@ OPENAPI: dict = {
         "/api": {"get": _op("what this service is and its routes", _json("#/components/schemas/Any"))},
         "/health": {"get": _op("the web tier and the master answer", _json("#/components/schemas/Any"))},
         "/openapi.json": {"get": {**_op("this document", _json("#/components/schemas/Any")), "security": []}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics of the web tier and the master",
+            "description": "The web tier's (mschedule_web_*) then the master's (mschedule_master_*), in the text "
+                           "exposition format 0.0.4 (docs/metrics.md); a master that does not answer leaves its "
+                           "part out and mschedule_web_master_up at 0. A scraper sends the API token as a bearer "
+                           "token.",
+            "responses": {"200": {"description": "the metrics",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": _ERROR}}},
         "/task/targets": {"get": _op("every known agent, or those matching the filters",
                                      _json("#/components/schemas/Agents"), params=[
             {"name": "hostname", "in": "query", "schema": {"type": "string"}, "description": "glob"},

@@ -17,12 +17,14 @@ from typing import Any
 
 import zerorpc
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
 from transport import TRANSPORT_ERRORS
 from utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_RESULT_WAIT
 from utils.exceptions import MScheduleError, ValidationError
 from utils.selectors import matches, parse_label_filters
 from webserver.auth import TOKENS, require_token
+from webserver.metrics import METRICS, WebMetrics, measure
 from webserver.openapi import OPENAPI
 from webserver.rpc_bridge import MasterBridge
 from webserver.static import static_response
@@ -416,6 +418,23 @@ routes.get("/group/{name}")(_forward("group_get", "name"))
 routes.delete("/group/{name}")(_forward("group_delete", "name"))
 
 
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics: the web tier's own, then the master's (its admin RPC ``metrics``), behind the token
+    like every route (a scraper sends it as a bearer token). A master that does not answer leaves its part out
+    and sets ``mschedule_web_master_up`` to 0: the scrape itself still succeeds."""
+    bridge, own = request.app[BRIDGE], request.app[METRICS]
+    master = ""
+    try:
+        master = await bridge.call("metrics")
+    except zerorpc.RemoteError as exc:
+        log.error("master error on metrics: %s: %s", exc.name, exc.msg)
+    except TRANSPORT_ERRORS as exc:
+        log.info("metrics: master unreachable at %s (%s)", bridge.endpoint, type(exc).__name__)
+    own.master_up.set(1 if master else 0)
+    return web.Response(body=(own.text() + master).encode(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
@@ -425,8 +444,10 @@ def build_app(bridge: MasterBridge, max_script_bytes: int = DEFAULT_MAX_SCRIPT_B
               tokens: frozenset[str] = frozenset()) -> web.Application:
     """The HTTP API; ``tokens`` empty means no authentication (--insecure only)."""
     # a JSON-escaped script can be up to ~2x its size (\n, \", unicode escapes)
-    app = web.Application(middlewares=[json_errors, require_token], client_max_size=max_script_bytes * 2 + 65536)
+    app = web.Application(middlewares=[measure, json_errors, require_token],
+                          client_max_size=max_script_bytes * 2 + 65536)
     app[BRIDGE] = bridge
+    app[METRICS] = WebMetrics()
     app[MAX_SCRIPT_BYTES] = max_script_bytes
     app[TOKENS] = frozenset(tokens)
     app.add_routes(routes)

@@ -12,6 +12,7 @@ import msgpack
 import pytest
 import zerorpc
 import zmq
+from prometheus_client import CollectorRegistry
 from zerorpc import gevent_zmq
 from zerorpc.channel import Channel, ChannelMultiplexer
 from zerorpc.events import Event, Events
@@ -20,6 +21,7 @@ from transport import PINNED_ZERORPC, MasterLink, RpcServer, SafeClient, Transpo
 from transport import supervise as supervise_module
 from transport.errors import FIELD_HEADER, REMOTE_ERRORS, RemoteError
 from transport.events import USER_HEADER, parse
+from transport.metrics import RPC_CALLS, RPC_ERRORS, UNKNOWN_METHOD
 from transport.stats import TransportStats
 from transport.supervise import LoopGaveUp, supervise
 from utils.exceptions import ERRORS, MScheduleError, NotFound, Unauthorized, ValidationError
@@ -179,6 +181,48 @@ def test_unexpected_errors_stay_plain_remote_errors(served):
         client.fail()
     assert not isinstance(err.value, MScheduleError)
     assert err.value.name == "ValueError" and err.value.field is None and "boom" in err.value.traceback
+
+
+def rpc_counts() -> dict[tuple, float]:
+    """The RPC counters of the fixture's endpoint ("test"), as {(kind, method[, error]): value}."""
+    registry = CollectorRegistry()
+    registry.register(RPC_CALLS)
+    registry.register(RPC_ERRORS)
+    counts = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            if labels.pop("endpoint") == "test":
+                counts[(family.name, *labels.values())] = sample.value
+    return counts
+
+
+def test_every_call_and_every_error_is_counted_once_on_each_path(served):
+    """Inline, spawned and refused calls each count once by method; each error answer once by its name. A call to
+    a method the server has not is counted under one label, not under the name it gave (cardinality)."""
+    _, client, _, _ = served
+    before = rpc_counts()
+    stranger = "no_such_method_" + os.urandom(4).hex()
+    assert client.add(1, 2) == 3  # inline
+    assert client.slow(0) == "done"  # spawned
+    for call, error in ((lambda: client.refuse("inline"), ValidationError),
+                        (lambda: client.missing("spawned"), NotFound), (client.fail, zerorpc.RemoteError),
+                        (lambda: client.slow(1, 2, 3), ValidationError), (lambda: client(stranger), ValidationError)):
+        with pytest.raises(error):
+            call()
+    after = rpc_counts()
+    moved = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+    assert moved == {
+        ("mschedule_master_rpc_calls", "add"): 1, ("mschedule_master_rpc_calls", "slow"): 2,
+        ("mschedule_master_rpc_calls", "refuse"): 1, ("mschedule_master_rpc_calls", "missing"): 1,
+        ("mschedule_master_rpc_calls", "fail"): 1, ("mschedule_master_rpc_calls", UNKNOWN_METHOD): 1,
+        ("mschedule_master_rpc_errors", "refuse", "ValidationError"): 1,
+        ("mschedule_master_rpc_errors", "missing", "NotFound"): 1,
+        ("mschedule_master_rpc_errors", "fail", "ValueError"): 1,
+        ("mschedule_master_rpc_errors", "slow", "ValidationError"): 1,
+        ("mschedule_master_rpc_errors", UNKNOWN_METHOD, "ValidationError"): 1,
+    }
+    assert not any(stranger in key for key in after)
 
 
 def test_every_shared_error_name_has_its_remote_class():
