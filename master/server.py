@@ -47,6 +47,11 @@ default of 100 made a fleet reconnecting to a restarted master lose SYNs: 3,000 
 back, in waves 1, 3, 7, 15 and 31 s apart (TCP's SYN retransmission schedule), and most were declared
 offline on the way."""
 
+AGENT_CALLS_PER_KEY = 16
+"""Calls one agent key may have in progress on the agents' endpoint (an agent holds at most a long poll, a
+cancel watch and a result or stop notice): more are refused, so no key can pin the master's memory with
+thousands of open calls."""
+
 PROBE_TIMEOUT = 1.0
 """Seconds the health check waits for its ping through the agents' endpoint."""
 
@@ -154,7 +159,8 @@ class MasterServer:
                                           max_targets=settings.max_targets,
                                           health=self.endpoints_health, metrics=self.metrics.text)
         self._agents = RpcServer(self.agent_handler, "agents", inline=answer_inline, peer_hook=set_current_key,
-                                 on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
+                                 on_giveup=self._give_up, max_calls_per_peer=AGENT_CALLS_PER_KEY,
+                                 heartbeat=RPC_HEARTBEAT)
         self._admin = RpcServer(self.admin_handler, "admin", on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
         self.metrics.watch(self._agents.stats, self._admin.stats)
         self._housekeeper: gevent.Greenlet | None = None

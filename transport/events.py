@@ -23,7 +23,11 @@ public key), or None; whatever a client put there itself is overwritten."""
 MAX_ID_LENGTH = 128
 """Longest ``message_id``/``response_to`` accepted (zerorpc's own are 40 bytes)."""
 MAX_NAME_LENGTH = 256
-MAX_VERSION = 1000
+PROTOCOL_VERSION = 3
+"""The only zerorpc protocol version accepted (0.6.3 speaks 3). Older versions make the server's call
+heartbeat passive, so a call whose reply cannot be sent would never end."""
+MAX_MORE = 10_000
+"""Most send credits one ``_zpc_more`` event may grant (zerorpc asks for at most its queue size, 100)."""
 
 
 class BadEvent(ValueError):
@@ -66,13 +70,16 @@ def parse(frames: list[zmq.Frame], router: bool) -> Event:
     _check_id(header.get("message_id"), "header.message_id")
     if header.get("response_to") is not None:
         _check_id(header["response_to"], "header.response_to")
-    version = header.get("v", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
-        raise BadEvent("header.v: expected a protocol version number")
+    version = header.get("v")
+    if isinstance(version, bool) or version != PROTOCOL_VERSION:
+        raise BadEvent(f"header.v: expected protocol version {PROTOCOL_VERSION}")
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
         raise BadEvent(f"name: expected a string of 1 to {MAX_NAME_LENGTH} characters")
     if not isinstance(args, list):
         raise BadEvent("args: expected an array")
+    if name == "_zpc_more" and not (len(args) == 1 and type(args[0]) is int and 0 < args[0] <= MAX_MORE):
+        # zero or negative credit would leave the other side's reply waiting forever (and its call's memory held)
+        raise BadEvent(f"_zpc_more: expected [1 to {MAX_MORE}] send credits")
     header[USER_HEADER] = _user_id(frames[-1])
     event = Event(name, args, None, header)
     event.identity = identity

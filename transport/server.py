@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -14,12 +15,12 @@ import zmq
 
 from transport import errors
 from transport.dispatch import Multiplexer
-from transport.events import DirectSender, user_of
+from transport.events import DirectSender, peer_of, user_of
 from transport.guard import require_pinned_zerorpc
 from transport.metrics import RPC_CALLS, RPC_ERRORS, UNKNOWN_METHOD
 from transport.stats import TransportStats
 from transport.supervise import supervise
-from utils.exceptions import MScheduleError, ValidationError, wire_name
+from utils.exceptions import Conflict, MScheduleError, ValidationError, wire_name
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ class RpcServer(zerorpc.Server):
 
     def __init__(self, methods: Any, name: str, inline: Callable[[str, Any], bool] | None = None,
                  peer_hook: Callable[[str | None], None] | None = None,
-                 on_giveup: Callable[[str], None] | None = None, **kwargs: Any) -> None:
+                 on_giveup: Callable[[str], None] | None = None, max_calls_per_peer: int | None = None,
+                 **kwargs: Any) -> None:
         require_pinned_zerorpc()
         super().__init__(methods, name=name, **kwargs)
         errors.install(self._context)
@@ -58,6 +60,11 @@ class RpcServer(zerorpc.Server):
         self._peer_hook = peer_hook or (lambda user: None)
         self._on_giveup = on_giveup
         self.stats = TransportStats(name)
+        #: spawned calls in progress per caller (its CURVE key, or its connection): a caller that opens calls
+        #: and never lets them end (never reads, or asks for long polls by the thousand) holds the master's
+        #: memory, so beyond ``max_calls_per_peer`` it is refused
+        self._max_calls_per_peer = max_calls_per_peer
+        self._in_progress: Counter = Counter()
         self._calls = {method: RPC_CALLS.labels(name, method) for method in (*self._methods, UNKNOWN_METHOD)}
         #: the method a spawned call's greenlet serves, for zerorpc's error hook (_print_traceback)
         self._serving = gevent.local.local()
@@ -84,12 +91,17 @@ class RpcServer(zerorpc.Server):
             functor = self._methods.get(event.name)
             if functor is None or not self._args_fit(event):
                 self._refuse(event, functor is None)
-            elif event.header.get("v", 1) >= 2 and self._inline(event.name, event.args):
+            elif self._inline(event.name, event.args):
                 self._calls[event.name].inc()
                 self._peer_hook(user_of(event))
                 self._answer_inline(event, functor)
             else:
-                self._task_pool.spawn(self._serve, event)
+                caller = user_of(event) or peer_of(event)
+                if self._max_calls_per_peer is not None and self._in_progress[caller] >= self._max_calls_per_peer:
+                    self._refuse_busy(event)
+                    continue
+                self._in_progress[caller] += 1
+                self._task_pool.spawn(self._serve_counted, event, caller)
 
     def _args_fit(self, event) -> bool:
         signature = self._signatures.get(event.name)
@@ -100,6 +112,24 @@ class RpcServer(zerorpc.Server):
         except TypeError:
             return False
         return True
+
+    def _serve_counted(self, event, caller) -> None:
+        try:
+            self._serve(event)
+        finally:
+            self._in_progress[caller] -= 1
+            if self._in_progress[caller] <= 0:
+                del self._in_progress[caller]
+
+    def _refuse_busy(self, event) -> None:
+        self.stats.drop("too_many_calls", event.name)
+        exc = Conflict(f"calls: {self._max_calls_per_peer} calls of this caller are in progress already; "
+                       "wait for one to end", field="calls")
+        self._calls[event.name].inc()
+        self._count_error(event.name, exc)
+        reply = self._multiplexer.new_event("ERR", errors.error_args(exc), None)
+        errors.mark_error(reply, exc)
+        self._reply(event, reply)
 
     def _serve(self, event) -> None:
         if event.header["message_id"] in self._multiplexer.active_channels:  # its twin got here first

@@ -11,7 +11,7 @@ DROP_LOG_INTERVAL = 10.0
 """Seconds between two INFO lines about dropped events of one endpoint (each drop is also a DEBUG line)."""
 
 DROP_REASONS = ("malformed", "unknown_channel", "foreign_channel", "duplicate_message_id", "channel_full",
-                "unroutable", "error")
+                "unroutable", "too_many_calls", "error")
 """Every reason an event is dropped for (the metrics export each from zero)."""
 LOOPS = ("dispatcher", "acceptor")
 """The supervised serving loops of a server (transport.supervise)."""
@@ -23,7 +23,8 @@ class TransportStats:
     ``dropped`` counts events thrown away by reason: ``malformed`` (not a zerorpc event of the shape zerorpc
     assumes), ``unknown_channel`` (a ``response_to`` naming no open channel: a late heartbeat or reply of a
     call that ended, or anyone's crafted event), ``foreign_channel`` (a channel of another peer),
-    ``duplicate_message_id``, ``channel_full``, ``unroutable``, ``error`` (:data:`DROP_REASONS`).
+    ``duplicate_message_id``, ``channel_full``, ``unroutable``, ``too_many_calls`` (a request refused: its
+    caller had ``max_calls_per_peer`` calls in progress), ``error`` (:data:`DROP_REASONS`).
     Prometheus reads them at scrape time (:class:`transport.metrics.TransportCollector`).
     """
 

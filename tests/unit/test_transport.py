@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import gevent
 import msgpack
@@ -268,7 +269,7 @@ def test_events_for_unknown_channels_are_dropped_and_counted(served):
     sock = raw_dealer(endpoint)
     for name in ("_zpc_hb", "OK", "ERR", "STREAM", "_zpc_more"):
         payload = msgpack.packb([{"message_id": "m" + os.urandom(4).hex(), "v": 3, "response_to": "nobody"},
-                                 name, [0]])
+                                 name, [1]])
         sock.send_multipart([b"", payload])
     gevent.sleep(0.2)
     assert server.stats.dropped["unknown_channel"] == 5
@@ -394,3 +395,87 @@ def test_master_link_keeps_its_socket_through_short_failures():
         else:
             assert first is None  # replaced after the first failure, made again by the next call
         link.close()
+
+
+def _recv_reply(sock, mid: str, timeout: float = 3.0):
+    """The (name, args) answering request ``mid`` on a raw socket, skipping heartbeats; None after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with gevent.Timeout(max(0.01, deadline - time.monotonic())):
+                frames = sock.recv_multipart()
+        except gevent.Timeout:
+            return None
+        header, name, args = msgpack.unpackb(frames[-1], raw=False)
+        if header.get("response_to") == mid and name not in ("_zpc_hb", "_zpc_more"):
+            return name, args
+    return None
+
+
+def _recv_replies(sock, mids: list[str], timeout: float = 3.0) -> dict:
+    """The (name, args) answering each request of ``mids``, read in one pass."""
+    answers: dict = {}
+    deadline = time.monotonic() + timeout
+    while len(answers) < len(mids) and time.monotonic() < deadline:
+        try:
+            with gevent.Timeout(max(0.01, deadline - time.monotonic())):
+                frames = sock.recv_multipart()
+        except gevent.Timeout:
+            break
+        header, name, args = msgpack.unpackb(frames[-1], raw=False)
+        if header.get("response_to") in mids and name not in ("_zpc_hb", "_zpc_more"):
+            answers[header["response_to"]] = (name, args)
+    return answers
+
+
+def test_a_credit_that_would_pin_the_reply_is_dropped(served):
+    """A `_zpc_more` granting zero or negative credit on one's own call made zerorpc's reply wait forever
+    (the call and its memory held for good): found by trying to break the master."""
+    server, client, endpoint, _ = served
+    sock = raw_dealer(endpoint)
+    for credit in (-1, 0, "9" * 50, 10 ** 9, None):
+        mid = "pin" + os.urandom(4).hex()
+        sock.send_multipart([b"", msgpack.packb([{"message_id": mid, "v": 3}, "slow", [0.2]])])
+        gevent.sleep(0.05)  # the call's channel is open
+        sock.send_multipart([b"", msgpack.packb([{"message_id": "c" + mid, "v": 3, "response_to": mid},
+                                                 "_zpc_more", [credit]])])
+        assert _recv_reply(sock, mid) == ("OK", ["done"]), credit
+    assert server.stats.dropped["malformed"] == 5
+    sock.close()
+
+
+def test_only_protocol_version_3_is_served(served):
+    """Version 1 and 2 requests make zerorpc's server heartbeat passive: a call that cannot answer never ends."""
+    server, client, endpoint, _ = served
+    sock = raw_dealer(endpoint)
+    for header in ({"message_id": "v1", "v": 1}, {"message_id": "v2", "v": 2}, {"message_id": "none"}):
+        sock.send_multipart([b"", msgpack.packb([header, "add", [1, 2]])])
+    gevent.sleep(0.3)
+    assert server.stats.dropped["malformed"] == 3 and not sock.poll(0)
+    assert client.add(1, 2) == 3
+    sock.close()
+
+
+def test_a_caller_may_hold_only_so_many_calls():
+    endpoint = random_ipc_endpoint()
+    server = RpcServer(Methods(), "capped", max_calls_per_peer=3, heartbeat=1)
+    server.bind(endpoint)
+    server.start()
+    sock = raw_dealer(endpoint)
+    other = SafeClient(timeout=3, heartbeat=1)
+    other.connect(endpoint)
+    try:
+        mids = [f"cap{i}" for i in range(5)]
+        for mid in mids:
+            sock.send_multipart([b"", msgpack.packb([{"message_id": mid, "v": 3}, "slow", [0.5]])])
+        answers = _recv_replies(sock, mids)
+        names = sorted(a[0] for a in answers.values())
+        assert names == ["ERR", "ERR", "OK", "OK", "OK"], answers
+        assert server.stats.dropped["too_many_calls"] == 2
+        assert other.slow(0) == "done"  # another caller is not affected
+        assert not server._in_progress  # every count released when its call ended
+    finally:
+        other.close()
+        sock.close()
+        server.stop()
+        server.close()
