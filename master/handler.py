@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ from utils.defaults import (
     MAX_TASK_LIST,
     MAX_TIME,
 )
-from utils.exceptions import KeyPending, MessageError, NotFound, ValidationError
+from utils.exceptions import KeyPending, MessageError, NotDurable, NotFound, ValidationError
 from utils.messages import AgentInfo, ResultMessage, TaskMessage
 from utils.selectors import validate_selector
 from utils.states import State
@@ -61,7 +62,12 @@ def commits(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def committed(self, *args: Any, **kwargs: Any) -> Any:
         answer = method(self, *args, **kwargs)
-        self._storage.flush()
+        try:
+            self._storage.flush()
+        except sqlite3.Error as exc:  # the caller must not take a change for refused, nor for durable
+            raise NotDurable(f"the change was made but could not be committed ({exc}); it will be when the "
+                             "master's disk has room, and is lost if the master stops first: check its state "
+                             "before retrying") from exc
         return answer
 
     setattr(committed, _COMMITS, True)

@@ -42,6 +42,9 @@ PRUNE_INTERVAL = 10.0
 LATE_TICK = 1.0
 """Seconds a tick may come late before the master counts the delay as time it was not running."""
 
+FAILURE_LOG_EVERY = 10.0
+"""Seconds between two log lines while housekeeping keeps failing (a full disk fails every commit)."""
+
 CLOCK_JUMP = 1.0
 """Seconds of difference between the wall and the monotonic clock over one tick that count as a jump."""
 
@@ -72,12 +75,25 @@ class Housekeeper:
         self.clock_jumps = 0
 
     def run(self) -> None:
+        failing_since, failures = None, 0
         while True:
             gevent.sleep(TICK)
             try:
                 self.tick()
-            except Exception:  # a failed check or commit must not stop housekeeping for good
-                log.exception("housekeeping failed")
+            except Exception as exc:  # a failed check or commit must not stop housekeeping for good
+                failures += 1
+                now = self._monotonic()
+                if failing_since is None:  # the traceback once, then a line per FAILURE_LOG_EVERY
+                    log.exception("housekeeping failed")
+                    failing_since = now
+                elif now - failing_since >= FAILURE_LOG_EVERY:
+                    log.error("housekeeping still failing (%d times in %.0fs): %s", failures, now - failing_since,
+                              exc)
+                    failing_since, failures = now, 0
+            else:
+                if failing_since is not None:
+                    log.warning("housekeeping works again")
+                failing_since, failures = None, 0
 
     def tick(self) -> None:
         now, wall = self._monotonic(), self._wall()

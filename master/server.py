@@ -202,7 +202,7 @@ class MasterServer:
 
     def endpoints_health(self) -> dict:
         """Each endpoint's state: the agents' from a ping sent through it now, the admin's from the call that
-        asks (it answered); with each its transport counters."""
+        asks (it answered); with each its transport counters. And the database's: whether commits succeed."""
         start = time.monotonic()
         try:
             self._probe.call("ping")
@@ -210,8 +210,11 @@ class MasterServer:
         except TRANSPORT_ERRORS as exc:
             agents = {"ok": False, "error": f"no answer through {self._probe.endpoint} within {PROBE_TIMEOUT}s "
                                             f"({type(exc).__name__})"}
+        database = {"ok": self.storage.last_error is None}
+        if self.storage.last_error is not None:
+            database["error"] = f"the last commit failed: {self.storage.last_error}"
         return {"agents": {**agents, **self._agents.stats.snapshot()},
-                "admin": {"ok": True, **self._admin.stats.snapshot()}}
+                "admin": {"ok": True, **self._admin.stats.snapshot()}, "database": database}
 
     def run(self) -> None:
         """Serve until SIGINT or SIGTERM.

@@ -269,10 +269,12 @@ class SQLiteStorage(Storage):
             self._groups = {**batch[4], **self._groups}
             self._job_versions = batch[5] + self._job_versions
             self._deleted_tasks = batch[6] + self._deleted_tasks
+            self.last_error = f"{type(exc).__name__}: {exc}"
             done.set_exception(exc)
             raise
         finally:
             self._inflight = None
+        self.last_error = None
         metrics.db_committed(time.perf_counter() - start)
         self._durable = max(self._durable, upto)
         self.commits += 1
@@ -307,7 +309,11 @@ class SQLiteStorage(Storage):
             cur.executemany("DELETE FROM tasks WHERE id = ?", [(t,) for t in deleted_tasks])
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            if self._conn.in_transaction:  # SQLite may have rolled back by itself (a full disk does)
+                try:
+                    cur.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.debug("rollback after a failed commit failed too", exc_info=True)
             raise
 
     def close(self) -> None:

@@ -207,6 +207,9 @@ class KeyRecord:
 class Storage:
     """In-memory agents and tasks, with the write-through hooks a persistent backend implements."""
 
+    #: why the last commit failed (a persistent backend sets it; None once a commit succeeds again)
+    last_error: str | None = None
+
     def __init__(self) -> None:
         self.agents: dict[str, AgentRecord] = {}
         #: insertion ordered: oldest task first

@@ -15,7 +15,7 @@ TESTS = ["tests/integration/test_durability.py", "tests/integration/test_network
          "tests/integration/test_datacenters.py", "tests/integration/test_security.py",
          "tests/integration/test_resilience.py", "tests/integration/test_bad_input.py",
          "tests/integration/test_protocol_fuzz.py", "tests/integration/test_long_waits.py",
-         "tests/integration/test_stall.py"]
+         "tests/integration/test_stall.py", "tests/integration/test_disk_full.py"]
 BEGIN, END = "<!-- figures: written by scripts/reliability_report.py -->", "<!-- end figures -->"
 
 

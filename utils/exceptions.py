@@ -69,8 +69,17 @@ class MessageError(ValidationError):
 
 
 #: every error name that crosses the RPC boundary, and the class the receiving side rebuilds
+class NotDurable(MScheduleError):
+    """The change was made but the master could not commit it (e.g. its disk is full): it will be written
+    with the next commit that succeeds, and is lost if the master dies first. Check before retrying."""
+
+    http_status = 503
+    log_level = logging.ERROR
+
+
 ERRORS: dict[str, type[MScheduleError]] = {
-    cls.__name__: cls for cls in (ValidationError, MessageError, NotFound, Conflict, Unauthorized, KeyPending)
+    cls.__name__: cls for cls in (ValidationError, MessageError, NotFound, Conflict, Unauthorized, KeyPending,
+                                  NotDurable)
 }
 
 #: remote error names the web tier maps to HTTP statuses
