@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -60,6 +61,7 @@ class RpcServer(zerorpc.Server):
         self._peer_hook = peer_hook or (lambda user: None)
         self._on_giveup = on_giveup
         self.stats = TransportStats(name)
+        self._refusals = ThrottledLog()
         #: spawned calls in progress per caller (its CURVE key, or its connection): a caller that opens calls
         #: and never lets them end (never reads, or asks for long polls by the thousand) holds the master's
         #: memory, so beyond ``max_calls_per_peer`` it is refused
@@ -143,7 +145,7 @@ class RpcServer(zerorpc.Server):
     def _refuse(self, event, unknown: bool) -> None:
         """Answer an unknown method, or arguments that do not fit it, with an error without running anything."""
         what = f"no method {event.name!r}" if unknown else f"{event.name}: {len(event.args)} arguments do not fit"
-        log.info("%s: rpc refused: %s", self.stats.name, what)
+        self._refusals.log(logging.INFO, "method", "%s: rpc refused: %s", self.stats.name, what)
         exc = ValidationError(f"method: {what}", field="method")
         method = UNKNOWN_METHOD if unknown else event.name
         self._calls[method].inc()
@@ -185,9 +187,34 @@ class RpcServer(zerorpc.Server):
             log.debug("rpc caller lost: %s", exc_value)
             return (exc_type.__name__, str(exc_value), None)
         if isinstance(exc_value, MScheduleError):
-            log.log(exc_value.log_level, "%s: rpc refused: %s: %s", self.stats.name, exc_type.__name__, exc_value)
+            self._refusals.log(exc_value.log_level, exc_type.__name__, "%s: rpc refused: %s: %s", self.stats.name,
+                               exc_type.__name__, exc_value)
             return errors.error_args(exc_value)
         return super()._print_traceback(protocol_v1, exc_infos)
+
+
+REFUSAL_LOG_EVERY = 10.0
+"""Seconds between two log lines about refused calls of one kind: any key can send refused calls in a loop."""
+
+
+class ThrottledLog:
+    """At most one line per kind per REFUSAL_LOG_EVERY seconds; the next one says how many were not logged."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def log(self, level: int, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -REFUSAL_LOG_EVERY) < REFUSAL_LOG_EVERY:
+            self._skipped[kind] = self._skipped.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        skipped = self._skipped.pop(kind, 0)
+        if skipped:
+            message += " (and %d more like it in the last %.0fs, not logged)"
+            args = (*args, skipped, REFUSAL_LOG_EVERY)
+        log.log(level, message, *args)
 
 
 def _signature(functor) -> inspect.Signature | None:

@@ -479,3 +479,16 @@ def test_a_caller_may_hold_only_so_many_calls():
         sock.close()
         server.stop()
         server.close()
+
+
+def test_refused_calls_do_not_flood_the_log(served, caplog):
+    """Any key can send refused calls in a loop; each kind of refusal is one line per 10 s."""
+    server, client, _, _ = served
+    with caplog.at_level("INFO", logger="transport.server"):
+        for _ in range(200):
+            with pytest.raises(zerorpc.RemoteError):
+                client("no_such_method")
+            with pytest.raises(zerorpc.RemoteError):
+                client.refuse("here")
+    refused = [r for r in caplog.records if "rpc refused" in r.getMessage()]
+    assert len(refused) == 2, [r.getMessage() for r in refused]
