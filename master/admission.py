@@ -68,6 +68,8 @@ class Admission:
         self._rejected_keys = {r.key for r in storage.keys.values() if r.state is KeyState.REJECTED}
         #: agent ids of the pending keys (counted on every new key: kept, not recounted)
         self._pending = {r.agent_id for r in storage.keys.values() if r.state is KeyState.PENDING}
+        #: one agent id per key, as one minion id per Salt key: otherwise one key could fill the pending list
+        self._agent_of_key = {r.key: r.agent_id for r in storage.keys.values()}
         self._refused = 0  # new keys refused (pending full) since the last log line about it
         self._refused_since = 0.0
         self._refused_host = ""
@@ -106,6 +108,10 @@ class Admission:
                         fingerprint(record.key))
             raise Unauthorized(f"agent id {agent_id} belongs to another key", field="payload.id")
         if record is None:
+            owned = self._agent_of_key.get(key)
+            if owned is not None and owned != agent_id:
+                raise Unauthorized(f"agent {agent_id}: this key already belongs to agent {owned} (one key, one "
+                                   "agent: each agent instance makes its own)", field="payload.id")
             if not self.auto_accept and len(self._pending) >= self.max_pending:
                 self._note_refused(hostname)
                 raise PendingFull(f"agent {agent_id}: new key refused: {len(self._pending)} keys already wait for "
@@ -119,6 +125,7 @@ class Admission:
                 self._pending.add(agent_id)
                 log.warning("agent %s: new key %s from %s is pending: accept it with "
                             "'appserver.py keys accept %s'", agent_id, fingerprint(key), hostname, agent_id)
+            self._agent_of_key[key] = agent_id
             self.storage.save_key(record)
         elif record.state is KeyState.PENDING and (record.hostname, record.ip) != (hostname, list(ip)):
             record.hostname, record.ip = hostname, list(ip)
@@ -191,6 +198,8 @@ class Admission:
         record = self._record(agent_id)
         self._rejected_keys.discard(record.key)
         self._pending.discard(agent_id)
+        if self._agent_of_key.get(record.key) == agent_id:
+            del self._agent_of_key[record.key]
         self.storage.delete_key(agent_id)
         log.warning("agent %s: key %s deleted", agent_id, fingerprint(record.key))
 

@@ -74,3 +74,18 @@ def test_max_pending_flag_env_fallback_and_bounds(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         appserver.parse_args(["--help"])
     assert "MSCHEDULE_MAX_PENDING" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_one_key_holds_one_agent_id():
+    """One unaccepted key registering a thousand agent ids would fill the pending list by itself."""
+    from utils.exceptions import Unauthorized
+
+    adm = Admission(Storage(), b"admin-key", max_pending=1000)
+    assert _register(adm, "first", key="k1") is KeyState.PENDING
+    for i in range(5):
+        with pytest.raises(Unauthorized, match="already belongs to agent first"):
+            _register(adm, f"other{i}", key="k1")
+    assert [r.agent_id for r in adm.storage.keys.values()] == ["first"]
+    assert _register(adm, "first", key="k1") is KeyState.PENDING  # its own id: fine
+    adm.delete("first")
+    assert _register(adm, "second", key="k1") is KeyState.PENDING  # a deleted key may claim another id
