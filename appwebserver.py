@@ -51,12 +51,17 @@ def parse_args(argv: list[str] | None = None):
                         help="largest script accepted [MSCHEDULE_MAX_SCRIPT_BYTES]")
     parser.add_argument("--rpc-timeout", type=float, default=env("RPC_TIMEOUT", RPC_TIMEOUT, float),
                         help="seconds a call to the master may take before the answer is 503 [MSCHEDULE_RPC_TIMEOUT]")
+    parser.add_argument("--keepalive-timeout", type=float, default=env("KEEPALIVE_TIMEOUT", 15.0, float),
+                        help="seconds an HTTP connection may stay idle, or take to send its request line and "
+                             "headers, before it is closed [MSCHEDULE_KEEPALIVE_TIMEOUT]")
     parser.add_argument("--master-wait", type=float, default=env("MASTER_WAIT", 10.0, float),
                         help="seconds to wait for the master at start before giving up [MSCHEDULE_MASTER_WAIT]")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
     if args.rpc_timeout <= 0 or args.master_wait < 0:
         parser.error("--rpc-timeout must be > 0, --master-wait >= 0")
+    if args.keepalive_timeout <= 0:
+        parser.error("--keepalive-timeout must be > 0")
     if not args.insecure and not (args.master_key and args.client_key and args.token_file):
         parser.error("--master-key, --client-key and --token-file are required (or --insecure for a local experiment)")
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -104,7 +109,10 @@ async def serve(args) -> None:
     try:
         if not await wait_for_master(bridge, args.master_wait):
             fail(f"master {args.master} unreachable (no answer within {args.master_wait:g}s)")
-        runner = web.AppRunner(build_app(bridge, args.max_script_bytes, tokens), access_log=None)
+        # a connection that has not sent a whole request within --keepalive-timeout is closed (aiohttp's own
+        # default, an hour, let half-sent requests hold file descriptors until none was left)
+        runner = web.AppRunner(build_app(bridge, args.max_script_bytes, tokens), access_log=None,
+                               keepalive_timeout=args.keepalive_timeout)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port, ssl_context=tls)
         try:

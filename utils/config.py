@@ -52,3 +52,20 @@ def start_logging(tier: str, args: argparse.Namespace) -> None:
         setup_logging(tier, args.log_dir, args.log_level)
     except OSError as exc:
         fail(f"cannot write logs to {args.log_dir}: {exc.strerror}")
+    raise_fd_limit()
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (systemd's soft default, 1024, is what a few
+    hundred slow clients or a large fleet's connections use up); returns the limit in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft

@@ -359,3 +359,27 @@ def test_state_is_private_whatever_the_umask(stack, tmp_path):
     result = stack.api.wait_task(task_id)
     assert result["targets"][agent_id]["output"] == "password=hunter2\n"
     assert open_paths(stack.state) == {} and open_paths(agent_state) == {}
+
+
+def test_half_sent_requests_do_not_hold_the_web_tier(stack):
+    """Slow-loris: connections that never finish their headers were kept for an hour (aiohttp's default),
+    until the web tier ran out of file descriptors and /health timed out."""
+    import socket as socketlib
+
+    stack.master()
+    stack.web("--keepalive-timeout", "1")
+    held = []
+    for _ in range(50):
+        s = socketlib.create_connection(("127.0.0.1", stack.web_port), timeout=10)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        held.append(s)
+    time.sleep(scaled(3))
+    closed = 0
+    for s in held:
+        try:
+            closed += s.recv(1) == b""
+        except OSError:
+            closed += 1
+        s.close()
+    assert closed == len(held)
+    assert stack.api.get("/health")[0] == 200
