@@ -60,3 +60,8 @@ reliability: venv
 .PHONY: bench-storm
 bench-storm: venv
 	$(PY) bench/storm.py --write $(BENCH_ARGS)
+
+# the master alone under simulated agents (bench/fleet.py); BENCH_ARGS="--agents 5000 --procs 4"
+.PHONY: bench-fleet
+bench-fleet: venv
+	$(PY) bench/fleet.py $(BENCH_ARGS)
