@@ -632,7 +632,7 @@ def bench(tmp: Path, agents: int, per_process: int, window: float, real: int, in
 
     stack = Stack(tmp)
     try:
-        master = stack.master(agent_timeout=10)
+        master = stack.master(agent_timeout=10, heartbeat_interval=interval)
         web = stack.web()
         say(f"starting {agents} simulated agents, {per_process} per process")
         t0 = time.monotonic()
