@@ -129,26 +129,34 @@ class AgentHandler:
         if kind in (messages.REGISTER, messages.HEARTBEAT):
             metrics.heartbeat_received(kind)
         if kind == messages.REGISTER:
-            info = AgentInfo.from_payload(payload)
-            if not self._admitted(info):
-                raise KeyPending(f"agent {info.id}: key pending acceptance by an operator")
-            known = self._scheduler.agent_seen(info)
-            return self._pace(info.id, {"ok": True, "known": known, "master": self.boot})
+            return self._register(AgentInfo.from_payload(payload))
         if kind == messages.HEARTBEAT:
-            beat = messages.Heartbeat.from_payload(payload)
-            if self._admission is not None:
-                state = self._admission.on_heartbeat(beat.id)
-                if state is None:  # no key on record (deleted by an operator): registering records it
-                    return self._pace(beat.id, {"ok": True, "known": False, "master": self.boot})
-                if state is KeyState.REJECTED:
-                    raise Unauthorized(f"agent {beat.id}: key rejected")
-                if state is KeyState.PENDING:
-                    raise KeyPending(f"agent {beat.id}: key pending acceptance by an operator")
-            known = self._scheduler.agent_heartbeat(beat)
-            return self._pace(beat.id, {"ok": True, "known": known, "master": self.boot})
+            return self._heartbeat(messages.Heartbeat.from_payload(payload))
         if kind == messages.RESULT:
             return self._result(ResultMessage.from_payload(payload))
         raise MessageError(f"type: unknown message type {kind!r}", field="type")
+
+    def _register(self, info: AgentInfo) -> dict:
+        if self._admission is not None:
+            self._require_accepted(info.id, self._admission.on_register(info.id, info.hostname, info.ip))
+        known = self._scheduler.agent_seen(info)
+        return self._pace(info.id, {"ok": True, "known": known, "master": self.boot})
+
+    def _heartbeat(self, beat: messages.Heartbeat) -> dict:
+        if self._admission is not None:
+            state = self._admission.on_heartbeat(beat.id)
+            if state is None:  # no key on record (deleted by an operator): registering records it
+                return self._pace(beat.id, {"ok": True, "known": False, "master": self.boot})
+            self._require_accepted(beat.id, state)
+        known = self._scheduler.agent_heartbeat(beat)
+        return self._pace(beat.id, {"ok": True, "known": known, "master": self.boot})
+
+    @staticmethod
+    def _require_accepted(agent_id: str, state: KeyState) -> None:
+        if state is KeyState.REJECTED:
+            raise Unauthorized(f"agent {agent_id}: key rejected")
+        if state is KeyState.PENDING:
+            raise KeyPending(f"agent {agent_id}: key pending acceptance by an operator")
 
     def _pace(self, agent_id: str, answer: dict) -> dict:
         """Add the heartbeat interval and long-poll wait this agent is to use (master/liveness.py)."""
@@ -166,14 +174,6 @@ class AgentHandler:
             self._admission.check_agent(result.agent_id)
         applied = self._scheduler.apply_result(result)
         return {"ok": True, "applied": applied, "master": self.boot}
-
-    def _admitted(self, info: AgentInfo) -> bool:
-        if self._admission is None:
-            return True
-        state = self._admission.on_register(info.id, info.hostname, info.ip)
-        if state is KeyState.REJECTED:
-            raise Unauthorized(f"agent {info.id}: key rejected")
-        return state is KeyState.ACCEPTED
 
     @commits
     def get_task(self, agent_id: Any, wait: Any = 0, session: Any = None) -> dict | None:

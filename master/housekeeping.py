@@ -6,7 +6,7 @@ and their scripts went on. Each tick compares the time since the last tick on th
 stops while the host is suspended) and on the wall clock (which agents' heartbeat stamps use):
 
 - a gap longer than ``agent_timeout`` (a real stall) gives every online agent the grace a restart gives:
-  a full ``agent_timeout`` from now;
+  a full deadline from now, stretched for a large fleet (Scheduler.grace_online_agents);
 - a shorter gap beyond the tick's own period (an overloaded moment) moves every heartbeat forward by the
   excess, so liveness is measured in time the master was awake, and an agent that really went silent
   still ages;
@@ -70,7 +70,7 @@ class Housekeeper:
         self._monotonic, self._wall = monotonic, wall
         self._last_tick = self._last_flush = self._last_prune = monotonic()
         self._last_wall = wall()
-        #: how often a stall or clock jump was noticed (for /health and the tests)
+        #: how often a stall or clock jump was noticed
         self.stalls = 0
         self.clock_jumps = 0
 
@@ -120,7 +120,7 @@ class Housekeeper:
         if gap > agent_timeout:
             self.stalls += 1
             log.warning("the master did not run for %.1fs (stopped, suspended or starved): every online agent "
-                        "gets %.1fs of grace, as after a restart", gap, agent_timeout)
+                        "gets the grace of a restart", gap)
             self.scheduler.grace_online_agents()
         elif gap > TICK + LATE_TICK:
             self.stalls += 1

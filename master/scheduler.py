@@ -68,7 +68,7 @@ class Scheduler:
     def restore(self) -> None:
         """Rebuild what is derived from the stored records after a master restart.
 
-        Every agent that was online gets one ``agent_timeout`` of grace from now, so a quick restart fails
+        Every agent that was online gets a deadline of grace from now (grace_online_agents), so a quick restart fails
         no running target; RUNNING targets wait for their agents' results; WAITING ones queue again.
         """
         for agent in self.storage.agents.values():
@@ -106,7 +106,7 @@ class Scheduler:
 
     def shift_heartbeats(self, seconds: float) -> None:
         """Move every online agent's last heartbeat by ``seconds`` (time the master did not count, or a step of
-        its wall clock), never into the future."""
+        its wall clock); a heartbeat moved forward stops at now, unless it was already ahead (a grace given)."""
         now = self.clock()
         for agent in self.storage.agents.values():
             if agent.online:
