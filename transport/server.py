@@ -125,13 +125,9 @@ class RpcServer(zerorpc.Server):
 
     def _refuse_busy(self, event) -> None:
         self.stats.drop("too_many_calls", event.name)
-        exc = Conflict(f"calls: {self._max_calls_per_peer} calls of this caller are in progress already; "
-                       "wait for one to end", field="calls")
-        self._calls[event.name].inc()
-        self._count_error(event.name, exc)
-        reply = self._multiplexer.new_event("ERR", errors.error_args(exc), None)
-        errors.mark_error(reply, exc)
-        self._reply(event, reply)
+        self._answer_refused(event, event.name, Conflict(
+            f"calls: {self._max_calls_per_peer} calls of this caller are in progress already; wait for one to end",
+            field="calls"))
 
     def _serve(self, event) -> None:
         if event.header["message_id"] in self._multiplexer.active_channels:  # its twin got here first
@@ -146,8 +142,11 @@ class RpcServer(zerorpc.Server):
         """Answer an unknown method, or arguments that do not fit it, with an error without running anything."""
         what = f"no method {event.name!r}" if unknown else f"{event.name}: {len(event.args)} arguments do not fit"
         self._refusals.log(logging.INFO, "method", "%s: rpc refused: %s", self.stats.name, what)
-        exc = ValidationError(f"method: {what}", field="method")
-        method = UNKNOWN_METHOD if unknown else event.name
+        self._answer_refused(event, UNKNOWN_METHOD if unknown else event.name,
+                             ValidationError(f"method: {what}", field="method"))
+
+    def _answer_refused(self, event, method: str, exc: MScheduleError) -> None:
+        """Answer a call refused before it ran with ``exc``, counted as a call of ``method`` and its error."""
         self._calls[method].inc()
         self._count_error(method, exc)
         reply = self._multiplexer.new_event("ERR", errors.error_args(exc), None)
