@@ -61,6 +61,11 @@ reliability: venv
 bench-storm: venv
 	$(PY) bench/storm.py --write $(BENCH_ARGS)
 
+# 1,000 to 10,000 agents: steady state, a task on all, kill -9 under them, 3,000 real agents (bench/scale.py)
+.PHONY: bench-scale
+bench-scale: venv $(BENCH_VENV)/.installed
+	$(PY) bench/scale.py --write $(BENCH_ARGS)
+
 # the master alone under simulated agents (bench/fleet.py); BENCH_ARGS="--agents 5000 --procs 4"
 .PHONY: bench-fleet
 bench-fleet: venv

@@ -4,7 +4,9 @@
 Thousands of simulated agents in a few processes, each agent with its own CURVE key pair and its own zmq
 connection to the master's agent endpoint, speaking the agent's protocol as the real agent does (zerorpc
 events: ``send`` register, heartbeats with the agent's payload, long-poll ``get_task``, ``send`` result) but
-answering a task at once (code 0, output ``ok\\n``) without forking a shell, and keeping no spool.
+answering a task at once (code 0, output ``ok\\n``) without forking a shell, and keeping no spool. A script that
+is just ``sleep N`` is answered after N seconds, saying it runs the task in its heartbeats meanwhile (a task
+that spans a master restart costs the fleet nothing either).
 
 Why: with a 3 s heartbeat a real agent (one of ``app.py --instances 100``) costs about 167 us of CPU a second
 and 450 KB, 2.5 times the CPU the master spends on it (67 us at 5,000 agents), so on this 2-core machine a fleet
@@ -22,7 +24,7 @@ What each agent does, as agent/worker.py does it:
   master (a heartbeat or a poll unanswered, a new ``master`` boot id in an answer), at once when a heartbeat's
   answer says ``known: false``;
 - heartbeats every ``interval`` seconds (the answer's ``interval`` when it has one, 3 s before), each waiting
-  ``max(1, interval)`` for its answer, with ``messages.heartbeat_message`` (whatever the real agent sends);
+  ``max(1, min(interval, 5))`` for its answer, with ``messages.heartbeat_message`` (whatever the real agent sends);
 - long-polls ``get_task(id, poll, session)`` (the answer's ``poll`` when it has one, 20 s before) with an RPC
   timeout 10 s longer, answers a task with a ``result`` and polls again once the result is acknowledged;
 - tells the master it stops (a heartbeat with ``stopping``) on SIGTERM.
@@ -43,6 +45,7 @@ import logging
 import math
 import os
 import random
+import re
 import select
 import signal
 import sys
@@ -72,7 +75,7 @@ from utils.defaults import (  # noqa: E402
     RPC_TIMEOUT,
 )
 from utils.keys import public_key_arg  # noqa: E402
-from utils.messages import AgentInfo, ResultMessage  # noqa: E402
+from utils.messages import AgentInfo, MessageError, ResultMessage, TaskMessage  # noqa: E402
 
 if TYPE_CHECKING:
     from tests.integration.harness import Proc, Stack
@@ -85,9 +88,11 @@ POLL_RPC_MARGIN = 10.0
 """Seconds a long poll's RPC timeout exceeds the poll's own wait (agent/worker.py's)."""
 STOP_NOTICE_TIMEOUT = 2.0
 """Seconds a stopping fleet process waits for the master to take note of its agents' last heartbeats."""
-STATUS_EVERY = 5.0
-"""Seconds between two status lines (and status files) of a fleet process."""
+STATUS_EVERY = 1.0
+"""Seconds between two status files of a fleet process (a log line every 5th)."""
 RESULT_OUTPUT = b"ok\n"
+SLEEP = re.compile(r"sleep ([0-9]{1,5}(?:\.[0-9]+)?)")
+"""A script a simulated agent "runs" for its seconds (a task that spans a master restart); any other ends at once."""
 
 _EVENTS, _RCVMORE, _POLLIN = int(zmq.EVENTS), int(zmq.RCVMORE), int(zmq.POLLIN)
 _NOBLOCK, _SNDMORE_NOBLOCK = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)
@@ -188,24 +193,28 @@ class Fleet:
         return b"%08x" % next(self._msg_count) + self._msg_base
 
     def status(self) -> dict:
+        """Counters, with ``boot:<id>``: how many agents are registered with that master process."""
+        boots = Counter(f"boot:{a.boot}" for a in self.agents if a.registered and a.boot)
         return {"agents": len(self.agents), "registered": self.registered, "pid": os.getpid(),
-                **dict(self.counters)}
+                **dict(self.counters), **boots}
 
     def run(self, status_path: str | None) -> None:
         for agent in self.agents:
             agent.start()
-        next_status = time.monotonic() + STATUS_EVERY
+        next_status, written = time.monotonic() + STATUS_EVERY, 0
         while not self.stopping:
             self.loop.run_once(0.5)
             if time.monotonic() >= next_status:
                 next_status += STATUS_EVERY
-                self._write_status(status_path)
+                written += 1
+                self._write_status(status_path, written % 5 == 0)
         self._stop()
-        self._write_status(status_path)
+        self._write_status(status_path, True)
 
-    def _write_status(self, path: str | None) -> None:
+    def _write_status(self, path: str | None, say: bool) -> None:
         status = self.status()
-        log.info("fleet %s", " ".join(f"{k}={v}" for k, v in status.items()))
+        if say:
+            log.info("fleet %s", " ".join(f"{k}={v}" for k, v in status.items()))
         if path:
             with open(path + ".tmp", "w") as f:
                 json.dump(status, f)
@@ -407,7 +416,8 @@ class SimAgent:
             return
         if self._heartbeat_tail is None:
             self._heartbeat_tail = _pack("send") + _pack([messages.heartbeat_message(self.info)])
-        self.heartbeat_id = self._call("send", [], "heartbeat", max(1.0, self.interval), self._heartbeat_tail)
+        self.heartbeat_id = self._call("send", [], "heartbeat", max(1.0, min(self.interval, RPC_TIMEOUT)),
+                                       self._heartbeat_tail)
 
     def _next_beat(self) -> None:
         """The next heartbeat ``interval`` after this one's answer, as the real agent's loop waits."""
@@ -431,8 +441,10 @@ class SimAgent:
 
     # ---- tasks ------------------------------------------------------------------------------------
     def _resume(self) -> None:
-        """Deliver the result not yet acknowledged, else long-poll for the next task."""
+        """Deliver the result not yet acknowledged, else long-poll for the next task (not while one "runs")."""
         if not self.registered or self.fleet.stopping or self.poll_id is not None or self.result_id is not None:
+            return
+        if self.info.running is not None and self.result is None:
             return
         if self.result is not None:
             self.result_id = self._call("send", [self.result], "result", RPC_TIMEOUT)
@@ -443,16 +455,30 @@ class SimAgent:
     def _ok_poll(self, task: Any) -> None:
         self.poll_id = None
         if task is not None:
-            payload = task.get("payload") if isinstance(task, dict) else None
-            task_id = payload.get("id") if isinstance(payload, dict) else None
-            if isinstance(task_id, str):
-                self.fleet.counters["tasks"] += 1
-                now = time.time()
-                self.result = ResultMessage(id=task_id, agent_id=self.info.id, code=0, output=RESULT_OUTPUT,
-                                            started=now, finished=now).to_message()
-            else:
+            try:
+                message = TaskMessage.from_message(task)
+            except MessageError:
                 self.fleet.counters["malformed_task"] += 1
+            else:
+                self.fleet.counters["tasks"] += 1
+                sleep = SLEEP.fullmatch(message.script.decode(errors="replace").strip())
+                if sleep:  # "runs" (says so in its heartbeats and registers) until the sleep is over
+                    self._set_running(message.id)
+                    self.loop.later(float(sleep.group(1)), self._finish, message.id, time.time())
+                    return
+                self._finish(message.id, time.time())
+                return
         self._resume()
+
+    def _finish(self, task_id: str, started: float) -> None:
+        self.result = ResultMessage(id=task_id, agent_id=self.info.id, code=0, output=RESULT_OUTPUT,
+                                    started=started, finished=time.time()).to_message()
+        self._resume()
+
+    def _set_running(self, task_id: str | None) -> None:
+        if self.info.running != task_id:
+            self.info.running = task_id
+            self._heartbeat_tail = None  # what a heartbeat says changed
 
     def _failed_poll(self, error: str | None) -> None:
         self.poll_id = None
@@ -464,6 +490,7 @@ class SimAgent:
     def _ok_result(self, reply: Any) -> None:
         self.result_id = None
         self.result = None
+        self._set_running(None)
         self.fleet.counters["results"] += 1
         if self._note(reply):
             self._lost()
@@ -476,6 +503,7 @@ class SimAgent:
             self._lost()  # kept: delivered after the next register
         elif error in ("MessageError", "Unauthorized"):
             self.result = None  # refused for good, as the real agent drops it
+            self._set_running(None)
             self._resume()
         else:
             self.loop.later(self.backoff.next_delay(), self._resume)

@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402
 from tests.integration.harness import Proc, Stack, wait_until  # noqa: E402
 
 ANSIBLE_VENV = HERE / ".venv-ansible"
@@ -222,18 +223,6 @@ def report(r: dict) -> str:
 BEGIN, END = "<!-- measured: written by bench/run.py -->", "<!-- end measured -->"
 
 
-def write_report(path: Path, text: str) -> None:
-    """Replace the measured part of results.md, keeping the hand-written notes around it."""
-    block = f"{BEGIN}\n{text}\n{END}"
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1]
-    else:
-        new = block + "\n" + old
-    path.write_text(new)
-
-
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -287,7 +276,7 @@ def main() -> None:
     out = Path(args.out)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     text = report(results)
-    write_report(out / "results.md", text)
+    write_section(BEGIN, END, text, out / "results.md", first=True)
     print(text)
     plot = ANSIBLE_VENV / "bin" / "python"
     if plot.exists():

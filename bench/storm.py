@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import percentile, spread, write_section  # noqa: E402
 from bench.run import cpu_seconds, rss_mb  # noqa: E402
 from tests.integration.harness import Stack, wait_until  # noqa: E402
 from tests.integration.zpc import RawPeer  # noqa: E402
@@ -70,7 +71,7 @@ class AdminProbe:
         if not took:
             return {"calls": 0}
         return {"calls": len(took), "p50_ms": round(1000 * statistics.median(took), 1),
-                "p99_ms": round(1000 * took[min(len(took) - 1, int(0.99 * len(took)))], 1),
+                "p99_ms": round(1000 * percentile(took, 0.99), 1),
                 "max_ms": round(1000 * took[-1], 1), "unanswered": sum(1 for s in took if s >= 5.0)}
 
     def stop(self) -> None:
@@ -179,15 +180,6 @@ def one_run(tmp: Path, agents: int, sleep: float) -> dict:
 BEGIN, END = "<!-- storm: written by bench/storm.py -->", "<!-- end storm -->"
 
 
-def spread(values: list[float]) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:g}"
-    return f"{statistics.median(values):g} ({min(values):g}-{max(values):g})"
-
-
 def report(runs: list[dict]) -> str:
     """The storm section of bench/results.md: medians with the run-to-run range in brackets."""
     def col(key: str, sub: str | None = None) -> str:
@@ -195,7 +187,7 @@ def report(runs: list[dict]) -> str:
         return spread([round(v, 1) for v in values if v is not None])
 
     agents = runs[0]["agents"]
-    lines = [BEGIN, f"## Reconnect storm: {agents} real agents ({PER_PROCESS} per process), master kill -9 and restart "
+    lines = [f"## Reconnect storm: {agents} real agents ({PER_PROCESS} per process), master kill -9 and restart "
              "under them", "",
              f"`make bench-storm` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {len(runs)} runs; median and "
              "range). Agents with production settings (heartbeat 3 s, `--agent-timeout 10`, `--connect-jitter 2`); "
@@ -214,19 +206,8 @@ def report(runs: list[dict]) -> str:
              f"Steady state between them: master {col('steady_master', 'cpu_pct')} % of a core, "
              f"{col('steady_master', 'rss_mb')} MB. A `sleep` on all {agents} agents spanned the kill: "
              f"targets failed {col('targets_failed')}, succeeded {col('targets_succeeded')}; agents declared offline "
-             f"during a run {col('offline_events')}.", END]
+             f"during a run {col('offline_events')}."]
     return "\n".join(lines)
-
-
-def write_report(text: str) -> None:
-    path = HERE / "results.md"
-    current = path.read_text()
-    if BEGIN in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + text + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(current)
 
 
 def main() -> int:
@@ -251,7 +232,7 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(runs, indent=2) + "\n")
     text = report(runs)
     if args.write:
-        write_report(text)
+        write_section(BEGIN, END, text)
     print(text)
     return 0 if all(r["targets_failed"] == 0 and r["restart_registered_s"] is not None for r in runs) else 1
 
