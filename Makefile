@@ -66,6 +66,11 @@ bench-storm: venv
 bench-scale: venv $(BENCH_VENV)/.installed
 	$(PY) bench/scale.py --write $(BENCH_ARGS)
 
+# idle long polls at 10,000 agents: stretched renewal, fixed 20 s, or the poll as the heartbeat (bench/polls.py)
+.PHONY: bench-polls
+bench-polls: venv
+	$(PY) bench/polls.py --write $(BENCH_ARGS)
+
 # the master alone under simulated agents (bench/fleet.py); BENCH_ARGS="--agents 5000 --procs 4"
 .PHONY: bench-fleet
 bench-fleet: venv

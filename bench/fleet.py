@@ -91,6 +91,11 @@ STOP_NOTICE_TIMEOUT = 2.0
 STATUS_EVERY = 1.0
 """Seconds between two status files of a fleet process (a log line every 5th)."""
 RESULT_OUTPUT = b"ok\n"
+POLL_MODES = ("told", "fixed", "heartbeat")
+"""How long a simulated agent's idle poll waits (bench/polls.py compares them): the ``poll`` the master tells
+(stretched with the fleet), always ``--poll-wait``, or always ``--poll-wait`` with no heartbeats sent (a poll that
+would double as the heartbeat, given the heartbeat interval as its wait; a master run with a long
+--agent-timeout keeps such agents online)."""
 SLEEP = re.compile(r"sleep ([0-9]{1,5}(?:\.[0-9]+)?)")
 """A script a simulated agent "runs" for its seconds (a task that spans a master restart); any other ends at once."""
 
@@ -174,8 +179,9 @@ class Fleet:
     """The simulated agents of one process, their shared loop, zmq context and counters."""
 
     def __init__(self, master: str, master_key: bytes, count: int, id_prefix: str, interval: float,
-                 poll_wait: float, jitter: float, labels: dict[str, str]) -> None:
+                 poll_wait: float, jitter: float, labels: dict[str, str], poll_mode: str = "told") -> None:
         self.master = master
+        self.poll_mode = poll_mode
         self.master_key = master_key
         self.loop = Loop()
         self.ctx = zmq.Context(io_threads=1)
@@ -364,7 +370,7 @@ class SimAgent:
         if not self.registered:
             self.registered = True
             self.fleet.registered += 1
-        if not self.beating:
+        if not self.beating and self.fleet.poll_mode != "heartbeat":
             self.beating = True
             self.loop.later(self.interval, self._beat)
         self._resume()
@@ -381,7 +387,8 @@ class SimAgent:
         interval, poll = reply.get("interval"), reply.get("poll")
         if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
             self.interval = float(interval)
-        if isinstance(poll, (int, float)) and not isinstance(poll, bool) and poll > 0:
+        told = isinstance(poll, (int, float)) and not isinstance(poll, bool) and poll > 0
+        if told and self.fleet.poll_mode == "told":
             self.poll_wait = float(poll)
         boot = reply.get("master")
         restarted = boot is not None and self.boot is not None and boot != self.boot
@@ -454,6 +461,7 @@ class SimAgent:
 
     def _ok_poll(self, task: Any) -> None:
         self.poll_id = None
+        self.fleet.counters["polls"] += 1
         if task is not None:
             try:
                 message = TaskMessage.from_message(task)
@@ -528,7 +536,7 @@ def worker_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     labels = dict(label.split("=", 1) for label in args.label)
     fleet = Fleet(args.master, public_key_arg(args.master_key), args.agents, args.id_prefix, args.interval,
-                  args.poll_wait, args.jitter, labels)
+                  args.poll_wait, args.jitter, labels, args.poll_mode)
 
     def stop(signum: int, frame: Any) -> None:
         fleet.stopping = True
@@ -603,13 +611,13 @@ _fleets = itertools.count()
 
 def start_fleet(stack: Stack, n: int, per_process: int = PER_PROCESS, interval: float = DEFAULT_HEARTBEAT_INTERVAL,
                 poll_wait: float = DEFAULT_POLL_WAIT, jitter: float | None = None,
-                labels: dict[str, str] | None = None, wait: bool = True) -> FleetHandle:
+                labels: dict[str, str] | None = None, wait: bool = True, poll_mode: str = "told") -> FleetHandle:
     """Start ``n`` simulated agents against ``stack``'s master (it must run with --auto-accept, the harness
     default), ``per_process`` to a process; by default wait until the master has them all online.
 
     ``jitter`` (the most seconds an agent waits before its first register) defaults to the larger of the
     agent's default (2 s) and ``n`` / 1000 s. ``interval`` and ``poll_wait`` apply until the master's answers
-    say otherwise.
+    say otherwise. ``poll_mode``: one of :data:`POLL_MODES`.
     """
     from tests.integration.harness import Proc
 
@@ -624,7 +632,7 @@ def start_fleet(stack: Stack, n: int, per_process: int = PER_PROCESS, interval: 
         args = ["bench/fleet.py", "--worker", "--master", stack.master_endpoint, "--master-key",
                 stack.keys.public.decode(), "--agents", str(count), "--id-prefix", prefix,
                 "--interval", str(interval), "--poll-wait", str(poll_wait), "--jitter", str(jitter),
-                "--status", str(status)]
+                "--status", str(status), "--poll-mode", poll_mode]
         for key, value in (labels or {"fleet": "sim"}).items():
             args += ["--label", f"{key}={value}"]
         proc = Proc(f"fleet{fleet_no * 100 + p}", args, str(stack.tmp / f"fleet{fleet_no}-{p}.log"))
@@ -742,6 +750,7 @@ def main() -> int:
     parser.add_argument("--jitter", type=float, default=CONNECT_JITTER, help=argparse.SUPPRESS)
     parser.add_argument("--label", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--status", help=argparse.SUPPRESS)
+    parser.add_argument("--poll-mode", choices=POLL_MODES, default="told", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker_main(args)
