@@ -8,13 +8,14 @@ RESULTS = Path(__file__).resolve().parent / "results.md"
 
 
 def spread(values: list[float | None]) -> str:
-    """``median (min-max)`` of the values measured (None: not measured), or the one value, or ``n/a``."""
-    values = [v for v in values if v is not None]
+    """``median (min-max)`` of the values measured (None: not measured), to a tenth; the value where all are the
+    same; ``n/a`` where none was measured."""
+    values = [round(v, 1) for v in values if v is not None]
     if not values:
         return "n/a"
-    if len(values) == 1:
+    if min(values) == max(values):
         return f"{values[0]:g}"
-    return f"{statistics.median(values):g} ({min(values):g}-{max(values):g})"
+    return f"{round(statistics.median(values), 1):g} ({min(values):g}-{max(values):g})"
 
 
 def percentile(samples: list[float], share: float) -> float:
