@@ -5,6 +5,7 @@ import logging
 import sys
 import tomllib
 
+from mschedule import __version__
 from mschedule.agent.identity import StateDirError, resolve_state_dir
 from mschedule.agent.runner import build_workers, run_workers
 from mschedule.transport.guard import exit_unless_pinned
@@ -50,6 +51,7 @@ def apply_config(parser, path: str) -> dict[str, str]:
 
 def parse_args(argv: list[str] | None = None):
     parser = new_parser("mschedule agent: dials the master, pulls tasks and runs them with /bin/sh.")
+    parser.add_argument("--version", action="version", version=f"mschedule-agent {__version__}")
     parser.add_argument("--master", default=env("MASTER", DEFAULT_MASTER),
                         help="master zerorpc endpoint [MSCHEDULE_MASTER]")
     parser.add_argument("--master-key", default=env("MASTER_KEY", None),

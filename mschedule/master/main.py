@@ -6,6 +6,7 @@ import os
 import sqlite3
 import sys
 
+from mschedule import __version__
 from mschedule.master import MasterKeys, MasterServer
 from mschedule.master.server import BindError, MasterSettings, ServingLoopDied
 from mschedule.master.sqlite_storage import open_storage
@@ -29,6 +30,7 @@ KEY_ACTIONS = ("list", "accept", "reject", "delete")
 
 def parse_args(argv: list[str] | None = None):
     parser = new_parser("mschedule master: keeps agents and tasks, hands tasks to agents.")
+    parser.add_argument("--version", action="version", version=f"mschedule-master {__version__}")
     parser.add_argument("--bind", default=env("BIND", DEFAULT_BIND),
                         help="agents' endpoint(s), comma separated [MSCHEDULE_BIND]")
     parser.add_argument("--admin-bind", default=env("ADMIN_BIND", DEFAULT_ADMIN_BIND),

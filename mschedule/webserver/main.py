@@ -9,6 +9,7 @@ import time
 
 from aiohttp import web
 
+from mschedule import __version__
 from mschedule.transport import TRANSPORT_ERRORS, CurveClientKeys, exit_unless_pinned
 from mschedule.utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
 from mschedule.utils.defaults import (
@@ -27,6 +28,7 @@ log = logging.getLogger("mschedule.webserver")
 
 def parse_args(argv: list[str] | None = None):
     parser = new_parser("mschedule web tier: HTTP API in front of the master.")
+    parser.add_argument("--version", action="version", version=f"mschedule-web {__version__}")
     parser.add_argument("--master", default=env("MASTER", DEFAULT_ADMIN),
                         help="the master's admin endpoint [MSCHEDULE_MASTER]")
     parser.add_argument("--master-key", default=env("MASTER_KEY", None),
