@@ -17,7 +17,7 @@ a simulated agent has none of it and costs about 36 us of CPU a second and 65 KB
 sockets' ``ZMQ_FD`` (no gevent, no zerorpc). What remains is about four context switches per call between
 the thread and zmq's I/O thread, which does the CURVE work.
 
-What each agent does, as agent/worker.py does it:
+What each agent does, as mschedule/agent/worker.py does it:
 
 - registers after a random part of the connect jitter (its socket connects then, like the real agent's lazy
   client), again after its backoff when that fails, and after a random part of the jitter when it loses the
@@ -65,8 +65,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from utils import messages  # noqa: E402
-from utils.defaults import (  # noqa: E402
+from mschedule.utils import messages  # noqa: E402
+from mschedule.utils.defaults import (  # noqa: E402
     BACKOFF_BASE,
     BACKOFF_CAP,
     CONNECT_JITTER,
@@ -74,8 +74,8 @@ from utils.defaults import (  # noqa: E402
     DEFAULT_POLL_WAIT,
     RPC_TIMEOUT,
 )
-from utils.keys import public_key_arg  # noqa: E402
-from utils.messages import AgentInfo, MessageError, ResultMessage, TaskMessage  # noqa: E402
+from mschedule.utils.keys import public_key_arg  # noqa: E402
+from mschedule.utils.messages import AgentInfo, MessageError, ResultMessage, TaskMessage  # noqa: E402
 
 if TYPE_CHECKING:
     from tests.integration.harness import Proc, Stack
@@ -85,7 +85,7 @@ log = logging.getLogger("fleet")
 PER_PROCESS = 1250
 """Simulated agents per process by default (5,000 in 4 processes, 10,000 in 8)."""
 POLL_RPC_MARGIN = 10.0
-"""Seconds a long poll's RPC timeout exceeds the poll's own wait (agent/worker.py's)."""
+"""Seconds a long poll's RPC timeout exceeds the poll's own wait (mschedule/agent/worker.py's)."""
 STOP_NOTICE_TIMEOUT = 2.0
 """Seconds a stopping fleet process waits for the master to take note of its agents' last heartbeats."""
 STATUS_EVERY = 1.0
@@ -161,7 +161,7 @@ class Loop:
 
 
 class Backoff:
-    """agent/backoff.py's rule (importing the agent package would load gevent and zerorpc here)."""
+    """mschedule/agent/backoff.py's rule (importing the agent package would load gevent and zerorpc here)."""
 
     def __init__(self, cap: float = BACKOFF_CAP) -> None:
         self.cap, self.failures = cap, 0

@@ -40,9 +40,9 @@ from bench.fleet import FleetHandle, start_fleet, usage  # noqa: E402
 from bench.report import percentile, spread, write_section  # noqa: E402
 from bench.run import ANSIBLE_VENV, cpu_seconds, rss_mb, timed_task  # noqa: E402
 from bench.storm import AdminProbe  # noqa: E402
-from master.liveness import HeartbeatPolicy  # noqa: E402
+from mschedule.master.liveness import HeartbeatPolicy  # noqa: E402
+from mschedule.utils.defaults import CONNECT_JITTER, DEFAULT_HEARTBEAT_INTERVAL  # noqa: E402
 from tests.integration.harness import Stack, wait_until  # noqa: E402
-from utils.defaults import CONNECT_JITTER, DEFAULT_HEARTBEAT_INTERVAL  # noqa: E402
 
 SIZES = (1000, 2000, 5000, 10000)
 POLICY = HeartbeatPolicy(base=DEFAULT_HEARTBEAT_INTERVAL)

@@ -14,8 +14,8 @@ import uuid
 import gevent.pool
 import zmq
 
-from transport import CurveClientKeys, close_quietly, make_client
-from utils.exceptions import KeyPending
+from mschedule.transport import CurveClientKeys, close_quietly, make_client
+from mschedule.utils.exceptions import KeyPending
 
 CONCURRENCY = 32
 

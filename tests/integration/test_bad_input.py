@@ -8,9 +8,9 @@ import pytest
 import zerorpc
 import zmq
 
+from mschedule.transport import CurveClientKeys, make_client
+from mschedule.utils.exceptions import MessageError
 from tests.integration.harness import PYTHON, ROOT, free_port
-from transport import CurveClientKeys, make_client
-from utils.exceptions import MessageError
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_a_full_disk_is_reported_and_nothing_is_lost_once_it_has_room(stack, sma
     time.sleep(1)  # housekeeping's first failure: one traceback
 
     def housekeeping_lines() -> int:
-        return sum(1 for line in master.log().splitlines() if "master.housekeeping" in line)
+        return sum(1 for line in master.log().splitlines() if "mschedule.master.housekeeping" in line)
 
     lines = housekeeping_lines()
     time.sleep(3)

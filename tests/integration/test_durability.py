@@ -206,7 +206,7 @@ def test_burst_of_tasks_polled_by_many_clients(stack):
 
 
 # ---- an operator's change that was answered survives a kill -9 right after the answer -----------------
-# The master commits a change before it answers (@commits in master/handler.py); a change only in memory
+# The master commits a change before it answers (@commits in mschedule/master/handler.py); a change only in memory
 # would be committed by the periodic flush 0.2 s later, so each test kills the master as soon as it has
 # the 200, before it looks at the answer, and then asks a restarted master.
 

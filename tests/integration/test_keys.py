@@ -13,9 +13,9 @@ import uuid
 import pytest
 import zmq
 
+from mschedule.transport import CurveClientKeys, close_quietly, make_client
+from mschedule.utils.exceptions import KeyPending, MessageError, Unauthorized
 from tests.integration.harness import AGENT_TIMEOUT, PYTHON, ROOT, Stack, scaled, wait_until
-from transport import CurveClientKeys, close_quietly, make_client
-from utils.exceptions import KeyPending, MessageError, Unauthorized
 
 pytestmark = pytest.mark.slow
 

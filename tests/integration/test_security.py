@@ -10,11 +10,11 @@ import pytest
 import zerorpc
 import zmq
 
+from mschedule.transport import CurveClientKeys, make_client
+from mschedule.utils.exceptions import Unauthorized
 from tests.integration.figures import record
 from tests.integration.harness import PYTHON, ROOT, Api, free_port, scaled, wait_until
 from tests.modes import open_paths, umask
-from transport import CurveClientKeys, make_client
-from utils.exceptions import Unauthorized
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ import logging
 import gevent
 import pytest
 
-import appserver
-from master import admission
-from master.admission import Admission, PendingFull, set_current_key
-from master.storage import KeyRecord, KeyState, Storage
+from mschedule.master import admission
+from mschedule.master import main as master_main
+from mschedule.master.admission import Admission, PendingFull, set_current_key
+from mschedule.master.storage import KeyRecord, KeyState, Storage
 
 
 def _register(adm: Admission, agent_id: str, key: str | None = None) -> KeyState:
@@ -23,7 +23,7 @@ def _refusal_lines(caplog) -> list[str]:
 
 def test_new_keys_beyond_the_cap_are_refused_and_logged_once_per_interval(monkeypatch, caplog):
     monkeypatch.setattr(admission, "PENDING_FULL_LOG_EVERY", 0.2)
-    caplog.set_level(logging.WARNING, logger="master.admission")
+    caplog.set_level(logging.WARNING, logger="mschedule.master.admission")
     adm = Admission(Storage(), b"admin", max_pending=2)
     assert [_register(adm, a) for a in ("a0", "a1")] == [KeyState.PENDING, KeyState.PENDING]
     for i in range(50):
@@ -64,21 +64,21 @@ def test_the_cap_does_not_apply_to_auto_accept_and_zero_refuses_every_new_key():
 
 
 def test_max_pending_flag_env_fallback_and_bounds(monkeypatch, capsys):
-    assert appserver.parse_args([]).max_pending == 1000
-    assert appserver.parse_args(["--max-pending", "5"]).max_pending == 5
+    assert master_main.parse_args([]).max_pending == 1000
+    assert master_main.parse_args(["--max-pending", "5"]).max_pending == 5
     monkeypatch.setenv("MSCHEDULE_MAX_PENDING", "7")
-    assert appserver.parse_args([]).max_pending == 7
+    assert master_main.parse_args([]).max_pending == 7
     with pytest.raises(SystemExit):
-        appserver.parse_args(["--max-pending", "-1"])
+        master_main.parse_args(["--max-pending", "-1"])
     assert "--max-pending must be >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        appserver.parse_args(["--help"])
+        master_main.parse_args(["--help"])
     assert "MSCHEDULE_MAX_PENDING" in capsys.readouterr().out.replace("\n", " ")
 
 
 def test_one_key_holds_one_agent_id():
     """One unaccepted key registering a thousand agent ids would fill the pending list by itself."""
-    from utils.exceptions import Unauthorized
+    from mschedule.utils.exceptions import Unauthorized
 
     adm = Admission(Storage(), b"admin-key", max_pending=1000)
     assert _register(adm, "first", key="k1") is KeyState.PENDING

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from agent.executor import Executor
+from mschedule.agent.executor import Executor
+from mschedule.utils.defaults import TIMEOUT_EXIT_CODE
 from tests.procs import alive
-from utils.defaults import TIMEOUT_EXIT_CODE
 
 
 @pytest.fixture

@@ -14,14 +14,14 @@ from collections.abc import Callable
 
 import pytest
 
-from master.admission import Admission, set_current_key
-from master.handler import AdminHandler, AgentHandler, changes_state
-from master.scheduler import Scheduler
-from master.sqlite_storage import SQLiteStorage, open_storage
-from master.storage import KeyState, Storage, TargetRecord
-from utils.messages import AgentInfo, ResultMessage
-from utils.states import State
-from utils.taskspec import TaskSpec
+from mschedule.master.admission import Admission, set_current_key
+from mschedule.master.handler import AdminHandler, AgentHandler, changes_state
+from mschedule.master.scheduler import Scheduler
+from mschedule.master.sqlite_storage import SQLiteStorage, open_storage
+from mschedule.master.storage import KeyState, Storage, TargetRecord
+from mschedule.utils.messages import AgentInfo, ResultMessage
+from mschedule.utils.states import State
+from mschedule.utils.taskspec import TaskSpec
 
 #: public methods that change nothing (each is called below and must leave nothing to commit)
 ADMIN_READS = {"get_agents", "get_result", "get_target", "get_tasks", "job_get", "job_versions", "jobs_list",

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from master.housekeeping import Housekeeper
-from master.scheduler import Scheduler
-from master.storage import Storage
-from utils.messages import AgentInfo
+from mschedule.master.housekeeping import Housekeeper
+from mschedule.master.scheduler import Scheduler
+from mschedule.master.storage import Storage
+from mschedule.utils.messages import AgentInfo
 
 
 class Clocks:
@@ -98,7 +98,7 @@ def test_heartbeats_keep_agents_online_through_it_all(world):
 def test_a_large_fleet_gets_the_time_to_come_back(world):
     """3,000 agents reconnecting to a restarted master need longer than one agent timeout to all get through
     (bench/storm.py); the grace grows by a second per REGISTRATIONS_PER_SECOND online agents."""
-    from master.scheduler import REGISTRATIONS_PER_SECOND
+    from mschedule.master.scheduler import REGISTRATIONS_PER_SECOND
 
     clocks, scheduler, keeper = world
     for i in range(2000):

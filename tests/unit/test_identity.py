@@ -3,8 +3,8 @@ import stat
 
 import pytest
 
-from agent import identity
-from agent.runner import instance_hostname, instance_state_dir
+from mschedule.agent import identity
+from mschedule.agent.runner import instance_hostname, instance_state_dir
 from tests.modes import open_paths
 
 

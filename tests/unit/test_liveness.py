@@ -1,12 +1,12 @@
-"""The heartbeat interval rule (master/liveness.py) and the scheduler's use of it."""
+"""The heartbeat interval rule (mschedule/master/liveness.py) and the scheduler's use of it."""
 from __future__ import annotations
 
 import pytest
 
-from master.liveness import JITTER, HeartbeatPolicy
-from master.scheduler import Scheduler
-from master.storage import Storage
-from utils.messages import AgentInfo, Heartbeat
+from mschedule.master.liveness import JITTER, HeartbeatPolicy
+from mschedule.master.scheduler import Scheduler
+from mschedule.master.storage import Storage
+from mschedule.utils.messages import AgentInfo, Heartbeat
 
 POLICY = HeartbeatPolicy(base=3.0, max_rate=500.0, agent_timeout=10.0, poll_base=20.0)
 

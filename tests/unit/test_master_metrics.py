@@ -1,5 +1,5 @@
-"""The master's metrics (master/metrics.py, docs/metrics.md): the collectors that read state at scrape time, and
-the event metrics the scheduler, the handler and the SQLite storage move, each read back through a registry as
+"""The master's metrics (mschedule/master/metrics.py, docs/metrics.md): the collectors that read state at scrape time,
+and the event metrics the scheduler, the handler and the SQLite storage move, each read back through a registry as
 Prometheus would."""
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from master.admission import Admission, set_current_key
-from master.handler import AdminHandler, AgentHandler
-from master.metrics import MasterMetrics, StateCollector
-from master.scheduler import Scheduler
-from master.sqlite_storage import SQLiteStorage
-from master.storage import AgentRecord, KeyState, Storage
-from transport.metrics import TransportCollector
-from transport.stats import DROP_REASONS, TransportStats
-from utils.messages import AgentInfo, ResultMessage, heartbeat_message, register_message
-from utils.states import State
-from utils.taskspec import TaskSpec
+from mschedule.master.admission import Admission, set_current_key
+from mschedule.master.handler import AdminHandler, AgentHandler
+from mschedule.master.metrics import MasterMetrics, StateCollector
+from mschedule.master.scheduler import Scheduler
+from mschedule.master.sqlite_storage import SQLiteStorage
+from mschedule.master.storage import AgentRecord, KeyState, Storage
+from mschedule.transport.metrics import TransportCollector
+from mschedule.transport.stats import DROP_REASONS, TransportStats
+from mschedule.utils.messages import AgentInfo, ResultMessage, heartbeat_message, register_message
+from mschedule.utils.states import State
+from mschedule.utils.taskspec import TaskSpec
 
 
 class Clock:

@@ -7,8 +7,8 @@ import tempfile
 import gevent
 import pytest
 
-from master.server import MasterServer, MasterSettings, ServingLoopDied, _local_endpoint
-from transport import make_client
+from mschedule.master.server import MasterServer, MasterSettings, ServingLoopDied, _local_endpoint
+from mschedule.transport import make_client
 
 
 def _ipc() -> str:

@@ -1,8 +1,8 @@
 import msgpack
 import pytest
 
-from utils.exceptions import MessageError, ValidationError
-from utils.messages import (
+from mschedule.utils.exceptions import MessageError, ValidationError
+from mschedule.utils.messages import (
     AgentInfo,
     Heartbeat,
     ResultMessage,
@@ -12,8 +12,8 @@ from utils.messages import (
     register_message,
     split_message,
 )
-from utils.states import State
-from utils.taskspec import TaskSpec
+from mschedule.utils.states import State
+from mschedule.utils.taskspec import TaskSpec
 
 
 def test_register_and_heartbeat_round_trip():

@@ -1,6 +1,6 @@
 """/openapi.json stays true to the routes the web tier really serves."""
-from webserver import MasterBridge, build_app
-from webserver.openapi import OPENAPI
+from mschedule.webserver import MasterBridge, build_app
+from mschedule.webserver.openapi import OPENAPI
 
 
 def served_routes():
@@ -43,7 +43,7 @@ def test_path_parameters_are_declared():
 
 
 def test_task_request_fields_match_validation():
-    from utils.taskspec import TASK_FIELDS
+    from mschedule.utils.taskspec import TASK_FIELDS
 
     assert set(OPENAPI["components"]["schemas"]["TaskRequest"]["properties"]) == set(TASK_FIELDS)
 

@@ -1,5 +1,5 @@
-"""Cutting a task's outputs to their last bytes for a refreshing page (master.handler.output_tail)."""
-from master.handler import output_tail
+"""Cutting a task's outputs to their last bytes for a refreshing page (mschedule.master.handler.output_tail)."""
+from mschedule.master.handler import output_tail
 
 
 def test_short_output_and_no_limit_are_whole():

@@ -6,12 +6,12 @@ import gevent
 import gevent.event
 import pytest
 
-from master.scheduler import Scheduler
-from master.storage import Storage
-from utils.exceptions import NotFound, ValidationError
-from utils.messages import AgentInfo, ResultMessage
-from utils.states import State
-from utils.taskspec import TaskSpec
+from mschedule.master.scheduler import Scheduler
+from mschedule.master.storage import Storage
+from mschedule.utils.exceptions import NotFound, ValidationError
+from mschedule.utils.messages import AgentInfo, ResultMessage
+from mschedule.utils.states import State
+from mschedule.utils.taskspec import TaskSpec
 
 
 class Clock:
@@ -359,7 +359,7 @@ def test_cancel_stops_waiting_and_marks_running_cancelled(sched):
 
 
 def test_cancel_finished_task_is_a_conflict(sched):
-    from utils.exceptions import Conflict
+    from mschedule.utils.exceptions import Conflict
 
     ids = add_agents(sched, 1)
     task = submit(sched, ids)

@@ -1,8 +1,8 @@
 import os
 
-from agent.spool import INTERRUPTED_CODE, Spool
+from mschedule.agent.spool import INTERRUPTED_CODE, Spool
+from mschedule.utils.messages import ResultMessage
 from tests.modes import open_paths
-from utils.messages import ResultMessage
 
 
 def test_results_kept_until_removed_in_order(tmp_path):

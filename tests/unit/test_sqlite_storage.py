@@ -3,13 +3,13 @@ import os
 
 import pytest
 
-from master.scheduler import Scheduler
-from master.sqlite_storage import SQLiteStorage, open_storage
-from master.storage import Storage
+from mschedule.master.scheduler import Scheduler
+from mschedule.master.sqlite_storage import SQLiteStorage, open_storage
+from mschedule.master.storage import Storage
+from mschedule.utils.messages import AgentInfo, ResultMessage
+from mschedule.utils.states import State
+from mschedule.utils.taskspec import TaskSpec
 from tests.modes import open_paths
-from utils.messages import AgentInfo, ResultMessage
-from utils.states import State
-from utils.taskspec import TaskSpec
 
 
 class Clock:

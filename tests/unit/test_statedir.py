@@ -2,9 +2,9 @@
 import logging
 import os
 
+from mschedule.utils import statedir
+from mschedule.utils.keys import load_or_create_keypair
 from tests.modes import mode, open_paths
-from utils import statedir
-from utils.keys import load_or_create_keypair
 
 
 def test_new_state_dir_is_private(tmp_path, permissive_umask):
@@ -16,7 +16,7 @@ def test_open_state_dir_is_tightened_with_one_warning(tmp_path, caplog):
     state = tmp_path / "state"
     state.mkdir(mode=0o755)
     os.chmod(state, 0o755)
-    with caplog.at_level(logging.WARNING, logger="utils.statedir"):
+    with caplog.at_level(logging.WARNING, logger="mschedule.utils.statedir"):
         statedir.resolve_state_dir(str(state))
         statedir.resolve_state_dir(str(state))  # already private: nothing more to say
     assert mode(state) == "0o700"

@@ -1,14 +1,14 @@
 """Every numeric field of a request has a range, every string is UTF-8 text; the error names the field."""
 import pytest
 
-from master.handler import AdminHandler
-from master.jobs import Jobs
-from master.scheduler import Scheduler
-from master.storage import Storage
-from utils.defaults import MAX_TASK_LIST, MAX_TIMEOUT
-from utils.exceptions import NotFound, ValidationError
-from utils.messages import AgentInfo
-from utils.taskspec import TaskSpec
+from mschedule.master.handler import AdminHandler
+from mschedule.master.jobs import Jobs
+from mschedule.master.scheduler import Scheduler
+from mschedule.master.storage import Storage
+from mschedule.utils.defaults import MAX_TASK_LIST, MAX_TIMEOUT
+from mschedule.utils.exceptions import NotFound, ValidationError
+from mschedule.utils.messages import AgentInfo
+from mschedule.utils.taskspec import TaskSpec
 
 NAN, INF = float("nan"), float("inf")
 LONE = "\ud800"

@@ -1,4 +1,4 @@
-"""Contract tests of every patch transport/ makes to zerorpc's internals, against real zerorpc peers on a
+"""Contract tests of every patch mschedule/transport/ makes to zerorpc's internals, against real zerorpc peers on a
 random ipc endpoint, in zerorpc's own test style (a server run in a greenlet of the test)."""
 from __future__ import annotations
 
@@ -18,14 +18,21 @@ from zerorpc import gevent_zmq
 from zerorpc.channel import Channel, ChannelMultiplexer
 from zerorpc.events import Event, Events
 
-from transport import PINNED_ZERORPC, MasterLink, RpcServer, SafeClient, TransportVersionError, require_pinned_zerorpc
-from transport import supervise as supervise_module
-from transport.errors import FIELD_HEADER, REMOTE_ERRORS, RemoteError
-from transport.events import USER_HEADER, parse
-from transport.metrics import RPC_CALLS, RPC_ERRORS, UNKNOWN_METHOD
-from transport.stats import TransportStats
-from transport.supervise import LoopGaveUp, supervise
-from utils.exceptions import ERRORS, MScheduleError, NotFound, Unauthorized, ValidationError
+from mschedule.transport import (
+    PINNED_ZERORPC,
+    MasterLink,
+    RpcServer,
+    SafeClient,
+    TransportVersionError,
+    require_pinned_zerorpc,
+)
+from mschedule.transport import supervise as supervise_module
+from mschedule.transport.errors import FIELD_HEADER, REMOTE_ERRORS, RemoteError
+from mschedule.transport.events import USER_HEADER, parse
+from mschedule.transport.metrics import RPC_CALLS, RPC_ERRORS, UNKNOWN_METHOD
+from mschedule.transport.stats import TransportStats
+from mschedule.transport.supervise import LoopGaveUp, supervise
+from mschedule.utils.exceptions import ERRORS, MScheduleError, NotFound, Unauthorized, ValidationError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -484,7 +491,7 @@ def test_a_caller_may_hold_only_so_many_calls():
 def test_refused_calls_do_not_flood_the_log(served, caplog):
     """Any key can send refused calls in a loop; each kind of refusal is one line per 10 s."""
     server, client, _, _ = served
-    with caplog.at_level("INFO", logger="transport.server"):
+    with caplog.at_level("INFO", logger="mschedule.transport.server"):
         for _ in range(200):
             with pytest.raises(zerorpc.RemoteError):
                 client("no_such_method")

@@ -1,7 +1,7 @@
-"""master/waiters.py: an Event per key only while someone waits on it."""
+"""mschedule/master/waiters.py: an Event per key only while someone waits on it."""
 import gevent
 
-from master.waiters import Waiters
+from mschedule.master.waiters import Waiters
 
 
 def test_release_wakes_every_waiter_of_the_key_and_forgets_it():

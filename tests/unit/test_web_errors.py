@@ -1,5 +1,5 @@
 """Every error the web tier answers is ``{"error": message, "field": field-or-null}``, with the status of the
-master error's class (utils.exceptions.ERRORS); against the real app, with a bridge that answers what a test
+master error's class (mschedule.utils.exceptions.ERRORS); against the real app, with a bridge that answers what a test
 tells it to."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import asyncio
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from transport import remote_error
-from utils.exceptions import ERRORS
-from webserver import build_app
+from mschedule.transport import remote_error
+from mschedule.utils.exceptions import ERRORS
+from mschedule.webserver import build_app
 
 
 class FakeBridge:

@@ -1,5 +1,6 @@
-"""The web tier's metrics (webserver/metrics.py) and GET /metrics, against the real app with a bridge that answers
-what a test tells it to: request latency by canonical route and status, the master's text after the web tier's."""
+"""The web tier's metrics (mschedule/webserver/metrics.py) and GET /metrics, against the real app with a bridge that
+answers what a test tells it to: request latency by canonical route and status, the master's text after the web
+tier's."""
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +9,8 @@ import zerorpc
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from transport import remote_error
-from webserver import build_app
+from mschedule.transport import remote_error
+from mschedule.webserver import build_app
 
 MASTER_TEXT = ("# HELP mschedule_master_tasks tasks kept by the master, by state\n"
                "# TYPE mschedule_master_tasks gauge\n"

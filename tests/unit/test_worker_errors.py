@@ -1,4 +1,4 @@
-"""How the agent takes the master's typed refusals (transport.errors): a pending key is logged once and asked
+"""How the agent takes the master's typed refusals (mschedule.transport.errors): a pending key is logged once and asked
 again with backoff; a refused result is dropped, never resent; a master that forgot the agent is told again
 at once. A fake link raises what the master's endpoint would."""
 from __future__ import annotations
@@ -8,10 +8,10 @@ import logging
 import pytest
 import zerorpc
 
-from agent.backoff import Backoff
-from agent.worker import AgentWorker
-from transport import remote_error
-from utils.messages import ResultMessage
+from mschedule.agent.backoff import Backoff
+from mschedule.agent.worker import AgentWorker
+from mschedule.transport import remote_error
+from mschedule.utils.messages import ResultMessage
 
 
 class FakeLink:
@@ -40,10 +40,10 @@ def failed_steps(worker: AgentWorker, count: int) -> list[float]:
 def test_a_pending_key_is_logged_once_and_asked_again_with_backoff(caplog):
     link = FakeLink(remote_error("KeyPending", "agent a1: key pending acceptance by an operator"))
     worker = AgentWorker("a1", "h", link)
-    with caplog.at_level(logging.INFO, logger="agent.worker"):
+    with caplog.at_level(logging.INFO, logger="mschedule.agent.worker"):
         delays = failed_steps(worker, 4)
     assert link.calls == ["send"] * 4 and all(d > 0 for d in delays) and delays[-1] > delays[0]
-    lines = [r for r in caplog.records if r.name == "agent.worker"]
+    lines = [r for r in caplog.records if r.name == "mschedule.agent.worker"]
     assert [r.levelno for r in lines] == [logging.WARNING], [r.getMessage() for r in lines]
     assert "key pending acceptance" in lines[0].getMessage() and "keys accept a1" in lines[0].getMessage()
 
@@ -52,7 +52,7 @@ def test_a_pending_key_is_logged_once_and_asked_again_with_backoff(caplog):
 def test_a_refused_result_is_dropped_and_logged(caplog, name):
     worker = AgentWorker("a1", "h", FakeLink(remote_error(name, "payload.code: expected int", None, "payload.code")))
     worker._keep(ResultMessage(id="t1", agent_id="a1", code=0))
-    with caplog.at_level(logging.ERROR, logger="agent.worker"):
+    with caplog.at_level(logging.ERROR, logger="mschedule.agent.worker"):
         worker._deliver_results()
     assert worker._unsent == []
     assert any("task t1 result dropped" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,528 @@
+"""The master's RPC surface, as two objects served on two endpoints.
+
+:class:`AgentHandler` (the agents' endpoint) has only what an agent needs: ``send`` (register, heartbeat,
+result), ``get_task`` and ``ping``, each for the caller's own agent id. :class:`AdminHandler` (the admin
+endpoint, loopback by default, for the web tier and the ``keys`` command) creates and reads tasks and
+manages agent keys. Method names keep the design's. A bad message or call gets a typed error answer
+(:mod:`mschedule.transport.errors`: ``MessageError``, ``ValidationError``, ``Unauthorized``, ``KeyPending``, ...) with
+the field it is about, and a log line; it never reaches the state.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from mschedule.master import metrics
+from mschedule.master.admission import Admission, Unauthorized
+from mschedule.master.jobs import Jobs
+from mschedule.master.metrics import MasterMetrics
+from mschedule.master.scheduler import Scheduler
+from mschedule.master.storage import KeyState, TargetRecord, TaskRecord
+from mschedule.utils import messages
+from mschedule.utils.defaults import (
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MAX_SCRIPT_BYTES,
+    DEFAULT_MAX_TARGETS,
+    DEFAULT_TASK_LIST,
+    MAX_POLL_WAIT,
+    MAX_RESULT_WAIT,
+    MAX_TASK_LIST,
+    MAX_TIME,
+)
+from mschedule.utils.exceptions import KeyPending, MessageError, NotDurable, NotFound, ValidationError
+from mschedule.utils.messages import AgentInfo, ResultMessage, TaskMessage
+from mschedule.utils.selectors import validate_selector
+from mschedule.utils.states import State
+from mschedule.utils.taskspec import TaskSpec
+from mschedule.utils.validate import describe, integer, number, utf8
+
+log = logging.getLogger(__name__)
+
+MAX_BULK_KEYS = 10000
+"""Most agent ids one keys_decide_many / keys_delete_many call takes."""
+
+_COMMITS = "_commits"
+
+
+def commits(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a handler method as one that changes state, and commit what it changed before it answers.
+
+    The commit (``storage.flush()``: everything saved so far) runs after the method returns and before
+    zerorpc sends its answer, so whatever a caller was told happened survives a kill -9 of the master. It is
+    one decorator rather than a ``flush()`` at the end of each method because a method that forgets its
+    flush works in every test until the master crashes; a method with this mark cannot forget, and
+    tests/unit/test_handler_durability.py fails on any public method that is neither marked nor declared
+    read-only. A method that raises is not committed here (its error acknowledges nothing); the periodic
+    commit catches up with anything it changed before the error.
+    """
+    @functools.wraps(method)
+    def committed(self, *args: Any, **kwargs: Any) -> Any:
+        answer = method(self, *args, **kwargs)
+        try:
+            self._storage.flush()
+        except sqlite3.Error as exc:  # the caller must not take a change for refused, nor for durable
+            raise NotDurable(f"the change was made but could not be committed ({exc}); it will be when the "
+                             "master's disk has room, and is lost if the master stops first: check its state "
+                             "before retrying") from exc
+        return answer
+
+    setattr(committed, _COMMITS, True)
+    return committed
+
+
+def changes_state(method: Callable[..., Any]) -> bool:
+    """Whether ``method`` carries the :func:`commits` mark."""
+    return getattr(method, _COMMITS, False)
+
+
+def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValidationError(f"{name}: expected a number of seconds", field=name)
+    return max(0.0, min(float(value), cap))
+
+
+def _result_wait(value: Any) -> float:
+    """``wait`` of a ``get_result``: 0 to MAX_RESULT_WAIT seconds."""
+    return float(number(value, "wait", 0, int(MAX_RESULT_WAIT), default=0, hint="seconds"))
+
+
+def output_tail(output: bytes, limit: int | None) -> bytes:
+    """The last ``limit`` bytes of ``output`` (all of it for None), not starting inside a UTF-8 character."""
+    if limit is None or len(output) <= limit:
+        return output
+    tail = output[len(output) - limit:]
+    start = 0
+    while start < min(3, len(tail)) and 0x80 <= tail[start] <= 0xBF:
+        start += 1
+    return tail[start:]
+
+
+class AgentHandler:
+    """zerorpc methods for agents. Public methods are exposed; helpers start with ``_``.
+
+    With ``admission`` (CURVE on), every call must come from the agent it names, with an accepted key.
+    """
+
+    def __init__(self, scheduler: Scheduler, admission: Admission | None = None) -> None:
+        self._scheduler = scheduler
+        self._storage = scheduler.storage
+        self._admission = admission
+        #: id of this master process, in every answer to an agent: a new one tells agents the master
+        #: restarted, and that a long poll they sent before it will never be answered
+        self.boot = uuid.uuid4().hex
+
+    def send(self, msg: Any) -> dict:
+        """Take an agent message: ``register``, ``heartbeat`` or ``result``; answer ``{"ok": True, ...}``.
+
+        A message that is not taken raises, and the agent gets the typed error (README, Messages):
+        MessageError (malformed, with its field), Unauthorized (key rejected, another agent's id, no room for
+        a new key: the master's PendingFull), KeyPending (the key waits for an operator's decision).
+        The RPC server logs each at its class's level (a pending key or a full pending list: not per call).
+        """
+        kind, payload = messages.split_message(msg)
+        if kind in (messages.REGISTER, messages.HEARTBEAT):
+            metrics.heartbeat_received(kind)
+        if kind == messages.REGISTER:
+            return self._register(AgentInfo.from_payload(payload))
+        if kind == messages.HEARTBEAT:
+            return self._heartbeat(messages.Heartbeat.from_payload(payload))
+        if kind == messages.RESULT:
+            return self._result(ResultMessage.from_payload(payload))
+        raise MessageError(f"type: unknown message type {kind!r}", field="type")
+
+    def _register(self, info: AgentInfo) -> dict:
+        if self._admission is not None:
+            self._require_accepted(info.id, self._admission.on_register(info.id, info.hostname, info.ip))
+        known = self._scheduler.agent_seen(info)
+        return self._pace(info.id, {"ok": True, "known": known, "master": self.boot})
+
+    def _heartbeat(self, beat: messages.Heartbeat) -> dict:
+        if self._admission is not None:
+            state = self._admission.on_heartbeat(beat.id)
+            if state is None:  # no key on record (deleted by an operator): registering records it
+                return self._pace(beat.id, {"ok": True, "known": False, "master": self.boot})
+            self._require_accepted(beat.id, state)
+        known = self._scheduler.agent_heartbeat(beat)
+        return self._pace(beat.id, {"ok": True, "known": known, "master": self.boot})
+
+    @staticmethod
+    def _require_accepted(agent_id: str, state: KeyState) -> None:
+        if state is KeyState.REJECTED:
+            raise Unauthorized(f"agent {agent_id}: key rejected")
+        if state is KeyState.PENDING:
+            raise KeyPending(f"agent {agent_id}: key pending acceptance by an operator")
+
+    def _pace(self, agent_id: str, answer: dict) -> dict:
+        """Add the heartbeat interval and long-poll wait this agent is to use (mschedule/master/liveness.py)."""
+        interval, poll = self._scheduler.pace(agent_id)
+        answer["interval"], answer["poll"] = interval, poll
+        return answer
+
+    @commits
+    def _result(self, result: ResultMessage) -> dict:
+        """Apply a result; the agent deletes it from its spool on this ack, so the ack waits for the commit.
+
+        Registrations and heartbeats, the rest of ``send``, are not committed before their answer.
+        """
+        if self._admission is not None:
+            self._admission.check_agent(result.agent_id)
+        applied = self._scheduler.apply_result(result)
+        return {"ok": True, "applied": applied, "master": self.boot}
+
+    @commits
+    def get_task(self, agent_id: Any, wait: Any = 0, session: Any = None) -> dict | None:
+        """Long poll: the agent's next task message as soon as there is one, or None after ``wait``.
+
+        ``session`` (optional) is the polling process's session id; a poll of a process that is no
+        longer the agent's current one gets nothing. The dispatch is committed before the agent hears of it
+        (``@commits``), so a restarted master knows the target runs.
+        """
+        if not isinstance(agent_id, str) or not agent_id:
+            raise ValidationError("agent_id: expected a non-empty string", field="agent_id")
+        if session is not None and not isinstance(session, str):
+            raise ValidationError("session: expected a string", field="session")
+        if self._admission is not None:
+            self._admission.check_agent(agent_id)
+        task = self._scheduler.wait_task(agent_id, _wait_seconds(wait, MAX_POLL_WAIT), session)
+        if task is None:
+            return None
+        if self._admission is not None:
+            self._admission.check_agent(agent_id)  # rejected while it waited: reveal nothing
+        return TaskMessage(id=task.id, script=task.script, timeout=task.timeout, parallel=task.parallel,
+                           fail_rate=task.fail_rate, fail_count=task.fail_count).to_message()
+
+    def watch_cancel(self, agent_id: Any, task_id: Any, wait: Any = 0) -> bool:
+        """Long poll of an agent while it runs ``task_id``: True as soon as the task is cancelled."""
+        if not isinstance(agent_id, str) or not isinstance(task_id, str):
+            raise ValidationError("agent_id, task_id: expected strings",
+                                  field="agent_id" if not isinstance(agent_id, str) else "task_id")
+        if self._admission is not None:
+            self._admission.check_agent(agent_id)
+        task = self._storage.get_task(task_id)
+        if task is None or agent_id not in task.targets:
+            raise ValidationError(f"task {task_id}: agent {agent_id} is not one of its targets", field="task_id")
+        return self._scheduler.watch_cancel(task_id, _wait_seconds(wait, MAX_POLL_WAIT))
+
+    def ping(self) -> dict:
+        return {"ok": True, "master": self.boot}
+
+
+class AdminHandler:
+    """zerorpc methods for the web tier and the ``keys`` command.
+
+    Every method that changes state is marked :func:`commits`: its answer leaves only after its commit.
+    """
+
+    def __init__(self, scheduler: Scheduler, admission: Admission | None = None,
+                 max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, max_targets: int = DEFAULT_MAX_TARGETS,
+                 health: Callable[[], dict] | None = None, metrics: Callable[[], str] | None = None) -> None:
+        self._scheduler = scheduler
+        self._health = health
+        #: the text of the master's metrics (the server's registry, which has its endpoints too)
+        self._metrics_text = metrics or MasterMetrics(scheduler.storage, admission).text
+        self._storage = scheduler.storage
+        self._admission = admission
+        self._max_script_bytes = max_script_bytes
+        self._max_result_bytes = max_result_bytes
+        self._max_targets = max_targets
+        self._jobs = Jobs(self._storage, max_script_bytes, max_targets)
+
+    @commits
+    def add_task(self, task: Any) -> str:
+        """Create a task from the HTTP body as it came: ``{script (text), targets, selector, timeout, ...}``.
+
+        The master is the one place that validates it (TaskSpec); the web tier only parses JSON.
+        """
+        spec = TaskSpec.from_request(task, max_script_bytes=self._max_script_bytes, max_targets=self._max_targets)
+        if self._admission is not None:
+            keys, agents = self._storage.keys, self._storage.agents
+            refused = [a for a in spec.targets
+                       if a in agents and a in keys and keys[a].state is not KeyState.ACCEPTED]
+            if refused:
+                raise ValidationError(f"targets: agent {refused[0]} has no accepted key", field="targets")
+        return self._scheduler.submit(spec).id
+
+    @commits
+    def cancel_task(self, task_id: Any) -> dict:
+        """Cancel a task (see Scheduler.cancel); answers its summary."""
+        if not isinstance(task_id, str) or not task_id:
+            raise ValidationError("task_id: expected a non-empty string", field="task_id")
+        return self._scheduler.cancel(task_id).summary()
+
+    def get_agents(self) -> dict:
+        return {agent_id: agent.to_dict() for agent_id, agent in self._storage.agents.items()}
+
+    def get_result(self, query: Any) -> dict:
+        """One task in full: ``{"task_id": ..., "wait": seconds, "output_limit": bytes}`` (or the bare id).
+
+        ``output_limit`` keeps only the last bytes of each output: a page that refreshes a task of a thousand
+        hosts must not make the master encode a gigabyte of output each time. Whatever the limit, outputs that
+        together pass ``max_result_bytes`` each keep an equal share of it, their tail. The answer's
+        ``output_limit`` says which limit applied (None: whole outputs).
+        """
+        if isinstance(query, str):
+            query = {"task_id": query}
+        if not isinstance(query, dict):
+            raise ValidationError("body: expected an object with task_id", field="body")
+        if not isinstance(query.get("task_id"), str) or not query["task_id"]:
+            raise ValidationError("task_id: missing or not a string", field="task_id")
+        wait = _result_wait(query.get("wait"))
+        limit = integer(query.get("output_limit"), "output_limit", 0, self._max_result_bytes, default=None,
+                        hint="bytes")
+        task = self._scheduler.wait_finished(query["task_id"], wait)
+        cap = self._max_result_bytes if limit is None else limit  # any one output adds at most this
+        if sum(min(len(t.output), cap) for t in task.targets.values()) > self._max_result_bytes:
+            share = self._max_result_bytes // len(task.targets)
+            limit = share if limit is None else min(limit, share)
+        detail = self._task_detail(task, limit)
+        detail["output_limit"] = limit
+        return detail
+
+    def get_target(self, task_id: Any, agent_id: Any) -> dict:
+        """One target of one task, with its whole output."""
+        if not isinstance(task_id, str) or not isinstance(agent_id, str):
+            raise ValidationError("task_id, agent_id: expected strings",
+                                  field="task_id" if not isinstance(task_id, str) else "agent_id")
+        task = self._storage.tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found", field="task_id")
+        target = task.targets.get(agent_id)
+        if target is None:
+            raise NotFound(f"task {task_id} has no target {agent_id}", field="agent_id")
+        return {"task_id": task_id, "agent_id": agent_id, **self._target_entry(agent_id, target, None)}
+
+    def get_tasks(self, limit: Any = None, filters: Any = None) -> list[dict]:
+        """Summaries of the newest tasks, newest first; ``filters``: state, job, agent, before (created time).
+
+        ``limit``: 1 to MAX_TASK_LIST, DEFAULT_TASK_LIST for None.
+        """
+        limit = integer(limit, "limit", 1, MAX_TASK_LIST, default=DEFAULT_TASK_LIST)
+        filters = filters or {}
+        if not isinstance(filters, dict):
+            raise ValidationError("filters: expected an object", field="filters")
+        state, job, agent, before = (filters.get(k) for k in ("state", "job", "agent", "before"))
+        if state is not None and state not in {s.value for s in State}:
+            raise ValidationError(f"state: expected one of {', '.join(s.value for s in State)}", field="state")
+        for name, value in (("job", job), ("agent", agent)):
+            if value is not None and not isinstance(value, str):
+                raise ValidationError(f"{name}: expected a string, got {describe(value)}", field=name)
+        before = number(before, "before", 0, MAX_TIME, default=None, hint="a created time, Unix seconds")
+        out = []
+        for task in reversed(self._storage.tasks.values()):
+            if len(out) >= limit:
+                break
+            if ((state and task.state != state) or (job and task.job != job) or (agent and agent not in task.targets)
+                    or (before is not None and task.created >= before)):
+                continue
+            out.append(task.summary())
+        return out
+
+    # ---- jobs -------------------------------------------------------------------------------
+    @commits
+    def job_save(self, name: Any, body: Any) -> dict:
+        return self._jobs.save(name, body)
+
+    def job_get(self, name: Any, version: Any = None) -> dict:
+        return self._jobs.get(name, version)
+
+    def job_versions(self, name: Any) -> list[dict]:
+        return self._jobs.versions(name)
+
+    def jobs_list(self) -> list[dict]:
+        return self._jobs.list()
+
+    def job_diff(self, name: Any, old: Any, new: Any) -> dict:
+        return self._jobs.diff(name, old, new)
+
+    @commits
+    def job_rollback(self, name: Any, version: Any) -> dict:
+        return self._jobs.rollback(name, version)
+
+    @commits
+    def job_run(self, name: Any, body: Any = None) -> dict:
+        spec, version = self._jobs.spec_for_run(name, body)
+        task = self._scheduler.submit(spec)
+        task.job, task.job_version = name, version
+        self._storage.save_task(task)
+        return {"task_id": task.id, "job": name, "version": version}
+
+    def ping(self) -> dict:
+        """The master's state in brief; with ``endpoints`` (each endpoint's health, from a real round trip,
+        and its transport counters) when the server provides them."""
+        agents = self._storage.agents.values()
+        answer = {"ok": True, "agents": len(self._storage.agents),
+                  "online": sum(1 for a in agents if a.online), "tasks": len(self._storage.tasks),
+                  "secure": self._admission is not None}
+        if self._health is not None:
+            answer["endpoints"] = self._health()
+            answer["ok"] = all(e["ok"] for e in answer["endpoints"].values())
+        return answer
+
+    def metrics(self) -> str:
+        """The master's Prometheus metrics in the text exposition format (docs/metrics.md): the web tier's
+        ``GET /metrics`` serves them after its own, behind its token."""
+        return self._metrics_text()
+
+    # ---- groups -----------------------------------------------------------------------------
+    @commits
+    def group_put(self, name: Any, body: Any) -> dict:
+        """Create or replace a group: ``{"selector": {...}}`` and/or ``{"targets": [ids]}``."""
+        name = self._group_name(name)
+        if not isinstance(body, dict):
+            raise ValidationError("body: expected an object with selector and/or targets", field="body")
+        unknown = sorted(set(body) - {"selector", "targets"})
+        if unknown:
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: selector, targets)", field=unknown[0])
+        selector = validate_selector(body.get("selector"), allow_group=False)
+        targets = body.get("targets") or []
+        if not isinstance(targets, list) or not all(isinstance(a, str) and a for a in targets):
+            raise ValidationError("targets: expected an array of agent ids", field="targets")
+        if len(targets) > self._max_targets:
+            raise ValidationError(f"targets: {len(targets)} agents, more than the limit of {self._max_targets}",
+                                  field="targets")
+        unknown_ids = [a for a in targets if a not in self._storage.agents]
+        if unknown_ids:
+            raise ValidationError(f"targets: unknown agent id {unknown_ids[0]!r}", field="targets")
+        if selector is None and not targets:
+            raise ValidationError("body: give a selector, targets, or both", field="body")
+        self._storage.save_group(name, {"selector": selector, "targets": list(dict.fromkeys(targets))})
+        return self.group_get(name)
+
+    def group_get(self, name: Any) -> dict:
+        name = self._group_name(name)
+        body = self._storage.groups.get(name)
+        if body is None:
+            raise NotFound(f"group {name!r} not found", field="name")
+        return {"name": name, **body, "members": self._scheduler.group_members(name)}
+
+    def groups_list(self) -> list[dict]:
+        return [{"name": name, **body} for name, body in sorted(self._storage.groups.items())]
+
+    @commits
+    def group_delete(self, name: Any) -> dict:
+        name = self._group_name(name)
+        if name not in self._storage.groups:
+            raise NotFound(f"group {name!r} not found", field="name")
+        self._storage.delete_group(name)
+        return {"name": name, "deleted": True}
+
+    @staticmethod
+    def _group_name(value: Any) -> str:
+        if not isinstance(value, str) or not value or len(value) > 128:
+            raise ValidationError("name: expected a group name of 1 to 128 characters", field="name")
+        return utf8(value, "name")
+
+    # ---- agent keys -------------------------------------------------------------------------
+    def keys_list(self) -> list[dict]:
+        return self._keys().list()
+
+    @commits
+    def keys_accept(self, agent_id: Any) -> dict:
+        return self._decide(self._agent_id(agent_id), KeyState.ACCEPTED)
+
+    @commits
+    def keys_reject(self, agent_id: Any) -> dict:
+        return self._decide(self._agent_id(agent_id), KeyState.REJECTED)
+
+    @commits
+    def keys_delete(self, agent_id: Any) -> dict:
+        return self._delete_key(self._agent_id(agent_id))
+
+    @commits
+    def keys_decide_many(self, verdict: Any, body: Any) -> dict:
+        """Accept or reject several keys in one call and one commit: after a flood, or a rack enrolled at once.
+
+        ``verdict`` is ``"accept"`` or ``"reject"``; ``body`` is ``{"agent_ids": [...]}`` or
+        ``{"all_pending": true}``. Every id gets its own result (an unknown one fails alone).
+        """
+        state = {"accept": KeyState.ACCEPTED, "reject": KeyState.REJECTED}.get(verdict)
+        if state is None:
+            raise ValidationError("verdict: expected accept or reject", field="verdict")
+        return self._keys_many(body, lambda agent_id: {"state": self._decide(agent_id, state)["state"]},
+                               all_pending=True)
+
+    @commits
+    def keys_delete_many(self, body: Any) -> dict:
+        """Forget several keys in one call and one commit; ``body`` is ``{"agent_ids": [...]}``."""
+        return self._keys_many(body, lambda agent_id: {"deleted": self._delete_key(agent_id)["deleted"]},
+                               all_pending=False)
+
+    def _keys_many(self, body: Any, action: Callable[[str], dict], all_pending: bool) -> dict:
+        agent_ids = self._bulk_ids(body, all_pending)
+        results = []
+        for agent_id in agent_ids:
+            try:
+                results.append({"agent_id": agent_id, "ok": True, **action(agent_id)})
+            except NotFound as exc:
+                results.append({"agent_id": agent_id, "ok": False, "error": str(exc)})
+        done = sum(1 for r in results if r["ok"])
+        return {"done": done, "failed": len(results) - done, "results": results}
+
+    def _bulk_ids(self, body: Any, all_pending: bool) -> list[str]:
+        allowed = ("agent_ids", "all_pending") if all_pending else ("agent_ids",)
+        if not isinstance(body, dict):
+            raise ValidationError(f"body: expected an object with {' or '.join(allowed)}", field="body")
+        unknown = sorted(set(body) - {"agent_ids", "all_pending"})
+        if unknown:
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: {', '.join(allowed)})", field=unknown[0])
+        if "all_pending" in body:
+            if not all_pending:
+                raise ValidationError("all_pending: only for accept and reject", field="all_pending")
+            if body["all_pending"] is not True or "agent_ids" in body:
+                raise ValidationError("all_pending: expected true, without agent_ids", field="all_pending")
+            return self._keys().pending_ids()
+        agent_ids = body.get("agent_ids")
+        if (not isinstance(agent_ids, list) or not agent_ids
+                or not all(isinstance(a, str) and a for a in agent_ids)):
+            alternative = " (or all_pending: true)" if all_pending else ""
+            raise ValidationError(f"agent_ids: expected a non-empty array of agent ids{alternative}",
+                                  field="agent_ids")
+        if len(agent_ids) > MAX_BULK_KEYS:
+            raise ValidationError(f"agent_ids: {len(agent_ids)} ids, more than {MAX_BULK_KEYS} in one call",
+                                  field="agent_ids")
+        return list(dict.fromkeys(agent_ids))
+
+    def _decide(self, agent_id: str, state: KeyState) -> dict:
+        record = self._keys().decide(agent_id, state)
+        if state is KeyState.REJECTED:
+            self._scheduler.agent_refused(agent_id, "agent key rejected by an operator")
+        return record.to_dict()
+
+    def _delete_key(self, agent_id: str) -> dict:
+        self._keys().delete(agent_id)
+        self._scheduler.agent_refused(agent_id, "agent key deleted by an operator")
+        return {"agent_id": agent_id, "deleted": True}
+
+    def _keys(self) -> Admission:
+        if self._admission is None:
+            raise ValidationError("keys: the master runs --insecure, without agent keys")
+        return self._admission
+
+    @staticmethod
+    def _agent_id(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ValidationError("agent_id: expected a non-empty string", field="agent_id")
+        return value
+
+    def _task_detail(self, task: TaskRecord, output_limit: int | None = None) -> dict:
+        detail = task.summary()
+        detail["script"] = messages.b64encode(task.script)
+        detail["targets"] = {agent_id: self._target_entry(agent_id, target, output_limit)
+                             for agent_id, target in task.targets.items()}
+        return detail
+
+    def _target_entry(self, agent_id: str, target: TargetRecord, output_limit: int | None) -> dict:
+        agent = self._storage.agents.get(agent_id)
+        entry = target.to_dict(agent.hostname if agent else None)
+        shown = output_tail(target.output, output_limit)
+        entry["output"] = messages.b64encode(shown)
+        entry["output_bytes"] = len(target.output)
+        entry["output_omitted"] = len(target.output) - len(shown)
+        return entry

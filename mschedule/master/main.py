@@ -1,0 +1,193 @@
+"""mschedule master: ``python appserver.py``; agent keys: ``python appserver.py keys list|accept|reject|delete``
+(accept, reject and delete take several agent ids, or ``--all-pending`` for accept and reject)."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+
+from mschedule import __version__
+from mschedule.master import MasterKeys, MasterServer
+from mschedule.master.server import BindError, MasterSettings, ServingLoopDied
+from mschedule.master.sqlite_storage import open_storage
+from mschedule.transport.guard import exit_unless_pinned
+from mschedule.utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
+from mschedule.utils.defaults import (
+    DEFAULT_ADMIN_BIND,
+    DEFAULT_AGENT_TIMEOUT,
+    DEFAULT_BIND,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_HEARTBEAT_RATE,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MAX_SCRIPT_BYTES,
+    DEFAULT_MAX_TARGETS,
+)
+from mschedule.utils.statedir import StateDirError, resolve_state_dir
+
+KEY_ACTIONS = ("list", "accept", "reject", "delete")
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = new_parser("mschedule master: keeps agents and tasks, hands tasks to agents.")
+    parser.add_argument("--version", action="version", version=f"mschedule-master {__version__}")
+    parser.add_argument("--bind", default=env("BIND", DEFAULT_BIND),
+                        help="agents' endpoint(s), comma separated [MSCHEDULE_BIND]")
+    parser.add_argument("--admin-bind", default=env("ADMIN_BIND", DEFAULT_ADMIN_BIND),
+                        help="admin endpoint(s) for the web tier and 'keys', comma separated [MSCHEDULE_ADMIN_BIND]")
+    parser.add_argument("--agent-timeout", type=float, default=env("AGENT_TIMEOUT", DEFAULT_AGENT_TIMEOUT, float),
+                        help="seconds without heartbeat before an agent is offline [MSCHEDULE_AGENT_TIMEOUT]")
+    parser.add_argument("--heartbeat-interval", type=float,
+                        default=env("HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL, float),
+                        help="seconds between two heartbeats of each agent in a small fleet; agents are told it "
+                             "[MSCHEDULE_HEARTBEAT_INTERVAL]")
+    parser.add_argument("--max-heartbeat-rate", type=float,
+                        default=env("MAX_HEARTBEAT_RATE", DEFAULT_MAX_HEARTBEAT_RATE, float),
+                        help="most heartbeats per second from the whole fleet: beyond it agents are told a longer "
+                             "interval and --agent-timeout stretches with it [MSCHEDULE_MAX_HEARTBEAT_RATE]")
+    parser.add_argument("--state-dir", default=env("STATE_DIR", None),
+                        help="where master.db and keys/ live (default /var/lib/mschedule, or ~/.mschedule when "
+                             "that is not writable) [MSCHEDULE_STATE_DIR]")
+    parser.add_argument("--db", default=env("DB", None),
+                        help="SQLite file (default <state-dir>/master.db); ':memory:' keeps nothing across "
+                             "restarts [MSCHEDULE_DB]")
+    parser.add_argument("--max-script-bytes", type=int,
+                        default=env("MAX_SCRIPT_BYTES", DEFAULT_MAX_SCRIPT_BYTES, int),
+                        help="largest script accepted [MSCHEDULE_MAX_SCRIPT_BYTES]")
+    parser.add_argument("--max-result-bytes", type=int,
+                        default=env("MAX_RESULT_BYTES", DEFAULT_MAX_RESULT_BYTES, int),
+                        help="most output bytes in one task's answer; above it each output keeps its tail "
+                             "[MSCHEDULE_MAX_RESULT_BYTES]")
+    parser.add_argument("--max-targets", type=int, default=env("MAX_TARGETS", DEFAULT_MAX_TARGETS, int),
+                        help="most targets in one task (and in a group); also the largest parallel and "
+                             "fail_count [MSCHEDULE_MAX_TARGETS]")
+    parser.add_argument("--keep-tasks", type=int, default=env("KEEP_TASKS", None, int),
+                        help="keep at most this many tasks; older finished ones (and their outputs) are pruned "
+                             "[MSCHEDULE_KEEP_TASKS]")
+    parser.add_argument("--keep-days", type=float, default=env("KEEP_DAYS", None, float),
+                        help="prune finished tasks older than this many days [MSCHEDULE_KEEP_DAYS]")
+    parser.add_argument("--auto-accept", action="store_true", default=env("AUTO_ACCEPT", False, flag),
+                        help="accept every new agent key at once (labs only) [MSCHEDULE_AUTO_ACCEPT]")
+    parser.add_argument("--max-pending", type=int, default=env("MAX_PENDING", DEFAULT_MAX_PENDING, int),
+                        help="most agent keys waiting for a decision; a new key beyond it is refused until some "
+                             "are accepted, rejected or deleted [MSCHEDULE_MAX_PENDING]")
+    parser.add_argument("--insecure", action="store_true", default=env("INSECURE", False, flag),
+                        help="plain TCP, no keys: for local experiments only [MSCHEDULE_INSECURE]")
+    parser.add_argument("command", nargs="*", metavar="keys ACTION [AGENT_ID ...]",
+                        help="manage agent keys on a running master: keys list | keys accept|reject|delete ID "
+                             "[ID ...] | keys accept|reject --all-pending")
+    parser.add_argument("--all-pending", action="store_true",
+                        help="with 'keys accept' or 'keys reject': every key waiting for a decision")
+    add_logging_flags(parser)
+    args = parser.parse_args(argv)
+    if args.agent_timeout <= 0 or args.heartbeat_interval <= 0 or args.max_heartbeat_rate <= 0:
+        parser.error("--agent-timeout, --heartbeat-interval and --max-heartbeat-rate must be > 0")
+    if args.agent_timeout < 2 * args.heartbeat_interval:
+        parser.error("--agent-timeout must be at least twice --heartbeat-interval (two missed heartbeats)")
+    if args.max_result_bytes < 1 or args.max_targets < 1:
+        parser.error("--max-result-bytes and --max-targets must be >= 1")
+    if args.max_pending < 0:
+        parser.error("--max-pending must be >= 0")
+    if (args.keep_tasks is not None and args.keep_tasks < 1) or (args.keep_days is not None and args.keep_days <= 0):
+        parser.error("--keep-tasks must be >= 1 and --keep-days > 0")
+    if args.command or args.all_pending:
+        check_keys_command(parser, args)
+    return args
+
+
+def check_keys_command(parser, args) -> None:
+    """``keys list``, ``keys accept|reject|delete ID [ID ...]``, ``keys accept|reject --all-pending``."""
+    command = args.command
+    if len(command) < 2 or command[0] != "keys" or command[1] not in KEY_ACTIONS:
+        parser.error("usage: appserver.py keys list | keys accept|reject|delete AGENT_ID [AGENT_ID ...] | "
+                     "keys accept|reject --all-pending")
+    action, ids = command[1], command[2:]
+    if action == "list" and (ids or args.all_pending):
+        parser.error("keys list takes no agent id and no --all-pending")
+    if action == "delete" and args.all_pending:
+        parser.error("--all-pending is for keys accept and keys reject (delete takes agent ids)")
+    if action != "list" and bool(ids) == args.all_pending:
+        parser.error(f"keys {action}: give agent ids{' or --all-pending' if action != 'delete' else ''}"
+                     f"{' (not both)' if ids else ''}")
+
+
+def keys_command(args, state_dir: str) -> int:
+    """``keys ...``: one call to the running master's admin endpoint with the admin credential.
+
+    accept, reject and delete take several ids (or --all-pending) in one call, which the master commits
+    once; each id gets a line, and the exit code is 1 when any of them failed.
+    """
+    from mschedule.transport import TRANSPORT_ERRORS, CurveClientKeys, make_client
+
+    action, ids = args.command[1], args.command[2:]
+    if action == "list":
+        call: tuple = ("keys_list",)
+    else:
+        body = {"all_pending": True} if args.all_pending else {"agent_ids": ids}
+        call = ("keys_delete_many", body) if action == "delete" else ("keys_decide_many", action, body)
+    curve = None
+    if not args.insecure:
+        keys = MasterKeys.load_or_create(state_dir)
+        curve = CurveClientKeys(keys.public, keys.admin_public, keys.admin_secret)
+    client = make_client(args.admin_bind.split(",")[0].strip(), timeout=30, curve=curve)
+    try:
+        reply = client(*call)
+    except TRANSPORT_ERRORS:
+        fail(f"master admin endpoint {args.admin_bind} unreachable", code=1)
+    except Exception as exc:  # zerorpc.RemoteError: the master's answer, e.g. a bad request
+        fail(getattr(exc, "msg", str(exc)), code=1)
+    finally:
+        client.close()
+    if action == "list":
+        for key in reply:
+            sys.stdout.write(f"{key['state']:9} {key['agent_id']}  {key['hostname']:20} {','.join(key['ip']):16} "
+                             f"{key['key']}\n")
+        return 0
+    for result in reply["results"]:
+        if result["ok"]:
+            sys.stdout.write(f"{result.get('state', 'deleted'):9} {result['agent_id']}\n")
+        else:
+            sys.stderr.write(f"mschedule: {result['agent_id']}: {result['error']}\n")
+    if not reply["results"]:
+        sys.stderr.write("mschedule: no key is pending\n")
+    return 1 if reply["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    exit_unless_pinned()
+    args = parse_args(argv)
+    start_logging("master", args)
+    try:
+        state_dir = resolve_state_dir(args.state_dir)
+    except StateDirError as exc:
+        fail(str(exc))
+    if args.command:
+        sys.exit(keys_command(args, state_dir))
+    try:
+        keys = None if args.insecure else MasterKeys.load_or_create(state_dir)
+    except OSError as exc:
+        fail(f"cannot create the master's keys in {state_dir}/keys: {exc.strerror}")
+    db = args.db or os.path.join(state_dir, "master.db")
+    try:
+        storage = open_storage(db)
+    except sqlite3.Error as exc:
+        fail(f"cannot open database {db}: {exc}")
+    settings = MasterSettings(
+        bind=args.bind, admin_bind=args.admin_bind, agent_timeout=args.agent_timeout,
+        heartbeat_interval=args.heartbeat_interval, max_heartbeat_rate=args.max_heartbeat_rate,
+        max_script_bytes=args.max_script_bytes, max_result_bytes=args.max_result_bytes, max_targets=args.max_targets,
+        auto_accept=args.auto_accept, max_pending=args.max_pending, keep_tasks=args.keep_tasks,
+        keep_days=args.keep_days)
+    server = MasterServer(settings, storage=storage, keys=keys)
+    try:
+        server.bind()
+    except BindError as exc:
+        fail(str(exc))
+    try:
+        server.run()
+    except ServingLoopDied as exc:
+        fail(str(exc), code=70)
+
+
+if __name__ == "__main__":
+    main()

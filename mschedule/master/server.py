@@ -1,0 +1,263 @@
+"""The master process: the agents' endpoint, the admin endpoint, the scheduler behind both, housekeeping."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import gevent.event
+import zerorpc
+import zmq
+
+from mschedule.master.admission import ADMIN_DOMAIN, AGENTS_DOMAIN, Admission, ZapHandler, set_current_key
+from mschedule.master.handler import AdminHandler, AgentHandler
+from mschedule.master.housekeeping import Housekeeper, Retention
+from mschedule.master.liveness import HeartbeatPolicy
+from mschedule.master.metrics import MasterMetrics
+from mschedule.master.scheduler import Scheduler
+from mschedule.master.storage import Storage
+from mschedule.transport import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, RpcServer, make_curve_server
+from mschedule.utils import messages
+from mschedule.utils.defaults import (
+    DEFAULT_ADMIN_BIND,
+    DEFAULT_AGENT_TIMEOUT,
+    DEFAULT_BIND,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_HEARTBEAT_RATE,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MAX_SCRIPT_BYTES,
+    DEFAULT_MAX_TARGETS,
+    RPC_HEARTBEAT,
+)
+from mschedule.utils.keys import load_or_create_keypair
+
+log = logging.getLogger(__name__)
+
+MIN_MESSAGE_LIMIT = 8 * 1024 * 1024
+"""Bytes: the smallest limit on one RPC message the master accepts (results carry up to 1 MiB of output)."""
+
+LISTEN_BACKLOG = 4096
+"""Connections waiting to be accepted per listening socket (the kernel caps it at net.core.somaxconn). zmq's
+default of 100 made a fleet reconnecting to a restarted master lose SYNs: 3,000 agents took 42 s to get
+back, in waves 1, 3, 7, 15 and 31 s apart (TCP's SYN retransmission schedule), and most were declared
+offline on the way."""
+
+AGENT_CALLS_PER_KEY = 16
+"""Calls one agent key may have in progress on the agents' endpoint (an agent holds at most a long poll, a
+cancel watch and a result or stop notice): more are refused, so no key can pin the master's memory with
+thousands of open calls."""
+
+PROBE_TIMEOUT = 1.0
+"""Seconds the health check waits for its ping through the agents' endpoint."""
+
+
+
+def answer_inline(method: str, args: Any) -> bool:
+    """Calls that never block, answered without zerorpc's per-call greenlets (see RpcServer):
+    pings, and the heartbeats and registrations that are most of an idle master's traffic.
+    Results are not among them: their ack waits for a commit."""
+    if method == "ping":
+        return True
+    return (method == "send" and len(args) == 1 and isinstance(args[0], dict)
+            and args[0].get("type") in (messages.HEARTBEAT, messages.REGISTER))
+
+
+def _local_endpoint(bound: str) -> str:
+    """Where this host reaches an endpoint bound to ``bound`` (a wildcard address means loopback)."""
+    for wildcard in ("tcp://0.0.0.0:", "tcp://*:"):
+        if bound.startswith(wildcard):
+            return "tcp://127.0.0.1:" + bound[len(wildcard):]
+    if bound.startswith("tcp://[::]:"):
+        return "tcp://[::1]:" + bound[len("tcp://[::]:"):]
+    return bound
+
+
+class ServingLoopDied(RuntimeError):
+    """A serving loop of an endpoint could not be restored."""
+
+
+class BindError(Exception):
+    """An endpoint cannot be bound (in use, or not an address of this host)."""
+
+
+@dataclass
+class MasterKeys:
+    """The master's CURVE key pair and the admin credential (a client key pair for the web tier and
+    the ``keys`` command), kept in ``<state-dir>/keys/``."""
+
+    directory: str
+    public: bytes
+    secret: bytes
+    admin_public: bytes
+    admin_secret: bytes
+
+    @classmethod
+    def load_or_create(cls, state_dir: str) -> MasterKeys:
+        directory = os.path.join(state_dir, "keys")
+        public, secret = load_or_create_keypair(directory, "master")
+        admin_public, admin_secret = load_or_create_keypair(directory, "admin")
+        return cls(directory, public, secret, admin_public, admin_secret)
+
+    @property
+    def public_path(self) -> str:
+        return os.path.join(self.directory, "master.key")
+
+    @property
+    def admin_secret_path(self) -> str:
+        return os.path.join(self.directory, "admin.key_secret")
+
+
+@dataclass
+class MasterSettings:
+    """What an operator sets for a master (appserver.py's flags)."""
+
+    bind: str = DEFAULT_BIND
+    admin_bind: str = DEFAULT_ADMIN_BIND
+    agent_timeout: float = DEFAULT_AGENT_TIMEOUT
+    #: the heartbeat interval agents are given for a small fleet, and the most heartbeats a second the whole
+    #: fleet may send (mschedule/master/liveness.py)
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    max_heartbeat_rate: float = DEFAULT_MAX_HEARTBEAT_RATE
+    max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    max_targets: int = DEFAULT_MAX_TARGETS
+    auto_accept: bool = False
+    max_pending: int = DEFAULT_MAX_PENDING
+    #: retention: keep at most this many tasks / prune finished tasks older than this many days
+    keep_tasks: int | None = None
+    keep_days: float | None = None
+
+
+class MasterServer:
+    """Binds both endpoints and runs until stopped. ``keys`` None means --insecure (plain TCP)."""
+
+    def __init__(self, settings: MasterSettings, storage: Storage | None = None,
+                 keys: MasterKeys | None = None) -> None:
+        self.settings = settings
+        self.bind_endpoint = settings.bind
+        self.admin_endpoint = settings.admin_bind
+        # room for the largest script or output (base64: 4/3) plus the message around it
+        self.max_message_bytes = max(MIN_MESSAGE_LIMIT, 2 * settings.max_script_bytes + 1024 * 1024)
+        self.storage = storage or Storage()
+        self.keys = keys
+        policy = HeartbeatPolicy(base=settings.heartbeat_interval, max_rate=settings.max_heartbeat_rate)
+        self.scheduler = Scheduler(self.storage, settings.agent_timeout, policy=policy)
+        self.scheduler.restore()
+        self.housekeeper = Housekeeper(self.scheduler, self.storage, Retention(settings.keep_tasks, settings.keep_days))
+        self.admission = (Admission(self.storage, keys.admin_public, settings.auto_accept, settings.max_pending)
+                          if keys else None)
+        self._zap = ZapHandler(zerorpc.Context.get_instance(), self.admission) if self.admission else None
+        self.metrics = MasterMetrics(self.storage, self.admission)
+        self.agent_handler = AgentHandler(self.scheduler, self.admission)
+        self.admin_handler = AdminHandler(self.scheduler, self.admission, max_script_bytes=settings.max_script_bytes,
+                                          max_result_bytes=settings.max_result_bytes,
+                                          max_targets=settings.max_targets,
+                                          health=self.endpoints_health, metrics=self.metrics.text)
+        self._agents = RpcServer(self.agent_handler, "agents", inline=answer_inline, peer_hook=set_current_key,
+                                 on_giveup=self._give_up, max_calls_per_peer=AGENT_CALLS_PER_KEY,
+                                 heartbeat=RPC_HEARTBEAT)
+        self._admin = RpcServer(self.admin_handler, "admin", on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
+        self.metrics.watch(self._agents.stats, self._admin.stats)
+        self._housekeeper: gevent.Greenlet | None = None
+        #: a client of our own agents' endpoint: /health is a real round trip through it, not a flag
+        self._probe = MasterLink(_local_endpoint(settings.bind.split(",")[0].strip()), timeout=PROBE_TIMEOUT,
+                                 curve=CurveClientKeys(keys.public, keys.admin_public, keys.admin_secret)
+                                 if keys else None)
+        #: set by stop() (None) or by a serving loop beyond repair (ServingLoopDied): run() returns or raises
+        self._done = gevent.event.AsyncResult()
+
+    def bind(self) -> None:
+        """Bind both endpoints.
+
+        Raises:
+            BindError: an address is in use or invalid.
+        """
+        for server, endpoints, domain in ((self._agents, self.bind_endpoint, AGENTS_DOMAIN),
+                                          (self._admin, self.admin_endpoint, ADMIN_DOMAIN)):
+            sock = server._events._socket
+            sock.linger = 0
+            # a peer sending a larger message is disconnected by zmq before it costs memory
+            sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+            sock.backlog = LISTEN_BACKLOG
+            if self.keys is not None:
+                make_curve_server(server, self.keys.public, self.keys.secret, domain)
+            for endpoint in endpoints.split(","):
+                try:
+                    server.bind(endpoint.strip())
+                except zmq.ZMQError as exc:
+                    raise BindError(f"cannot listen on {endpoint.strip()}: {exc}") from None
+        log.info("master: agents on %s, admin on %s, agent timeout %.1fs", self.bind_endpoint,
+                 self.admin_endpoint, self.scheduler.agent_timeout)
+        if self.keys is None:
+            log.warning("master runs --insecure: no encryption, no authentication; any client reaching %s "
+                        "or %s can run code on every agent", self.bind_endpoint, self.admin_endpoint)
+        else:
+            log.info("master public key %s (give agents --master-key %s)", self.keys.public.decode(),
+                     self.keys.public_path)
+
+    def endpoints_health(self) -> dict:
+        """Each endpoint's state: the agents' from a ping sent through it now, the admin's from the call that
+        asks (it answered); with each its transport counters. And the database's: whether commits succeed."""
+        start = time.monotonic()
+        try:
+            self._probe.call("ping")
+            agents = {"ok": True, "rtt_ms": round((time.monotonic() - start) * 1000, 1)}
+        except TRANSPORT_ERRORS as exc:
+            agents = {"ok": False, "error": f"no answer through {self._probe.endpoint} within {PROBE_TIMEOUT}s "
+                                            f"({type(exc).__name__})"}
+        database = {"ok": self.storage.last_error is None}
+        if self.storage.last_error is not None:
+            database["error"] = f"the last commit failed: {self.storage.last_error}"
+        return {"agents": {**agents, **self._agents.stats.snapshot()},
+                "admin": {"ok": True, **self._admin.stats.snapshot()}, "database": database}
+
+    def run(self) -> None:
+        """Serve until SIGINT or SIGTERM.
+
+        Raises:
+            ServingLoopDied: a serving loop kept dying; the process must exit non-zero, not live on deaf.
+        """
+        self._housekeeper = gevent.spawn(self.housekeeper.run)
+        self._admin.start()
+        self._agents.start()
+        gevent.signal_handler(signal.SIGTERM, self.stop)
+        gevent.signal_handler(signal.SIGINT, self.stop)
+        try:
+            self._done.get()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Stop serving; calls in progress (long polls included) are cut short."""
+        log.info("master stopping")
+        self._halt()
+        if not self._done.ready():
+            self._done.set(None)
+
+    def _give_up(self, loop: str) -> None:
+        if not self._done.ready():
+            self._done.set_exception(ServingLoopDied(f"serving loop {loop} keeps dying; the master exits"))
+        self._halt()
+
+    def _halt(self) -> None:
+        for server in (self._admin, self._agents):
+            server._task_pool.kill(block=False)
+            server.stop()
+
+    def close(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.kill(block=False)
+        for server in (self._admin, self._agents):
+            try:
+                server.close()
+            except zmq.ZMQError:
+                log.debug("error closing server socket", exc_info=True)
+        self._probe.close()
+        if self._zap is not None:
+            self._zap.close()
+        self.storage.close()

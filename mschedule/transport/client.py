@@ -1,0 +1,166 @@
+"""zerorpc clients as the agents, the web tier and the ``keys`` command use them (see shared/ZERORPC-NOTES.md)."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import zerorpc
+from zerorpc.channel import BufferedChannel
+from zerorpc.heartbeat import HeartBeatOnChannel
+
+from mschedule.transport import errors
+from mschedule.transport.dispatch import Multiplexer
+from mschedule.transport.guard import require_pinned_zerorpc
+from mschedule.transport.stats import TransportStats
+from mschedule.utils.defaults import RPC_HEARTBEAT, RPC_TIMEOUT
+
+log = logging.getLogger(__name__)
+
+#: what a failed call to an unreachable or restarting peer raises
+TRANSPORT_ERRORS = (zerorpc.TimeoutExpired, zerorpc.LostRemote)
+
+
+class SafeClient(zerorpc.Client):
+    """A zerorpc Client whose calls never leak their channel, reading its socket with the checked
+    dispatcher of :mod:`mschedule.transport.dispatch` (a late or crafted reply is dropped, never fatal), and whose
+    remote errors are typed (:func:`mschedule.transport.errors.remote_error`: a ``NotFound`` answer raises a
+    ``zerorpc.RemoteError`` that is also a :class:`mschedule.utils.exceptions.NotFound`, with its ``field``).
+
+    zerorpc 0.6.3 leaks a call's channel and heartbeat greenlet when the call ends by an exception other
+    than its own timeout (an argument msgpack cannot pack, a lost heartbeat, an outer gevent.Timeout); the
+    leaked heartbeat later kills the calling greenlet in the middle of an unrelated call.
+    """
+
+    def __init__(self, timeout: float = RPC_TIMEOUT, heartbeat: int = RPC_HEARTBEAT) -> None:
+        require_pinned_zerorpc()
+        super().__init__(timeout=timeout, heartbeat=heartbeat)
+        errors.install(self._context)
+        self.stats = TransportStats("client")
+        self._multiplexer = Multiplexer(self._events, self.stats, router=False, ignore_broadcast=True)
+
+    def __call__(self, method, *args, **kwargs):
+        if isinstance(method, bytes):
+            method = method.decode("utf-8")
+        timeout = kwargs.get("timeout", self._timeout)
+        channel = self._multiplexer.channel()
+        hbchan = HeartBeatOnChannel(channel, freq=self._heartbeat_freq, passive=self._passive_heartbeat)
+        bufchan = BufferedChannel(hbchan, inqueue_size=kwargs.get("slots", 100))
+        try:
+            request_event = bufchan.new_event(method, args, self._context.hook_get_task_context())
+            self._context.hook_client_before_request(request_event)
+            bufchan.emit_event(request_event)
+            return self._process_response(request_event, bufchan, timeout)
+        except BaseException:
+            bufchan.close()
+            raise
+
+    @property
+    def open_channels(self) -> int:
+        return len(self._multiplexer.active_channels)
+
+
+@dataclass(frozen=True)
+class CurveClientKeys:
+    """What a CURVE client needs: the server's public key and its own key pair (Z85)."""
+
+    server_public: bytes
+    public: bytes
+    secret: bytes
+
+
+def make_client(endpoint: str, timeout: float = RPC_TIMEOUT, heartbeat: int = RPC_HEARTBEAT,
+                curve: CurveClientKeys | None = None) -> SafeClient:
+    """A connected client that drops unsent requests when closed; CURVE-encrypted when ``curve`` is given.
+
+    A client with the wrong server key never completes the handshake: its calls time out.
+    """
+    client = SafeClient(timeout=timeout, heartbeat=heartbeat)
+    sock = client._events._socket
+    sock.linger = 0
+    if curve is not None:
+        sock.curve_publickey = curve.public
+        sock.curve_secretkey = curve.secret
+        sock.curve_serverkey = curve.server_public
+    client.connect(endpoint)
+    return client
+
+
+def close_quietly(client: zerorpc.Client | None) -> None:
+    if client is None:
+        return
+    try:
+        client.close()
+    except Exception:  # closing a broken client must not hide the error that broke it
+        log.debug("error closing rpc client", exc_info=True)
+
+
+STALE_CLIENT_GRACE = 60.0
+"""Seconds a replaced client stays open so calls still running on it can end by themselves."""
+
+
+class MasterLink:
+    """Calls the master through one client, shared by every caller of a process (agents, web bridge).
+
+    When calls fail with a transport error for ``relink_after`` seconds in a row, the client is replaced by a
+    fresh one (with ``linger=0``), so requests that never reached a master that was down are dropped rather
+    than replayed later. 0 replaces it at the first failure: right for the web tier, whose calls (submit a
+    task) must not be replayed. Agents, whose calls are all idempotent, keep their connection through short
+    failures: under load a fresh client per timeout means a fresh CURVE handshake per timeout, which is how a
+    slow master turns into a reconnect storm.
+    """
+
+    def __init__(self, endpoint: str, timeout: float = RPC_TIMEOUT, curve: CurveClientKeys | None = None,
+                 relink_after: float = 0.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.curve = curve
+        self.relink_after = relink_after
+        self._client: SafeClient | None = None
+        self._generation = 0
+        self._failing_since: float | None = None
+
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call ``method`` on the master.
+
+        Raises:
+            zerorpc.TimeoutExpired, zerorpc.LostRemote: the master did not answer.
+            mschedule.transport.errors.RemoteError: the master answered with an error (a zerorpc.RemoteError; for a name
+                in mschedule.utils.exceptions.ERRORS also that class, e.g. NotFound, with the error's ``field``).
+        """
+        if self._client is None:
+            self._client = make_client(self.endpoint, timeout=self.timeout, curve=self.curve)
+        client, generation = self._client, self._generation
+        try:
+            value = client(method, *args, timeout=timeout or self.timeout)
+        except TRANSPORT_ERRORS:
+            self._failed(generation)
+            raise
+        except zerorpc.RemoteError:
+            self._failing_since = None  # the master answered
+            raise
+        self._failing_since = None
+        return value
+
+    def _failed(self, generation: int) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._failing_since >= self.relink_after:
+            self._replace(generation)
+
+    def _replace(self, generation: int) -> None:
+        if generation != self._generation or self._client is None:
+            return  # another caller already replaced it
+        old, self._client = self._client, None
+        self._generation += 1
+        self._failing_since = None
+        # kept open a while: calls still waiting on it may yet be answered by a master that comes back
+        # (their requests are idempotent: results apply once, polls are handed out again)
+        gevent.spawn_later(STALE_CLIENT_GRACE, close_quietly, old)
+
+    def close(self) -> None:
+        close_quietly(self._client)
+        self._client = None

@@ -1,0 +1,244 @@
+"""The OpenAPI 3 description of the HTTP API, served at /openapi.json (a test keeps it true to the routes).
+
+The ranges are the master's (its defaults: ``--max-targets`` and ``--max-result-bytes`` may change them).
+"""
+from __future__ import annotations
+
+from mschedule.utils.defaults import (
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MAX_TARGETS,
+    DEFAULT_TASK_LIST,
+    MAX_FAIL_RATE,
+    MAX_RESULT_WAIT,
+    MAX_TASK_LIST,
+    MAX_TIME,
+    MAX_TIMEOUT,
+)
+
+_ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ERRORS = {"400": _ERROR, "401": _ERROR, "404": _ERROR, "503": _ERROR}
+
+
+def _json(ref: str, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+def _op(summary: str, ok: dict, status: str = "200", body: str | None = None, params: list | None = None) -> dict:
+    op: dict = {"summary": summary, "responses": {status: ok, **_ERRORS}}
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": body}}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+_WAIT_SCHEMA = {"type": "number", "minimum": 0, "maximum": int(MAX_RESULT_WAIT), "default": 0}
+_OUTPUT_LIMIT_SCHEMA = {"type": "integer", "minimum": 0, "maximum": DEFAULT_MAX_RESULT_BYTES,
+                        "description": "at most the master's --max-result-bytes"}
+_WAIT = {"name": "wait", "in": "query", "required": False,
+         "description": f"seconds (0 to {MAX_RESULT_WAIT:g}) to wait for the task to finish before answering",
+         "schema": _WAIT_SCHEMA}
+_OUTPUT_LIMIT = {"name": "output_limit", "in": "query", "required": False,
+                 "description": "keep only the last this many bytes of each output (output_omitted says how many "
+                                "were left out; GET /task/{task_id}/target/{agent_id} gives one output whole); "
+                                "at most the master's --max-result-bytes",
+                 "schema": _OUTPUT_LIMIT_SCHEMA}
+_TEXT = "UTF-8 text (a lone surrogate such as \\ud800 is a 400)"
+#: a task's parameters, also a job's defaults and a run's overrides
+_TASK_PARAMS = {
+    "targets": {"type": "array", "items": {"type": "string"}, "maxItems": DEFAULT_MAX_TARGETS,
+                "description": "agent ids; with selector, the union of both; at most the master's --max-targets"},
+    "selector": {"$ref": "#/components/schemas/Selector"},
+    "batch_by": {"type": "string", "description": "roll out one value of this label at a time"},
+    "batch_order": {"type": "array", "items": {"type": "string"}, "maxItems": DEFAULT_MAX_TARGETS},
+    "timeout": {"type": "number", "minimum": 0, "maximum": MAX_TIMEOUT, "default": 0,
+                "description": f"seconds, at most {MAX_TIMEOUT} (7 days); 0 = none"},
+    "parallel": {"type": "integer", "minimum": 1, "maximum": DEFAULT_MAX_TARGETS, "default": 1,
+                 "description": "at most the master's --max-targets"},
+    "fail_rate": {"type": "number", "minimum": 0, "maximum": MAX_FAIL_RATE, "default": 0,
+                  "description": "percent of the targets"},
+    "fail_count": {"type": "integer", "minimum": -1, "maximum": DEFAULT_MAX_TARGETS, "default": -1,
+                   "description": "-1 = no count limit; at most the master's --max-targets"},
+}
+_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_AGENT_ID = {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_KEYS_MANY_OK = {"description": "one result per id (an unknown id fails alone; the others are done)",
+                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KeyResults"}}}}
+_KEY_SELECTION = "#/components/schemas/KeySelection"
+_STATE = {"type": "string", "enum": ["WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED"]}
+
+OPENAPI: dict = {
+    "openapi": "3.0.3",
+    "info": {"title": "mschedule", "version": "1",
+             "description": "Run a shell script on many hosts. Every route but this document and the console's "
+                            "files (/, /static/*) needs "
+                            "'Authorization: Bearer <token>'."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error", "field"], "properties": {
+                "error": {"type": "string", "description": "what is wrong, starting with the field's name"},
+                "field": {"type": "string", "nullable": True,
+                          "description": "the request field the error is about: a body member "
+                                         "(selector.labels, targets[2]), or a path or query parameter "
+                                         "(task_id, agent_id, name, version, wait); null when it is about the "
+                                         "request as a whole (an unknown route, a wrong token)"}}},
+            "TaskRequest": {
+                "type": "object", "required": ["script"], "additionalProperties": False,
+                "description": "every number outside its range, NaN, Infinity or a boolean is a 400 naming the "
+                               f"field; every string is {_TEXT}",
+                "properties": {
+                    "script": {"type": "string", "description": "shell script, run with /bin/sh"},
+                    **_TASK_PARAMS,
+                },
+            },
+            "TaskId": {"type": "object", "required": ["task_id"], "properties": {"task_id": {"type": "string"}}},
+            "ResultQuery": {"type": "object", "required": ["task_id"], "properties": {
+                "task_id": {"type": "string"}, "wait": _WAIT_SCHEMA, "output_limit": _OUTPUT_LIMIT_SCHEMA}},
+            "TaskSummary": {"type": "object", "properties": {
+                "task_id": {"type": "string"}, "state": _STATE, "parallel": {"type": "integer"},
+                "fail_rate": {"type": "number"}, "fail_count": {"type": "integer"}, "timeout": {"type": "number"},
+                "created": {"type": "number"}, "started": {"type": "number", "nullable": True},
+                "finished": {"type": "number", "nullable": True}, "total": {"type": "integer"},
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+            "Task": {"allOf": [{"$ref": "#/components/schemas/TaskSummary"}, {"type": "object", "properties": {
+                "script": {"type": "string"},
+                "output_limit": {"type": "integer", "nullable": True,
+                                 "description": "bytes kept of each output's tail, or null: whole outputs"},
+                "targets": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Target"}}}}]},
+            "Target": {"type": "object", "properties": {
+                "hostname": {"type": "string", "nullable": True}, "state": _STATE,
+                "code": {"type": "integer", "nullable": True}, "output": {"type": "string"},
+                "started": {"type": "number", "nullable": True}, "finished": {"type": "number", "nullable": True},
+                "timed_out": {"type": "boolean"}, "truncated": {"type": "boolean"},
+                "output_bytes": {"type": "integer", "description": "size of the whole output"},
+                "output_omitted": {"type": "integer", "description": "bytes left out by output_limit"}}},
+            "TargetResult": {"allOf": [{"$ref": "#/components/schemas/Target"}, {"type": "object", "properties": {
+                "task_id": {"type": "string"}, "agent_id": {"type": "string"}}}]},
+            "TaskList": {"type": "array", "items": {"$ref": "#/components/schemas/TaskSummary"}},
+            "Agents": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "hostname": {"type": "string"}, "ip": {"type": "array", "items": {"type": "string"}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "online": {"type": "boolean"}, "busy": {"type": "boolean"},
+                "running": {"type": "string", "nullable": True}, "heartbeat": {"type": "number"},
+                "heartbeat_age": {"type": "number", "description": "seconds since the last heartbeat"},
+                "registered": {"type": "number"}}}},
+            "Key": {"type": "object", "properties": {
+                "agent_id": {"type": "string"}, "key": {"type": "string"},
+                "state": {"type": "string", "enum": ["pending", "accepted", "rejected"]},
+                "hostname": {"type": "string"}, "ip": {"type": "array", "items": {"type": "string"}},
+                "first_seen": {"type": "number"}, "decided": {"type": "number", "nullable": True}}},
+            "KeyList": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}},
+            "KeySelection": {"type": "object", "additionalProperties": False, "properties": {
+                "agent_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 10000},
+                "all_pending": {"type": "boolean", "enum": [True],
+                                "description": "every pending key, instead of agent_ids (accept and reject only)"}}},
+            "KeyResults": {"type": "object", "properties": {
+                "done": {"type": "integer"}, "failed": {"type": "integer"},
+                "results": {"type": "array", "items": {"type": "object", "properties": {
+                    "agent_id": {"type": "string"}, "ok": {"type": "boolean"},
+                    "state": {"type": "string", "enum": ["accepted", "rejected"]}, "deleted": {"type": "boolean"},
+                    "error": {"type": "string", "description": "why this id failed (e.g. no key for it)"}}}}}},
+            "Any": {"type": "object"},
+            "Selector": {"type": "object", "additionalProperties": False, "properties": {
+                "hostname": {"type": "string", "description": "glob, e.g. web-*"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "group": {"type": "string"}}},
+            "Group": {"type": "object", "properties": {
+                "name": {"type": "string"}, "selector": {"$ref": "#/components/schemas/Selector"},
+                "targets": {"type": "array", "items": {"type": "string"}},
+                "members": {"type": "array", "items": {"type": "string"}}}},
+            "Job": {"type": "object", "required": ["script"], "description": "the task's ranges hold", "properties": {
+                "script": {"type": "string"}, "message": {"type": "string"}, **_TASK_PARAMS}},
+            "GroupList": {"type": "array", "items": {"$ref": "#/components/schemas/Group"}},
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/": {"get": {"summary": "the web console (HTML)", "security": [],
+                      "responses": {"200": {"description": "the console's page",
+                                            "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/static/{name}": {"get": {
+            "summary": "the console's script and style sheet", "security": [], "parameters": [_NAME],
+            "responses": {"200": {"description": "the file", "content": {"text/css": {"schema": {"type": "string"}},
+                                  "application/javascript": {"schema": {"type": "string"}}}}, "404": _ERROR}}},
+        "/api": {"get": _op("what this service is and its routes", _json("#/components/schemas/Any"))},
+        "/health": {"get": _op("the web tier and the master answer", _json("#/components/schemas/Any"))},
+        "/openapi.json": {"get": {**_op("this document", _json("#/components/schemas/Any")), "security": []}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics of the web tier and the master",
+            "description": "The web tier's (mschedule_web_*) then the master's (mschedule_master_*), in the text "
+                           "exposition format 0.0.4 (docs/metrics.md); a master that does not answer leaves its "
+                           "part out and mschedule_web_master_up at 0. A scraper sends the API token as a bearer "
+                           "token.",
+            "responses": {"200": {"description": "the metrics",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": _ERROR}}},
+        "/task/targets": {"get": _op("every known agent, or those matching the filters",
+                                     _json("#/components/schemas/Agents"), params=[
+            {"name": "hostname", "in": "query", "schema": {"type": "string"}, "description": "glob"},
+            {"name": "label", "in": "query", "schema": {"type": "string"}, "description": "key:value, repeatable"}])},
+        "/groups": {"get": _op("named groups of agents", _json("#/components/schemas/GroupList"))},
+        "/group/{name}": {
+            "put": _op("create or replace a group", _json("#/components/schemas/Group"), params=[_NAME],
+                       body="#/components/schemas/Group"),
+            "get": _op("one group with its current members", _json("#/components/schemas/Group"), params=[_NAME]),
+            "delete": _op("delete a group", _json("#/components/schemas/Any"), params=[_NAME]),
+        },
+        "/task": {"post": _op("submit a task", _json("#/components/schemas/TaskId", "created"), "201",
+                              "#/components/schemas/TaskRequest")},
+        "/result": {"post": _op("one task with every target's result", _json("#/components/schemas/Task"),
+                                body="#/components/schemas/ResultQuery", params=[_WAIT, _OUTPUT_LIMIT])},
+        "/task/{task_id}": {"get": _op("one task with every target's result", _json("#/components/schemas/Task"),
+                                       params=[_TASK_ID, _WAIT, _OUTPUT_LIMIT])},
+        "/task/{task_id}/target/{agent_id}": {"get": _op(
+            "one target of a task, with its whole output", _json("#/components/schemas/TargetResult"),
+            params=[_TASK_ID, _AGENT_ID])},
+        "/task/{task_id}/cancel": {"post": {**_op(
+            "cancel a task: waiting targets never start, running scripts are killed",
+            _json("#/components/schemas/TaskSummary"), params=[_TASK_ID]),
+            "responses": {"200": _json("#/components/schemas/TaskSummary"), "409": _ERROR, **_ERRORS}}},
+        "/tasks": {"get": _op("recent tasks, newest first", _json("#/components/schemas/TaskList"), params=[
+            {"name": "limit", "in": "query",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TASK_LIST, "default": DEFAULT_TASK_LIST}},
+            {"name": "state", "in": "query", "schema": _STATE},
+            {"name": "job", "in": "query", "schema": {"type": "string"}},
+            {"name": "agent", "in": "query", "schema": {"type": "string"}},
+            {"name": "before", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": MAX_TIME},
+             "description": "created time (Unix seconds) of the last row of the previous page"}])},
+        "/job/": {"post": {"summary": "an empty job name: always 400", "responses": {"400": _ERROR}}},
+        "/jobs": {"get": _op("jobs, with their latest version", _json("#/components/schemas/Any"))},
+        "/job/{name}": {
+            "post": {**_op("save a new version (201; an identical save makes none: 200)",
+                           _json("#/components/schemas/Any"), "201", "#/components/schemas/Job", params=[_NAME]),
+                     "responses": {"201": _json("#/components/schemas/Any"), "200": _json("#/components/schemas/Any"),
+                                   **_ERRORS}},
+            "get": _op("the latest version", _json("#/components/schemas/Job"), params=[_NAME])},
+        "/job/{name}/versions": {"get": _op("every version, oldest first", _json("#/components/schemas/Any"),
+                                            params=[_NAME])},
+        "/job/{name}/versions/{version}": {"get": _op("one version", _json("#/components/schemas/Job"), params=[
+            _NAME, {"name": "version", "in": "path", "required": True, "schema": {"type": "integer"}}])},
+        "/job/{name}/diff": {"get": _op("unified diff of two versions' scripts and their changed parameters",
+                                        _json("#/components/schemas/Any"), params=[
+            _NAME, {"name": "from", "in": "query", "required": True, "schema": {"type": "integer"}},
+            {"name": "to", "in": "query", "required": True, "schema": {"type": "integer"}}])},
+        "/job/{name}/rollback": {"post": _op("a new version equal to an old one", _json("#/components/schemas/Any"),
+                                             "201", "#/components/schemas/Any", params=[_NAME])},
+        "/job/{name}/run": {"post": _op("start a task from a version (latest by default), with overrides",
+                                        _json("#/components/schemas/TaskId", "created"), "201",
+                                        "#/components/schemas/Any", params=[_NAME])},
+        "/keys": {"get": _op("agent keys and their admission state", _json("#/components/schemas/KeyList"))},
+        "/keys/{agent_id}/accept": {"post": _op("accept an agent's key", _json("#/components/schemas/Key"),
+                                                params=[_AGENT_ID])},
+        "/keys/{agent_id}/reject": {"post": _op("reject an agent's key: it stops working at once",
+                                                _json("#/components/schemas/Key"), params=[_AGENT_ID])},
+        "/keys/{agent_id}": {"delete": _op("forget an agent's key", _json("#/components/schemas/Any"),
+                                           params=[_AGENT_ID])},
+        "/keys/accept": {"post": _op("accept several keys in one commit: agent_ids, or all_pending",
+                                     _KEYS_MANY_OK, body=_KEY_SELECTION)},
+        "/keys/reject": {"post": _op("reject several keys in one commit: agent_ids, or all_pending",
+                                     _KEYS_MANY_OK, body=_KEY_SELECTION)},
+        "/keys/delete": {"post": _op("forget several keys in one commit (agent_ids)",
+                                     _KEYS_MANY_OK, body=_KEY_SELECTION)},
+    },
+}

@@ -1,0 +1,454 @@
+"""HTTP API of the web tier. Every answer is JSON; every error is ``{"error": "...", "field": ...}``.
+
+``field`` is the request field (a body member such as ``selector.labels``, a path or query parameter) the
+error is about, or null when it is about the request as a whole; the master's errors bring theirs (see
+:mod:`mschedule.transport.errors`), so a client never has to read it out of the message.
+
+The web tier adapts, the master validates: a route turns its JSON body, path and query strings into values
+(a query's number into a number) and hands them to the master, whose answer or error it passes on. The only
+checks here are about HTTP and transport (a body that is not JSON, a value msgpack cannot carry).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+import zerorpc
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+
+from mschedule.transport import TRANSPORT_ERRORS
+from mschedule.utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_RESULT_WAIT
+from mschedule.utils.exceptions import MScheduleError, ValidationError
+from mschedule.utils.selectors import matches, parse_label_filters
+from mschedule.webserver.auth import TOKENS, require_token
+from mschedule.webserver.metrics import METRICS, WebMetrics, measure
+from mschedule.webserver.openapi import OPENAPI
+from mschedule.webserver.rpc_bridge import MasterBridge
+from mschedule.webserver.static import static_response
+
+log = logging.getLogger(__name__)
+
+BRIDGE = web.AppKey("bridge", MasterBridge)
+MAX_SCRIPT_BYTES = web.AppKey("max_script_bytes", int)
+RPC_WAIT_MARGIN = 10.0
+"""Seconds an RPC with ``wait`` may take beyond the wait itself."""
+
+routes = web.RouteTableDef()
+
+
+class ApiError(Exception):
+    """An HTTP error answer: ``status``, and the message and field of ``{"error", "field"}``."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def error_response(status: int, message: str, field: str | None = None) -> web.Response:
+    return web.json_response({"error": message, "field": field}, status=status)
+
+
+def master_error(exc: zerorpc.RemoteError) -> ApiError:
+    """The HTTP answer to an error the master answered: its class's status (mschedule.utils.exceptions.ERRORS), its
+    message and field; 502 for an error the master did not raise on purpose (a bug there)."""
+    if isinstance(exc, MScheduleError):
+        return ApiError(exc.http_status, exc.msg, getattr(exc, "field", None))
+    return ApiError(502, f"master error: {exc.name}: {exc.msg}")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Turn every failure into a JSON error; never a 500 with a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.field)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message, field = exc.reason, None
+        if exc.status == 404:
+            message = f"no such route: {request.method} {request.path}"
+        elif exc.status == 405:
+            message = f"method {request.method} not allowed on {request.path}"
+        elif exc.status == 413:
+            message, field = f"body: larger than the limit of {request.app[MAX_SCRIPT_BYTES] * 2} bytes", "body"
+        return error_response(exc.status, message, field)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal error in the web tier (see its log)")
+
+
+async def call_master(request: web.Request, method: str, *args: Any, timeout: float | None = None) -> Any:
+    """Call the master and map its failures to HTTP errors."""
+    bridge = request.app[BRIDGE]
+    try:
+        return await bridge.call(method, *args, timeout=timeout)
+    except zerorpc.RemoteError as exc:
+        error = master_error(exc)
+        if error.status == 502:
+            log.error("master error on %s: %s: %s", method, exc.name, exc.msg)
+        raise error from None
+    except TRANSPORT_ERRORS as exc:
+        raise ApiError(503, f"master unreachable at {bridge.endpoint} ({type(exc).__name__}); "
+                            "is appserver.py running?") from None
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body's JSON value, checked to be one msgpack can carry to the master (see :func:`wire_check`)."""
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "body: empty, expected a JSON object", "body")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"body: not valid JSON ({exc})", "body") from None
+    wire_check(body)
+    return body
+
+
+#: the integers msgpack can pack
+WIRE_INT_MIN, WIRE_INT_MAX = -(2 ** 63), 2 ** 64 - 1
+
+
+def wire_check(value: Any, field: str = "") -> None:
+    """Refuse, naming the field, a JSON value msgpack cannot carry to the master.
+
+    JSON allows a lone surrogate (``"\\ud800"``), which is not UTF-8 text, and integers of any size;
+    msgpack raises on packing either, which would be a 500 without a field. This is transport, not a
+    rule of any request: what the value means and which range it must be in the master decides.
+    ``field`` is the path so far: ``selector.labels.dc``, ``targets[0]``; empty for the body itself.
+    """
+    if isinstance(value, str):
+        if not _is_utf8(value):
+            raise ApiError(400, f"{field or 'body'}: not valid UTF-8 text (a lone surrogate such as \\ud800)",
+                           field or "body")
+    elif isinstance(value, bool) or value is None or isinstance(value, float):
+        return
+    elif isinstance(value, int):
+        if not WIRE_INT_MIN <= value <= WIRE_INT_MAX:
+            raise ApiError(400, f"{field or 'body'}: integer out of range (more than 64 bits)", field or "body")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{field}.{key}" if field else key
+            if not _is_utf8(key):
+                shown = path.encode("utf-8", "backslashreplace").decode()
+                raise ApiError(400, f"{shown}: field name not valid UTF-8 text (a lone surrogate such as \\ud800)",
+                               shown)
+            wire_check(item, path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            wire_check(item, f"{field or 'body'}[{i}]")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def query_number(value: Any) -> Any:
+    """A query string's number as a float; anything else as it came, for the master to name the error."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def rpc_wait(wait: Any) -> float:
+    """How long the master may hold a call asked to ``wait``: transport only, the master checks the value."""
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 < wait < float("inf"):
+        return 0.0
+    return min(float(wait), MAX_RESULT_WAIT)
+
+
+def decode_output(text: str) -> str:
+    return base64.b64decode(text).decode("utf-8", errors="replace")
+
+
+def task_view(detail: dict) -> dict:
+    """The master's task detail with its script and outputs decoded to text."""
+    detail["script"] = decode_output(detail.get("script") or "")
+    for target in detail.get("targets", {}).values():
+        target["output"] = decode_output(target.get("output") or "")
+    return detail
+
+
+@routes.get("/")
+async def console(request: web.Request) -> web.Response:
+    """The web console (public: a page with no data in it; the API calls it makes need the token)."""
+    return static_response("index.html")
+
+
+@routes.get("/static/{name}")
+async def console_file(request: web.Request) -> web.Response:
+    return static_response(request.match_info["name"])
+
+
+@routes.get("/api")
+async def api_index(request: web.Request) -> web.Response:
+    return web.json_response({
+        "service": "mschedule web tier",
+        "routes": sorted(f"{r.method} {r.resource.canonical}" for r in request.app.router.routes()
+                         if r.method != "HEAD"),
+        "openapi": "/openapi.json",
+        "console": "/",
+    })
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    """200 when the web tier and both master endpoints answer (the agents' through a real round trip the
+    master makes); 503 with the details otherwise."""
+    master = await call_master(request, "ping")
+    return web.json_response({"web": "ok", "master": master}, status=200 if master.get("ok") else 503)
+
+
+@routes.get("/task/targets")
+async def targets(request: web.Request) -> web.Response:
+    """Every known agent; ``?hostname=web-*&label=dc:bj`` keeps those that match (all must)."""
+    try:
+        selector = {"labels": parse_label_filters(request.query.getall("label", []))}
+    except ValidationError as exc:
+        raise ApiError(400, str(exc), exc.field) from None
+    if "hostname" in request.query:
+        selector["hostname"] = request.query["hostname"]
+    agents = await call_master(request, "get_agents")
+    if request.query.get("hostname") is not None or selector["labels"]:
+        agents = {a: info for a, info in agents.items() if matches(selector, info["hostname"], info["labels"])}
+    return web.json_response(agents)
+
+
+@routes.post("/task")
+async def submit_task(request: web.Request) -> web.Response:
+    """The body goes to the master as it came: the master validates it (one owner for the task's rules)."""
+    task_id = await call_master(request, "add_task", await read_json(request))
+    log.info("task %s submitted over HTTP from %s", task_id, request.remote)
+    return web.json_response({"task_id": task_id}, status=201)
+
+
+def query_int(value: Any, field: str) -> Any:
+    """A query string's whole number as an int; anything else as it came, for the master to name the error."""
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            return value
+        wire_check(value, field)
+    return value
+
+
+def _query_fields(request: web.Request) -> dict:
+    """``?wait=&output_limit=`` as numbers where they are numbers."""
+    fields = {}
+    if "wait" in request.query:
+        fields["wait"] = query_number(request.query["wait"])
+    if "output_limit" in request.query:
+        fields["output_limit"] = query_int(request.query["output_limit"], "output_limit")
+    return fields
+
+
+async def _task_result(request: web.Request, query: Any) -> web.Response:
+    wait = query.get("wait") if isinstance(query, dict) else None
+    detail = await call_master(request, "get_result", query, timeout=rpc_wait(wait) + RPC_WAIT_MARGIN)
+    return web.json_response(task_view(detail))
+
+
+@routes.post("/result")
+async def result(request: web.Request) -> web.Response:
+    """``{"task_id", "wait", "output_limit"}``; ``?wait=&output_limit=`` fill what the body leaves out."""
+    body = await read_json(request)
+    return await _task_result(request, {**_query_fields(request), **body} if isinstance(body, dict) else body)
+
+
+@routes.get("/task/{task_id}")
+async def task(request: web.Request) -> web.Response:
+    return await _task_result(request, {"task_id": request.match_info["task_id"], **_query_fields(request)})
+
+
+@routes.get("/task/{task_id}/target/{agent_id}")
+async def task_target(request: web.Request) -> web.Response:
+    """One target's whole output (for when ``output_limit`` cut it)."""
+    target = await call_master(request, "get_target", request.match_info["task_id"], request.match_info["agent_id"])
+    target["output"] = decode_output(target["output"])
+    return web.json_response(target)
+
+
+@routes.post("/task/{task_id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    task_id = request.match_info["task_id"]
+    summary = await call_master(request, "cancel_task", task_id)
+    log.info("task %s cancel requested over HTTP from %s", task_id, request.remote)
+    return web.json_response(summary)
+
+
+@routes.get("/tasks")
+async def tasks(request: web.Request) -> web.Response:
+    """Newest first; ``?state=&job=&agent=&limit=&before=`` (before: a row's ``created``, for the next page)."""
+    limit = query_int(request.query["limit"], "limit") if "limit" in request.query else None
+    filters = {k: request.query[k] for k in ("state", "job", "agent") if k in request.query}
+    if "before" in request.query:
+        filters["before"] = query_number(request.query["before"])
+    return web.json_response(await call_master(request, "get_tasks", limit, filters))
+
+
+@routes.get("/jobs")
+async def jobs(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "jobs_list"))
+
+
+@routes.post("/job/")
+async def job_without_name(request: web.Request) -> web.Response:
+    raise ApiError(400, "name: empty (POST /job/{name})", "name")
+
+
+@routes.post("/job/{name}")
+async def job_save(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    saved = await call_master(request, "job_save", request.match_info["name"], body)
+    return web.json_response(saved, status=201 if saved["created"] else 200)
+
+
+def _job_view(job: dict) -> dict:
+    return {**job, "script": decode_output(job["script"])}
+
+
+@routes.get("/job/{name}")
+async def job_get(request: web.Request) -> web.Response:
+    return web.json_response(_job_view(await call_master(request, "job_get", request.match_info["name"])))
+
+
+@routes.get("/job/{name}/versions")
+async def job_versions(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "job_versions", request.match_info["name"]))
+
+
+def _version(text: str, field: str) -> int:
+    try:
+        version = int(text)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"{field}: expected a version number", field) from None
+    wire_check(version, field)
+    return version
+
+
+@routes.get("/job/{name}/versions/{version}")
+async def job_version(request: web.Request) -> web.Response:
+    version = _version(request.match_info["version"], "version")
+    return web.json_response(_job_view(await call_master(request, "job_get", request.match_info["name"], version)))
+
+
+@routes.get("/job/{name}/diff")
+async def job_diff(request: web.Request) -> web.Response:
+    old = _version(request.query.get("from"), "from")
+    new = _version(request.query.get("to"), "to")
+    return web.json_response(await call_master(request, "job_diff", request.match_info["name"], old, new))
+
+
+@routes.post("/job/{name}/rollback")
+async def job_rollback(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "body: expected a JSON object with version", "body")
+    saved = await call_master(request, "job_rollback", request.match_info["name"], body.get("version"))
+    return web.json_response(saved, status=201 if saved["created"] else 200)
+
+
+@routes.post("/job/{name}/run")
+async def job_run(request: web.Request) -> web.Response:
+    body = await read_json(request) if request.can_read_body else {}
+    return web.json_response(await call_master(request, "job_run", request.match_info["name"], body), status=201)
+
+
+@routes.get("/keys")
+async def keys_list(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "keys_list"))
+
+
+def _forward(method: str, param: str):
+    """A route that hands its one path parameter to one master method and answers what that returns."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(await call_master(request, method, request.match_info[param]))
+
+    handler.__name__ = method
+    return handler
+
+
+routes.post("/keys/{agent_id}/accept")(_forward("keys_accept", "agent_id"))
+routes.post("/keys/{agent_id}/reject")(_forward("keys_reject", "agent_id"))
+routes.delete("/keys/{agent_id}")(_forward("keys_delete", "agent_id"))
+
+
+def _keys_many(method: str, *args: str):
+    """A route that hands its JSON body (``{"agent_ids": [...]}`` or ``{"all_pending": true}``) to the master,
+    which checks it and answers one result per id."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(await call_master(request, method, *args, await read_json(request)))
+
+    handler.__name__ = f"{method}_{'_'.join(args)}".rstrip("_")
+    return handler
+
+
+routes.post("/keys/accept")(_keys_many("keys_decide_many", "accept"))
+routes.post("/keys/reject")(_keys_many("keys_decide_many", "reject"))
+routes.post("/keys/delete")(_keys_many("keys_delete_many"))
+
+
+@routes.get("/groups")
+async def groups(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "groups_list"))
+
+
+@routes.put("/group/{name}")
+async def group_put(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return web.json_response(await call_master(request, "group_put", request.match_info["name"], body))
+
+
+routes.get("/group/{name}")(_forward("group_get", "name"))
+routes.delete("/group/{name}")(_forward("group_delete", "name"))
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics: the web tier's own, then the master's (its admin RPC ``metrics``), behind the token
+    like every route (a scraper sends it as a bearer token). A master that does not answer leaves its part out
+    and sets ``mschedule_web_master_up`` to 0: the scrape itself still succeeds."""
+    bridge, own = request.app[BRIDGE], request.app[METRICS]
+    master = ""
+    try:
+        master = await bridge.call("metrics")
+    except zerorpc.RemoteError as exc:
+        log.error("master error on metrics: %s: %s", exc.name, exc.msg)
+    except TRANSPORT_ERRORS as exc:
+        log.info("metrics: master unreachable at %s (%s)", bridge.endpoint, type(exc).__name__)
+    own.master_up.set(1 if master else 0)
+    return web.Response(body=(own.text() + master).encode(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+def build_app(bridge: MasterBridge, max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
+              tokens: frozenset[str] = frozenset()) -> web.Application:
+    """The HTTP API; ``tokens`` empty means no authentication (--insecure only)."""
+    # a JSON-escaped script can be up to ~2x its size (\n, \", unicode escapes)
+    app = web.Application(middlewares=[measure, json_errors, require_token],
+                          client_max_size=max_script_bytes * 2 + 65536)
+    app[BRIDGE] = bridge
+    app[METRICS] = WebMetrics()
+    app[MAX_SCRIPT_BYTES] = max_script_bytes
+    app[TOKENS] = frozenset(tokens)
+    app.add_routes(routes)
+    return app

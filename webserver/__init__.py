@@ -1,5 +1,0 @@
-"""The web tier: an aiohttp HTTP API in front of the master."""
-from webserver.routes import build_app
-from webserver.rpc_bridge import MasterBridge
-
-__all__ = ["build_app", "MasterBridge"]
