@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.fleet import POLL_MODES, start_fleet, usage  # noqa: E402
 from bench.report import spread, write_section  # noqa: E402
-from master.liveness import HeartbeatPolicy  # noqa: E402
+from mschedule.master.liveness import HeartbeatPolicy  # noqa: E402
+from mschedule.utils.defaults import CONNECT_JITTER, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT  # noqa: E402
 from tests.integration.harness import Stack  # noqa: E402
-from utils.defaults import CONNECT_JITTER, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT  # noqa: E402
 
 POLICY = HeartbeatPolicy()
 
