@@ -1,0 +1,614 @@
+"""``mschedule``: argument parsing and the commands. Every command is one or a few HTTP calls to the web
+tier (the API of README.md); what the flags mean and the exit statuses are in docs/cli.md.
+
+Exit status: 0 done (for a followed task: every target SUCCEED); 1 a followed task ended with a FAILED target
+(``keys``: some id refused); 2 a followed task was stopped (cancelled, or aborted by its failure limits so
+that some targets never ran); 3 usage, authentication, connection error or a request the API refused;
+130 detached from a task with Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from cli.client import (
+    EXIT_ERROR,
+    ApiError,
+    Client,
+    CliError,
+    config_path,
+    normalize_url,
+    resolve_settings,
+    write_config,
+)
+from cli.follow import (
+    EXIT_DETACHED,
+    EXIT_FAILED,
+    Follower,
+    PollSource,
+    Progress,
+    exit_status,
+    table,
+    task_over,
+)
+
+try:  # shell completion is optional at run time: without it every command still works
+    import argcomplete
+except ImportError:  # pragma: no cover - depends on the install
+    argcomplete = None
+
+#: a --json follow long-polls this long per call (nothing is shown meanwhile)
+JSON_WAIT = 30.0
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's exit status for a usage error (3, not argparse's 2, which means "stopped")."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"mschedule: error: {message}\n")
+
+
+# ---- argument types --------------------------------------------------------------------------------------
+def label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def labels_of(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
+    return dict(pairs or [])
+
+
+# ---- what the flags mean in a request --------------------------------------------------------------------
+def selection(args: argparse.Namespace, client: Client | None, require: bool = True) -> dict:
+    """``targets`` and/or ``selector`` of a task body from the host flags.
+
+    One ``--host`` glob, the ``--label``s and ``--group`` make the API's ``selector`` (all must match; the
+    master resolves it at submit time); ``--target`` ids (or, soon, hostnames) go to ``targets``. The API's
+    selector has one hostname glob, so several ``--host`` are resolved here, each with the labels
+    (``GET /task/targets``), into ``targets``. ``--all`` is every agent online now.
+    """
+    hosts, labels, group = args.host or [], labels_of(args.label), args.group
+    targets = list(dict.fromkeys(args.target or []))
+    if getattr(args, "all", False):
+        if hosts or labels or group or targets:
+            raise CliError("--all: not together with --host, --label, --group or --target")
+        agents = _client(client).get("/task/targets")
+        online = sorted(a for a, info in agents.items() if info.get("online"))
+        if not online:
+            raise CliError("--all: no agent is online")
+        return {"targets": online}
+    selector: dict[str, Any] = {}
+    if len(hosts) > 1:
+        if group:
+            raise CliError("--group: not together with several --host (give one glob, or use --target)")
+        for glob in hosts:
+            query = [("hostname", glob), *(("label", f"{k}:{v}") for k, v in labels.items())]
+            found = sorted(_client(client).get("/task/targets", query=query))
+            if not found:
+                raise CliError(f"--host {glob}: matches no agent" + (" with those labels" if labels else ""))
+            targets.extend(a for a in found if a not in targets)
+    else:
+        if hosts:
+            selector["hostname"] = hosts[0]
+        if labels:
+            selector["labels"] = labels
+    if group:
+        selector["group"] = group
+    body: dict[str, Any] = {}
+    if targets:
+        body["targets"] = targets
+    if selector:
+        body["selector"] = selector
+    if require and not body:
+        raise CliError("no hosts chosen: give --host, --label, --group, --target or --all")
+    return body
+
+
+#: flag attribute -> task field
+PARAMS = (("parallel", "parallel"), ("fail_count", "fail_count"), ("fail_rate", "fail_rate"),
+          ("timeout", "timeout"), ("batch_by", "batch_by"))
+
+
+def parameters(args: argparse.Namespace) -> dict:
+    """The task parameters given on the command line (the master's defaults apply to the others)."""
+    return {field: getattr(args, attr) for attr, field in PARAMS if getattr(args, attr, None) is not None}
+
+
+def read_script(args: argparse.Namespace) -> str:
+    """The script: the SCRIPT argument, ``-f FILE``, or standard input for ``-`` / ``-f -``."""
+    if args.script is not None and args.file is not None:
+        raise CliError("give the script as an argument or with -f FILE, not both")
+    source = args.file if args.file is not None else args.script
+    if source is None:
+        raise CliError("no script: give SCRIPT, -f FILE, or - to read standard input")
+    if source == "-" or (args.file is not None and args.file == "-"):
+        return sys.stdin.read()
+    if args.file is None:
+        return source
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"-f {args.file}: {exc}") from None
+
+
+def task_body(args: argparse.Namespace, client: Client | None) -> dict:
+    """The ``POST /task`` body of ``mschedule run``."""
+    return {"script": read_script(args), **selection(args, client), **parameters(args)}
+
+
+def retry_body(args: argparse.Namespace) -> dict:
+    return {"only": ["FAILED"] if args.failed else ["FAILED", "CANCELLED"]}
+
+
+def _client(client: Client | None) -> Client:
+    if client is None:
+        raise CliError("internal: this needs the web tier")
+    return client
+
+
+def make_client(args: argparse.Namespace) -> Client:
+    settings = resolve_settings(getattr(args, "url", None), getattr(args, "token", None))
+    return Client(settings.url, settings.token)
+
+
+def emit_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+# ---- following a task ------------------------------------------------------------------------------------
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _ask(question: str) -> bool:
+    try:
+        sys.stderr.write(question)
+        sys.stderr.flush()
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+    except (KeyboardInterrupt, EOFError):
+        sys.stderr.write("\n")
+        return False
+
+
+def _last(snapshots: Iterable[dict]) -> dict:
+    last = None
+    for last in snapshots:  # noqa: B007 - the last one is the answer
+        pass
+    return last
+
+
+def follow(client: Client, task_id: str, as_json: bool = False) -> int:
+    """Follow a task to its end (see :mod:`cli.follow`); the exit status it ended with.
+
+    Ctrl-C on a terminal asks whether to cancel the task (yes: cancel, then follow it to its end); otherwise,
+    or when the answer is no, the CLI detaches: it prints the task id and how to follow it, and exits 130.
+    """
+    progress = None if as_json else Progress(sys.stderr, sys.stderr.isatty())
+    follower = Follower(client, task_id, progress=progress)
+    watch: Callable[[], dict] = (lambda: _last(PollSource(client, task_id, wait=JSON_WAIT))) if as_json \
+        else follower.run
+    while True:
+        try:
+            task = watch()
+            break
+        except KeyboardInterrupt:
+            if progress:
+                progress.clear()
+            sys.stderr.write("\n")
+            if _interactive() and _ask(f"cancel task {task_id}? [y/N] "):
+                try:
+                    client.post(f"/task/{client.quote(task_id)}/cancel")
+                    sys.stderr.write(f"task {task_id}: cancel requested; following it to its end\n")
+                except ApiError as exc:
+                    if exc.status != 409:
+                        raise
+                    sys.stderr.write(f"task {task_id}: {exc.message}\n")
+                continue
+            sys.stderr.write(f"detached: task {task_id} goes on; follow it with: mschedule task {task_id} --follow\n")
+            return EXIT_DETACHED
+    if as_json:
+        emit_json(client.get(f"/task/{client.quote(task_id)}"))
+    else:
+        print(follower.summary(task))
+    return exit_status(task)
+
+
+def submitted(client: Client, task_id: str, args: argparse.Namespace) -> int:
+    """After a submit: follow the task, or (``--detach``) print its id."""
+    if args.detach:
+        if args.json:
+            emit_json({"task_id": task_id})
+        else:
+            print(task_id)
+        return 0
+    return follow(client, task_id, args.json)
+
+
+# ---- commands --------------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    body = task_body(args, client)
+    return submitted(client, client.post("/task", body)["task_id"], args)
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    if args.follow:
+        return follow(client, args.id, args.json)
+    path = f"/task/{client.quote(args.id)}"
+    if args.json:
+        emit_json(client.get(path))
+        return 0
+    task = client.get(path, query={"output_limit": 0})
+    follower = Follower(client, args.id, source=lambda: [task])
+    follower.run()
+    print(follower.summary(task))
+    if not task_over(task):
+        print(f"(still going: mschedule task {args.id} --follow)")
+    return 0
+
+
+def _when(stamp: float | None) -> str:
+    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    query = {"state": args.state, "job": args.job, "limit": args.limit}
+    tasks = client.get("/tasks", query=query)
+    if args.json:
+        emit_json(tasks)
+        return 0
+    rows = [[t["task_id"], t["state"], _when(t.get("created")), t["total"], t["counts"].get("SUCCEED", 0),
+             t["counts"].get("FAILED", 0), t["counts"].get("CANCELLED", 0),
+             f"{t['job']} v{t['job_version']}" if t.get("job") else "-"] for t in tasks]
+    print(table(["TASK", "STATE", "CREATED", "TOTAL", "SUCCEED", "FAILED", "CANCELLED", "JOB"], rows))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    summary = client.post(f"/task/{client.quote(args.id)}/cancel")
+    if args.json:
+        emit_json(summary)
+    else:
+        print(f"task {summary['task_id']} {summary['state']}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    answer = client.post(f"/task/{client.quote(args.id)}/retry", retry_body(args))
+    return submitted(client, answer["task_id"], args)
+
+
+def agents_query(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``GET /task/targets`` filters: ``--host`` -> ``hostname``, each ``--label k=v`` -> ``label=k:v``."""
+    query = [("hostname", args.host)] if args.host else []
+    return query + [("label", f"{k}:{v}") for k, v in labels_of(args.label).items()]
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    agents = client.get("/task/targets", query=agents_query(args))
+    if args.json:
+        emit_json(agents)
+        return 0
+    rows = [[a, i["hostname"], "yes" if i["online"] else "no", "yes" if i["busy"] else "no",
+             ",".join(f"{k}={v}" for k, v in sorted(i["labels"].items())) or "-",
+             f"{i['heartbeat_age']:.1f}s" if i.get("heartbeat_age") is not None else "-"]
+            for a, i in sorted(agents.items(), key=lambda kv: (kv[1]["hostname"], kv[0]))]
+    print(table(["ID", "HOSTNAME", "ONLINE", "BUSY", "LABELS", "HEARTBEAT"], rows))
+    return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    """Ask for the token (getpass on a terminal, a line of standard input otherwise, or --token /
+    MSCHEDULE_TOKEN), check it with a real call, then write the config file 0600."""
+    url = normalize_url(args.login_url)
+    token = getattr(args, "token", None) or _env_token()
+    if not token:
+        if sys.stdin.isatty():
+            token = getpass.getpass(f"token for {url}: ")
+        else:
+            token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        raise CliError("login: no token given")
+    Client(url, token).get("/task/targets")  # the token and the master answer, or this raises
+    path = config_path()
+    write_config(path, url, token)
+    print(f"logged in to {url}; settings written to {path}")
+    return 0
+
+
+def _env_token() -> str | None:
+    return os.environ.get("MSCHEDULE_TOKEN") or None
+
+
+def job_body(args: argparse.Namespace) -> dict:
+    """The ``POST /job/{name}`` body: the script of ``-f FILE``, the message, and the task parameters and
+    hosts given (saved as the job's defaults)."""
+    args.script = None
+    body: dict[str, Any] = {"script": read_script(args), **selection(args, None, require=False),
+                            **parameters(args)}
+    if args.message:
+        body["message"] = args.message
+    return body
+
+
+def job_run_body(args: argparse.Namespace, client: Client | None) -> dict:
+    """The ``POST /job/{name}/run`` body: the version and the overrides given (hosts, parameters)."""
+    body: dict[str, Any] = {**selection(args, client, require=False), **parameters(args)}
+    if args.version is not None:
+        body["version"] = args.version
+    return body
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    action = args.jobs_action
+    if action == "list":
+        jobs = client.get("/jobs")
+        if args.json:
+            emit_json(jobs)
+        else:
+            print(table(["NAME", "VERSION", "SAVED", "MESSAGE"],
+                        [[j["name"], j["version"], _when(j.get("created_at")), j.get("message") or "-"] for j in jobs]))
+        return 0
+    name = client.quote(args.name)
+    if action == "show":
+        path = f"/job/{name}" if args.version is None else f"/job/{name}/versions/{args.version}"
+        job = client.get(path)
+        if args.json:
+            emit_json(job)
+        else:
+            print(f"# job {job['name']} version {job['version']} saved {_when(job.get('created_at'))}"
+                  f"{': ' + job['message'] if job.get('message') else ''}")
+            params = {k: v for k, v in (job.get("params") or {}).items() if v not in (None, [])}
+            print(f"# parameters: {json.dumps(params, sort_keys=True)}")
+            sys.stdout.write(job["script"] if job["script"].endswith("\n") else job["script"] + "\n")
+        return 0
+    if action == "save":
+        saved = client.post(f"/job/{name}", job_body(args))
+        if args.json:
+            emit_json(saved)
+        elif saved.get("created"):
+            print(f"job {saved['name']} version {saved['version']} saved")
+        else:
+            print(f"job {saved['name']}: {saved.get('note') or 'unchanged'}")
+        return 0
+    if action == "diff":
+        diff = client.get(f"/job/{name}/diff", query={"from": args.v1, "to": args.v2})
+        if args.json:
+            emit_json(diff)
+            return 0
+        for change in diff["params"]:
+            print(f"parameter {change['param']}: {json.dumps(change['from'])} -> {json.dumps(change['to'])}")
+        sys.stdout.write(diff["script_diff"])
+        if not diff["params"] and not diff["script_diff"]:
+            print(f"versions {diff['from']} and {diff['to']} are the same")
+        return 0
+    # run
+    answer = client.post(f"/job/{name}/run", job_run_body(args, client))
+    return submitted(client, answer["task_id"], args)
+
+
+def keys_body(args: argparse.Namespace) -> dict:
+    if args.all_pending:
+        if args.ids:
+            raise CliError("--all-pending: not together with ids")
+        return {"all_pending": True}
+    if not args.ids:
+        raise CliError(f"keys {args.keys_action}: give one or more agent ids, or --all-pending")
+    return {"agent_ids": list(dict.fromkeys(args.ids))}
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    if args.keys_action == "list":
+        keys = client.get("/keys")
+        if args.json:
+            emit_json(keys)
+        else:
+            print(table(["AGENT_ID", "STATE", "HOSTNAME", "IP", "FIRST_SEEN"],
+                        [[k["agent_id"], k["state"], k.get("hostname") or "-", ",".join(k.get("ip") or []) or "-",
+                          _when(k.get("first_seen"))] for k in keys]))
+        return 0
+    answer = client.post(f"/keys/{args.keys_action}", keys_body(args))
+    if args.json:
+        emit_json(answer)
+    else:
+        for result in answer["results"]:
+            state = result.get("state") or result.get("error") or ""
+            print(f"{result['agent_id']}: {'ok' if result['ok'] else 'failed'} {state}".rstrip())
+        print(f"{answer['done']} done, {answer['failed']} failed")
+    return EXIT_FAILED if answer["failed"] else 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    if argcomplete is None:
+        raise CliError("completion needs argcomplete: pip install argcomplete==3.7.2")
+    sys.stdout.write(argcomplete.shellcode(["mschedule"], shell=args.shell))
+    return 0
+
+
+# ---- completion of names from the web tier ----------------------------------------------------------------
+def _remote_completer(path: str, pick: Callable[[Any], Iterable[str]]) -> Callable[..., list[str]]:
+    """An argcomplete completer that asks the web tier (with the same URL and token); nothing on any error."""
+    def complete(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+        try:
+            settings = resolve_settings(getattr(parsed_args, "url", None), getattr(parsed_args, "token", None))
+            answer = Client(settings.url, settings.token, timeout=3).get(path)
+            return [name for name in pick(answer) if name.startswith(prefix)]
+        except Exception:  # noqa: BLE001 - completion must never print a traceback into the shell
+            return []
+    return complete
+
+
+JOB_NAMES = _remote_completer("/jobs", lambda jobs: [j["name"] for j in jobs])
+TASK_IDS = _remote_completer("/tasks", lambda tasks: [t["task_id"] for t in tasks])
+AGENT_IDS = _remote_completer("/task/targets", lambda agents: list(agents))
+PENDING_KEYS = _remote_completer("/keys", lambda keys: [k["agent_id"] for k in keys if k["state"] == "pending"])
+
+
+def _completer(action: argparse.Action, completer: Callable[..., list[str]]) -> argparse.Action:
+    action.completer = completer  # type: ignore[attr-defined]
+    return action
+
+
+# ---- the parser ------------------------------------------------------------------------------------------
+def _connection_flags() -> argparse.ArgumentParser:
+    """--url and --token, accepted before or after the command (SUPPRESS: a command's own default does not
+    overwrite one given before it)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS,
+                        help="web tier URL (else MSCHEDULE_URL, else the config file of 'mschedule login')")
+    common.add_argument("--token", default=argparse.SUPPRESS, help="bearer token (else MSCHEDULE_TOKEN, else the "
+                                                                   "config file)")
+    return common
+
+
+def _host_flags(p: argparse.ArgumentParser, all_flag: bool = True) -> None:
+    g = p.add_argument_group("hosts")
+    g.add_argument("--host", action="append", metavar="GLOB", help="hostname glob (repeatable: any of them)")
+    g.add_argument("--label", action="append", type=label, metavar="K=V", help="label that must match (repeatable)")
+    g.add_argument("--group", metavar="NAME", help="a group stored on the master")
+    _completer(g.add_argument("--target", action="append", metavar="ID", help="agent id (repeatable)"), AGENT_IDS)
+    if all_flag:
+        g.add_argument("--all", action="store_true", help="every agent online now")
+
+
+def _param_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("task parameters (the master's defaults when left out)")
+    g.add_argument("--parallel", type=int, metavar="N", help="at most N targets at once (default 1)")
+    g.add_argument("--fail-count", type=int, metavar="N", help="abort after more than N failures (-1: no limit)")
+    g.add_argument("--fail-rate", type=float, metavar="P",
+                   help="abort when more than P%% of the targets failed (default 0: at the first failure; 100: never)")
+    g.add_argument("--timeout", type=float, metavar="S", help="kill each script after S seconds (0: never)")
+    g.add_argument("--batch-by", metavar="LABEL", help="roll out group by group of this label's values")
+
+
+def _follow_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print only the final task as JSON")
+    p.add_argument("--detach", action="store_true", help="print the task id and exit without following")
+
+
+def build_parser() -> Parser:
+    common = _connection_flags()
+    parser = Parser(prog="mschedule", parents=[common],
+                    description="Run scripts on many hosts through an mschedule web tier.",
+                    epilog="exit status: 0 ok, 1 a target failed, 2 task cancelled or aborted, 3 usage, "
+                           "authentication or connection error, 130 detached (see docs/cli.md)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str, **kw: Any) -> Parser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help, **kw)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("run", cmd_run, "run a script on hosts and follow it to its end")
+    p.add_argument("script", nargs="?", metavar="SCRIPT", help="the script's text, or - for standard input")
+    p.add_argument("-f", "--file", metavar="FILE", help="read the script from FILE (- for standard input)")
+    _host_flags(p)
+    _param_flags(p)
+    _follow_flags(p)
+
+    p = command("agents", cmd_agents, "list agents")
+    p.add_argument("--host", metavar="GLOB", help="hostname glob")
+    p.add_argument("--label", action="append", type=label, metavar="K=V", help="label that must match (repeatable)")
+    p.add_argument("--json", action="store_true")
+
+    p = command("tasks", cmd_tasks, "list tasks, newest first")
+    p.add_argument("--state", choices=("WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED"))
+    _completer(p.add_argument("--job", metavar="NAME"), JOB_NAMES)
+    p.add_argument("--limit", type=int, metavar="N", help="at most N tasks (default 50)")
+    p.add_argument("--json", action="store_true")
+
+    p = command("task", cmd_task, "show one task (its hosts' output and summary)")
+    _completer(p.add_argument("id", metavar="ID"), TASK_IDS)
+    p.add_argument("--follow", action="store_true", help="follow it to its end, exit status as for run")
+    p.add_argument("--json", action="store_true")
+
+    p = command("cancel", cmd_cancel, "cancel a task")
+    _completer(p.add_argument("id", metavar="ID"), TASK_IDS)
+    p.add_argument("--json", action="store_true")
+
+    p = command("retry", cmd_retry, "run a task again on its FAILED and CANCELLED targets, and follow it")
+    _completer(p.add_argument("id", metavar="ID"), TASK_IDS)
+    p.add_argument("--failed", action="store_true", help="only the FAILED targets")
+    _follow_flags(p)
+
+    p = command("jobs", cmd_jobs, "stored, versioned scripts")
+    jobs = p.add_subparsers(dest="jobs_action", required=True, metavar="ACTION")
+    j = jobs.add_parser("list", parents=[common], help="every job's latest version")
+    j.add_argument("--json", action="store_true")
+    j = jobs.add_parser("show", parents=[common], help="a job's script and parameters")
+    _completer(j.add_argument("name", metavar="NAME"), JOB_NAMES)
+    j.add_argument("--version", type=int, metavar="N", help="this version (default the latest)")
+    j.add_argument("--json", action="store_true")
+    j = jobs.add_parser("save", parents=[common], help="save a new version from a file")
+    _completer(j.add_argument("name", metavar="NAME"), JOB_NAMES)
+    j.add_argument("-f", "--file", required=True, metavar="FILE", help="the script (- for standard input)")
+    j.add_argument("-m", "--message", help="what changed")
+    _host_flags(j, all_flag=False)
+    _param_flags(j)
+    j.add_argument("--json", action="store_true")
+    j = jobs.add_parser("diff", parents=[common], help="what changed between two versions")
+    _completer(j.add_argument("name", metavar="NAME"), JOB_NAMES)
+    j.add_argument("v1", type=int, metavar="V1")
+    j.add_argument("v2", type=int, metavar="V2")
+    j.add_argument("--json", action="store_true")
+    j = jobs.add_parser("run", parents=[common], help="run a job (its saved hosts and parameters, or these)")
+    _completer(j.add_argument("name", metavar="NAME"), JOB_NAMES)
+    j.add_argument("--version", type=int, metavar="N", help="this version (default the latest)")
+    _host_flags(j)
+    _param_flags(j)
+    _follow_flags(j)
+
+    p = command("keys", cmd_keys, "agent keys waiting for a decision, accepted or rejected")
+    keys = p.add_subparsers(dest="keys_action", required=True, metavar="ACTION")
+    k = keys.add_parser("list", parents=[common], help="every key")
+    k.add_argument("--json", action="store_true")
+    for action in ("accept", "reject"):
+        k = keys.add_parser(action, parents=[common], help=f"{action} keys (several in one commit)")
+        _completer(k.add_argument("ids", nargs="*", metavar="ID"), PENDING_KEYS)
+        k.add_argument("--all-pending", action="store_true", help=f"{action} every pending key")
+        k.add_argument("--json", action="store_true")
+
+    p = command("login", cmd_login, "check a token and store it with the URL in the config file")
+    p.add_argument("login_url", metavar="URL")
+
+    p = command("completion", cmd_completion, "print the shell code that enables completion: "
+                                              "eval \"$(mschedule completion bash)\"")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit status. Errors are one line on stderr, never a traceback."""
+    parser = build_parser()
+    if argcomplete is not None:
+        argcomplete.autocomplete(parser)  # only acts when the shell asks for completions
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (3)
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"mschedule: {exc.message}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_DETACHED

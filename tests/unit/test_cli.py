@@ -1,0 +1,238 @@
+"""The CLI without a server: what each flag becomes in the request, the exit-status mapping, the config file
+and how a followed task is shown (tests/integration/test_cli.py runs it against the real stack)."""
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from cli import main as cli
+from cli.client import CliError, config_path, read_config, resolve_settings, write_config
+from cli.follow import Follower, Progress, exit_status
+
+
+class FakeClient:
+    """Answers ``GET /task/targets`` (with its filters applied as the web tier does) and target outputs."""
+
+    def __init__(self, agents: dict | None = None, outputs: dict | None = None) -> None:
+        self.agents = agents or {}
+        self.outputs = outputs or {}
+        self.calls: list[tuple] = []
+
+    def get(self, path, query=None, **kw):
+        self.calls.append(("GET", path, query))
+        if path == "/task/targets":
+            pairs = list(query or [])
+            glob = dict(pairs).get("hostname")
+            wanted = dict(v.split(":", 1) for k, v in pairs if k == "label")
+            return {a: i for a, i in self.agents.items()
+                    if (glob is None or fnmatch.fnmatchcase(i["hostname"], glob))
+                    and all(i["labels"].get(k) == v for k, v in wanted.items())}
+        agent_id = path.rsplit("/", 1)[1]
+        return {"output": self.outputs.get(agent_id, "")}
+
+    def quote(self, part):
+        return part
+
+
+AGENTS = {"a1": {"hostname": "web-1", "labels": {"dc": "bj"}, "online": True},
+          "a2": {"hostname": "web-2", "labels": {"dc": "sh"}, "online": True},
+          "a3": {"hostname": "db-1", "labels": {"dc": "bj"}, "online": False}}
+
+
+def parse(*argv):
+    return cli.build_parser().parse_args(list(argv))
+
+
+def test_run_flags_become_the_post_task_body():
+    args = parse("run", "echo hi", "--host", "web-*", "--label", "dc=bj", "--label", "role=db", "--group", "g",
+                 "--target", "a9", "--target", "a9", "--parallel", "3", "--fail-count", "0", "--fail-rate", "50",
+                 "--timeout", "9", "--batch-by", "dc")
+    assert cli.task_body(args, None) == {
+        "script": "echo hi", "targets": ["a9"],
+        "selector": {"hostname": "web-*", "labels": {"dc": "bj", "role": "db"}, "group": "g"},
+        "parallel": 3, "fail_count": 0, "fail_rate": 50.0, "timeout": 9.0, "batch_by": "dc"}
+    # only what was given: the master's defaults apply to the rest
+    assert cli.task_body(parse("run", "true", "--target", "a1"), None) == {"script": "true", "targets": ["a1"]}
+
+
+def test_several_host_globs_are_resolved_with_the_labels_into_targets():
+    client = FakeClient(AGENTS)
+    args = parse("run", "true", "--host", "web-*", "--host", "db-*", "--label", "dc=bj", "--target", "a7")
+    assert cli.selection(args, client) == {"targets": ["a7", "a1", "a3"]}
+    assert [c[2] for c in client.calls] == [[("hostname", "web-*"), ("label", "dc:bj")],
+                                            [("hostname", "db-*"), ("label", "dc:bj")]]
+    with pytest.raises(CliError, match="--host nope-\\*: matches no agent"):
+        cli.selection(parse("run", "true", "--host", "web-*", "--host", "nope-*"), client)
+    with pytest.raises(CliError, match="--group"):
+        cli.selection(parse("run", "true", "--host", "a", "--host", "b", "--group", "g"), client)
+
+
+def test_all_is_every_online_agent_and_alone():
+    assert cli.selection(parse("run", "true", "--all"), FakeClient(AGENTS)) == {"targets": ["a1", "a2"]}
+    with pytest.raises(CliError, match="--all: not together"):
+        cli.selection(parse("run", "true", "--all", "--host", "x"), FakeClient(AGENTS))
+    with pytest.raises(CliError, match="no agent is online"):
+        cli.selection(parse("run", "true", "--all"), FakeClient({}))
+
+
+def test_a_run_needs_hosts_and_exactly_one_script(tmp_path, monkeypatch):
+    with pytest.raises(CliError, match="no hosts chosen"):
+        cli.task_body(parse("run", "true"), None)
+    with pytest.raises(CliError, match="not both"):
+        cli.read_script(parse("run", "true", "-f", "x"))
+    with pytest.raises(CliError, match="no script"):
+        cli.read_script(parse("run", "--all"))
+    script = tmp_path / "s.sh"
+    script.write_text("echo from file\n")
+    assert cli.read_script(parse("run", "-f", str(script))) == "echo from file\n"
+    with pytest.raises(CliError, match="-f .*missing"):
+        cli.read_script(parse("run", "-f", str(tmp_path / "missing")))
+    for argv in (("run", "-"), ("run", "-f", "-")):
+        monkeypatch.setattr("sys.stdin", io.StringIO("echo from stdin\n"))
+        assert cli.read_script(parse(*argv)) == "echo from stdin\n"
+
+
+@pytest.mark.parametrize("argv", [["run", "true", "--label", "novalue"], ["run", "--parallel", "x"], ["nosuch"],
+                                  [], ["keys"], ["completion", "tcsh"]])
+def test_usage_errors_exit_3_with_one_line(argv, capsys):
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert "mschedule: error:" in err and "Traceback" not in err
+
+
+def test_errors_after_parsing_exit_3_without_a_traceback(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("MSCHEDULE_URL", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert cli.main(["agents"]) == 3
+    assert capsys.readouterr().err == ("mschedule: no web tier URL: give --url, set MSCHEDULE_URL, or run "
+                                       "'mschedule login URL'\n")
+    assert cli.main(["--url", "ftp://x", "agents"]) == 3
+    assert "--url: expected http(s)://host:port" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    assert cli.main(["run", "--help"]) == 0
+    assert "--fail-rate" in capsys.readouterr().out
+
+
+def test_url_and_token_before_or_after_the_command():
+    for argv in (["--url", "h:1", "--token", "t", "agents"], ["agents", "--url", "h:1", "--token", "t"]):
+        args = parse(*argv)
+        assert (args.url, args.token) == ("h:1", "t")
+    assert not hasattr(parse("agents"), "url")
+
+
+@pytest.mark.parametrize("state,counts,status", [
+    ("SUCCEED", {"SUCCEED": 2}, 0),
+    ("SUCCEED", {"SUCCEED": 1, "FAILED": 1}, 1),  # fail_rate 100: the task SUCCEED, a target did not
+    ("FAILED", {"SUCCEED": 1, "FAILED": 1}, 1),  # limits breached by the last target: nothing was stopped
+    ("FAILED", {"FAILED": 1, "CANCELLED": 1}, 2),  # aborted: a target never ran
+    ("CANCELLED", {"SUCCEED": 1, "CANCELLED": 1}, 2),
+    ("CANCELLED", {"SUCCEED": 2}, 2),  # cancelled as its last scripts ended
+])
+def test_exit_status_mapping(state, counts, status):
+    total = sum(counts.values())
+    assert exit_status({"state": state, "total": total, "counts": counts}) == status
+
+
+def test_retry_keys_agents_and_jobs_bodies():
+    assert cli.retry_body(parse("retry", "t1")) == {"only": ["FAILED", "CANCELLED"]}
+    assert cli.retry_body(parse("retry", "t1", "--failed")) == {"only": ["FAILED"]}
+    assert cli.keys_body(parse("keys", "accept", "a1", "a2", "a1")) == {"agent_ids": ["a1", "a2"]}
+    assert cli.keys_body(parse("keys", "reject", "--all-pending")) == {"all_pending": True}
+    with pytest.raises(CliError):
+        cli.keys_body(parse("keys", "accept"))
+    assert cli.agents_query(parse("agents", "--host", "web-*", "--label", "dc=bj")) == [
+        ("hostname", "web-*"), ("label", "dc:bj")]
+    assert cli.job_run_body(parse("jobs", "run", "deploy", "--version", "2", "--label", "dc=bj",
+                                  "--parallel", "5"), None) == {
+        "version": 2, "selector": {"labels": {"dc": "bj"}}, "parallel": 5}
+    assert cli.job_run_body(parse("jobs", "run", "deploy"), None) == {}
+
+
+def test_job_save_body(tmp_path):
+    script = tmp_path / "deploy.sh"
+    script.write_text("make deploy\n")
+    args = parse("jobs", "save", "deploy", "-f", str(script), "-m", "first", "--host", "web-*", "--timeout", "60")
+    assert cli.job_body(args) == {"script": "make deploy\n", "message": "first", "selector": {"hostname": "web-*"},
+                                  "timeout": 60.0}
+
+
+def test_settings_flag_then_environment_then_the_config_file(tmp_path):
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert config_path(env) == str(tmp_path / "mschedule" / "cli.toml")
+    assert config_path({"HOME": "/nonexistent"}).endswith("/.config/mschedule/cli.toml")
+    write_config(config_path(env), "http://file:1", "file-token")
+    assert read_config(config_path(env)) == {"url": "http://file:1", "token": "file-token"}
+    s = resolve_settings(None, None, env)
+    assert (s.url, s.token) == ("http://file:1", "file-token")
+    s = resolve_settings(None, None, {**env, "MSCHEDULE_URL": "env:2", "MSCHEDULE_TOKEN": "env-token"})
+    assert (s.url, s.token) == ("http://env:2", "env-token")
+    s = resolve_settings("https://flag:3/", None, {**env, "MSCHEDULE_TOKEN": "env-token"})
+    assert (s.url, s.token) == ("https://flag:3", "env-token")
+    (tmp_path / "mschedule" / "cli.toml").write_text("url = [not toml")
+    with pytest.raises(CliError, match="cannot read"):
+        resolve_settings(None, None, env)
+
+
+def test_the_config_file_is_0600_whatever_the_umask(tmp_path, permissive_umask):
+    path = tmp_path / "cfg" / "mschedule" / "cli.toml"
+    write_config(str(path), "http://h:1", 'to"ken\u00e9')
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert read_config(str(path))["token"] == 'to"ken\u00e9'
+
+
+def snapshot(states: dict[str, str], hostnames: dict[str, str], state: str = "RUNNING", finished=None) -> dict:
+    counts = {s: list(states.values()).count(s) for s in ("WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED")}
+    return {"task_id": "t1", "state": state, "total": len(states), "counts": counts, "finished": finished,
+            "started": 10.0, "targets": {a: {"hostname": hostnames[a], "state": s, "code": 0 if s == "SUCCEED" else 1,
+                                             "started": 10.0, "finished": 12.5 if s != "RUNNING" else None}
+                                         for a, s in states.items()}}
+
+
+def test_each_ended_host_output_is_shown_once_after_its_hostname():
+    names = {"a1": "web-1", "a2": "web-1", "a3": "db-1"}
+    snapshots = [snapshot({"a1": "RUNNING", "a2": "RUNNING", "a3": "SUCCEED"}, names),
+                 snapshot({"a1": "SUCCEED", "a2": "FAILED", "a3": "SUCCEED"}, names, "SUCCEED", 13.0)]
+    client = FakeClient(outputs={"a1": "one\ntwo\n", "a2": "boom", "a3": ""})
+    out, err = io.StringIO(), io.StringIO()
+    follower = Follower(client, "t1", out=out, progress=Progress(err, tty=False), source=lambda: snapshots)
+    task = follower.run()
+    assert out.getvalue() == "web-1/a1: one\nweb-1/a1: two\nweb-1/a2: boom\n"
+    assert [c[1] for c in client.calls] == ["/task/t1/target/a3", "/task/t1/target/a1", "/task/t1/target/a2"]
+    assert err.getvalue().splitlines() == [
+        "task t1 RUNNING 1/3 done: waiting 0 running 2 succeed 1 failed 0 cancelled 0",
+        "task t1 SUCCEED 3/3 done: waiting 0 running 0 succeed 2 failed 1 cancelled 0"]
+    summary = follower.summary(task).splitlines()
+    assert summary[0].split() == ["HOST", "STATE", "CODE", "DURATION"]
+    assert summary[1].split() == ["db-1", "SUCCEED", "0", "2.5s"]
+    assert summary[-1] == "task t1 SUCCEED in 3.0s: waiting 0 running 0 succeed 2 failed 1 cancelled 0"
+
+
+def test_progress_on_a_terminal_is_one_line_rewritten():
+    err = io.StringIO()
+    progress = Progress(err, tty=True)
+    progress.update(snapshot({"a1": "RUNNING"}, {"a1": "h"}))
+    progress.update(snapshot({"a1": "RUNNING"}, {"a1": "h"}))
+    progress.clear()
+    assert "\n" not in err.getvalue() and err.getvalue().count("\r\x1b[K") == 3
+
+
+def test_shell_completion_completes_commands_and_flags(tmp_path):
+    """argcomplete's own protocol (what the code of 'mschedule completion bash' runs on TAB)."""
+    pytest.importorskip("argcomplete")
+    out = tmp_path / "completions"
+    for line, expected in (("mschedule jobs s", {"show", "save"}), ("mschedule run --fail-", {"--fail-count",
+                                                                                             "--fail-rate"})):
+        env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": " ", "COMP_LINE": line,
+               "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
+        subprocess.run([sys.executable, "-m", "cli"], env=env, check=True, timeout=30,
+                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        assert set(out.read_text().split()) == expected
