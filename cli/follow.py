@@ -161,7 +161,7 @@ class Follower:
         ended = sorted((a for a, t in task["targets"].items() if t["state"] in ENDED and a not in self.shown),
                        key=lambda a: (task["targets"][a].get("finished") or 0, names[a]))
         for agent_id in ended:
-            output = self._output(agent_id)
+            output = self._output(agent_id, task["targets"][agent_id])
             self.shown.add(agent_id)
             if not output:
                 continue
@@ -171,7 +171,11 @@ class Follower:
             self.out.write("".join(f"{name}: {line}\n" for line in output.splitlines()))
             self.out.flush()
 
-    def _output(self, agent_id: str) -> str:
+    def _output(self, agent_id: str, target: dict) -> str:
+        """The target's whole output: the snapshot's when nothing of it was left out (an empty output, or a
+        snapshot with whole outputs), else fetched once."""
+        if isinstance(target.get("output"), str) and target.get("output_omitted", 1) == 0:
+            return target["output"]
         try:
             target = self.client.get(f"/task/{self.client.quote(self.task_id)}/target/{self.client.quote(agent_id)}")
         except ApiError as exc:
@@ -182,4 +186,4 @@ class Follower:
         took = ""
         if task.get("started") is not None and task.get("finished") is not None:
             took = f" in {task['finished'] - task['started']:.1f}s"
-        return f"{summary_table(task)}\ntask {task['task_id']} {task['state']}{took}: {counts_text(task)}"
+        return f"\n{summary_table(task)}\ntask {task['task_id']} {task['state']}{took}: {counts_text(task)}"

@@ -201,6 +201,9 @@ def follow(client: Client, task_id: str, as_json: bool = False) -> int:
         try:
             task = watch()
             break
+        except CliError as exc:  # the web tier went away meanwhile: the task goes on
+            exc.message += f" (task {task_id} goes on: mschedule task {task_id} --follow)"
+            raise
         except KeyboardInterrupt:
             if progress:
                 progress.clear()
@@ -212,7 +215,7 @@ def follow(client: Client, task_id: str, as_json: bool = False) -> int:
                 except ApiError as exc:
                     if exc.status != 409:
                         raise
-                    sys.stderr.write(f"task {task_id}: {exc.message}\n")
+                    sys.stderr.write(exc.message + "\n")
                 continue
             sys.stderr.write(f"detached: task {task_id} goes on; follow it with: mschedule task {task_id} --follow\n")
             return EXIT_DETACHED
@@ -249,7 +252,7 @@ def cmd_task(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(client.get(path))
         return 0
-    task = client.get(path, query={"output_limit": 0})
+    task = client.get(path)  # whole outputs in one answer (a target the master's cap cut is fetched alone)
     follower = Follower(client, args.id, source=lambda: [task])
     follower.run()
     print(follower.summary(task))
@@ -336,11 +339,11 @@ def _env_token() -> str | None:
     return os.environ.get("MSCHEDULE_TOKEN") or None
 
 
-def job_body(args: argparse.Namespace) -> dict:
+def job_body(args: argparse.Namespace, client: Client | None) -> dict:
     """The ``POST /job/{name}`` body: the script of ``-f FILE``, the message, and the task parameters and
     hosts given (saved as the job's defaults)."""
     args.script = None
-    body: dict[str, Any] = {"script": read_script(args), **selection(args, None, require=False),
+    body: dict[str, Any] = {"script": read_script(args), **selection(args, client, require=False),
                             **parameters(args)}
     if args.message:
         body["message"] = args.message
@@ -380,7 +383,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             sys.stdout.write(job["script"] if job["script"].endswith("\n") else job["script"] + "\n")
         return 0
     if action == "save":
-        saved = client.post(f"/job/{name}", job_body(args))
+        saved = client.post(f"/job/{name}", job_body(args, client))
         if args.json:
             emit_json(saved)
         elif saved.get("created"):
@@ -530,7 +533,7 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true")
 
     p = command("tasks", cmd_tasks, "list tasks, newest first")
-    p.add_argument("--state", choices=("WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED"))
+    p.add_argument("--state", type=str.upper, choices=("WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED"))
     _completer(p.add_argument("--job", metavar="NAME"), JOB_NAMES)
     p.add_argument("--limit", type=int, metavar="N", help="at most N tasks (default 50)")
     p.add_argument("--json", action="store_true")

@@ -160,8 +160,8 @@ def test_job_save_body(tmp_path):
     script = tmp_path / "deploy.sh"
     script.write_text("make deploy\n")
     args = parse("jobs", "save", "deploy", "-f", str(script), "-m", "first", "--host", "web-*", "--timeout", "60")
-    assert cli.job_body(args) == {"script": "make deploy\n", "message": "first", "selector": {"hostname": "web-*"},
-                                  "timeout": 60.0}
+    assert cli.job_body(args, None) == {"script": "make deploy\n", "message": "first",
+                                        "selector": {"hostname": "web-*"}, "timeout": 60.0}
 
 
 def test_settings_flag_then_environment_then_the_config_file(tmp_path):
@@ -204,13 +204,15 @@ def test_each_ended_host_output_is_shown_once_after_its_hostname():
     client = FakeClient(outputs={"a1": "one\ntwo\n", "a2": "boom", "a3": ""})
     out, err = io.StringIO(), io.StringIO()
     follower = Follower(client, "t1", out=out, progress=Progress(err, tty=False), source=lambda: snapshots)
+    snapshots[1]["targets"]["a2"].update(output="boom\n", output_omitted=0)  # whole in the snapshot: not fetched
     task = follower.run()
     assert out.getvalue() == "web-1/a1: one\nweb-1/a1: two\nweb-1/a2: boom\n"
-    assert [c[1] for c in client.calls] == ["/task/t1/target/a3", "/task/t1/target/a1", "/task/t1/target/a2"]
+    assert [c[1] for c in client.calls] == ["/task/t1/target/a3", "/task/t1/target/a1"]
     assert err.getvalue().splitlines() == [
         "task t1 RUNNING 1/3 done: waiting 0 running 2 succeed 1 failed 0 cancelled 0",
         "task t1 SUCCEED 3/3 done: waiting 0 running 0 succeed 2 failed 1 cancelled 0"]
     summary = follower.summary(task).splitlines()
+    assert summary.pop(0) == ""  # a blank line between the outputs and the table
     assert summary[0].split() == ["HOST", "STATE", "CODE", "DURATION"]
     assert summary[1].split() == ["db-1", "SUCCEED", "0", "2.5s"]
     assert summary[-1] == "task t1 SUCCEED in 3.0s: waiting 0 running 0 succeed 2 failed 1 cancelled 0"
