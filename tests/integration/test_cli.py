@@ -1,4 +1,4 @@
-"""``mschedule`` (``python -m cli``) against the real stack, as an operator runs it: a subprocess with
+"""``mschedule`` (``python -m mschedule.cli``) against the real stack, as an operator runs it: a subprocess with
 MSCHEDULE_URL/MSCHEDULE_TOKEN, HOME a temporary directory. One exit status per outcome (docs/cli.md)."""
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import time
 import pytest
 
 from tests.integration.harness import PYTHON, ROOT, Stack, free_port, wait_until
+
+CLI = [PYTHON, "-m", "mschedule.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def cli_env(stack: Stack | None, home, **extra: str) -> dict:
 
 def mschedule(stack: Stack | None, home, *argv: str, stdin: str | None = None, timeout: float = 30,
               **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "cli", *argv], cwd=ROOT, env=cli_env(stack, home, **env), input=stdin,
+    return subprocess.run([*CLI, *argv], cwd=ROOT, env=cli_env(stack, home, **env), input=stdin,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -94,7 +96,7 @@ def _newest_task(fleet: Stack) -> dict | None:
 
 def test_ctrl_c_detaches_then_follow_and_cancel_exit_2(fleet, tmp_path):
     before = (_newest_task(fleet) or {}).get("task_id")
-    follower = subprocess.Popen([PYTHON, "-m", "cli", "run", "echo started; sleep 30", "--host", "cli-a"], cwd=ROOT,
+    follower = subprocess.Popen([*CLI, "run", "echo started; sleep 30", "--host", "cli-a"], cwd=ROOT,
                                 env=cli_env(fleet, tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     try:
@@ -108,7 +110,7 @@ def test_ctrl_c_detaches_then_follow_and_cancel_exit_2(fleet, tmp_path):
     assert f"detached: task {task['task_id']} goes on; follow it with: mschedule task {task['task_id']} --follow" in err
     assert "Traceback" not in err
     assert fleet.api.get(f"/task/{task['task_id']}")[1]["state"] == "RUNNING"
-    again = subprocess.Popen([PYTHON, "-m", "cli", "task", task["task_id"], "--follow"], cwd=ROOT,
+    again = subprocess.Popen([*CLI, "task", task["task_id"], "--follow"], cwd=ROOT,
                              env=cli_env(fleet, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)
@@ -234,7 +236,7 @@ def test_ctrl_c_on_a_terminal_asks_and_cancels(fleet, tmp_path):
     """On a terminal: the progress line is rewritten in place, and Ctrl-C asks; 'y' cancels and the CLI follows
     the task to its end (exit 2)."""
     master_fd, slave_fd = pty.openpty()
-    proc = subprocess.Popen([PYTHON, "-m", "cli", "run", "echo started; sleep 30", "--host", "cli-b"], cwd=ROOT,
+    proc = subprocess.Popen([*CLI, "run", "echo started; sleep 30", "--host", "cli-b"], cwd=ROOT,
                             env=cli_env(fleet, tmp_path), stdin=slave_fd, stdout=slave_fd, stderr=slave_fd)
     os.close(slave_fd)
     try:

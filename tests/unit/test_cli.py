@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from cli import main as cli
-from cli.client import CliError, config_path, read_config, resolve_settings, write_config
-from cli.follow import Follower, Progress, exit_status
+from mschedule.cli import main as cli
+from mschedule.cli.client import CliError, config_path, read_config, resolve_settings, write_config
+from mschedule.cli.follow import Follower, Progress, exit_status
 
 
 class FakeClient:
@@ -235,6 +235,6 @@ def test_shell_completion_completes_commands_and_flags(tmp_path):
                                                                                              "--fail-rate"})):
         env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": " ", "COMP_LINE": line,
                "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
-        subprocess.run([sys.executable, "-m", "cli"], env=env, check=True, timeout=30,
+        subprocess.run([sys.executable, "-m", "mschedule.cli"], env=env, check=True, timeout=30,
                        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         assert set(out.read_text().split()) == expected

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cli.client import (
+from mschedule.cli.client import (
     EXIT_ERROR,
     ApiError,
     Client,
@@ -27,7 +27,7 @@ from cli.client import (
     resolve_settings,
     write_config,
 )
-from cli.follow import (
+from mschedule.cli.follow import (
     EXIT_DETACHED,
     EXIT_FAILED,
     Follower,

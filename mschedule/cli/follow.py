@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
-from cli.client import HTTP_MARGIN, ApiError, Client
+from mschedule.cli.client import HTTP_MARGIN, ApiError, Client
 
 ENDED = ("SUCCEED", "FAILED", "CANCELLED")
 STATES = ("WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED")
