@@ -37,7 +37,7 @@ from mschedule.utils.exceptions import KeyPending, MessageError, NotDurable, Not
 from mschedule.utils.messages import AgentInfo, ResultMessage, TaskMessage
 from mschedule.utils.selectors import validate_selector
 from mschedule.utils.states import State
-from mschedule.utils.taskspec import TaskSpec
+from mschedule.utils.taskspec import TaskSpec, resolve_hostnames
 from mschedule.utils.validate import describe, integer, number, utf8
 
 log = logging.getLogger(__name__)
@@ -241,13 +241,24 @@ class AdminHandler:
         The master is the one place that validates it (TaskSpec); the web tier only parses JSON.
         """
         spec = TaskSpec.from_request(task, max_script_bytes=self._max_script_bytes, max_targets=self._max_targets)
+        return self._scheduler.submit(self._checked_targets(spec)).id
+
+    def _checked_targets(self, spec: TaskSpec) -> TaskSpec:
+        """``spec`` with hostnames in its targets resolved to agent ids, each target with an accepted key.
+
+        Every path that creates a task from a request goes through here (a task, a job run), so a hostname
+        works, and a refused key is refused, the same way in each.
+        """
+        agents = self._storage.agents
+        if any(a not in agents for a in spec.targets):  # the map of hostnames only when one is needed
+            spec.targets = resolve_hostnames(spec.targets, {a: agent.hostname for a, agent in agents.items()})
         if self._admission is not None:
-            keys, agents = self._storage.keys, self._storage.agents
+            keys = self._storage.keys
             refused = [a for a in spec.targets
                        if a in agents and a in keys and keys[a].state is not KeyState.ACCEPTED]
             if refused:
                 raise ValidationError(f"targets: agent {refused[0]} has no accepted key", field="targets")
-        return self._scheduler.submit(spec).id
+        return spec
 
     @commits
     def cancel_task(self, task_id: Any) -> dict:
@@ -348,7 +359,7 @@ class AdminHandler:
     @commits
     def job_run(self, name: Any, body: Any = None) -> dict:
         spec, version = self._jobs.spec_for_run(name, body)
-        task = self._scheduler.submit(spec)
+        task = self._scheduler.submit(self._checked_targets(spec))
         task.job, task.job_version = name, version
         self._storage.save_task(task)
         return {"task_id": task.id, "job": name, "version": version}

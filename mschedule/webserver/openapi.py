@@ -47,7 +47,8 @@ _TEXT = "UTF-8 text (a lone surrogate such as \\ud800 is a 400)"
 #: a task's parameters, also a job's defaults and a run's overrides
 _TASK_PARAMS = {
     "targets": {"type": "array", "items": {"type": "string"}, "maxItems": DEFAULT_MAX_TARGETS,
-                "description": "agent ids; with selector, the union of both; at most the master's --max-targets"},
+                "description": "agent ids, or hostnames that each name one agent; with selector, the union of both; "
+                               "at most the master's --max-targets"},
     "selector": {"$ref": "#/components/schemas/Selector"},
     "batch_by": {"type": "string", "description": "roll out one value of this label at a time"},
     "batch_order": {"type": "array", "items": {"type": "string"}, "maxItems": DEFAULT_MAX_TARGETS},

@@ -8,7 +8,7 @@ from mschedule.master.storage import Storage
 from mschedule.utils.defaults import MAX_TASK_LIST, MAX_TIMEOUT
 from mschedule.utils.exceptions import NotFound, ValidationError
 from mschedule.utils.messages import AgentInfo
-from mschedule.utils.taskspec import TaskSpec
+from mschedule.utils.taskspec import TaskSpec, resolve_hostnames
 
 NAN, INF = float("nan"), float("inf")
 LONE = "\ud800"
@@ -136,3 +136,40 @@ def test_job_run_overrides_have_the_same_ranges():
         jobs.spec_for_run("job", {"fail_count": 4})
     with pytest.raises(ValidationError, match="^version: expected a version number"):
         jobs.rollback("job", "1")
+
+
+def test_a_hostname_of_one_agent_resolves_to_its_id():
+    hostnames = {"id-a": "web-1", "id-b": "web-2", "id-c": "db-1"}
+    assert resolve_hostnames(["web-2", "id-a", "web-1", "db-1"], hostnames) == ["id-b", "id-a", "id-c"]
+
+
+def test_a_hostname_of_several_agents_is_refused_with_the_candidates():
+    hostnames = {"id-a": "web-1", "id-b": "web-1", "id-c": "db-1"}
+    with pytest.raises(ValidationError, match=r"^targets\[1\]: hostname 'web-1' names 2 agents") as caught:
+        resolve_hostnames(["db-1", "web-1"], hostnames)
+    assert caught.value.field == "targets[1]"
+    assert "id-a (web-1)" in str(caught.value) and "id-b (web-1)" in str(caught.value)
+
+
+def test_an_unknown_name_is_refused_naming_it_and_close_hostnames():
+    hostnames = {"id-a": "web-1", "id-b": "web-2"}
+    with pytest.raises(ValidationError, match=r"^targets\[0\]: unknown agent id or hostname 'web-3'") as caught:
+        resolve_hostnames(["web-3"], hostnames)
+    assert caught.value.field == "targets[0]" and "close hostnames: web-" in str(caught.value)
+    with pytest.raises(ValidationError, match=r"^targets\[0\]: unknown agent id or hostname 'zzz'$"):
+        resolve_hostnames(["zzz"], hostnames)
+
+
+def test_tasks_and_job_runs_take_hostnames_and_store_agent_ids(admin):
+    admin._scheduler.agent_seen(AgentInfo(id="a1", hostname="twin", session="s1"))
+    admin._scheduler.agent_seen(AgentInfo(id="a2", hostname="twin", session="s1"))
+    task_id = admin.add_task({"script": "true", "targets": ["h-a0"]})
+    assert list(admin._storage.tasks[task_id].targets) == ["a0"]
+    with pytest.raises(ValidationError, match=r"^targets\[0\]: hostname 'twin' names 2 agents") as caught:
+        admin.add_task({"script": "true", "targets": ["twin"]})
+    assert caught.value.field == "targets[0]"
+    admin.job_save("job", {"script": "true", "targets": ["h-a0"]})
+    run = admin.job_run("job")
+    assert list(admin._storage.tasks[run["task_id"]].targets) == ["a0"]
+    with pytest.raises(ValidationError, match=r"^targets\[0\]: unknown agent id or hostname 'nope'"):
+        admin.job_run("job", {"targets": ["nope"]})
