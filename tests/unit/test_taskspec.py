@@ -6,8 +6,8 @@ from mschedule.master.jobs import Jobs
 from mschedule.master.scheduler import Scheduler
 from mschedule.master.storage import Storage
 from mschedule.utils.defaults import MAX_TASK_LIST, MAX_TIMEOUT
-from mschedule.utils.exceptions import NotFound, ValidationError
-from mschedule.utils.messages import AgentInfo
+from mschedule.utils.exceptions import Conflict, NotFound, ValidationError
+from mschedule.utils.messages import AgentInfo, ResultMessage
 from mschedule.utils.taskspec import TaskSpec, resolve_hostnames
 
 NAN, INF = float("nan"), float("inf")
@@ -173,3 +173,56 @@ def test_tasks_and_job_runs_take_hostnames_and_store_agent_ids(admin):
     assert list(admin._storage.tasks[run["task_id"]].targets) == ["a0"]
     with pytest.raises(ValidationError, match=r"^targets\[0\]: unknown agent id or hostname 'nope'"):
         admin.job_run("job", {"targets": ["nope"]})
+
+
+def _ended(admin, codes: dict[str, int], **fields) -> str:
+    """A task on the agents of ``codes``, each ended with its exit code."""
+    sched = admin._scheduler
+    for agent_id in codes:
+        if agent_id not in admin._storage.agents:
+            sched.agent_seen(AgentInfo(id=agent_id, hostname=f"h-{agent_id}", session="s1"))
+    task_id = admin.add_task({"script": "run", "targets": list(codes), "parallel": len(codes), **fields})
+    for agent_id, code in codes.items():
+        assert sched.next_task(agent_id).id == task_id
+        sched.apply_result(ResultMessage(id=task_id, agent_id=agent_id, code=code, output=b""))
+    return task_id
+
+
+def test_retry_runs_the_failed_targets_with_the_same_parameters(admin):
+    task_id = _ended(admin, {"a0": 0, "a1": 1, "a2": 0}, timeout=7, fail_rate=100, fail_count=2)
+    answer = admin.retry_task(task_id)
+    assert answer["retry_of"] == task_id and answer["targets"] == ["a1"]
+    new = admin._storage.tasks[answer["task_id"]]
+    assert (new.script, new.timeout, new.parallel, new.fail_rate, new.fail_count) == (b"run", 7, 3, 100, 2)
+    assert list(new.targets) == ["a1"] and new.summary()["retry_of"] == task_id
+    assert admin.get_tasks(1)[0]["retry_of"] == task_id
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"only": ["SUCCEED"]}, "only: expected FAILED and/or CANCELLED, got 'SUCCEED'"),
+    ({"only": []}, "only: expected a non-empty array"), ({"only": "FAILED"}, "only: expected a non-empty array"),
+    ({"only": [["FAILED"]]}, "only: expected FAILED and/or CANCELLED, got array"),
+    ({"what": 1}, "what: unknown field"), ([], "body: expected an object"),
+])
+def test_retry_refuses_a_bad_body(admin, body, message):
+    task_id = _ended(admin, {"a0": 1})
+    with pytest.raises(ValidationError) as caught:
+        admin.retry_task(task_id, body)
+    assert str(caught.value).startswith(message) and caught.value.field == message.split(":")[0]
+
+
+def test_retry_of_a_running_unknown_or_clean_task(admin):
+    running = admin.add_task({"script": "run", "targets": ["a0"]})
+    with pytest.raises(Conflict, match="^task_id: task .* has not finished") as caught:
+        admin.retry_task(running)
+    assert caught.value.field == "task_id"
+    admin._scheduler.next_task("a0")
+    admin.cancel_task(running)  # CANCELLED, its script still runs: retrying now would miss it
+    with pytest.raises(Conflict, match="1 targets still running"):
+        admin.retry_task(running)
+    with pytest.raises(NotFound):
+        admin.retry_task("nothing")
+    clean = _ended(admin, {"a1": 0})
+    with pytest.raises(ValidationError, match="^task_id: nothing to retry") as caught:
+        admin.retry_task(clean, {"only": ["FAILED"]})
+    assert caught.value.field == "task_id"
