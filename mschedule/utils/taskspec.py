@@ -80,6 +80,11 @@ def _script(body: dict, max_script_bytes: int) -> bytes:
         script = utf8(raw, "script").encode("utf-8")
     else:
         raise ValidationError(f"script: expected a string, got {describe(raw)}", field="script")
+    if b"\r\n" in script and script.count(b"\n") == script.count(b"\r\n"):
+        # saved on Windows: every line ends in CRLF, which sh would read as a "\r" at the end of each command
+        # (and a #! line as an interpreter named "bash\r"). Only then is it changed: a script with some bare LF
+        # was written on Unix, and any CR in it is meant
+        script = script.replace(b"\r\n", b"\n")
     if not script.strip():
         raise ValidationError("script: empty", field="script")
     if len(script) > max_script_bytes:

@@ -90,7 +90,8 @@ OPENAPI: dict = {
                 "description": "every number outside its range, NaN, Infinity or a boolean is a 400 naming the "
                                f"field; every string is {_TEXT}",
                 "properties": {
-                    "script": {"type": "string", "description": "shell script, run with /bin/sh"},
+                    "script": {"type": "string", "description": "script, run with its #! interpreter, else /bin/sh; "
+                                                                "CRLF line endings throughout become LF"},
                     **_TASK_PARAMS,
                 },
             },

@@ -226,3 +226,10 @@ def test_retry_of_a_running_unknown_or_clean_task(admin):
     with pytest.raises(ValidationError, match="^task_id: nothing to retry") as caught:
         admin.retry_task(clean, {"only": ["FAILED"]})
     assert caught.value.field == "task_id"
+
+
+def test_a_script_with_crlf_line_endings_throughout_is_stored_with_lf():
+    assert spec(script="#!/bin/bash\r\necho a\r\necho b").script == b"#!/bin/bash\necho a\necho b"
+    assert spec(script=b"echo a\r\n").script == b"echo a\n"  # a job's stored script too
+    mixed = "printf 'a\\r\\n' > f\necho 'x\r\n'\n"  # some bare LF: written on Unix, its CR is meant
+    assert spec(script=mixed).script == mixed.encode()

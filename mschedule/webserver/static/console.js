@@ -503,7 +503,7 @@ function field(name, label, input, hint) {
 /** Tab indents, Enter keeps the line's indentation: a script keeps its shape. */
 function scriptEditor(id) {
   const area = h('textarea', { id, name: 'script', class: 'script', spellcheck: 'false', wrap: 'off',
-    autocomplete: 'off', placeholder: '#!/bin/sh\n# runs with /bin/sh on every target\nhostname; uptime' });
+    autocomplete: 'off', placeholder: '#!/bin/sh\n# runs with its #! interpreter (/bin/sh without one) on every target\nhostname; uptime' });
   area.addEventListener('keydown', (event) => {
     if (event.key === 'Tab' && !event.shiftKey && !event.ctrlKey && !event.altKey) {
       event.preventDefault();
@@ -545,7 +545,7 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
 
   const form = h('form', { class: 'task-form', id, novalidate: true },
     h('div', { class: 'script-col' },
-      field('script', 'Script', script, 'Run with /bin/sh on each target. Tab indents; Esc then Tab leaves the editor.'),
+      field('script', 'Script', script, 'Run with its #! interpreter (/bin/sh without one) on each target. Tab indents; Esc then Tab leaves the editor.'),
       message ? field('message', 'Message', message, 'Why this version (kept with it).') : null),
     h('div', {},
       field('targets', 'Targets', targets, 'Agent ids, separated by spaces or commas; ticking in Agents fills this.'),
