@@ -1,4 +1,4 @@
-"""The agent: dials the master, registers, heartbeats, pulls tasks and runs them with /bin/sh."""
+"""The agent: dials the master, registers, heartbeats, pulls tasks and runs them (#! interpreter, else /bin/sh)."""
 from mschedule.agent.backoff import Backoff
 from mschedule.agent.executor import ExecResult, Executor
 from mschedule.agent.worker import AgentWorker

@@ -1,9 +1,12 @@
-"""Run one script with /bin/sh, the way an operator expects from a remote shell.
+"""Run one script the way an operator expects from a remote shell.
 
-- the script goes to a private temporary file (no argv size limit, stdin stays free), run by
-  ``/bin/sh`` in a new session, so it and every child share one process group;
+- the script goes to a private file (mode 0700, in a fresh 0700 directory: no argv size limit, stdin stays
+  free), run in a new session, so it and every child share one process group: a script that starts with
+  ``#!`` is executed itself, so the kernel runs the interpreter of its ``#!`` line as it would from a file
+  (``#!/bin/bash``, ``#!/usr/bin/env python3``); any other script is run by ``/bin/sh``;
 - stdout and stderr are one pipe, so the output keeps the order the script wrote it in;
-- a timeout kills the whole process group (SIGTERM, then SIGKILL after a short grace);
+- a timeout and a cancel (:meth:`Executor.cancel`) stop the whole process group the same way: SIGTERM (a
+  script's ``trap ... TERM`` runs), then SIGKILL after a short grace;
 - only the first ``output_cap`` bytes are kept; the rest is read and dropped, with a marker.
 
 Cooperative (gevent): heartbeats go on while a script runs. The script is started with the standard
@@ -23,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 import gevent
+import gevent.event
 import gevent.os
 from gevent.socket import wait_read
 
@@ -32,7 +36,11 @@ log = logging.getLogger(__name__)
 
 SHELL = "/bin/sh"
 KILL_GRACE = 2.0
-"""Seconds between SIGTERM and SIGKILL of a timed-out script's process group."""
+"""Seconds between SIGTERM and SIGKILL of a timed-out or cancelled script's process group."""
+NOT_FOUND_EXIT_CODE = 127
+"""The shell's code for a command not found: the script's ``#!`` interpreter does not exist."""
+NOT_EXECUTABLE_EXIT_CODE = 126
+"""The shell's code for a command found but not executable."""
 OUTPUT_GRACE = 1.0
 """Seconds to keep reading after the script exited, while background children still hold its output."""
 READ_CHUNK = 65536
@@ -46,6 +54,8 @@ class ExecResult:
     truncated: bool
     started: float
     finished: float
+    #: stopped by :meth:`Executor.cancel`
+    cancelled: bool = False
 
 
 class _OutputCollector:
@@ -159,6 +169,23 @@ class _StillRunning(Exception):
     pass
 
 
+def _shebang_argv(script: bytes) -> list[str]:
+    """The ``#!`` line's interpreter and optional argument, split as Linux does: at the first blank, the rest
+    (stripped) one argument."""
+    line = script[2:].split(b"\n", 1)[0].strip(b" \t")
+    cut = next((i for i, c in enumerate(line) if c in b" \t"), len(line))
+    interpreter, arg = line[:cut], line[cut:].strip(b" \t")
+    return [os.fsdecode(interpreter)] + ([os.fsdecode(arg)] if arg else [])
+
+
+def _noexec(directory: str) -> bool:
+    """Whether ``directory`` is on a file system mounted noexec."""
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_NOEXEC)
+    except (OSError, AttributeError):
+        return False
+
+
 def _exit_code(returncode: int) -> int:
     """The shell's convention: a process killed by signal N exits 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
@@ -171,38 +198,75 @@ class Executor:
         self.output_cap = output_cap
         self.kill_grace = kill_grace
         self._process: subprocess.Popen | None = None
+        #: set by :meth:`cancel` while a script runs
+        self._cancel: gevent.event.Event | None = None
 
     def run(self, script: bytes, timeout: float = 0, env: dict[str, str] | None = None) -> ExecResult:
-        """Run ``script``; ``timeout`` > 0 kills it (and its children) after that many seconds."""
-        fd, path = tempfile.mkstemp(prefix="mschedule-", suffix=".sh")
+        """Run ``script``; ``timeout`` > 0 stops it (and its children) after that many seconds.
+
+        A script the system cannot start (its ``#!`` interpreter does not exist, or may not be executed)
+        ends with 127 (126) and a line saying why, as a shell would, rather than an exception.
+        """
+        directory = tempfile.mkdtemp(prefix="mschedule-")  # 0700, only the agent's user; $TMPDIR or /tmp
+        path = os.path.join(directory, "script")
         try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o700)
             with os.fdopen(fd, "wb") as f:
                 f.write(script)
-            return self._run_file(path, timeout, env)
+            if not script.startswith(b"#!"):
+                return self._run_file([SHELL, path], timeout, env)
+            # a directory mounted noexec (a hardened /tmp) refuses to execute the file: there the agent reads
+            # the #! line as the kernel would, and runs the interpreter on the file itself
+            argv = _shebang_argv(script) + [path] if _noexec(directory) else [path]
+            return self._run_file(argv, timeout, env, interpreter=_shebang_argv(script)[0])
         finally:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            for remove, name in ((os.unlink, path), (os.rmdir, directory)):
+                try:
+                    remove(name)
+                except OSError:
+                    pass
 
-    def _run_file(self, path: str, timeout: float, env: dict[str, str] | None) -> ExecResult:
+    @staticmethod
+    def _not_started(interpreter: str, exc: OSError) -> ExecResult:
+        if exc.errno == errno.ENOENT:
+            code, why = NOT_FOUND_EXIT_CODE, f"its #! interpreter {interpreter!r} does not exist"
+        else:
+            code, why = NOT_EXECUTABLE_EXIT_CODE, (f"its #! interpreter {interpreter!r} cannot be executed "
+                                                   f"({exc.strerror})")
+        log.warning("script not started: %s", why)
+        now = time.time()
+        return ExecResult(code=code, output=f"[mschedule: cannot run the script: {why}]\n".encode(),
+                          timed_out=False, truncated=False, started=now, finished=now)
+
+    def _run_file(self, argv: list[str], timeout: float, env: dict[str, str] | None,
+                  interpreter: str | None = None) -> ExecResult:
+        """Run ``argv``; ``interpreter``: the script's ``#!`` one, whose failure to start is a result, not
+        an error (any other failure to start, /bin/sh missing, is the caller's)."""
         started = time.time()
         collector = _OutputCollector(self.output_cap)
         home = os.path.expanduser("~")
-        proc = subprocess.Popen(
-            [SHELL, path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True, env={**os.environ, **(env or {})},
-            cwd=home if os.path.isdir(home) else "/",
-        )
+        self._cancel = cancel = gevent.event.Event()
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True, env={**os.environ, **(env or {})},
+                cwd=home if os.path.isdir(home) else "/",
+            )
+        except OSError as exc:
+            self._cancel = None
+            if interpreter is None:
+                raise
+            return self._not_started(interpreter, exc)
         self._process = proc
         watch = _ExitWatch(proc)
         out_fd = proc.stdout.fileno()
         os.set_blocking(out_fd, False)
         reader = gevent.spawn(_read_all, out_fd, collector)
         try:
-            returncode = watch.wait(timeout if timeout and timeout > 0 else None)
-            timed_out = returncode is None
-            if timed_out:
+            returncode = self._wait(watch, cancel, timeout if timeout and timeout > 0 else None)
+            cancelled = returncode is None and cancel.is_set()
+            timed_out = returncode is None and not cancelled
+            if returncode is None:
                 returncode = self._kill_group(proc, watch)
             # children left in the background may still hold the pipe: read on briefly, then stop
             reader.join(timeout=OUTPUT_GRACE)
@@ -210,7 +274,7 @@ class Executor:
                 reader.kill()
                 collector.feed(b"\n[mschedule: background processes still hold the output; stopped reading]\n")
         finally:
-            self._process = None
+            self._process = self._cancel = None
             reader.kill()
             watch.close()
             proc.stdout.close()
@@ -220,12 +284,30 @@ class Executor:
         output = collector.text()
         if timed_out:
             output += f"\n[mschedule: timed out after {timeout:g}s; process group killed]\n".encode()
+        if cancelled:
+            output += (f"\n[mschedule: cancelled; process group sent SIGTERM, and SIGKILL after "
+                       f"{self.kill_grace:g}s if still running]\n").encode()
         code = TIMEOUT_EXIT_CODE if timed_out else _exit_code(returncode)
         return ExecResult(code=code, output=output, timed_out=timed_out, truncated=collector.truncated,
-                          started=started, finished=time.time())
+                          started=started, finished=time.time(), cancelled=cancelled)
+
+    @staticmethod
+    def _wait(watch: _ExitWatch, cancel: gevent.event.Event, timeout: float | None) -> int | None:
+        """The exit status, or None after ``timeout`` or once :meth:`cancel` is called."""
+        if cancel.is_set():
+            return None
+        exited = gevent.spawn(watch.wait, None)
+        try:
+            gevent.wait([exited, cancel], timeout=timeout, count=1)
+            return exited.get() if exited.ready() else None
+        finally:
+            exited.kill()
 
     def _kill_group(self, proc: subprocess.Popen, watch: _ExitWatch) -> int:
-        """SIGTERM the process group, give it ``kill_grace`` seconds to go, then SIGKILL what is left."""
+        """SIGTERM the process group, give it ``kill_grace`` seconds to go, then SIGKILL what is left.
+
+        The one way a script is stopped on purpose (its timeout, a cancel), so a ``trap ... TERM`` always runs.
+        """
         _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.kill_grace
         while time.monotonic() < deadline and _group_alive(proc):
@@ -233,8 +315,16 @@ class Executor:
         _signal_group(proc.pid, signal.SIGKILL)
         return watch.wait(None)
 
+    def cancel(self) -> None:
+        """Stop the running script as a timeout does (SIGTERM, then SIGKILL after ``kill_grace``), if any.
+
+        Returns at once; :meth:`run` does the stopping and reports the result with ``cancelled`` set.
+        """
+        if self._cancel is not None:
+            self._cancel.set()
+
     def kill(self) -> None:
-        """Kill the running script's process group, if any."""
+        """Kill the running script's process group at once, if any (the agent stops)."""
         proc = self._process
         if proc is not None and proc.poll() is None:
             _signal_group(proc.pid, signal.SIGKILL)

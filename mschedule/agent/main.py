@@ -50,7 +50,7 @@ def apply_config(parser, path: str) -> dict[str, str]:
 
 
 def parse_args(argv: list[str] | None = None):
-    parser = new_parser("mschedule agent: dials the master, pulls tasks and runs them with /bin/sh.")
+    parser = new_parser("mschedule agent: dials the master, pulls tasks and runs them (#! interpreter, else /bin/sh).")
     parser.add_argument("--version", action="version", version=f"mschedule-agent {__version__}")
     parser.add_argument("--master", default=env("MASTER", DEFAULT_MASTER),
                         help="master zerorpc endpoint [MSCHEDULE_MASTER]")

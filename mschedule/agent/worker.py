@@ -234,7 +234,8 @@ class AgentWorker:
 
     def _watch_cancel(self, task_id: str) -> None:
         """While a script runs, keep a long poll open that the master answers at once if the task is
-        cancelled; then kill the script's process group (its result reports what it had written).
+        cancelled; then stop the script's process group as a timeout does, SIGTERM then SIGKILL (its result
+        reports what it had written, a ``trap ... TERM``'s output included).
 
         Scripts that end within CANCEL_WATCH_DELAY never open one: most tasks are short, and a poll per
         script cost a third of the throughput; a cancel still reaches a long script within about a second.
@@ -245,8 +246,8 @@ class AgentWorker:
             try:
                 if self.link.call("watch_cancel", self.id, task_id, self.poll_wait,
                                   timeout=self.poll_wait + POLL_RPC_MARGIN):
-                    log.warning("agent %s: task %s cancelled: killing its script", self.id, task_id)
-                    self.executor.kill()
+                    log.warning("agent %s: task %s cancelled: stopping its script", self.id, task_id)
+                    self.executor.cancel()
                     return
             except (*TRANSPORT_ERRORS, zerorpc.RemoteError) as exc:
                 log.debug("agent %s: cancel watch for %s: %s", self.id, task_id, exc)

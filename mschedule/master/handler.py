@@ -33,11 +33,11 @@ from mschedule.utils.defaults import (
     MAX_TASK_LIST,
     MAX_TIME,
 )
-from mschedule.utils.exceptions import KeyPending, MessageError, NotDurable, NotFound, ValidationError
+from mschedule.utils.exceptions import Conflict, KeyPending, MessageError, NotDurable, NotFound, ValidationError
 from mschedule.utils.messages import AgentInfo, ResultMessage, TaskMessage
 from mschedule.utils.selectors import validate_selector
 from mschedule.utils.states import State
-from mschedule.utils.taskspec import TaskSpec
+from mschedule.utils.taskspec import TaskSpec, resolve_hostnames
 from mschedule.utils.validate import describe, integer, number, utf8
 
 log = logging.getLogger(__name__)
@@ -241,13 +241,24 @@ class AdminHandler:
         The master is the one place that validates it (TaskSpec); the web tier only parses JSON.
         """
         spec = TaskSpec.from_request(task, max_script_bytes=self._max_script_bytes, max_targets=self._max_targets)
+        return self._scheduler.submit(self._checked_targets(spec)).id
+
+    def _checked_targets(self, spec: TaskSpec) -> TaskSpec:
+        """``spec`` with hostnames in its targets resolved to agent ids, each target with an accepted key.
+
+        Every path that creates a task from a request goes through here (a task, a job run), so a hostname
+        works, and a refused key is refused, the same way in each.
+        """
+        agents = self._storage.agents
+        if any(a not in agents for a in spec.targets):  # the map of hostnames only when one is needed
+            spec.targets = resolve_hostnames(spec.targets, {a: agent.hostname for a, agent in agents.items()})
         if self._admission is not None:
-            keys, agents = self._storage.keys, self._storage.agents
+            keys = self._storage.keys
             refused = [a for a in spec.targets
                        if a in agents and a in keys and keys[a].state is not KeyState.ACCEPTED]
             if refused:
                 raise ValidationError(f"targets: agent {refused[0]} has no accepted key", field="targets")
-        return self._scheduler.submit(spec).id
+        return spec
 
     @commits
     def cancel_task(self, task_id: Any) -> dict:
@@ -255,6 +266,63 @@ class AdminHandler:
         if not isinstance(task_id, str) or not task_id:
             raise ValidationError("task_id: expected a non-empty string", field="task_id")
         return self._scheduler.cancel(task_id).summary()
+
+    @commits
+    def retry_task(self, task_id: Any, body: Any = None) -> dict:
+        """A new task with the script and parameters of an ended one, on its targets in the ``only`` states.
+
+        ``body``: ``{"only": ["FAILED", "CANCELLED"]}`` (the default: both). The new task keeps the old one's
+        timeout, parallel, failure limits, batching (its order of values) and job version, and records
+        ``retry_of``; it runs on exactly those targets, in the old order (no selector: the hosts are known).
+
+        Raises:
+            ValidationError: a bad ``only``, or no target in those states ("nothing to retry").
+            NotFound: no such task. Conflict: the task has not finished, or some of its targets still run (a
+                cancelled or aborted task's running scripts end on their own time).
+        """
+        if not isinstance(task_id, str) or not task_id:
+            raise ValidationError("task_id: expected a non-empty string", field="task_id")
+        only = self._retry_states(body)
+        old = self._storage.get_task(task_id)
+        if old is None:
+            raise NotFound(f"task {task_id} not found", field="task_id")
+        if not old.state.is_finished or old.running:  # a cancelled or aborted task's scripts may still run
+            state = old.state.value if not old.state.is_finished else f"{old.running} targets still running"
+            raise Conflict(f"task_id: task {task_id} has not finished ({state}); retry it once it has",
+                           field="task_id")
+        targets = [a for a, target in old.targets.items() if target.state in only]
+        if not targets:
+            raise ValidationError(f"task_id: nothing to retry: no target of task {task_id} is "
+                                  f"{' or '.join(sorted(s.value for s in only))}", field="task_id")
+        order = [value for value, _ in old.batches if value is not None]
+        spec = TaskSpec(script=old.script, targets=targets, timeout=old.timeout, parallel=old.parallel,
+                        fail_rate=old.fail_rate, fail_count=old.fail_count, batch_by=old.batch_by,
+                        batch_order=order or None)
+        task = self._scheduler.submit(self._checked_targets(spec))
+        task.job, task.job_version, task.retry_of = old.job, old.job_version, old.id
+        self._storage.save_task(task)
+        log.info("task %s retries %d targets of task %s", task.id, len(targets), old.id)
+        return {"task_id": task.id, "retry_of": old.id, "targets": targets}
+
+    @staticmethod
+    def _retry_states(body: Any) -> set[State]:
+        allowed = (State.FAILED, State.CANCELLED)
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise ValidationError("body: expected an object such as {\"only\": [\"FAILED\"]}", field="body")
+        unknown = sorted(set(body) - {"only"})
+        if unknown:
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: only)", field=unknown[0])
+        only = body.get("only", [s.value for s in allowed])
+        if not isinstance(only, list) or not only:
+            raise ValidationError(f"only: expected a non-empty array of FAILED and/or CANCELLED, got "
+                                  f"{describe(only)}", field="only")
+        for value in only:
+            if not isinstance(value, str) or value not in {s.value for s in allowed}:
+                shown = repr(value) if isinstance(value, str) else describe(value)
+                raise ValidationError(f"only: expected FAILED and/or CANCELLED, got {shown}", field="only")
+        return {State(v) for v in only}
 
     def get_agents(self) -> dict:
         return {agent_id: agent.to_dict() for agent_id, agent in self._storage.agents.items()}
@@ -348,7 +416,7 @@ class AdminHandler:
     @commits
     def job_run(self, name: Any, body: Any = None) -> dict:
         spec, version = self._jobs.spec_for_run(name, body)
-        task = self._scheduler.submit(spec)
+        task = self._scheduler.submit(self._checked_targets(spec))
         task.job, task.job_version = name, version
         self._storage.save_task(task)
         return {"task_id": task.id, "job": name, "version": version}

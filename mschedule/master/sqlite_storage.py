@@ -137,7 +137,8 @@ class SQLiteStorage(Storage):
                               state=State(row[8]), started=row[9], finished=row[10],
                               selector=extra.get("selector"), batch_by=extra.get("batch_by"),
                               batches=[(v, m) for v, m in extra.get("batches", [])], batch=extra.get("batch", 0),
-                              job=extra.get("job"), job_version=extra.get("job_version"))
+                              job=extra.get("job"), job_version=extra.get("job_version"),
+                              retry_of=extra.get("retry_of"))
             self.tasks[task.id] = task
             self._seq = max(self._seq, row[1])
         log.info("loaded %d agents and %d tasks from %s", len(self.agents), len(self.tasks), self.path)

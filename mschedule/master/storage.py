@@ -104,6 +104,8 @@ class TaskRecord:
     #: the job and version this task was started from, if any
     job: str | None = None
     job_version: int | None = None
+    #: the task this one retries (POST /task/{id}/retry), if any
+    retry_of: str | None = None
 
     def __post_init__(self) -> None:
         if not self.counts:
@@ -123,7 +125,7 @@ class TaskRecord:
     def extra(self) -> dict:
         """What a persistent backend stores beside the plain columns."""
         return {"selector": self.selector, "batch_by": self.batch_by, "batches": self.batches, "batch": self.batch,
-                "job": self.job, "job_version": self.job_version}
+                "job": self.job, "job_version": self.job_version, "retry_of": self.retry_of}
 
     def set_target_state(self, target: TargetRecord, state: State) -> None:
         self.counts[target.state] -= 1
@@ -173,6 +175,7 @@ class TaskRecord:
             "batch": self.batch if self.batches else None,
             "job": self.job,
             "job_version": self.job_version,
+            "retry_of": self.retry_of,
         }
 
 

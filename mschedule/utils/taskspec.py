@@ -1,6 +1,8 @@
 """A task request, validated once, by the master (the web tier hands it the JSON body as it came)."""
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +80,11 @@ def _script(body: dict, max_script_bytes: int) -> bytes:
         script = utf8(raw, "script").encode("utf-8")
     else:
         raise ValidationError(f"script: expected a string, got {describe(raw)}", field="script")
+    if b"\r\n" in script and script.count(b"\n") == script.count(b"\r\n"):
+        # saved on Windows: every line ends in CRLF, which sh would read as a "\r" at the end of each command
+        # (and a #! line as an interpreter named "bash\r"). Only then is it changed: a script with some bare LF
+        # was written on Unix, and any CR in it is meant
+        script = script.replace(b"\r\n", b"\n")
     if not script.strip():
         raise ValidationError("script: empty", field="script")
     if len(script) > max_script_bytes:
@@ -123,3 +130,38 @@ def _targets(body: dict, max_targets: int, required: bool = True) -> list[str]:
             raise ValidationError(f"targets[{i}]: expected a non-empty agent id string", field=f"targets[{i}]")
         seen.setdefault(utf8(agent_id, f"targets[{i}]"), None)
     return list(seen)
+
+
+def resolve_hostnames(targets: list[str], hostnames: Mapping[str, str]) -> list[str]:
+    """``targets`` with each entry that is not a known agent id but the hostname of exactly one agent replaced
+    by that agent's id (operators type hostnames, not uuids); duplicates after that are dropped.
+
+    Args:
+        targets: the validated ``targets`` of a request, agent ids and/or hostnames.
+        hostnames: every known agent id and its hostname.
+
+    Raises:
+        ValidationError: ``targets[i]`` is a hostname of several agents (the message lists them), or neither a
+            known agent id nor a hostname (the message names it, and close hostnames if there are any).
+    """
+    by_name: dict[str, list[str]] = {}
+    for agent_id, hostname in hostnames.items():
+        by_name.setdefault(hostname, []).append(agent_id)
+    resolved: dict[str, None] = {}
+    for i, entry in enumerate(targets):
+        if entry in hostnames:
+            resolved.setdefault(entry, None)
+            continue
+        ids = by_name.get(entry, [])
+        if len(ids) == 1:
+            resolved.setdefault(ids[0], None)
+            continue
+        field = f"targets[{i}]"
+        if ids:
+            shown = ", ".join(f"{a} ({hostnames[a]})" for a in ids[:10]) + (" ..." if len(ids) > 10 else "")
+            raise ValidationError(f"{field}: hostname {entry!r} names {len(ids)} agents, give one of their ids: "
+                                  f"{shown}", field=field)
+        close = difflib.get_close_matches(entry, list(by_name), n=3)
+        hint = f" (close hostnames: {', '.join(close)})" if close else ""
+        raise ValidationError(f"{field}: unknown agent id or hostname {entry!r}{hint}", field=field)
+    return list(resolved)

@@ -47,7 +47,8 @@ _TEXT = "UTF-8 text (a lone surrogate such as \\ud800 is a 400)"
 #: a task's parameters, also a job's defaults and a run's overrides
 _TASK_PARAMS = {
     "targets": {"type": "array", "items": {"type": "string"}, "maxItems": DEFAULT_MAX_TARGETS,
-                "description": "agent ids; with selector, the union of both; at most the master's --max-targets"},
+                "description": "agent ids, or hostnames that each name one agent; with selector, the union of both; "
+                               "at most the master's --max-targets"},
     "selector": {"$ref": "#/components/schemas/Selector"},
     "batch_by": {"type": "string", "description": "roll out one value of this label at a time"},
     "batch_order": {"type": "array", "items": {"type": "string"}, "maxItems": DEFAULT_MAX_TARGETS},
@@ -89,10 +90,17 @@ OPENAPI: dict = {
                 "description": "every number outside its range, NaN, Infinity or a boolean is a 400 naming the "
                                f"field; every string is {_TEXT}",
                 "properties": {
-                    "script": {"type": "string", "description": "shell script, run with /bin/sh"},
+                    "script": {"type": "string", "description": "script, run with its #! interpreter, else /bin/sh; "
+                                                                "CRLF line endings throughout become LF"},
                     **_TASK_PARAMS,
                 },
             },
+            "RetryRequest": {"type": "object", "properties": {"only": {
+                "type": "array", "minItems": 1, "items": {"type": "string", "enum": ["FAILED", "CANCELLED"]},
+                "default": ["FAILED", "CANCELLED"], "description": "the states of the targets to run again"}}},
+            "Retried": {"type": "object", "required": ["task_id", "retry_of", "targets"], "properties": {
+                "task_id": {"type": "string"}, "retry_of": {"type": "string"},
+                "targets": {"type": "array", "items": {"type": "string"}}}},
             "TaskId": {"type": "object", "required": ["task_id"], "properties": {"task_id": {"type": "string"}}},
             "ResultQuery": {"type": "object", "required": ["task_id"], "properties": {
                 "task_id": {"type": "string"}, "wait": _WAIT_SCHEMA, "output_limit": _OUTPUT_LIMIT_SCHEMA}},
@@ -101,7 +109,8 @@ OPENAPI: dict = {
                 "fail_rate": {"type": "number"}, "fail_count": {"type": "integer"}, "timeout": {"type": "number"},
                 "created": {"type": "number"}, "started": {"type": "number", "nullable": True},
                 "finished": {"type": "number", "nullable": True}, "total": {"type": "integer"},
-                "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "retry_of": {"type": "string", "nullable": True, "description": "the task this one retries"}}},
             "Task": {"allOf": [{"$ref": "#/components/schemas/TaskSummary"}, {"type": "object", "properties": {
                 "script": {"type": "string"},
                 "output_limit": {"type": "integer", "nullable": True,
@@ -198,6 +207,12 @@ OPENAPI: dict = {
             "cancel a task: waiting targets never start, running scripts are killed",
             _json("#/components/schemas/TaskSummary"), params=[_TASK_ID]),
             "responses": {"200": _json("#/components/schemas/TaskSummary"), "409": _ERROR, **_ERRORS}}},
+        "/task/{task_id}/retry": {"post": {**_op(
+            "a new task with the same script and parameters on the targets that ended FAILED and/or CANCELLED",
+            _json("#/components/schemas/Retried", "created"), "201", params=[_TASK_ID]),
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/RetryRequest"}}}},
+            "responses": {"201": _json("#/components/schemas/Retried", "created"), "409": _ERROR, **_ERRORS}}},
         "/tasks": {"get": _op("recent tasks, newest first", _json("#/components/schemas/TaskList"), params=[
             {"name": "limit", "in": "query",
              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TASK_LIST, "default": DEFAULT_TASK_LIST}},

@@ -291,6 +291,16 @@ async def cancel(request: web.Request) -> web.Response:
     return web.json_response(summary)
 
 
+@routes.post("/task/{task_id}/retry")
+async def retry(request: web.Request) -> web.Response:
+    """``{"only": ["FAILED", "CANCELLED"]}`` (optional): the master makes the new task and checks the body."""
+    task_id = request.match_info["task_id"]
+    body = await read_json(request) if request.can_read_body else None
+    answer = await call_master(request, "retry_task", task_id, body)
+    log.info("task %s retried as %s over HTTP from %s", task_id, answer["task_id"], request.remote)
+    return web.json_response(answer, status=201)
+
+
 @routes.get("/tasks")
 async def tasks(request: web.Request) -> web.Response:
     """Newest first; ``?state=&job=&agent=&limit=&before=`` (before: a row's ``created``, for the next page)."""

@@ -62,3 +62,18 @@ def test_scripts_of_an_aborted_task_run_on_without_a_watch_loop(stack):
     result = stack.api.wait_task(task_id, timeout=15)
     assert result["targets"][ids[1]]["state"] == "SUCCEED"  # the running script kept its result
     assert busy < 0.2, f"master busy {busy:.0%} of the time while the aborted task's script ran on"
+
+
+def test_cancel_sends_term_so_a_trap_runs(stack):
+    """A cancel stops a script as a timeout does: SIGTERM first, so its trap's cleanup runs and is kept."""
+    ids = stack.up(1)
+    task_id = stack.api.submit("trap 'echo trapped; exit 3' TERM; echo up; sleep 60", ids)
+    wait_until(lambda: stack.api.get(f"/task/{task_id}")[1]["targets"][ids[0]]["state"] == "RUNNING", 15,
+               what="script running")
+    time.sleep(0.7)  # the agent watches for a cancel after CANCEL_WATCH_DELAY; the trap is set by then
+    status, _ = stack.api.post(f"/task/{task_id}/cancel")
+    assert status == 200
+    target = stack.api.wait_task(task_id, timeout=10)["targets"][ids[0]]
+    assert target["state"] == "CANCELLED" and target["code"] == 3, target
+    assert target["output"].startswith("up\n") and "\ntrapped\n" in target["output"], target["output"]
+    assert "[mschedule: cancelled; process group sent SIGTERM" in target["output"]

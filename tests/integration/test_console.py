@@ -179,6 +179,16 @@ def test_failing_script_shows_failed_and_the_cancelled_hosts(console_stack, page
     assert detail["state"] == "FAILED"
     assert sorted(t["state"] for t in detail["targets"].values()) == ["CANCELLED", "CANCELLED", "FAILED"]
 
+    # "Retry failed" makes a task on the FAILED and CANCELLED hosts (all three here) and opens it
+    page.click("#retry-task")
+    page.wait_for_url(re.compile(r"#/task/(?!" + task_id + ")"))
+    retried = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#retry-of")).to_have_text(f"retry of {task_id}")
+    wait_task_done(page)
+    screenshot(page, "04b-task-retried")
+    again = console_stack.api.wait_task(retried)
+    assert again["retry_of"] == task_id and sorted(again["targets"]) == sorted(detail["targets"])
+
 
 def test_cancel_a_long_task_from_the_page(console_stack, page):
     names = hosts(console_stack)

@@ -220,3 +220,17 @@ def test_wait_answers_when_the_task_ends_or_at_the_cap(stack):
     status, body = stack.api.post("/result", {"task_id": slow, "wait": 30})
     assert body["state"] == "SUCCEED"
     assert time.monotonic() - started < scaled(10)  # answered when it ended, not at the 30 s cap
+
+
+def test_scripts_as_operators_write_them(stack):
+    """A #! line picks the interpreter, CRLF line endings (saved on Windows) run, a missing interpreter is 127."""
+    ids = stack.up(1)
+    bash = stack.api.run("#!/bin/bash\r\nwords=(a b c)\r\n[[ ${#words[@]} == 3 ]] && echo \"bash ${words[2]}\"\r\n",
+                         ids)
+    assert bash["state"] == "SUCCEED" and bash["targets"][ids[0]]["output"] == "bash c\n", bash
+    assert "\r" not in bash["script"]  # stored as it runs
+    python = stack.api.run("#!/usr/bin/env python3\nprint('python', 6 * 7)\n", ids)
+    assert python["targets"][ids[0]]["output"] == "python 42\n"
+    missing = stack.api.run("#!/opt/nowhere/bin/ruby\nputs 1\n", ids)["targets"][ids[0]]
+    assert missing["state"] == "FAILED" and missing["code"] == 127
+    assert "its #! interpreter '/opt/nowhere/bin/ruby' does not exist" in missing["output"]

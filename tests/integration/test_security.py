@@ -294,7 +294,8 @@ def test_too_many_targets_is_400_from_the_master(stack):
     status, body = stack.api.post("/task", {"script": "true", "targets": ["a", "b", "c", "d"]})
     assert status == 400 and body["error"].startswith("targets: 4 agents, more than the limit of 3"), body
     status, body = stack.api.post("/task", {"script": "true", "targets": ["a", "b"]})
-    assert status == 400 and body["error"].startswith("targets: unknown agent id 'a'"), body  # not the web's 1
+    # the master's limit (3), not the web's (1)
+    assert status == 400 and body["error"].startswith("targets[0]: unknown agent id or hostname 'a'"), body
     assert "--max-targets 1 is deprecated and ignored" in web.log()
 
 

@@ -88,3 +88,18 @@ def test_failing_datacenter_stops_the_rollout(fleet, tmp_path):
     assert result["state"] == "FAILED"
     assert {result["targets"][by_host[h]]["state"] for h in ("web-sh-0", "web-sh-1")} == {"CANCELLED"}
     assert set(marker.read_text().split()) <= set(bj)  # sh never ran
+
+
+def test_targets_by_hostname(fleet):
+    """A hostname of one agent stands for its id; a hostname of several, or an unknown name, is a 400."""
+    stack, by_host = fleet
+    status, body = stack.api.post("/task", {"script": "hostname", "targets": ["web-sh-1", by_host["misc"]]})
+    assert status == 201, body
+    result = stack.api.wait_task(body["task_id"])
+    assert sorted(result["targets"]) == sorted([by_host["web-sh-1"], by_host["misc"]])  # stored as agent ids
+    stack.agents(2, extra=("--hostname", "twin"))  # two instances of one process: one hostname
+    status, body = stack.api.post("/task", {"script": "true", "targets": ["misc", "twin"]})
+    assert status == 400 and body["error"].startswith("targets[1]: hostname 'twin' names 2 agents"), body
+    status, body = stack.api.post("/task", {"script": "true", "targets": ["web-sh-7"]})
+    assert status == 400 and body["error"].startswith("targets[0]: unknown agent id or hostname 'web-sh-7'"), body
+    assert "web-sh-0" in body["error"]  # a close hostname is suggested

@@ -2,9 +2,11 @@
 import os
 import time
 
+import gevent
 import pytest
 
-from mschedule.agent.executor import Executor
+from mschedule.agent import executor as executor_module
+from mschedule.agent.executor import Executor, _shebang_argv
 from mschedule.utils.defaults import TIMEOUT_EXIT_CODE
 from tests.procs import alive
 
@@ -85,3 +87,75 @@ def test_environment_passed(executor):
 def test_stdin_is_empty(executor):
     assert executor.run(b"cat; echo end").output == b"end\n"
 
+
+
+def test_a_bash_shebang_runs_bash_syntax(executor):
+    script = b'#!/bin/bash\nset -eu\nwords=(one two three)\nif [[ ${#words[@]} == 3 && $0 == */script ]]; then\n' \
+             b'  echo "ok ${words[1]}"\nfi\n'
+    result = executor.run(script)
+    assert result.code == 0 and result.output == b"ok two\n", result.output
+
+
+def test_an_env_shebang_runs_python(executor):
+    result = executor.run(b"#!/usr/bin/env python3\nimport sys\nprint('py', sys.version_info[0])\n")
+    assert result.code == 0 and result.output == b"py 3\n", result.output
+
+
+def test_without_a_shebang_sh_runs_it(executor):
+    result = executor.run(b"echo $0")
+    assert result.code == 0 and result.output.endswith(b"/script\n")
+
+
+def test_a_missing_interpreter_is_127_with_a_clear_line(executor):
+    result = executor.run(b"#!/no/such/interpreter -x\necho never\n")
+    assert result.code == 127 and not result.timed_out
+    assert result.output == b"[mschedule: cannot run the script: its #! interpreter '/no/such/interpreter' " \
+                            b"does not exist]\n"
+    assert executor.run(b"#!/usr/bin/env no-such-program-here\n").code == 127  # env says so itself
+    empty = executor.run(b"#!\necho never\n")
+    assert empty.code == 126 and b"cannot be executed" in empty.output, empty.output
+
+
+def test_the_script_file_is_private_and_removed(executor):
+    result = executor.run(b'stat -c "%a" "$0" "$(dirname "$0")"; echo "$0"')
+    modes, path = result.output.split(b"\n")[:2], result.output.split(b"\n")[2]
+    assert modes == [b"700", b"700"], result.output
+    assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+
+
+def test_cancel_sends_term_first_so_a_trap_runs(executor):
+    result = {}
+    runner = gevent.spawn(lambda: result.update(r=executor.run(b"trap 'echo trapped; exit 3' TERM; echo up; sleep 60")))
+    gevent.sleep(0.3)
+    started = time.monotonic()
+    executor.cancel()
+    runner.join(timeout=5)
+    outcome = result["r"]
+    assert outcome.cancelled and not outcome.timed_out and outcome.code == 3
+    assert outcome.output.startswith(b"up\n") and b"\ntrapped\n" in outcome.output  # sh may say "Terminated"
+    assert b"[mschedule: cancelled;" in outcome.output
+    assert time.monotonic() - started < 1.0  # the trap ended it: no wait for the SIGKILL grace
+
+
+def test_cancel_kills_a_script_that_ignores_term_after_the_grace(executor):
+    result = {}
+    runner = gevent.spawn(lambda: result.update(r=executor.run(b"trap '' TERM; sleep 60")))
+    gevent.sleep(0.3)
+    started = time.monotonic()
+    executor.cancel()
+    runner.join(timeout=5)
+    assert result["r"].cancelled and result["r"].code == 137
+    assert 0.9 < time.monotonic() - started < 3  # kill_grace is 1 s here
+    executor.cancel()  # nothing runs: nothing happens
+
+
+def test_the_shebang_line_splits_as_the_kernel_splits_it():
+    assert _shebang_argv(b"#!/bin/bash\necho") == ["/bin/bash"]
+    assert _shebang_argv(b"#! /usr/bin/env  python3 -u \n") == ["/usr/bin/env", "python3 -u"]
+    assert _shebang_argv(b"#!\n") == [""]
+
+
+def test_on_a_noexec_directory_the_agent_runs_the_interpreter_itself(executor, monkeypatch):
+    monkeypatch.setattr(executor_module, "_noexec", lambda directory: True)
+    assert executor.run(b"#!/bin/bash\narr=(x y); echo ${arr[1]}\n").output == b"y\n"
+    assert executor.run(b"#!/no/such/shell\n").code == 127

@@ -105,6 +105,15 @@ def _cancel_task(w: World) -> Check:
                        and {t.state for t in db.tasks[w.live.id].targets.values()} == {State.CANCELLED})
 
 
+@scenario("admin", "retry_task")
+def _retry_task(w: World) -> Check:
+    w.scheduler.cancel(w.live.id)  # both targets CANCELLED before they started
+    w.settle()
+    answer = w.admin.retry_task(w.live.id, {"only": ["CANCELLED"]})
+    assert answer["retry_of"] == w.live.id and answer["targets"] == ["a0", "a1"]
+    return lambda db: answer["task_id"] in db.tasks and db.tasks[answer["task_id"]].retry_of == w.live.id
+
+
 @scenario("admin", "job_save")
 def _job_save(w: World) -> Check:
     assert w.admin.job_save("fresh", {"script": "echo new", "targets": ["a1"]})["created"] is True

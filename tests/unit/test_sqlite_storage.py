@@ -1,5 +1,6 @@
 """The master's SQLite write-through: what is flushed comes back after a restart, exactly."""
 import os
+import sqlite3
 
 import pytest
 
@@ -144,3 +145,21 @@ def test_open_database_left_by_an_earlier_version_is_tightened(tmp_path):
         assert open_paths(tmp_path) == {}
     finally:
         again.close()
+
+
+def test_retry_of_comes_back_and_a_database_without_it_loads(tmp_path):
+    path = str(tmp_path / "m.db")
+    first = SQLiteStorage(path)
+    _, done, live = populated(first, Clock())
+    live.retry_of = done.id
+    first.save_task(live)
+    first.flush()
+    first.close()
+    conn = sqlite3.connect(path)  # a task saved before retry_of existed: its extra has no such key
+    conn.execute("UPDATE tasks SET extra = ? WHERE id = ?", ('{"job": null}', done.id))
+    conn.commit()
+    conn.close()
+    again = open_storage(path)
+    assert again.tasks[live.id].retry_of == done.id and again.tasks[live.id].summary()["retry_of"] == done.id
+    assert again.tasks[done.id].retry_of is None
+    again.close()

@@ -6,9 +6,9 @@ from mschedule.master.jobs import Jobs
 from mschedule.master.scheduler import Scheduler
 from mschedule.master.storage import Storage
 from mschedule.utils.defaults import MAX_TASK_LIST, MAX_TIMEOUT
-from mschedule.utils.exceptions import NotFound, ValidationError
-from mschedule.utils.messages import AgentInfo
-from mschedule.utils.taskspec import TaskSpec
+from mschedule.utils.exceptions import Conflict, NotFound, ValidationError
+from mschedule.utils.messages import AgentInfo, ResultMessage
+from mschedule.utils.taskspec import TaskSpec, resolve_hostnames
 
 NAN, INF = float("nan"), float("inf")
 LONE = "\ud800"
@@ -136,3 +136,100 @@ def test_job_run_overrides_have_the_same_ranges():
         jobs.spec_for_run("job", {"fail_count": 4})
     with pytest.raises(ValidationError, match="^version: expected a version number"):
         jobs.rollback("job", "1")
+
+
+def test_a_hostname_of_one_agent_resolves_to_its_id():
+    hostnames = {"id-a": "web-1", "id-b": "web-2", "id-c": "db-1"}
+    assert resolve_hostnames(["web-2", "id-a", "web-1", "db-1"], hostnames) == ["id-b", "id-a", "id-c"]
+
+
+def test_a_hostname_of_several_agents_is_refused_with_the_candidates():
+    hostnames = {"id-a": "web-1", "id-b": "web-1", "id-c": "db-1"}
+    with pytest.raises(ValidationError, match=r"^targets\[1\]: hostname 'web-1' names 2 agents") as caught:
+        resolve_hostnames(["db-1", "web-1"], hostnames)
+    assert caught.value.field == "targets[1]"
+    assert "id-a (web-1)" in str(caught.value) and "id-b (web-1)" in str(caught.value)
+
+
+def test_an_unknown_name_is_refused_naming_it_and_close_hostnames():
+    hostnames = {"id-a": "web-1", "id-b": "web-2"}
+    with pytest.raises(ValidationError, match=r"^targets\[0\]: unknown agent id or hostname 'web-3'") as caught:
+        resolve_hostnames(["web-3"], hostnames)
+    assert caught.value.field == "targets[0]" and "close hostnames: web-" in str(caught.value)
+    with pytest.raises(ValidationError, match=r"^targets\[0\]: unknown agent id or hostname 'zzz'$"):
+        resolve_hostnames(["zzz"], hostnames)
+
+
+def test_tasks_and_job_runs_take_hostnames_and_store_agent_ids(admin):
+    admin._scheduler.agent_seen(AgentInfo(id="a1", hostname="twin", session="s1"))
+    admin._scheduler.agent_seen(AgentInfo(id="a2", hostname="twin", session="s1"))
+    task_id = admin.add_task({"script": "true", "targets": ["h-a0"]})
+    assert list(admin._storage.tasks[task_id].targets) == ["a0"]
+    with pytest.raises(ValidationError, match=r"^targets\[0\]: hostname 'twin' names 2 agents") as caught:
+        admin.add_task({"script": "true", "targets": ["twin"]})
+    assert caught.value.field == "targets[0]"
+    admin.job_save("job", {"script": "true", "targets": ["h-a0"]})
+    run = admin.job_run("job")
+    assert list(admin._storage.tasks[run["task_id"]].targets) == ["a0"]
+    with pytest.raises(ValidationError, match=r"^targets\[0\]: unknown agent id or hostname 'nope'"):
+        admin.job_run("job", {"targets": ["nope"]})
+
+
+def _ended(admin, codes: dict[str, int], **fields) -> str:
+    """A task on the agents of ``codes``, each ended with its exit code."""
+    sched = admin._scheduler
+    for agent_id in codes:
+        if agent_id not in admin._storage.agents:
+            sched.agent_seen(AgentInfo(id=agent_id, hostname=f"h-{agent_id}", session="s1"))
+    task_id = admin.add_task({"script": "run", "targets": list(codes), "parallel": len(codes), **fields})
+    for agent_id, code in codes.items():
+        assert sched.next_task(agent_id).id == task_id
+        sched.apply_result(ResultMessage(id=task_id, agent_id=agent_id, code=code, output=b""))
+    return task_id
+
+
+def test_retry_runs_the_failed_targets_with_the_same_parameters(admin):
+    task_id = _ended(admin, {"a0": 0, "a1": 1, "a2": 0}, timeout=7, fail_rate=100, fail_count=2)
+    answer = admin.retry_task(task_id)
+    assert answer["retry_of"] == task_id and answer["targets"] == ["a1"]
+    new = admin._storage.tasks[answer["task_id"]]
+    assert (new.script, new.timeout, new.parallel, new.fail_rate, new.fail_count) == (b"run", 7, 3, 100, 2)
+    assert list(new.targets) == ["a1"] and new.summary()["retry_of"] == task_id
+    assert admin.get_tasks(1)[0]["retry_of"] == task_id
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"only": ["SUCCEED"]}, "only: expected FAILED and/or CANCELLED, got 'SUCCEED'"),
+    ({"only": []}, "only: expected a non-empty array"), ({"only": "FAILED"}, "only: expected a non-empty array"),
+    ({"only": [["FAILED"]]}, "only: expected FAILED and/or CANCELLED, got array"),
+    ({"what": 1}, "what: unknown field"), ([], "body: expected an object"),
+])
+def test_retry_refuses_a_bad_body(admin, body, message):
+    task_id = _ended(admin, {"a0": 1})
+    with pytest.raises(ValidationError) as caught:
+        admin.retry_task(task_id, body)
+    assert str(caught.value).startswith(message) and caught.value.field == message.split(":")[0]
+
+
+def test_retry_of_a_running_unknown_or_clean_task(admin):
+    running = admin.add_task({"script": "run", "targets": ["a0"]})
+    with pytest.raises(Conflict, match="^task_id: task .* has not finished") as caught:
+        admin.retry_task(running)
+    assert caught.value.field == "task_id"
+    admin._scheduler.next_task("a0")
+    admin.cancel_task(running)  # CANCELLED, its script still runs: retrying now would miss it
+    with pytest.raises(Conflict, match="1 targets still running"):
+        admin.retry_task(running)
+    with pytest.raises(NotFound):
+        admin.retry_task("nothing")
+    clean = _ended(admin, {"a1": 0})
+    with pytest.raises(ValidationError, match="^task_id: nothing to retry") as caught:
+        admin.retry_task(clean, {"only": ["FAILED"]})
+    assert caught.value.field == "task_id"
+
+
+def test_a_script_with_crlf_line_endings_throughout_is_stored_with_lf():
+    assert spec(script="#!/bin/bash\r\necho a\r\necho b").script == b"#!/bin/bash\necho a\necho b"
+    assert spec(script=b"echo a\r\n").script == b"echo a\n"  # a job's stored script too
+    mixed = "printf 'a\\r\\n' > f\necho 'x\r\n'\n"  # some bare LF: written on Unix, its CR is meant
+    assert spec(script=mixed).script == mixed.encode()

@@ -503,7 +503,7 @@ function field(name, label, input, hint) {
 /** Tab indents, Enter keeps the line's indentation: a script keeps its shape. */
 function scriptEditor(id) {
   const area = h('textarea', { id, name: 'script', class: 'script', spellcheck: 'false', wrap: 'off',
-    autocomplete: 'off', placeholder: '#!/bin/sh\n# runs with /bin/sh on every target\nhostname; uptime' });
+    autocomplete: 'off', placeholder: '#!/bin/sh\n# runs with its #! interpreter (/bin/sh without one) on every target\nhostname; uptime' });
   area.addEventListener('keydown', (event) => {
     if (event.key === 'Tab' && !event.shiftKey && !event.ctrlKey && !event.altKey) {
       event.preventDefault();
@@ -545,7 +545,7 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
 
   const form = h('form', { class: 'task-form', id, novalidate: true },
     h('div', { class: 'script-col' },
-      field('script', 'Script', script, 'Run with /bin/sh on each target. Tab indents; Esc then Tab leaves the editor.'),
+      field('script', 'Script', script, 'Run with its #! interpreter (/bin/sh without one) on each target. Tab indents; Esc then Tab leaves the editor.'),
       message ? field('message', 'Message', message, 'Why this version (kept with it).') : null),
     h('div', {},
       field('targets', 'Targets', targets, 'Agent ids, separated by spaces or commas; ticking in Agents fills this.'),
@@ -724,6 +724,8 @@ function taskView(main, args, query, ctx) {
   const counts = h('div', { id: 'task-counts' });
   const cancel = h('button', { type: 'button', class: 'danger', id: 'cancel-task', text: 'Cancel task' });
   const rerun = h('a', { href: `#/run?from=${encodeURIComponent(taskId)}`, id: 'rerun', text: 'Run again with the same parameters' });
+  const retry = h('button', { type: 'button', id: 'retry-task', text: 'Retry failed', hidden: true,
+    title: 'a new task with the same script and parameters on the targets that FAILED or were CANCELLED' });
   const error = viewError(ctx);
   const scriptPre = h('pre', { class: 'script' });
   const tbody = h('tbody');
@@ -734,7 +736,7 @@ function taskView(main, args, query, ctx) {
   const shown = h('span', { class: 'muted', id: 'targets-shown' });
 
   main.append(title, meta, barSlot, counts,
-    h('div', { class: 'actions' }, cancel, rerun), error,
+    h('div', { class: 'actions' }, cancel, retry, rerun), error,
     h('details', { class: 'card' }, h('summary', { text: 'Script' }), scriptPre),
     h('div', { class: 'toolbar' }, stateFilter, textFilter, shown),
     h('table', { id: 'targets' },
@@ -757,6 +759,17 @@ function taskView(main, args, query, ctx) {
       await api('POST', `/task/${encodeURIComponent(taskId)}/cancel`);
     } catch (err) {
       error.textContent = err.message;
+    }
+  });
+
+  retry.addEventListener('click', async () => {
+    retry.disabled = true;
+    try {
+      const made = await api('POST', `/task/${encodeURIComponent(taskId)}/retry`);
+      location.hash = `#/task/${encodeURIComponent(made.task_id)}`;
+    } catch (err) {
+      error.textContent = err.message;
+      retry.disabled = false;
     }
   });
 
@@ -805,12 +818,14 @@ function taskView(main, args, query, ctx) {
       task.finished ? h('span', { text: `took ${formatDuration(task.started || task.created, task.finished)}` }) : null,
       h('span', { text: `parallel ${task.parallel}, fail_rate ${task.fail_rate} %, fail_count ${task.fail_count}, timeout ${task.timeout || 'none'}` }),
       task.batch_by ? h('span', { text: `by ${task.batch_by}: batch ${(task.batch ?? 0) + 1} of ${task.batches.length}` }) : null,
-      task.job ? h('span', {}, 'job ', h('a', { href: `#/job/${encodeURIComponent(task.job)}`, text: `${task.job} v${task.job_version}` })) : null]);
+      task.job ? h('span', {}, 'job ', h('a', { href: `#/job/${encodeURIComponent(task.job)}`, text: `${task.job} v${task.job_version}` })) : null,
+      task.retry_of ? h('span', { id: 'retry-of' }, 'retry of ', taskLink(task.retry_of)) : null]);
     barSlot.replaceChildren(progressBar(task.counts, task.total));
     counts.replaceChildren(countsText(task.counts), h('span', { class: 'muted', text: `${task.total} targets` }));
     if (scriptPre.textContent !== task.script) scriptPre.textContent = task.script;
     const done = Boolean(task.finished) && !task.counts.RUNNING;
     if (task.finished) { cancel.disabled = true; cancel.textContent = 'Cancel task'; }
+    retry.hidden = !(done && (task.counts.FAILED || task.counts.CANCELLED));
     for (const [agentId, target] of Object.entries(task.targets)) {
       const cells = rows.get(agentId) || rows.set(agentId, targetRow(agentId)).get(agentId);
       cells.target = target;
