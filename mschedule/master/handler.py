@@ -170,7 +170,9 @@ class AgentHandler:
         """Live output of a running target: kept in memory (master/live.py), never committed."""
         if self._admission is not None:
             self._admission.check_agent(progress.agent_id)
-        return {"ok": True, "applied": self._scheduler.apply_progress(progress), "master": self.boot}
+        applied = self._scheduler.apply_progress(progress)
+        metrics.progress_received(applied)
+        return {"ok": True, "applied": applied, "master": self.boot}
 
     @commits
     def _result(self, result: ResultMessage) -> dict:
