@@ -7,7 +7,9 @@
 - stdout and stderr are one pipe, so the output keeps the order the script wrote it in;
 - a timeout and a cancel (:meth:`Executor.cancel`) stop the whole process group the same way: SIGTERM (a
   script's ``trap ... TERM`` runs), then SIGKILL after a short grace;
-- only the first ``output_cap`` bytes are kept; the rest is read and dropped, with a marker.
+- only the first ``output_cap`` bytes are kept; the rest is read and dropped, with a marker;
+- while it runs, :meth:`Executor.progress` says what is new since a given offset (the last ``LIVE_WINDOW``
+  bytes of the stream are kept for it), for the agent's live output.
 
 Cooperative (gevent): heartbeats go on while a script runs. The script is started with the standard
 library's ``subprocess`` (``vfork``: about 7x cheaper than ``gevent.subprocess``'s ``fork`` in a large agent
@@ -44,6 +46,8 @@ NOT_EXECUTABLE_EXIT_CODE = 126
 OUTPUT_GRACE = 1.0
 """Seconds to keep reading after the script exited, while background children still hold its output."""
 READ_CHUNK = 65536
+LIVE_WINDOW = 65536
+"""Bytes of the newest output kept for :meth:`Executor.progress` (beside the first ``output_cap`` bytes)."""
 
 
 @dataclass
@@ -59,16 +63,22 @@ class ExecResult:
 
 
 class _OutputCollector:
-    """Keeps the first ``cap`` bytes of a stream and counts the rest."""
+    """Keeps the first ``cap`` bytes of a stream and counts the rest; and its last ``window`` bytes, for
+    :meth:`since` (live output reads the newest bytes, which the cap may already drop)."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, window: int = LIVE_WINDOW) -> None:
         self.cap = cap
+        self.window = window
         self.chunks: list[bytes] = []
         self.kept = 0
         self.total = 0
+        self._recent = bytearray()
 
     def feed(self, data: bytes) -> None:
         self.total += len(data)
+        self._recent += data
+        if len(self._recent) > self.window:
+            del self._recent[:len(self._recent) - self.window]
         room = self.cap - self.kept
         if room > 0:
             piece = data[:room]
@@ -78,6 +88,14 @@ class _OutputCollector:
     @property
     def truncated(self) -> bool:
         return self.total > self.kept
+
+    def since(self, offset: int, limit: int) -> tuple[int, bytes]:
+        """``(start, data)``: the bytes written from ``offset`` on, at most the last ``limit`` of them (and only
+        those still in the window): ``start`` > ``offset`` says how many were skipped."""
+        start = max(offset, self.total - len(self._recent), self.total - limit)
+        if start >= self.total:
+            return self.total, b""
+        return start, bytes(self._recent[start - (self.total - len(self._recent)):])
 
     def text(self) -> bytes:
         out = b"".join(self.chunks)
@@ -200,6 +218,13 @@ class Executor:
         self._process: subprocess.Popen | None = None
         #: set by :meth:`cancel` while a script runs
         self._cancel: gevent.event.Event | None = None
+        self._collector: _OutputCollector | None = None
+
+    def progress(self, offset: int, limit: int) -> tuple[int, bytes] | None:
+        """What the running script wrote from ``offset`` on (see :meth:`_OutputCollector.since`); None when no
+        script runs."""
+        collector = self._collector
+        return collector.since(offset, limit) if collector is not None else None
 
     def run(self, script: bytes, timeout: float = 0, env: dict[str, str] | None = None) -> ExecResult:
         """Run ``script``; ``timeout`` > 0 stops it (and its children) after that many seconds.
@@ -257,7 +282,7 @@ class Executor:
             if interpreter is None:
                 raise
             return self._not_started(interpreter, exc)
-        self._process = proc
+        self._process, self._collector = proc, collector
         watch = _ExitWatch(proc)
         out_fd = proc.stdout.fileno()
         os.set_blocking(out_fd, False)
@@ -274,7 +299,7 @@ class Executor:
                 reader.kill()
                 collector.feed(b"\n[mschedule: background processes still hold the output; stopped reading]\n")
         finally:
-            self._process = self._cancel = None
+            self._process = self._cancel = self._collector = None
             reader.kill()
             watch.close()
             proc.stdout.close()

@@ -25,7 +25,7 @@ from mschedule.utils.defaults import (
 )
 from mschedule.utils.exceptions import KeyPending, MessageError, NotFound, Unauthorized
 from mschedule.utils.greenlets import capture, unwrap
-from mschedule.utils.messages import AgentInfo, ResultMessage, TaskMessage
+from mschedule.utils.messages import MAX_PROGRESS_BYTES, AgentInfo, ProgressMessage, ResultMessage, TaskMessage
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ CANCEL_WATCH_DELAY = 0.5
 """Seconds a script runs before its agent starts watching for a cancel."""
 STOP_NOTICE_TIMEOUT = 2.0
 """Seconds a stopping agent waits for the master to take note."""
+PROGRESS_INTERVAL = 1.0
+"""Seconds between two progress messages of a running script (only when it wrote something new); a script
+that ends sooner sends none."""
 
 
 class AgentWorker:
@@ -253,6 +256,25 @@ class AgentWorker:
                 log.debug("agent %s: cancel watch for %s: %s", self.id, task_id, exc)
                 self._stopped.wait(1.0)
 
+    def _report_progress(self, task_id: str) -> None:
+        """While a script runs, send what it wrote since the last message, every PROGRESS_INTERVAL when there is
+        something new (the last MAX_PROGRESS_BYTES of it). Best effort: a message that fails or is refused is
+        dropped and never spooled, since the result carries the whole output."""
+        sent = 0
+        while not self._stopped.wait(PROGRESS_INTERVAL):
+            new = self.executor.progress(sent, MAX_PROGRESS_BYTES)
+            if new is None:
+                return
+            offset, data = new
+            if not data:
+                continue
+            sent = offset + len(data)
+            msg = ProgressMessage(id=task_id, agent_id=self.id, offset=offset, data=data).to_message()
+            try:
+                self.link.call("send", msg, timeout=self._heartbeat_timeout)
+            except Exception as exc:  # noqa: BLE001 - any failure drops this message, never the script
+                log.debug("agent %s: progress of %s dropped: %s", self.id, task_id, exc)
+
     def _keep(self, result: ResultMessage) -> None:
         if self.spool is not None:
             try:
@@ -304,6 +326,7 @@ class AgentWorker:
         self.info.running = task.id
         self._mark(task.id)
         watcher = gevent.spawn(self._watch_cancel, task.id)
+        reporter = gevent.spawn(self._report_progress, task.id)
         try:
             outcome: ExecResult = self.executor.run(task.script, task.timeout,
                                                     env={"MSCHEDULE_TASK_ID": task.id, "MSCHEDULE_AGENT_ID": self.id})
@@ -314,6 +337,7 @@ class AgentWorker:
                                  timed_out=False, truncated=False, started=now, finished=now)
         finally:
             watcher.kill(block=False)
+            reporter.kill(block=False)
             self.info.running = None
         log.info("agent %s: task %s exited code=%s%s", self.id, task.id, outcome.code,
                  " (timed out)" if outcome.timed_out else "")

@@ -1,7 +1,7 @@
 """The master's RPC surface, as two objects served on two endpoints.
 
 :class:`AgentHandler` (the agents' endpoint) has only what an agent needs: ``send`` (register, heartbeat,
-result), ``get_task`` and ``ping``, each for the caller's own agent id. :class:`AdminHandler` (the admin
+progress, result), ``get_task`` and ``ping``, each for the caller's own agent id. :class:`AdminHandler` (the admin
 endpoint, loopback by default, for the web tier and the ``keys`` command) creates and reads tasks and
 manages agent keys. Method names keep the design's. A bad message or call gets a typed error answer
 (:mod:`mschedule.transport.errors`: ``MessageError``, ``ValidationError``, ``Unauthorized``, ``KeyPending``, ...) with
@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from mschedule.master import metrics
+from mschedule.master import live, metrics
 from mschedule.master.admission import Admission, Unauthorized
 from mschedule.master.jobs import Jobs
 from mschedule.master.metrics import MasterMetrics
@@ -34,7 +34,7 @@ from mschedule.utils.defaults import (
     MAX_TIME,
 )
 from mschedule.utils.exceptions import Conflict, KeyPending, MessageError, NotDurable, NotFound, ValidationError
-from mschedule.utils.messages import AgentInfo, ResultMessage, TaskMessage
+from mschedule.utils.messages import AgentInfo, ProgressMessage, ResultMessage, TaskMessage
 from mschedule.utils.selectors import validate_selector
 from mschedule.utils.states import State
 from mschedule.utils.taskspec import TaskSpec, resolve_hostnames
@@ -134,6 +134,8 @@ class AgentHandler:
             return self._heartbeat(messages.Heartbeat.from_payload(payload))
         if kind == messages.RESULT:
             return self._result(ResultMessage.from_payload(payload))
+        if kind == messages.PROGRESS:
+            return self._progress(ProgressMessage.from_payload(payload))
         raise MessageError(f"type: unknown message type {kind!r}", field="type")
 
     def _register(self, info: AgentInfo) -> dict:
@@ -163,6 +165,14 @@ class AgentHandler:
         interval, poll = self._scheduler.pace(agent_id)
         answer["interval"], answer["poll"] = interval, poll
         return answer
+
+    def _progress(self, progress: ProgressMessage) -> dict:
+        """Live output of a running target: kept in memory (master/live.py), never committed."""
+        if self._admission is not None:
+            self._admission.check_agent(progress.agent_id)
+        applied = self._scheduler.apply_progress(progress)
+        metrics.progress_received(applied)
+        return {"ok": True, "applied": applied, "master": self.boot}
 
     @commits
     def _result(self, result: ResultMessage) -> dict:
@@ -346,7 +356,8 @@ class AdminHandler:
                         hint="bytes")
         task = self._scheduler.wait_finished(query["task_id"], wait)
         cap = self._max_result_bytes if limit is None else limit  # any one output adds at most this
-        if sum(min(len(t.output), cap) for t in task.targets.values()) > self._max_result_bytes:
+        outputs = (len(self._output_of(task.id, t)[0]) for t in task.targets.values())
+        if sum(min(size, cap) for size in outputs) > self._max_result_bytes:
             share = self._max_result_bytes // len(task.targets)
             limit = share if limit is None else min(limit, share)
         detail = self._task_detail(task, limit)
@@ -354,7 +365,8 @@ class AdminHandler:
         return detail
 
     def get_target(self, task_id: Any, agent_id: Any) -> dict:
-        """One target of one task, with its whole output."""
+        """One target of one task, with its whole output (a running one's: what reached the master so far,
+        ``partial``)."""
         if not isinstance(task_id, str) or not isinstance(agent_id, str):
             raise ValidationError("task_id, agent_id: expected strings",
                                   field="task_id" if not isinstance(task_id, str) else "agent_id")
@@ -364,7 +376,19 @@ class AdminHandler:
         target = task.targets.get(agent_id)
         if target is None:
             raise NotFound(f"task {task_id} has no target {agent_id}", field="agent_id")
-        return {"task_id": task_id, "agent_id": agent_id, **self._target_entry(agent_id, target, None)}
+        return {"task_id": task_id, "agent_id": agent_id, **self._target_entry(task_id, agent_id, target, None)}
+
+    def task_events(self, task_id: Any, cursor: Any = None, wait: Any = 0) -> dict:
+        """Long poll of a task's events after ``cursor`` (master/live.py): target states, new output, the task's
+        state and its ``end``; a fresh snapshot when the cursor is None or too old (``reset``)."""
+        if not isinstance(task_id, str) or not task_id:
+            raise ValidationError("task_id: expected a non-empty string", field="task_id")
+        if cursor is not None and not isinstance(cursor, str):
+            raise ValidationError("cursor: expected a string (an event id) or null", field="cursor")
+        task = self._storage.get_task(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found", field="task_id")
+        return self._scheduler.live.poll(task, cursor, _wait_seconds(wait, live.MAX_WAIT))
 
     def get_tasks(self, limit: Any = None, filters: Any = None) -> list[dict]:
         """Summaries of the newest tasks, newest first; ``filters``: state, job, agent, before (created time).
@@ -582,15 +606,25 @@ class AdminHandler:
     def _task_detail(self, task: TaskRecord, output_limit: int | None = None) -> dict:
         detail = task.summary()
         detail["script"] = messages.b64encode(task.script)
-        detail["targets"] = {agent_id: self._target_entry(agent_id, target, output_limit)
+        detail["targets"] = {agent_id: self._target_entry(task.id, agent_id, target, output_limit)
                              for agent_id, target in task.targets.items()}
         return detail
 
-    def _target_entry(self, agent_id: str, target: TargetRecord, output_limit: int | None) -> dict:
+    def _output_of(self, task_id: str, target: TargetRecord) -> tuple[bytes, int, bool]:
+        """``(output, bytes written, partial)``: a running target's is what reached the master so far."""
+        if target.state is State.RUNNING:
+            kept = self._scheduler.live.tail(task_id, target.agent_id)
+            data, total = kept if kept is not None else (b"", 0)
+            return data, total, True
+        return target.output, len(target.output), False
+
+    def _target_entry(self, task_id: str, agent_id: str, target: TargetRecord, output_limit: int | None) -> dict:
         agent = self._storage.agents.get(agent_id)
         entry = target.to_dict(agent.hostname if agent else None)
-        shown = output_tail(target.output, output_limit)
+        output, total, partial = self._output_of(task_id, target)
+        shown = output_tail(output, output_limit)
         entry["output"] = messages.b64encode(shown)
-        entry["output_bytes"] = len(target.output)
-        entry["output_omitted"] = len(target.output) - len(shown)
+        entry["output_bytes"] = total
+        entry["output_omitted"] = total - len(shown)
+        entry["partial"] = partial
         return entry

@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # the scheduler and the storage import this module
 
 _HEARTBEATS = Counter("heartbeats", "heartbeats and registrations received from agents (before the key check), "
                       "by type: heartbeat, register", ("type",), namespace=NAMESPACE, registry=None)
+_PROGRESS = Counter("progress_messages", "live output messages (progress) of running targets received, by whether "
+                    "they brought new output: applied true, false (a resend, or a target not running)", ("applied",),
+                    namespace=NAMESPACE, registry=None)
 _TARGETS_STARTED = Counter("targets_started", "targets handed to their agent (WAITING -> RUNNING)",
                            namespace=NAMESPACE, registry=None)
 _TARGETS_ENDED = Counter("targets_ended", "targets that ended, by final state: SUCCEED, FAILED (a non-zero exit, "
@@ -49,12 +52,13 @@ _DB_COMMIT = Histogram(
 DB_COMMIT_ERRORS = Counter("db_commit_errors", "SQLite commits that failed (their changes stay pending)",
                            namespace=NAMESPACE, registry=None)
 
-EVENT_METRICS = (RPC_CALLS, RPC_ERRORS, _HEARTBEATS, _TARGETS_STARTED, _TARGETS_ENDED, _DISPATCH_LATENCY,
+EVENT_METRICS = (RPC_CALLS, RPC_ERRORS, _HEARTBEATS, _PROGRESS, _TARGETS_STARTED, _TARGETS_ENDED, _DISPATCH_LATENCY,
                  _TARGET_DURATION, _DB_COMMIT, DB_COMMIT_ERRORS)
 """Every metric counted as events happen (the same objects in every registry of this process)."""
 
 # children made once: exported from zero, and no label lookup per event
 _HEARTBEAT_OF = {kind: _HEARTBEATS.labels(kind) for kind in (messages.HEARTBEAT, messages.REGISTER)}
+_PROGRESS_OF = {applied: _PROGRESS.labels(str(applied).lower()) for applied in (True, False)}
 _ENDED = {state: _TARGETS_ENDED.labels(state.value) for state in State if state.is_finished}
 _DURATION = {state: _TARGET_DURATION.labels(state.value) for state in State if state.is_finished}
 
@@ -62,6 +66,11 @@ _DURATION = {state: _TARGET_DURATION.labels(state.value) for state in State if s
 def heartbeat_received(kind: str) -> None:
     """An agent's ``heartbeat`` or ``register`` message arrived."""
     _HEARTBEAT_OF[kind].inc()
+
+
+def progress_received(applied: bool) -> None:
+    """A ``progress`` message of a running target was taken (``applied``: it brought new output)."""
+    _PROGRESS_OF[applied].inc()
 
 
 def target_started(latency: float) -> None:

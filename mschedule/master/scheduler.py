@@ -29,11 +29,12 @@ from dataclasses import replace
 import gevent
 
 from mschedule.master import metrics
+from mschedule.master.live import LiveOutput
 from mschedule.master.liveness import HeartbeatPolicy
 from mschedule.master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
 from mschedule.master.waiters import Waiters
 from mschedule.utils.exceptions import Conflict, NotFound, ValidationError
-from mschedule.utils.messages import AgentInfo, Heartbeat, ResultMessage
+from mschedule.utils.messages import AgentInfo, Heartbeat, ProgressMessage, ResultMessage
 from mschedule.utils.selectors import matches
 from mschedule.utils.states import State
 from mschedule.utils.taskspec import TaskSpec
@@ -64,6 +65,12 @@ class Scheduler:
         self._queues: dict[str, deque[str]] = {}
         #: every long poll open on the master, by ("agent", id) or ("task", id); empty when none is
         self.waiters = Waiters()
+        #: running targets' output so far and followed tasks' events (memory only)
+        self.live = LiveOutput(self.waiters, self._hostname)
+
+    def _hostname(self, agent_id: str) -> str | None:
+        agent = self.storage.agents.get(agent_id)
+        return agent.hostname if agent is not None else None
 
     def restore(self) -> None:
         """Rebuild what is derived from the stored records after a master restart.
@@ -357,7 +364,9 @@ class Scheduler:
             task.state = State.RUNNING
             task.started = now
             self.storage.save_task(task)
+            self.live.task_changed(task)
         self.storage.save_target(task, target)
+        self.live.target_changed(task, target)
         metrics.target_started(now - task.created)
         log.info("agent %s: task %s started (%d/%d running)", agent.id, task.id, task.running, task.parallel)
 
@@ -374,6 +383,15 @@ class Scheduler:
     def _wake_agent(self, agent_id: str) -> None:
         """Every poll the agent has open looks again (a poll of a process whose reply was lost included)."""
         self.waiters.release(("agent", agent_id))
+
+    def apply_progress(self, progress: ProgressMessage) -> bool:
+        """Take what a running script printed so far (memory only). Returns whether it was new; progress for a
+        target that is not RUNNING (ended, or never started) is ignored."""
+        task = self.storage.get_task(progress.id)
+        target = task.targets.get(progress.agent_id) if task is not None else None
+        if target is None or target.state is not State.RUNNING:
+            return False
+        return self.live.feed(task.id, progress.agent_id, progress.offset, progress.data)
 
     def apply_result(self, result: ResultMessage) -> bool:
         """Record an agent's result. Returns whether it changed anything (a resend does not)."""
@@ -402,6 +420,7 @@ class Scheduler:
         else:
             final = State.SUCCEED if ok else State.FAILED
         task.set_target_state(target, final)
+        self.live.target_changed(task, target)
         metrics.target_ended(final, target.started, target.finished)
         log.info("agent %s: task %s finished code=%s%s output=%dB", result.agent_id, task.id, result.code,
                  " (timed out)" if result.timed_out else "", len(result.output))
@@ -430,12 +449,24 @@ class Scheduler:
             if agent is not None and agent.current == task.id:
                 agent.current = None
         task.set_target_state(target, State.FAILED)
-        target.output = f"[mschedule: {reason}]\n".encode()
+        target.output = self._kept_output(task, target) + f"[mschedule: {reason}]\n".encode()
         target.finished = now
+        self.live.target_changed(task, target)
         metrics.target_ended(State.FAILED, target.started, now)
         log.warning("agent %s: task %s target failed: %s", target.agent_id, task.id, reason)
         self.storage.save_target(task, target)
         self._target_ended(task)
+
+    def _kept_output(self, task: TaskRecord, target: TargetRecord) -> bytes:
+        """What had reached the master of a target that ends without a result (its agent lost): its live tail,
+        said to be partial."""
+        kept = self.live.drop(task.id, target.agent_id)
+        if kept is None:
+            return b""
+        data, total = kept
+        note = f"[mschedule: the output the master had received live ({total} bytes"
+        note += f", the last {len(data)} kept" if len(data) < total else ""
+        return (note + ")]\n").encode() + data + (b"" if data.endswith(b"\n") else b"\n")
 
     def _target_ended(self, task: TaskRecord) -> None:
         """Apply the failure limits and the end of the task after one target ended."""
@@ -467,6 +498,7 @@ class Scheduler:
             if target.state is State.WAITING:
                 task.set_target_state(target, State.CANCELLED)
                 self.storage.save_target(task, target)
+                self.live.target_changed(task, target)
                 cancelled += 1
         metrics.target_ended(State.CANCELLED, count=cancelled)
         log.warning("task %s aborted: %d failed of %d (fail_count=%d fail_rate=%s), %d cancelled",
@@ -480,6 +512,7 @@ class Scheduler:
         self.storage.save_task(task)
         log.info("task %s %s: %s", task.id, state.value, dict((s.value, n) for s, n in task.counts.items() if n))
         self.waiters.release(("task", task.id))
+        self.live.task_changed(task)
 
     def _wake_waiting_targets(self, task: TaskRecord) -> None:
         if task.running >= task.parallel or not task.counts[State.WAITING]:
@@ -528,6 +561,7 @@ class Scheduler:
                 task.set_target_state(target, State.CANCELLED)
                 target.output = b"[mschedule: cancelled before it started]\n"
                 self.storage.save_target(task, target)
+                self.live.target_changed(task, target)
                 cancelled += 1
         metrics.target_ended(State.CANCELLED, count=cancelled)
         log.warning("task %s cancelled: %d waiting targets cancelled, %d running being killed", task.id, cancelled,

@@ -1,4 +1,4 @@
-"""The design's four messages (register, heartbeat, task, result), built and parsed in one place.
+"""The design's four messages (register, heartbeat, task, result), and ``progress``, built and parsed in one place.
 
 Every message is ``{"type": <kind>, "payload": {...}}``. Scripts and outputs travel base64.
 Parsing validates shape and types and raises :class:`MessageError` naming the field, so a bad
@@ -19,7 +19,8 @@ REGISTER = "register"
 HEARTBEAT = "heartbeat"
 TASK = "task"
 RESULT = "result"
-AGENT_MESSAGES = frozenset({REGISTER, HEARTBEAT, RESULT})
+PROGRESS = "progress"
+AGENT_MESSAGES = frozenset({REGISTER, HEARTBEAT, RESULT, PROGRESS})
 
 # What an agent may say about itself (register, heartbeat). Anyone holding a key can register, and a new
 # key's record is kept (pending) and shown to operators, so the sizes are bounded where messages are parsed.
@@ -308,3 +309,45 @@ class ResultMessage:
             started=_require(payload, "started", (int, float), optional=True),
             finished=_require(payload, "finished", (int, float), optional=True),
         )
+
+
+MAX_PROGRESS_BYTES = 64 * 1024
+"""Most output bytes one ``progress`` message carries: an agent whose script wrote more since its last one sends
+the last bytes, and the offset tells the master how many it missed."""
+_MAX_PROGRESS_B64 = (MAX_PROGRESS_BYTES + 2) // 3 * 4
+
+
+@dataclass
+class ProgressMessage:
+    """What a running script has written since the last one: ``data``, the bytes from ``offset`` (counted from
+    the script's first byte of output) on. Best effort: the result carries the whole output."""
+
+    id: str
+    agent_id: str
+    offset: int
+    data: bytes
+
+    def to_message(self) -> dict:
+        return {"type": PROGRESS, "payload": {"id": self.id, "agent_id": self.agent_id, "offset": self.offset,
+                                              "data": b64encode(self.data)}}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> ProgressMessage:
+        """Parse a progress payload; MessageError names the field (ids, a negative offset, too much data)."""
+        task_id = _short_id(payload, "id")
+        if not task_id:
+            raise MessageError("payload.id: missing or empty", field="payload.id")
+        agent_id = _require(payload, "agent_id", str)
+        if not AGENT_ID_RE.fullmatch(agent_id):
+            raise MessageError(f"payload.agent_id: expected 1 to {MAX_AGENT_ID} of A-Z a-z 0-9 . _ - "
+                               f"({len(agent_id)} characters given)", field="payload.agent_id")
+        offset = _require(payload, "offset", int)
+        if not 0 <= offset < 2 ** 63:
+            raise MessageError("payload.offset: expected 0 or more", field="payload.offset")
+        text = _require(payload, "data", str)
+        if len(text) > _MAX_PROGRESS_B64:
+            raise MessageError(f"payload.data: more than {MAX_PROGRESS_BYTES} bytes", field="payload.data")
+        data = b64decode(text, "payload.data")
+        if len(data) > MAX_PROGRESS_BYTES:
+            raise MessageError(f"payload.data: more than {MAX_PROGRESS_BYTES} bytes", field="payload.data")
+        return cls(id=task_id, agent_id=agent_id, offset=offset, data=data)

@@ -122,7 +122,9 @@ OPENAPI: dict = {
                 "started": {"type": "number", "nullable": True}, "finished": {"type": "number", "nullable": True},
                 "timed_out": {"type": "boolean"}, "truncated": {"type": "boolean"},
                 "output_bytes": {"type": "integer", "description": "size of the whole output"},
-                "output_omitted": {"type": "integer", "description": "bytes left out by output_limit"}}},
+                "output_omitted": {"type": "integer", "description": "bytes left out by output_limit"},
+                "partial": {"type": "boolean", "description": "true while the target runs: the output so far (the last "
+                                                              "64 KiB the master received)"}}},
             "TargetResult": {"allOf": [{"$ref": "#/components/schemas/Target"}, {"type": "object", "properties": {
                 "task_id": {"type": "string"}, "agent_id": {"type": "string"}}}]},
             "TaskList": {"type": "array", "items": {"$ref": "#/components/schemas/TaskSummary"}},
@@ -201,8 +203,17 @@ OPENAPI: dict = {
         "/task/{task_id}": {"get": _op("one task with every target's result", _json("#/components/schemas/Task"),
                                        params=[_TASK_ID, _WAIT, _OUTPUT_LIMIT])},
         "/task/{task_id}/target/{agent_id}": {"get": _op(
-            "one target of a task, with its whole output", _json("#/components/schemas/TargetResult"),
+            "one target of a task, with its whole output (so far, partial, while it runs)",
+            _json("#/components/schemas/TargetResult"),
             params=[_TASK_ID, _AGENT_ID])},
+        "/task/{task_id}/events": {"get": {
+            "summary": "server-sent events of a task: snapshot, target, output, task, then end (README, Live output)",
+            "parameters": [_TASK_ID, {"name": "Last-Event-ID", "in": "header", "required": False,
+                                      "description": "resume after this event (a fresh snapshot if it is too old)",
+                                      "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the event stream",
+                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                          "409": _ERROR, **_ERRORS}}},
         "/task/{task_id}/cancel": {"post": {**_op(
             "cancel a task: waiting targets never start, running scripts are killed",
             _json("#/components/schemas/TaskSummary"), params=[_TASK_ID]),

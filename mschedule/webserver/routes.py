@@ -11,6 +11,7 @@ checks here are about HTTP and transport (a body that is not JSON, a value msgpa
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import logging
 from typing import Any
@@ -32,6 +33,7 @@ from mschedule.webserver.static import static_response
 log = logging.getLogger(__name__)
 
 BRIDGE = web.AppKey("bridge", MasterBridge)
+STREAMS = web.AppKey("streams", dict)
 MAX_SCRIPT_BYTES = web.AppKey("max_script_bytes", int)
 RPC_WAIT_MARGIN = 10.0
 """Seconds an RPC with ``wait`` may take beyond the wait itself."""
@@ -277,10 +279,102 @@ async def task(request: web.Request) -> web.Response:
 
 @routes.get("/task/{task_id}/target/{agent_id}")
 async def task_target(request: web.Request) -> web.Response:
-    """One target's whole output (for when ``output_limit`` cut it)."""
+    """One target's whole output (for when ``output_limit`` cut it); a running one's so far (``partial``)."""
     target = await call_master(request, "get_target", request.match_info["task_id"], request.match_info["agent_id"])
     target["output"] = decode_output(target["output"])
     return web.json_response(target)
+
+
+MAX_STREAMS = 100
+"""Event streams (GET /task/{id}/events) one web tier serves at once: each holds one long poll to the master."""
+STREAM_WAIT = 15.0
+"""Seconds each poll of a stream waits on the master; a quiet stream gets a keep-alive comment this often."""
+
+
+def _sse(event: dict) -> bytes:
+    return f"id: {event['id']}\nevent: {event['event']}\ndata: {json.dumps(event['data'])}\n\n".encode()
+
+
+class _OutputText:
+    """Output events' bytes as text, one UTF-8 decoder per target: a character split between two events is
+    whole in the second (a gap resets it)."""
+
+    def __init__(self) -> None:
+        self._decoders: dict[str, tuple[codecs.IncrementalDecoder, int]] = {}
+
+    def text(self, agent_id: str, offset: int, data: bytes) -> str:
+        decoder, end = self._decoders.get(agent_id, (None, -1))
+        if decoder is None or end != offset:
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoders[agent_id] = (decoder, offset + len(data))
+        return decoder.decode(data)
+
+
+def _stream_events(answer: dict, text: _OutputText) -> tuple[list[dict], bool]:
+    """The SSE events of one master answer (a snapshot first after a reset), and whether ``end`` is among them."""
+    events = []
+    if answer.get("reset"):
+        snapshot = answer["snapshot"]
+        for agent_id, target in snapshot["targets"].items():
+            if "output" in target:
+                target["output"] = text.text(agent_id, target["offset"], base64.b64decode(target["output"]))
+        events.append({"id": answer["cursor"], "event": "snapshot", "data": snapshot})
+    for event in answer["events"]:
+        if event["event"] == "output":
+            data = event["data"]
+            data["data"] = text.text(data["agent_id"], data["offset"], base64.b64decode(data["data"]))
+        events.append(event)
+    return events, any(e["event"] == "end" for e in events)
+
+
+@routes.get("/task/{task_id}/events")
+async def task_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events of one task: ``snapshot`` (first, and again when the master's log moved past the
+    client's ``Last-Event-ID``), ``target``, ``output``, ``task``, then ``end``, and the stream closes.
+
+    The master owns the events (``task_events``, a long poll from a cursor); this route only carries them, one
+    poll at a time, with a keep-alive comment when a poll comes back empty, and stops when the client is gone.
+    """
+    task_id = request.match_info["task_id"]
+    streams = request.app[STREAMS]
+    if streams["open"] >= MAX_STREAMS:
+        raise ApiError(503, f"streams: {MAX_STREAMS} event streams are open on this web tier; try again later")
+    cursor = request.headers.get("Last-Event-ID") or None
+    text = _OutputText()
+    # the first answer before the response starts: an unknown task is a JSON 404 like any other
+    answer = await call_master(request, "task_events", task_id, cursor, 0)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    streams["open"] += 1
+    try:
+        await response.prepare(request)
+        while True:
+            events, ended = _stream_events(answer, text)
+            payload = b"".join(_sse(e) for e in events) or b": keep-alive\n\n"
+            await response.write(payload)
+            if ended:
+                break
+            cursor = answer["cursor"]
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                break
+            answer = await call_master(request, "task_events", task_id, cursor, STREAM_WAIT,
+                                       timeout=STREAM_WAIT + RPC_WAIT_MARGIN)
+    except ApiError as exc:  # the response has started: the error goes as an event, then the stream ends
+        await _write_quietly(response, _sse({"id": cursor or "", "event": "error",
+                                             "data": {"error": exc.message, "field": exc.field}}))
+    except (ConnectionResetError, ConnectionError):
+        log.debug("events of task %s: client gone", task_id)
+    finally:
+        streams["open"] -= 1
+    return response
+
+
+async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
+    try:
+        await response.write(data)
+    except ConnectionError:
+        pass
 
 
 @routes.post("/task/{task_id}/cancel")
@@ -459,6 +553,7 @@ def build_app(bridge: MasterBridge, max_script_bytes: int = DEFAULT_MAX_SCRIPT_B
     app[BRIDGE] = bridge
     app[METRICS] = WebMetrics()
     app[MAX_SCRIPT_BYTES] = max_script_bytes
+    app[STREAMS] = {"open": 0}
     app[TOKENS] = frozenset(tokens)
     app.add_routes(routes)
     return app

@@ -552,6 +552,29 @@ def test_a_long_output_shows_its_tail_and_loads_whole_on_request(console_stack, 
     expect(output).to_have_text(whole)
 
 
+def test_a_running_target_shows_its_output_live_from_the_event_stream(console_stack, page, tmp_path):
+    wait_until(lambda: not any(a["busy"] for a in console_stack.api.agents().values()), 30, what="agents idle")
+    agent_id = sorted(hosts(console_stack))[0]
+    flag = tmp_path / "go"
+    # prints only once the page follows the stream: the first line can reach it through the stream alone
+    task_id = console_stack.api.submit(f"while [ ! -e {flag} ]; do sleep 0.1; done; echo first; sleep 8; echo second",
+                                       [agent_id])
+    open_console(page, console_stack, f"#/task/{task_id}")
+    expect(page.locator("#view")).to_have_attribute("data-live", "stream")
+    row = target_row(page, agent_id)
+    expect(row.locator("td.state")).to_have_text("RUNNING")
+    flag.touch()
+    expect(row.locator("pre.output")).to_have_text("first\n")
+    expect(row.locator("pre.output")).to_be_visible()  # a running target's output opens by itself
+    expect(row.locator("td.num").nth(1)).to_have_text(re.compile(r"^running \d+ s$"))
+    assert console_stack.api.get(f"/task/{task_id}")[1]["state"] == "RUNNING"  # shown before the task ends
+    expect(row.locator("td.state")).to_have_text("RUNNING")
+    screenshot(page, "13-task-live-output")
+    wait_task_done(page)
+    expect(row.locator("td.state")).to_have_text("SUCCEED")
+    expect(row.locator("pre.output")).to_have_text("first\nsecond\n")
+
+
 def test_a_group_from_the_draft_can_be_unset(console_stack, page):
     names = hosts(console_stack)
     sh = [a for a, h in names.items() if h.startswith("sh-")]

@@ -25,7 +25,7 @@ from mschedule.utils.taskspec import TaskSpec
 
 #: public methods that change nothing (each is called below and must leave nothing to commit)
 ADMIN_READS = {"get_agents", "get_result", "get_target", "get_tasks", "job_get", "job_versions", "jobs_list",
-               "job_diff", "ping", "group_get", "groups_list", "keys_list", "metrics"}
+               "job_diff", "ping", "group_get", "groups_list", "keys_list", "metrics", "task_events"}
 AGENT_READS = {"watch_cancel", "ping"}
 #: public methods that change state through a committing helper only for some messages:
 #: ``send`` commits results (``_result``), not registrations or heartbeats
@@ -243,6 +243,7 @@ READ_CALLS: dict[tuple[str, str], Callable[[World], object]] = {
     ("admin", "groups_list"): lambda w: w.admin.groups_list(),
     ("admin", "keys_list"): lambda w: w.admin.keys_list(),
     ("admin", "metrics"): lambda w: w.admin.metrics(),
+    ("admin", "task_events"): lambda w: w.admin.task_events(w.live.id),
     ("agent", "watch_cancel"): lambda w: w.agent.watch_cancel("a0", w.live.id),
     ("agent", "ping"): lambda w: w.agent.ping(),
 }

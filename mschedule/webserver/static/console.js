@@ -15,6 +15,8 @@ const HISTORY_REFRESH_MS = 3000;
 const HISTORY_PAGE = 50;
 /** The task view asks for the last this many bytes of each output; a button loads one output whole. */
 const OUTPUT_TAIL_BYTES = 8192;
+/** After a target ends, the task view fetches the task again (its stored outputs) at most this often. */
+const TASK_RELOAD_MS = 2000;
 const PARAMS = [
   { name: 'timeout', label: 'timeout', def: '0',
     hint: "Seconds before a host's script is killed (exit code 124), at most 604800 (7 days); 0 = no limit." },
@@ -170,6 +172,55 @@ async function api(method, path, body) {
         (data && typeof data.field === 'string') ? data.field : null);
     }
     return data;
+  }
+}
+
+/**
+ * Follow a server-sent event stream with fetch (EventSource cannot send the Authorization header, and the
+ * token must stay out of URLs): ``onEvent(name, data)`` for each event. Resolves true when the stream ended
+ * with ``end``, false when it broke (the caller falls back to polling); leaving the view aborts it.
+ */
+async function followEvents(ctx, path, onEvent) {
+  const controller = new AbortController();
+  ctx.cleanups.push(() => controller.abort());
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  let response;
+  try {
+    response = await fetch(path, { headers: token ? { Authorization: `Bearer ${token}` } : {}, signal: controller.signal });
+  } catch {
+    return false;
+  }
+  if (!response.ok || !response.body) return false;
+  // the web tier's clock (the Date header, whole seconds: its middle is the best guess); started is the master's
+  const date = Date.parse(response.headers.get('Date'));
+  onEvent('open', { skew: date ? date / 1000 + 0.5 - Date.now() / 1000 : 0 });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  let fields = {};
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return false;
+      buffer += value;
+      let newline;
+      while ((newline = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, newline).replace(/\r$/, '');
+        buffer = buffer.slice(newline + 1);
+        if (line === '') {
+          if (fields.event) {
+            onEvent(fields.event, JSON.parse(fields.data || 'null'));
+            if (fields.event === 'end') { controller.abort(); return true; }
+          }
+          fields = {};
+        } else if (!line.startsWith(':')) {  // a comment: the keep-alive
+          const colon = line.indexOf(':');
+          const name = colon < 0 ? line : line.slice(0, colon);
+          fields[name] = (fields[name] ? `${fields[name]}\n` : '') + line.slice(colon + 1).replace(/^ /, '');
+        }
+      }
+    }
+  } catch {
+    return false;
   }
 }
 
@@ -832,7 +883,7 @@ function taskView(main, args, query, ctx) {
       cells.host.textContent = target.hostname || '';
       if (cells.state.textContent !== target.state) cells.state.replaceChildren(stateBadge(target.state));
       cells.code.textContent = target.code ?? '';
-      cells.duration.textContent = target.state === 'RUNNING' ? 'running'
+      cells.duration.textContent = target.state === 'RUNNING' ? runningFor(target)
         : target.started ? formatDuration(target.started, target.finished) : (target.state === 'WAITING' ? '' : 'never started');
       if (cells.wholeOutput === undefined) {
         cells.summary.textContent = outputSummary(target, target.output);
@@ -851,11 +902,79 @@ function taskView(main, args, query, ctx) {
     return done;
   }
 
-  every(ctx, TASK_REFRESH_MS, async () => {
+  const load = async () => {
     const task = await api('GET', `/task/${encodeURIComponent(taskId)}?output_limit=${OUTPUT_TAIL_BYTES}`);
     error.textContent = '';
     return !render(task);
+  };
+
+  // live: the event stream feeds running targets' output, states and counts; a target that ends, and the
+  // task's end, bring one fetch of the task (its stored outputs). Should the stream fail: polling, as before.
+  let skew = 0;
+  let reloadDue = null;
+  function runningFor(target) {
+    return target.started ? `running ${Math.max(0, Math.round(Date.now() / 1000 + skew - target.started))} s` : 'running';
+  }
+  const reloadSoon = () => {
+    if (reloadDue === null) reloadDue = later(ctx, () => { reloadDue = null; load().catch(ctx.showError); }, TASK_RELOAD_MS);
+  };
+  function onEvent(name, data) {
+    if (name === 'open') { skew = data.skew; main.dataset.live = 'stream'; return; }
+    if (name === 'snapshot') {  // newer than the fetch before the stream: what happened in between
+      onEvent('task', data.task);
+      for (const target of Object.values(data.targets)) {
+        const cells = rows.get(target.agent_id);
+        if (cells && cells.target && cells.target.state !== target.state) onEvent('target', target);
+        if (target.output !== undefined) onEvent('output', { agent_id: target.agent_id, offset: target.offset, data: target.output });
+      }
+    } else if (name === 'output') {
+      const cells = rows.get(data.agent_id);
+      if (!cells || !cells.target || cells.wholeOutput !== undefined) return;
+      // offsets count bytes: skip what the page has already (from the fetch, or an overlapping snapshot)
+      const bytes = new TextEncoder().encode(data.data);
+      const have = cells.target.output_bytes || 0;
+      if (data.offset + bytes.length <= have) return;
+      const added = data.offset < have ? new TextDecoder().decode(bytes.subarray(have - data.offset)) : data.data;
+      const text = (cells.target.output + added).slice(-OUTPUT_TAIL_BYTES);
+      cells.target = { ...cells.target, output: text, output_bytes: data.offset + bytes.length };
+      cells.output.textContent = text;
+      cells.summary.textContent = outputSummary({ ...cells.target, output_omitted: 0 }, text);
+      cells.output.parentElement.open = true;  // a running target's output opens by itself
+      cells.row.dataset.live = 'yes';
+    } else if (name === 'target') {
+      const cells = rows.get(data.agent_id);
+      if (!cells) return;
+      cells.target = { ...cells.target, ...data };
+      if (cells.state.textContent !== data.state) cells.state.replaceChildren(stateBadge(data.state));
+      cells.code.textContent = data.code ?? '';
+      if (data.state === 'RUNNING') cells.duration.textContent = runningFor(cells.target);
+      else reloadSoon();
+    } else if (name === 'task') {
+      state.replaceChildren(stateBadge(data.state));
+      barSlot.replaceChildren(progressBar(data.counts, data.total));
+      counts.replaceChildren(countsText(data.counts), h('span', { class: 'muted', text: `${data.total} targets` }));
+    }
+  }
+  every(ctx, 1000, () => {  // the elapsed time of running targets, from the page's own clock
+    for (const cells of rows.values()) {
+      if (cells.target && cells.target.state === 'RUNNING') cells.duration.textContent = runningFor(cells.target);
+    }
   });
+  (async () => {
+    let running;
+    try {
+      running = await load();
+    } catch (err) {
+      ctx.showError(err);
+      if (err.status !== 404 && ctx.alive) later(ctx, () => every(ctx, TASK_REFRESH_MS, load), TASK_REFRESH_MS);
+      return;  // gone (a pruned task, say) stays gone
+    }
+    if (!running || !ctx.alive) return;
+    const ended = await followEvents(ctx, `/task/${encodeURIComponent(taskId)}/events`, onEvent);
+    if (!ctx.alive) return;
+    if (!ended) main.dataset.live = 'polling';
+    every(ctx, TASK_REFRESH_MS, load);  // after the end: once (its final outputs); after a failure: polling
+  })();
 }
 
 // ---- history ---------------------------------------------------------------------------------------------
@@ -1048,8 +1167,8 @@ function route() {
   main.replaceChildren();
   main.dataset.view = name;
   delete main.dataset.done;
-  const ctx = { alive: true, timers: new Set(), showError: () => {} };
-  leaveView = () => { ctx.alive = false; ctx.timers.forEach(clearTimeout); };
+  const ctx = { alive: true, timers: new Set(), cleanups: [], showError: () => {} };
+  leaveView = () => { ctx.alive = false; ctx.timers.forEach(clearTimeout); ctx.cleanups.forEach((f) => f()); };
   document.title = `mschedule: ${name}`;
   (VIEWS[name] || notFoundView)(main, args, new URLSearchParams(queryPart), ctx);
 }
