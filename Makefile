@@ -2,13 +2,13 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv run test lint unit clean browser
+.PHONY: venv run test lint unit clean browser dist wheelhouse
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "mschedule needs Python 3.11+")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
@@ -35,8 +35,17 @@ browser:
 	        || echo "apt could not install chromium: the browser tests will skip"; \
 	fi
 
+# the wheel (pyproject.toml): dist/mschedule-<version>-py3-none-any.whl; docs/install.md installs it
+dist: venv
+	rm -rf build dist/mschedule-*.whl
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps -w dist .
+
+# the wheel and every dependency, for hosts without internet (install-agent.sh --find-links)
+wheelhouse: dist
+	$(PY) -m pip wheel --quiet --disable-pip-version-check -w dist/wheelhouse dist/mschedule-*.whl
+
 clean:
-	rm -rf $(VENV) .state .run .pytest_cache .ruff_cache artifacts
+	rm -rf $(VENV) .state .run .pytest_cache .ruff_cache artifacts build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 BENCH_VENV := bench/.venv-ansible

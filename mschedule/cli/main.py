@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mschedule import __version__
 from mschedule.cli.client import (
     EXIT_ERROR,
     ApiError,
@@ -513,6 +514,7 @@ def build_parser() -> Parser:
                     description="Run scripts on many hosts through an mschedule web tier.",
                     epilog="exit status: 0 ok, 1 a target failed, 2 task cancelled or aborted, 3 usage, "
                            "authentication or connection error, 130 detached (see docs/cli.md)")
+    parser.add_argument("--version", action="version", version=f"mschedule {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help: str, **kw: Any) -> Parser:

@@ -53,13 +53,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 class Proc:
     """One tier's process; its output goes to a log file shown when a test fails."""
 
-    def __init__(self, name: str, args: list[str], log_path: str, wrapper: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, args: list[str], log_path: str, wrapper: tuple[str, ...] = (),
+                 python: str | None = PYTHON, cwd: str = ROOT, env: dict[str, str] | None = None) -> None:
+        """``args``: a script of the checkout and its flags, run by ``python`` in ``cwd``; with ``python`` None,
+        ``args[0]`` is the program itself (an installed console script)."""
         self.name = name
         self.args = args
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        self.popen = subprocess.Popen([*wrapper, PYTHON, *args], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        self.popen = subprocess.Popen([*wrapper, *([python] if python else []), *args], cwd=cwd, env=env,
+                                      stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
 
     @property
     def pid(self) -> int:

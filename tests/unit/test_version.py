@@ -21,11 +21,12 @@ def test_version_is_a_plain_string_the_build_can_read():
     assert re.fullmatch(r"\d+\.\d+\.\d+", mschedule.__version__)
 
 
-@pytest.mark.parametrize(("entry", "name"), [("appserver.py", "mschedule-master"),
-                                              ("appwebserver.py", "mschedule-web"),
-                                              ("app.py", "mschedule-agent")])
+@pytest.mark.parametrize(("entry", "name"), [(["appserver.py"], "mschedule-master"),
+                                              (["appwebserver.py"], "mschedule-web"),
+                                              (["app.py"], "mschedule-agent"),
+                                              (["-m", "mschedule.cli"], "mschedule")])
 def test_entry_point_prints_its_version(entry, name):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSCHEDULE_")}
-    proc = subprocess.run([sys.executable, entry, "--version"], cwd=ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, *entry, "--version"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=30)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"{name} {mschedule.__version__}\n", "")
