@@ -66,7 +66,12 @@ Links are CURVE-encrypted; the HTTP API wants the token in $TOKEN_FILE.
 Open the web console at $URL/ in a browser; it asks once for this token:
   $TOKEN
 
-Or try it with curl:
+Or use the command line (.venv/bin/mschedule; installed, just mschedule):
+  export MSCHEDULE_URL=$URL MSCHEDULE_TOKEN=$TOKEN
+  .venv/bin/mschedule agents
+  .venv/bin/mschedule run 'echo hello from \$(hostname); uptime' --all
+
+Or with curl:
   curl -s -H "$AUTH" $URL/task/targets
   curl -s -H "$AUTH" -X POST $URL/task -d '{"script": "echo hello from \$(hostname); uptime", "targets": ["$AGENT_ID"]}'
   curl -s -H "$AUTH" -X POST $URL/result -d '{"task_id": "<task_id from above>"}'

@@ -1,5 +1,5 @@
 """``mschedule``: argument parsing and the commands. Every command is one or a few HTTP calls to the web
-tier (the API of README.md); what the flags mean and the exit statuses are in docs/cli.md.
+tier (the API of docs/api.md); what the flags mean and the exit statuses are in docs/cli.md.
 
 Exit status: 0 done (for a followed task: every target SUCCEED); 1 a followed task ended with a FAILED target
 (``keys``: some id refused); 2 a followed task was stopped (cancelled, or aborted by its failure limits so

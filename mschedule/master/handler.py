@@ -120,7 +120,7 @@ class AgentHandler:
     def send(self, msg: Any) -> dict:
         """Take an agent message: ``register``, ``heartbeat`` or ``result``; answer ``{"ok": True, ...}``.
 
-        A message that is not taken raises, and the agent gets the typed error (README, Messages):
+        A message that is not taken raises, and the agent gets the typed error (docs/architecture.md, Messages):
         MessageError (malformed, with its field), Unauthorized (key rejected, another agent's id, no room for
         a new key: the master's PendingFull), KeyPending (the key waits for an operator's decision).
         The RPC server logs each at its class's level (a pending key or a full pending list: not per call).

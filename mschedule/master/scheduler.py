@@ -1,6 +1,6 @@
 """Who runs what, when: dispatch with a parallel window, failure limits, lost agents.
 
-The rules (README "State machine"):
+The rules (docs/architecture.md, "State machine"):
 
 - a task's targets start WAITING; an idle agent that polls gets its oldest task whose window
   has room (``running < parallel``), the target becomes RUNNING;

@@ -44,7 +44,7 @@ class TaskSpec:
             max_targets: most targets accepted in one task.
             require_targets: False for a job, whose targets may come with each run.
 
-        Ranges (see README): ``timeout`` 0..MAX_TIMEOUT seconds (0: none), ``parallel`` 1..max_targets,
+        Ranges (see docs/api.md): ``timeout`` 0..MAX_TIMEOUT seconds (0: none), ``parallel`` 1..max_targets,
         ``fail_rate`` 0..100 (percent), ``fail_count`` -1..max_targets (-1: no count limit); a value outside,
         non-finite, boolean or of another type is refused, and so is text that is not UTF-8.
 

@@ -207,7 +207,7 @@ OPENAPI: dict = {
             _json("#/components/schemas/TargetResult"),
             params=[_TASK_ID, _AGENT_ID])},
         "/task/{task_id}/events": {"get": {
-            "summary": "server-sent events of a task: snapshot, target, output, task, then end (README, Live output)",
+            "summary": "server-sent events of a task: snapshot, target, output, task, then end (docs/api.md)",
             "parameters": [_TASK_ID, {"name": "Last-Event-ID", "in": "header", "required": False,
                                       "description": "resume after this event (a fresh snapshot if it is too old)",
                                       "schema": {"type": "string"}}],
