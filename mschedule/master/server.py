@@ -59,12 +59,15 @@ PROBE_TIMEOUT = 1.0
 
 def answer_inline(method: str, args: Any) -> bool:
     """Calls that never block, answered without zerorpc's per-call greenlets (see RpcServer):
-    pings, and the heartbeats and registrations that are most of an idle master's traffic.
-    Results are not among them: their ack waits for a commit."""
+    pings, the heartbeats and registrations that are most of an idle master's traffic, and a running
+    script's progress (kept in memory only). Results are not among them: their ack waits for a commit."""
     if method == "ping":
         return True
     return (method == "send" and len(args) == 1 and isinstance(args[0], dict)
-            and args[0].get("type") in (messages.HEARTBEAT, messages.REGISTER))
+            and args[0].get("type") in INLINE_MESSAGES)
+
+
+INLINE_MESSAGES = frozenset({messages.HEARTBEAT, messages.REGISTER, messages.PROGRESS})
 
 
 def _local_endpoint(bound: str) -> str:

@@ -53,3 +53,17 @@ def test_a_loop_beyond_repair_makes_the_master_exit(master):
                                          ("ipc:///run/m.sock", "ipc:///run/m.sock")])
 def test_probe_reaches_wildcard_binds_on_loopback(bound, local):
     assert _local_endpoint(bound) == local
+
+
+def test_what_is_answered_inline_never_waits_for_a_commit():
+    """Heartbeats, registrations and progress are answered in the accept loop; a result waits for its commit,
+    so it must take zerorpc's spawned path (a commit inline would hold every other agent's call)."""
+    from mschedule.master.server import answer_inline
+    from mschedule.utils import messages
+
+    for kind in (messages.HEARTBEAT, messages.REGISTER, messages.PROGRESS):
+        assert answer_inline("send", [{"type": kind, "payload": {}}])
+    assert not answer_inline("send", [{"type": messages.RESULT, "payload": {}}])
+    assert not answer_inline("get_task", ["agent", 20])
+    assert not answer_inline("send", ["not a message"])
+    assert answer_inline("ping", [])
