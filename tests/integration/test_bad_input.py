@@ -25,7 +25,7 @@ def running(module_stack):
     ({"script": "true"}, "targets"),
     ({"script": "true", "targets": []}, "targets"),
     ({"script": "true", "targets": "AGENT"}, "targets"),
-    ({"script": "true", "targets": ["no-such-agent"]}, "targets"),
+    ({"script": "true", "targets": ["no-such-agent"]}, "targets[0]"),
     ({"script": "true", "targets": ["AGENT"], "parallel": 0}, "parallel"),
     ({"script": "true", "targets": ["AGENT"], "parallel": "2"}, "parallel"),
     ({"script": "true", "targets": ["AGENT"], "fail_rate": 101}, "fail_rate"),
@@ -170,7 +170,7 @@ def test_bad_result_queries(running, body, field):
 
 @pytest.mark.parametrize("method,path,body,status,field", [
     ("POST", "/task", {"script": "true", "targets": ["AGENT"], "parallel": 0}, 400, "parallel"),
-    ("POST", "/task", {"script": "true", "targets": ["nope"]}, 400, "targets"),
+    ("POST", "/task", {"script": "true", "targets": ["nope"]}, 400, "targets[0]"),
     ("POST", "/task", {"script": "true", "selector": {"group": "no-such-group"}}, 400, "selector.group"),
     ("POST", "/task", {"script": "true", "selector": {"hostname": "nothing-is-called-this-*"}}, 400, "selector"),
     ("POST", "/task", {"script": "true", "selector": {"color": "red"}}, 400, "selector.color"),
