@@ -1,18 +1,35 @@
-"""Following a task to its end: progress, each host's output as the host ends, the summary, the exit status.
+"""Following a task to its end: progress, each host's output as it comes, the summary, the exit status.
 
 Where the task's news comes from is one small piece, a *source*: an iterable of task snapshots (the
 ``POST /result`` answer, outputs left out) that ends once the task and every target have ended.
-:class:`PollSource` long-polls; a source reading ``GET /task/{id}/events`` (server-sent events) can replace it
-by yielding the same snapshots, and nothing else here changes.
+:class:`EventSource` reads ``GET /task/{id}/events`` (server-sent events): it keeps a snapshot up to date from
+the events, yields it after each change, and hands each ``output`` event's bytes to the :class:`Follower`,
+which prints each host's complete lines as they come. :class:`PollSource` long-polls ``POST /result``; the
+event source falls back to it on a web tier that has no stream for it (503: too many streams; an older tier
+without the route) or when the stream keeps breaking.
+
+The stream's output is checked by byte offsets (:class:`LiveText`): a host's output is shown live only while
+its events join up from offset 0; a skip (an event carries at most 16 KiB, a task's log at most 4 MiB, a
+reconnect may restart from a snapshot of the last bytes) stops that, and the host's whole output is fetched
+when it ends and shown from where the live lines stopped. A host that ended with all of its final output in
+the stream (``output_streamed`` and ``output_bytes`` of its ``target`` event) costs no fetch.
 """
 from __future__ import annotations
 
+import http.client
+import json
+import logging
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-from mschedule.cli.client import HTTP_MARGIN, ApiError, Client
+from mschedule.cli.client import HTTP_MARGIN, ApiError, Client, CliError, _api_error
+
+log = logging.getLogger(__name__)
 
 ENDED = ("SUCCEED", "FAILED", "CANCELLED")
 STATES = ("WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED")
@@ -58,6 +75,213 @@ class PollSource:
                 return
             if task.get("finished") is not None:
                 time.sleep(self.pause)  # ended, scripts still being killed: the poll answers at once
+
+
+@dataclass
+class SseEvent:
+    event: str
+    data: str
+    id: str | None
+
+
+class SseParser:
+    """Server-sent events, line by line, as the HTML standard says: ``event:``, ``data:`` (several lines are
+    joined with newlines), ``id:`` (kept as :attr:`last_id`, also across events that do not set it, for
+    ``Last-Event-ID``), lines starting with ``:`` are comments, an empty line ends an event; an event without
+    data is not dispatched."""
+
+    def __init__(self) -> None:
+        self.last_id: str | None = None
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> SseEvent | None:
+        """One line (its end of line may be left on); the event it completes, if any."""
+        line = line.rstrip("\r\n")
+        if not line:
+            event, data = self._event or "message", self._data
+            self._event, self._data = "", []
+            return SseEvent(event, "\n".join(data), self.last_id) if data else None
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self.last_id = value
+        return None  # "retry" and unknown fields are ignored
+
+
+class LiveText:
+    """One host's output as the stream brought it, checked by byte offset: bytes are taken while each event
+    starts where the previous ended (from 0); a skip marks it ``cut`` and nothing more is taken. ``printed``:
+    the offset just past the last complete line handed out.
+
+    The web tier decodes each event to text; a character split between two events is whole in the second,
+    which then starts up to 3 bytes before its ``offset``: such a start is taken as joined up."""
+
+    SLACK = 3
+
+    def __init__(self) -> None:
+        self.end = 0
+        self.printed = 0
+        self.cut = False
+        self.buffer = bytearray()
+
+    def add(self, offset: int, data: bytes) -> None:
+        if self.cut:
+            return
+        if offset > self.end + self.SLACK or (offset > self.end and self.end == 0):
+            self.cut = True
+            return
+        if offset < self.end:  # seen already (a snapshot after a reconnect repeats the last bytes)
+            data = data[self.end - offset:]
+        self.buffer += data
+        self.end += len(data)
+
+    def lines(self) -> list[str]:
+        """The complete lines not handed out yet."""
+        cut = self.buffer.rfind(b"\n") + 1
+        if not cut:
+            return []
+        done = bytes(self.buffer[:cut])
+        del self.buffer[:cut]
+        self.printed += len(done)
+        return done.decode("utf-8", errors="replace").splitlines()
+
+    def rest(self) -> list[str]:
+        """Everything not handed out, a last line without its newline too (the host ended)."""
+        lines = self.lines()
+        if self.buffer:
+            lines.append(bytes(self.buffer).decode("utf-8", errors="replace"))
+            self.printed += len(self.buffer)
+            self.buffer.clear()
+        return lines
+
+
+class StreamUnavailable(Exception):
+    """The web tier has no event stream for us now (503, or a tier without the route): poll instead."""
+
+
+class EventSource:
+    """Task snapshots from ``GET /task/{id}/events`` (docs/api.md, "Live output"), in the shape of the
+    ``POST /result`` answer without outputs; ``on_output(agent_id, offset, bytes)`` gets each output event.
+
+    A dropped stream (a broken connection, no keep-alive within ``read_timeout``, an ``error`` event) is opened
+    again with ``Last-Event-ID``: ``retries`` times in a row (an event other than a snapshot counts as the stream
+    working again), ``backoff`` seconds doubling between; then, and at
+    once on a 503 or a web tier without the route, the rest comes from ``fallback`` (a :class:`PollSource`). An
+    unknown task (404) and the like are raised as the :class:`ApiError` they are."""
+
+    def __init__(self, client: Client, task_id: str, on_output: Callable[[str, int, bytes], None] | None = None,
+                 retries: int = 4, backoff: float = 0.5, read_timeout: float = 45.0,
+                 fallback: Callable[[], Iterable[dict]] | None = None) -> None:
+        self.client = client
+        self.task_id = task_id
+        self.on_output = on_output
+        self.retries = retries
+        self.backoff = backoff
+        self.read_timeout = read_timeout
+        self.fallback = fallback or (lambda: PollSource(client, task_id))
+        self.parser = SseParser()
+        self.task: dict | None = None
+        #: streams opened (the first, then each reconnect)
+        self.opened = 0
+        self.last_kind = ""
+
+    def __iter__(self) -> Iterator[dict]:
+        failures = 0
+        while True:
+            try:
+                for task in self._stream():
+                    if self.last_kind != "snapshot":  # news, not a stream that only ever restarts
+                        failures = 0
+                    yield task
+                return  # the end
+            except StreamUnavailable as exc:
+                log.info("task %s: %s; polling instead", self.task_id, exc)
+                break
+            except ApiError:
+                raise
+            except (OSError, http.client.HTTPException, CliError, ValueError) as exc:
+                failures += 1
+                if failures > self.retries:
+                    log.info("task %s: the event stream broke %d times (%s); polling instead",
+                             self.task_id, failures, exc)
+                    break
+                log.debug("task %s: event stream dropped (%s); reconnecting", self.task_id, exc)
+            time.sleep(self.backoff * 2 ** (failures - 1))
+        yield from self.fallback()
+
+    def _open(self) -> http.client.HTTPResponse:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.client.token:
+            headers["Authorization"] = f"Bearer {self.client.token}"
+        if self.parser.last_id:
+            headers["Last-Event-ID"] = self.parser.last_id
+        url = f"{self.client.url}/task/{self.client.quote(self.task_id)}/events"
+        try:
+            resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=self.read_timeout)
+        except urllib.error.HTTPError as err:
+            exc = _api_error(err)
+            # 503: too many streams on this tier; 409: too many followed tasks on the master; an older tier
+            if exc.status in (503, 409) or (exc.status == 404 and exc.message.startswith("no such route")):
+                raise StreamUnavailable(f"no event stream ({exc.status}: {exc.message})") from None
+            raise exc from None
+        except urllib.error.URLError as exc:
+            raise OSError(f"cannot reach the web tier at {self.client.url}: {exc.reason}") from None
+        self.opened += 1
+        return resp
+
+    def _stream(self) -> Iterator[dict]:
+        """The snapshots of one connection; returns (no exception) only after ``end``."""
+        with self._open() as resp:
+            while True:
+                line = resp.readline()
+                if not line:
+                    raise OSError("the event stream closed before the task's end")
+                event = self.parser.feed(line.decode("utf-8", errors="replace"))
+                self.last_kind = event.event if event is not None else self.last_kind
+                if event is not None and (task := self._apply(event.event, json.loads(event.data))) is not None:
+                    yield task
+                    if event.event == "end":
+                        return
+
+    def _apply(self, kind: str, data: dict) -> dict | None:
+        """Bring the snapshot up to date with one event; the snapshot when it changed."""
+        if kind == "error":
+            raise OSError(f"the stream reported: {data.get('error')}")
+        if kind == "snapshot":
+            self.task = {**data["task"], "targets": {}}
+            for agent_id, target in data["targets"].items():
+                self.task["targets"][agent_id] = {k: v for k, v in target.items()
+                                                  if k not in ("agent_id", "output", "offset")}
+                if "output" in target:
+                    self._output(agent_id, target["offset"], target["output"])
+        elif self.task is None:
+            return None  # the stream always starts with a snapshot
+        elif kind == "target":
+            self.task["targets"].setdefault(data["agent_id"], {}).update(
+                {k: v for k, v in data.items() if k != "agent_id"})
+        elif kind == "output":
+            self._output(data["agent_id"], data["offset"], data["data"])
+        elif kind in ("task", "end"):
+            self.task.update({k: v for k, v in data.items() if k != "counts"})
+        else:
+            return None
+        counts = dict.fromkeys(STATES, 0)  # by the targets: a target event comes without new task counts
+        for target in self.task["targets"].values():
+            counts[target["state"]] = counts.get(target["state"], 0) + 1
+        self.task["counts"] = counts
+        return self.task
+
+    def _output(self, agent_id: str, offset: int, text: str) -> None:
+        if self.on_output is not None:
+            self.on_output(agent_id, offset, text.encode("utf-8", errors="surrogateescape"))
 
 
 def _duration(target: dict) -> str:
@@ -131,8 +355,11 @@ class Progress:
 
 
 class Follower:
-    """Show a task as it goes: ``out`` gets each ended host's output, each line after its hostname (as
-    ``pssh -i`` and ``salt`` do), then the summary table; ``progress`` gets the counts."""
+    """Show a task as it goes: ``out`` gets each host's output, each line after its hostname (as ``pssh -i``
+    and ``salt`` do): complete lines as they come with an :class:`EventSource`, else each host's whole output
+    as it ends; then the summary table. ``progress`` gets the counts."""
+
+    NOTE_REPLACED = "[mschedule cli: the lines above were this host's output so far; its final output follows]"
 
     def __init__(self, client: Client, task_id: str, out: TextIO | None = None, progress: Progress | None = None,
                  source: Callable[[], Iterable[dict]] | None = None) -> None:
@@ -140,15 +367,24 @@ class Follower:
         self.task_id = task_id
         self.out = out or sys.stdout
         self.progress = progress
-        self.source = source or (lambda: PollSource(client, task_id))
+        self.source = source or (lambda: EventSource(client, task_id, on_output=self.feed))
         self.shown: set[str] = set()
         self.last: dict | None = None
+        self.fetch_error = ""
+        #: each host's output from the stream, kept across sources (a second :meth:`run` shows no line twice)
+        self.live: dict[str, LiveText] = {}
+
+    def feed(self, agent_id: str, offset: int, data: bytes) -> None:
+        """An output event's bytes (``on_output`` of :class:`EventSource`)."""
+        if agent_id not in self.shown:
+            self.live.setdefault(agent_id, LiveText()).add(offset, data)
 
     def run(self) -> dict:
         """Follow until the task is over; the last snapshot. KeyboardInterrupt passes through, and a second
         call goes on where this one stopped (a host's output is shown once)."""
         for task in self.source():
             self.last = task
+            self._show_live(task)
             self._show_ended(task)
             if self.progress:
                 self.progress.update(task)
@@ -156,30 +392,60 @@ class Follower:
             self.progress.clear()
         return self.last
 
+    def _write(self, name: str, lines: list[str]) -> None:
+        if not lines:
+            return
+        if self.progress:
+            self.progress.clear()
+        self.out.write("".join(f"{name}: {line}\n" for line in lines))
+        self.out.flush()
+
+    def _show_live(self, task: dict) -> None:
+        names = host_names(task)
+        for agent_id, text in self.live.items():
+            if agent_id not in self.shown and agent_id in names:
+                self._write(names[agent_id], text.lines())
+
     def _show_ended(self, task: dict) -> None:
         names = host_names(task)
         ended = sorted((a for a, t in task["targets"].items() if t["state"] in ENDED and a not in self.shown),
                        key=lambda a: (task["targets"][a].get("finished") or 0, names[a]))
         for agent_id in ended:
-            output = self._output(agent_id, task["targets"][agent_id])
+            lines = self._rest(agent_id, task["targets"][agent_id])
             self.shown.add(agent_id)
-            if not output:
-                continue
-            if self.progress:
-                self.progress.clear()
-            name = names[agent_id]
-            self.out.write("".join(f"{name}: {line}\n" for line in output.splitlines()))
-            self.out.flush()
+            self._write(names[agent_id], lines)
 
-    def _output(self, agent_id: str, target: dict) -> str:
+    def _rest(self, agent_id: str, target: dict) -> list[str]:
+        """The lines of an ended host not shown yet. From the stream alone when it carried the final output
+        whole (joined up from 0 to ``output_bytes``); else the whole output is fetched and shown from where
+        the live lines stopped (or, when the final output is not what was streamed, after a note)."""
+        text = self.live.pop(agent_id, None)
+        size = target.get("output_bytes")
+        streamed = bool(target.get("output_streamed"))
+        if text is not None and streamed and not text.cut and size is not None and text.end >= size:
+            return text.rest()
+        if size == 0 or (size is None and target.get("output_omitted", 1) == 0 and not target.get("output")):
+            return text.rest() if text is not None else []
+        output = self._output(agent_id, target)
+        if output is None:
+            return [f"[mschedule cli: cannot fetch this output: {self.fetch_error}]"]
+        printed = text.printed if text is not None else 0
+        if printed == 0:
+            return output.splitlines()
+        if streamed:
+            return output.encode("utf-8", errors="surrogateescape")[printed:].decode(errors="replace").splitlines()
+        return [self.NOTE_REPLACED, *output.splitlines()]
+
+    def _output(self, agent_id: str, target: dict) -> str | None:
         """The target's whole output: the snapshot's when nothing of it was left out (an empty output, or a
-        snapshot with whole outputs), else fetched once."""
+        snapshot with whole outputs), else fetched once; None when the fetch failed (``fetch_error``)."""
         if isinstance(target.get("output"), str) and target.get("output_omitted", 1) == 0:
             return target["output"]
         try:
             target = self.client.get(f"/task/{self.client.quote(self.task_id)}/target/{self.client.quote(agent_id)}")
         except ApiError as exc:
-            return f"[mschedule cli: cannot fetch this output: {exc.message}]"
+            self.fetch_error = exc.message
+            return None
         return target.get("output") or ""
 
     def summary(self, task: dict) -> str:

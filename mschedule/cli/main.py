@@ -31,6 +31,7 @@ from mschedule.cli.client import (
 from mschedule.cli.follow import (
     EXIT_DETACHED,
     EXIT_FAILED,
+    EventSource,
     Follower,
     PollSource,
     Progress,
@@ -44,7 +45,7 @@ try:  # shell completion is optional at run time: without it every command still
 except ImportError:  # pragma: no cover - depends on the install
     argcomplete = None
 
-#: a --json follow long-polls this long per call (nothing is shown meanwhile)
+#: a --json follow that fell back to polling long-polls this long per call (nothing is shown meanwhile)
 JSON_WAIT = 30.0
 
 
@@ -196,8 +197,9 @@ def follow(client: Client, task_id: str, as_json: bool = False) -> int:
     """
     progress = None if as_json else Progress(sys.stderr, sys.stderr.isatty())
     follower = Follower(client, task_id, progress=progress)
-    watch: Callable[[], dict] = (lambda: _last(PollSource(client, task_id, wait=JSON_WAIT))) if as_json \
-        else follower.run
+    # --json: the same stream, nothing shown; the final task is fetched whole below
+    watch: Callable[[], dict] = (lambda: _last(EventSource(
+        client, task_id, fallback=lambda: PollSource(client, task_id, wait=JSON_WAIT)))) if as_json else follower.run
     while True:
         try:
             task = watch()

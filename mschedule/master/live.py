@@ -120,8 +120,11 @@ class EventLog:
 
 
 def _target_data(agent_id: str, target: TargetRecord, hostname: str | None) -> dict:
+    """A target's state; an ended one's ``output_bytes`` (the size of its final output) lets a follower tell
+    whether it has seen all of that output or must fetch it."""
     return {"agent_id": agent_id, "hostname": hostname, "state": target.state.value, "code": target.code,
-            "started": target.started, "finished": target.finished, "timed_out": target.timed_out}
+            "started": target.started, "finished": target.finished, "timed_out": target.timed_out,
+            "output_bytes": len(target.output or b"") if target.state.is_finished else None}
 
 
 def _task_data(task: TaskRecord) -> dict:
@@ -190,15 +193,36 @@ class LiveOutput:
         return len(self._tails)
 
     # ---- events -------------------------------------------------------------------------------
-    def target_changed(self, task: TaskRecord, target: TargetRecord) -> None:
-        """A target changed state: an event for its followers; an ended target's tail goes."""
-        if target.state.is_finished:
-            self._tails.pop((task.id, target.agent_id), None)
+    def target_changed(self, task: TaskRecord, target: TargetRecord, result: bool = False) -> None:
+        """A target changed state: an event for its followers; an ended target's tail goes.
+
+        ``result``: it ended with its agent's result, whose output is ``target.output``. The output a script
+        printed after its last progress message reaches the master only there: when that output continues
+        what the events carried (it agrees with the tail), its rest goes as a last ``output`` event and the
+        ``target`` event says ``output_streamed``: the output events, joined by offset, are the final output
+        (an offset past the previous end still shows bytes skipped). A follower then needs no fetch."""
+        tail = self._tails.pop((task.id, target.agent_id), None) if target.state.is_finished else None
         events = self._logs.get(task.id)
         if events is not None:
-            events.append("target", _target_data(target.agent_id, target, self.hostname(target.agent_id)))
+            data = _target_data(target.agent_id, target, self.hostname(target.agent_id))
+            if result and target.state.is_finished:
+                data["output_streamed"] = self._stream_rest(events, target, tail)
+            events.append("target", data)
             self._maybe_end(task, events)
             self.waiters.release(("events", task.id))
+
+    def _stream_rest(self, events: EventLog, target: TargetRecord, tail: _Tail | None) -> bool:
+        """Append the final output's part past the tail as an ``output`` event; whether the final output
+        continues the tail (false for an output the agent's cap cut, which no longer matches the stream)."""
+        output = target.output or b""
+        end = tail.end if tail is not None else 0
+        if tail is not None and (len(output) < end or output[end - len(tail.data):end] != tail.data):
+            return False
+        if len(output) > end:
+            shown = output[end:][-self.event_output_bytes:]
+            events.append("output", {"agent_id": target.agent_id, "offset": len(output) - len(shown), "data": shown},
+                          len(shown))
+        return True
 
     def task_changed(self, task: TaskRecord) -> None:
         events = self._logs.get(task.id)

@@ -420,7 +420,7 @@ class Scheduler:
         else:
             final = State.SUCCEED if ok else State.FAILED
         task.set_target_state(target, final)
-        self.live.target_changed(task, target)
+        self.live.target_changed(task, target, result=True)
         metrics.target_ended(final, target.started, target.finished)
         log.info("agent %s: task %s finished code=%s%s output=%dB", result.agent_id, task.id, result.code,
                  " (timed out)" if result.timed_out else "", len(result.output))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import stat
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -186,15 +188,49 @@ def test_jobs_save_show_diff_run(fleet, tmp_path):
 
 
 def test_retry_reruns_the_failed_hosts(fleet, tmp_path):
-    status, body = fleet.api.post("/task/none/retry", {"only": ["FAILED"]})
-    if status == 404 and "no such route" in str(body):
-        pytest.skip("POST /task/{id}/retry is not on this branch yet")
     failed = mschedule(fleet, tmp_path, "run", f'[ "$MSCHEDULE_AGENT_ID" != {fleet.ids["cli-a"]} ]', "--host", "cli-*",
                        "--parallel", "2", "--fail-rate", "100", "--json")
     assert failed.returncode == 1
     again = mschedule(fleet, tmp_path, "retry", json.loads(failed.stdout)["task_id"], "--failed", "--json")
     task = json.loads(again.stdout)
     assert again.returncode == 1 and list(task["targets"]) == [fleet.ids["cli-a"]]
+
+
+def web_requests(fleet: Stack) -> dict[tuple[str, str], int]:
+    """Requests the web tier has answered, by (method, route), from its GET /metrics."""
+    req = urllib.request.Request(fleet.api.base + "/metrics", headers={"Authorization": f"Bearer {fleet.token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    counts: dict[tuple[str, str], int] = {}
+    for line in text.splitlines():
+        if line.startswith("mschedule_web_request_duration_seconds_count{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            key = (labels["method"], labels["route"])
+            counts[key] = counts.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def test_run_shows_each_line_as_it_comes_over_the_event_stream(fleet, tmp_path):
+    """"first" is on stdout while the target still runs, "second" after, exit 0; the CLI followed over one
+    event stream: no POST /result poll, no output fetch (the stream carried the whole output)."""
+    before = web_requests(fleet)
+    proc = subprocess.Popen([*CLI, "run", "echo first; sleep 4; echo second", "--host", "cli-a"], cwd=ROOT,
+                            env=cli_env(fleet, tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        shown = _read_until(proc.stdout.fileno(), "cli-a: first\n", 10)
+        task = _newest_task(fleet)
+        assert task["state"] == "RUNNING" and "second" not in shown, (task, shown)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, (out, err)
+    lines = (shown + out.decode()).splitlines()
+    assert lines[:2] == ["cli-a: first", "cli-a: second"], lines
+    after = web_requests(fleet)
+    grew = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+    assert grew.get(("GET", "/task/{task_id}/events")) == 1, grew
+    assert ("POST", "/result") not in grew and ("GET", "/task/{task_id}/target/{agent_id}") not in grew, grew
 
 
 def test_keys_accept_two_ids(stack, tmp_path):

@@ -3,17 +3,20 @@ and how a followed task is shown (tests/integration/test_cli.py runs it against 
 from __future__ import annotations
 
 import fnmatch
+import http.server
 import io
+import json
 import os
 import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from mschedule.cli import main as cli
-from mschedule.cli.client import CliError, config_path, read_config, resolve_settings, write_config
-from mschedule.cli.follow import Follower, Progress, exit_status
+from mschedule.cli.client import ApiError, Client, CliError, config_path, read_config, resolve_settings, write_config
+from mschedule.cli.follow import EventSource, Follower, Progress, SseParser, exit_status
 
 
 class FakeClient:
@@ -238,3 +241,139 @@ def test_shell_completion_completes_commands_and_flags(tmp_path):
         subprocess.run([sys.executable, "-m", "mschedule.cli"], env=env, check=True, timeout=30,
                        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         assert set(out.read_text().split()) == expected
+
+
+# ---- following over server-sent events -------------------------------------------------------------------
+def test_the_sse_parser_joins_data_lines_skips_comments_and_keeps_the_last_id():
+    parser = SseParser()
+    stream = [": keep-alive", "", "id: e-1", "event: output", "data: {\"a\":", "data:1}", "", "data: x\r\n",
+              "\n", "event: nodata", "id", "", "retry: 100", "id: bad\0id", "data:  two spaces", ""]
+    events = [e for line in stream if (e := parser.feed(line)) is not None]
+    assert [(e.event, e.data, e.id) for e in events] == [
+        ("output", '{"a":\n1}', "e-1"),
+        ("message", "x", "e-1"),  # an event without an id keeps the last one, for Last-Event-ID
+        ("message", " two spaces", ""),  # "id" alone empties it; an id with NUL is ignored; no data: no event
+    ]
+    assert parser.last_id == ""
+
+
+def sse(events: list[tuple[str, dict]], start: int = 1) -> bytes:
+    return b"".join(f"id: ep-{i}\nevent: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+                    for i, (kind, data) in enumerate(events, start))
+
+
+TASK = {"task_id": "t1", "state": "RUNNING", "total": 2, "started": 10.0, "finished": None,
+        "counts": {"WAITING": 0, "RUNNING": 2, "SUCCEED": 0, "FAILED": 0, "CANCELLED": 0}}
+
+
+def target(agent_id: str, state: str, **kw) -> dict:
+    return {"agent_id": agent_id, "hostname": f"h{agent_id[-1]}", "state": state, "code": kw.pop("code", None),
+            "started": 10.0, "finished": kw.pop("finished", None), "timed_out": False,
+            "output_bytes": kw.pop("output_bytes", None), **kw}
+
+
+SNAPSHOT = {"task": TASK, "targets": {"a1": {**target("a1", "RUNNING"), "output": "one\ntw", "offset": 0},
+                                      "a2": target("a2", "RUNNING")}}
+FIRST = [("snapshot", SNAPSHOT), ("output", {"agent_id": "a1", "offset": 6, "data": "o\nthr"})]
+REST = [("output", {"agent_id": "a2", "offset": 40000, "data": "late\n"}),  # skipped 40000 bytes: cut
+        ("output", {"agent_id": "a1", "offset": 10, "data": "ree\n"}),  # "r" seen already: the new part only
+        ("target", target("a1", "SUCCEED", code=0, finished=12.0, output_bytes=14, output_streamed=True)),
+        ("target", target("a2", "FAILED", code=1, finished=13.0, output_bytes=40005, output_streamed=True)),
+        ("end", {**TASK, "state": "FAILED", "finished": 13.0})]
+
+
+class StreamServer:
+    """A web tier on a free loopback port that answers GET /task/t1/events from a list of (status, body) and
+    records each request's Last-Event-ID; POST /result answers ``result``."""
+
+    def __init__(self, answers: list[tuple[int, bytes]], result: dict | None = None) -> None:
+        self.answers = answers
+        self.seen: list[tuple[str, str | None]] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                owner.seen.append((self.path, self.headers.get("Last-Event-ID")))
+                status, body = owner.answers.pop(0)
+                self.send_response(status)
+                self.send_header("Content-Type", "text/event-stream" if status == 200 else "application/json")
+                self.end_headers()
+                self.wfile.write(body)  # then the connection closes: a dropped stream unless it ended
+
+            def do_POST(self):
+                owner.seen.append((self.path, None))
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(json.dumps(result).encode())
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_events_become_snapshots_and_live_lines_and_a_dropped_stream_resumes_with_last_event_id():
+    with StreamServer([(200, sse(FIRST)), (200, sse(REST, start=3))]) as server:
+        client = FakeClient(outputs={"a2": "x" * 40000 + "late\n"})
+        client.url, client.token = server.url, "tok"
+        out = io.StringIO()
+        follower = Follower(client, "t1", out=out)
+        seen: list[str] = []
+        follower.source = lambda: (seen.append(f"{t['counts']['RUNNING']}/{t['state']}") or t
+                                   for t in EventSource(client, "t1", on_output=follower.feed, backoff=0.01))
+        task = follower.run()
+    # the first stream closed before the end: opened again from its last id
+    assert server.seen == [("/task/t1/events", None), ("/task/t1/events", "ep-2")]
+    assert seen == ["2/RUNNING", "2/RUNNING", "2/RUNNING", "2/RUNNING", "1/RUNNING", "0/RUNNING", "0/FAILED"]
+    assert task["counts"] == {"WAITING": 0, "RUNNING": 0, "SUCCEED": 1, "FAILED": 1, "CANCELLED": 0}
+    assert task["targets"]["a1"] == {"hostname": "h1", "state": "SUCCEED", "code": 0, "started": 10.0,
+                                     "finished": 12.0, "timed_out": False, "output_bytes": 14,
+                                     "output_streamed": True}
+    # a1: whole lines as they came, no fetch; a2: its stream skipped bytes, so its whole output is fetched
+    assert out.getvalue() == "h1: one\nh1: two\nh1: three\nh2: " + "x" * 40000 + "late\n"
+    assert [c[1] for c in client.calls] == ["/task/t1/target/a2"]
+
+
+def test_a_host_whose_stream_had_a_gap_is_shown_from_where_its_live_lines_stopped():
+    follower = Follower(FakeClient(outputs={"a1": "one\ntwo\nthree\nfour\n"}), "t1", out=io.StringIO())
+    follower.feed("a1", 0, b"one\ntw")
+    follower._show_live({"targets": {"a1": {"hostname": "h", "state": "RUNNING"}}})
+    follower.feed("a1", 100, b"four\n")  # a skip: nothing more is taken live
+    ended = {"targets": {"a1": {"hostname": "h", "state": "SUCCEED", "output_bytes": 19, "output_streamed": True}}}
+    follower._show_ended(ended)
+    assert follower.out.getvalue() == "h: one\nh: two\nh: three\nh: four\n"  # no line twice, none missing
+
+
+def test_a_503_or_an_older_web_tier_falls_back_to_polling():
+    result = {**TASK, "state": "SUCCEED", "finished": 12.0, "counts": {**TASK["counts"], "RUNNING": 0}, "targets": {}}
+    for status, error in ((503, "streams: 100 event streams are open on this web tier; try again later"),
+                          (404, "no such route: GET /task/t1/events")):
+        answers = [(status, json.dumps({"error": error}).encode())]
+        with StreamServer(answers, result) as server:
+            client = Client(server.url, None)
+            snapshots = list(EventSource(client, "t1"))
+        assert [s["state"] for s in snapshots] == ["SUCCEED"] and [p for p, _ in server.seen] == [
+            "/task/t1/events", "/result"], status
+    with StreamServer([(404, json.dumps({"error": "task t9 not found"}).encode())]) as server:
+        with pytest.raises(ApiError, match="task t9 not found"):
+            list(EventSource(Client(server.url, None), "t1"))
+
+
+def test_a_stream_that_keeps_breaking_falls_back_to_polling_after_its_retries():
+    result = {**TASK, "state": "SUCCEED", "finished": 12.0, "counts": {**TASK["counts"], "RUNNING": 0}, "targets": {}}
+    with StreamServer([(200, sse(FIRST[:1]))] * 3, result) as server:
+        snapshots = list(EventSource(Client(server.url, None), "t1", retries=2, backoff=0.01))
+    assert [p for p, _ in server.seen] == ["/task/t1/events"] * 3 + ["/result"]
+    assert [h for _, h in server.seen[:3]] == [None, "ep-1", "ep-1"]
+    assert [s["state"] for s in snapshots] == ["RUNNING"] * 3 + ["SUCCEED"]

@@ -82,7 +82,10 @@ def test_poll_gives_a_snapshot_then_each_change_then_the_end(world):
     sched.apply_result(ResultMessage(id=task.id, agent_id="a0", code=0, output=b"first\nsecond\n"))
     sched.apply_result(ResultMessage(id=task.id, agent_id="a1", code=1))
     rest = sched.live.poll(task, answer["cursor"], 0)["events"]
-    assert [e["event"] for e in rest] == ["target", "target", "target", "task", "end"]
+    assert [e["event"] for e in rest] == ["target", "output", "target", "target", "task", "end"]
+    # what a0 printed after its last progress comes with its result: the events carry its whole output
+    assert (rest[1]["data"]["offset"], base64.b64decode(rest[1]["data"]["data"])) == (6, b"second\n")
+    assert rest[2]["data"]["output_streamed"] and rest[2]["data"]["output_bytes"] == 13
     assert rest[-1]["data"]["state"] == "SUCCEED"
     again = sched.live.poll(task, rest[-1]["id"], 30)  # at once: nothing will come after the end
     assert [e["event"] for e in again["events"]] == ["end"] and not again["reset"]
@@ -154,3 +157,16 @@ def test_the_master_takes_progress_for_an_unknown_task_as_not_applied():
     handler = AgentHandler(Scheduler(Storage(), agent_timeout=10))
     answer = handler.send(ProgressMessage(id="t1", agent_id="a1", offset=0, data=b"x").to_message())
     assert answer["ok"] and answer["applied"] is False
+
+
+def test_a_result_that_does_not_continue_the_stream_is_not_streamed(world):
+    """An output the agent's cap cut no longer matches what the events carried: no last ``output`` event,
+    ``output_streamed`` false, so a follower fetches it (fails before the final-output events: no such field)."""
+    sched, task = world
+    cursor = sched.live.poll(task, None, 0)["cursor"]
+    sched.next_task("a0", "s1")
+    sched.apply_progress(ProgressMessage(task.id, "a0", 0, b"first\n"))
+    sched.apply_result(ResultMessage(id=task.id, agent_id="a0", code=0, output=b"fir[cut]\n", truncated=True))
+    events = sched.live.poll(task, cursor, 0)["events"]
+    assert [e["event"] for e in events][-2:] == ["output", "target"]  # the progress, then the end: nothing more
+    assert events[-1]["data"]["output_streamed"] is False and events[-1]["data"]["output_bytes"] == 9
