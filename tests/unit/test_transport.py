@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 
 import gevent
 import msgpack
@@ -104,8 +105,9 @@ def test_zerorpc_internals_we_patch_are_there():
     assert "_queue" in Channel.__init__.__code__.co_names
     assert callable(gevent_zmq.Socket._on_state_changed)
     assert "_recv" in Events.__init__.__code__.co_names and "_send" in Events.__init__.__code__.co_names
-    requirements = open(os.path.join(ROOT, "requirements.txt")).read()
-    assert f"zerorpc=={PINNED_ZERORPC}" in requirements
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        dependencies = tomllib.load(f)["project"]["dependencies"]
+    assert f"zerorpc=={PINNED_ZERORPC}" in dependencies
 
 
 def test_version_guard_refuses_other_zerorpc(monkeypatch):
