@@ -20,6 +20,12 @@ from tests.integration.harness import PYTHON, ROOT, Stack, free_port, wait_until
 CLI = [PYTHON, "-m", "mschedule.cli"]
 
 
+def sigint_default() -> None:
+    """A CLI the test interrupts must get SIGINT as a terminal's foreground job does: a test run started in the
+    background (``make test &``, nohup) passes SIGINT on ignored, and Python then installs no handler for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     """Master, web tier and two agents: cli-a (role=web) and cli-b (role=db)."""
@@ -99,8 +105,8 @@ def _newest_task(fleet: Stack) -> dict | None:
 def test_ctrl_c_detaches_then_follow_and_cancel_exit_2(fleet, tmp_path):
     before = (_newest_task(fleet) or {}).get("task_id")
     follower = subprocess.Popen([*CLI, "run", "echo started; sleep 30", "--host", "cli-a"], cwd=ROOT,
-                                env=cli_env(fleet, tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                preexec_fn=sigint_default, env=cli_env(fleet, tmp_path), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         task = wait_until(lambda: (t := _newest_task(fleet)) and t["task_id"] != before and t["state"] == "RUNNING"
                           and t, 15, what="the task running")
@@ -273,7 +279,8 @@ def test_ctrl_c_on_a_terminal_asks_and_cancels(fleet, tmp_path):
     the task to its end (exit 2)."""
     master_fd, slave_fd = pty.openpty()
     proc = subprocess.Popen([*CLI, "run", "echo started; sleep 30", "--host", "cli-b"], cwd=ROOT,
-                            env=cli_env(fleet, tmp_path), stdin=slave_fd, stdout=slave_fd, stderr=slave_fd)
+                            preexec_fn=sigint_default, env=cli_env(fleet, tmp_path), stdin=slave_fd, stdout=slave_fd,
+                            stderr=slave_fd)
     os.close(slave_fd)
     try:
         shown = _read_until(master_fd, "running 1", 15)
