@@ -16,6 +16,7 @@ the stream (``output_streamed`` and ``output_bytes`` of its ``target`` event) co
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import logging
@@ -131,6 +132,7 @@ class LiveText:
         self.printed = 0
         self.cut = False
         self.buffer = bytearray()
+        self._printed_digest = hashlib.sha256()  # of the bytes handed out: is the final output their sequel?
 
     def add(self, offset: int, data: bytes) -> None:
         if self.cut:
@@ -151,6 +153,7 @@ class LiveText:
         done = bytes(self.buffer[:cut])
         del self.buffer[:cut]
         self.printed += len(done)
+        self._printed_digest.update(done)
         return done.decode("utf-8", errors="replace").splitlines()
 
     def rest(self) -> list[str]:
@@ -159,8 +162,14 @@ class LiveText:
         if self.buffer:
             lines.append(bytes(self.buffer).decode("utf-8", errors="replace"))
             self.printed += len(self.buffer)
+            self._printed_digest.update(self.buffer)
             self.buffer.clear()
         return lines
+
+    def continued_by(self, output: bytes) -> bool:
+        """Whether ``output`` starts with exactly the bytes handed out so far."""
+        return len(output) >= self.printed and hashlib.sha256(output[:self.printed]).digest() == \
+            self._printed_digest.digest()
 
 
 class StreamUnavailable(Exception):
@@ -432,8 +441,11 @@ class Follower:
         printed = text.printed if text is not None else 0
         if printed == 0:
             return output.splitlines()
-        if streamed:
-            return output.encode("utf-8", errors="surrogateescape")[printed:].decode(errors="replace").splitlines()
+        raw = output.encode("utf-8", errors="surrogateescape")
+        # the master's word (output_streamed), or, where it did not say (a fallback to polling, an older
+        # master, an agent lost mid-script), the output itself: it starts with what was shown
+        if streamed or text.continued_by(raw):
+            return raw[printed:].decode(errors="replace").splitlines()
         return [self.NOTE_REPLACED, *output.splitlines()]
 
     def _output(self, agent_id: str, target: dict) -> str | None:

@@ -355,6 +355,22 @@ def test_a_host_whose_stream_had_a_gap_is_shown_from_where_its_live_lines_stoppe
     assert follower.out.getvalue() == "h: one\nh: two\nh: three\nh: four\n"  # no line twice, none missing
 
 
+def test_a_host_shown_live_is_not_shown_twice_when_the_master_did_not_say_it_streamed_it_all():
+    """After a fallback to polling (or from an older master, or a host lost with its agent) the target says
+    nothing of output_streamed: the fetched output that starts with the lines shown continues them; one that
+    does not is shown whole after a note."""
+    follower = Follower(FakeClient(outputs={"a1": "one\ntwo\nthree\n", "a2": "other\nthan shown\n"}), "t1",
+                        out=io.StringIO())
+    follower.feed("a1", 0, b"one\ntwo\n")
+    follower.feed("a2", 0, b"first\n")
+    running = {"hostname": "h", "state": "RUNNING"}
+    follower._show_live({"targets": {"a1": running, "a2": {**running, "hostname": "k"}}})
+    ended = {"hostname": "h", "state": "SUCCEED", "output_bytes": None, "output_omitted": 1}
+    follower._show_ended({"targets": {"a1": ended, "a2": {**ended, "hostname": "k"}}})
+    assert follower.out.getvalue().splitlines() == [
+        "h: one", "h: two", "k: first", "h: three", f"k: {Follower.NOTE_REPLACED}", "k: other", "k: than shown"]
+
+
 def test_a_503_or_an_older_web_tier_falls_back_to_polling():
     result = {**TASK, "state": "SUCCEED", "finished": 12.0, "counts": {**TASK["counts"], "RUNNING": 0}, "targets": {}}
     for status, error in ((503, "streams: 100 event streams are open on this web tier; try again later"),
