@@ -80,6 +80,11 @@ bench-scale: venv $(BENCH_VENV)/.installed
 bench-polls: venv
 	$(PY) bench/polls.py --write $(BENCH_ARGS)
 
+# live output: 1,000 real agents printing a line a second, with and without a console and the CLI following
+.PHONY: bench-live
+bench-live: venv browser
+	$(PY) bench/live.py --write $(BENCH_ARGS)
+
 # the master alone under simulated agents (bench/fleet.py); BENCH_ARGS="--agents 5000 --procs 4"
 .PHONY: bench-fleet
 bench-fleet: venv
