@@ -24,8 +24,10 @@ lint: venv
 unit: venv
 	$(PY) -m pytest tests/unit -q
 
+# three test files at a time (pytest-xdist; a file's tests stay together, in order, on one worker)
+TEST_WORKERS ?= 3
 test: venv lint browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Debian's Chromium for the console's browser tests; without root or apt they skip and say why
 browser:
