@@ -108,7 +108,9 @@ class EventLog:
         if not isinstance(cursor, str):
             return None
         epoch, _, seq_text = cursor.partition("-")
-        if epoch != self.epoch or not seq_text.isdigit():
+        # ASCII digits only, and few: str.isdigit() also takes "²", which int() refuses, and int() refuses
+        # more than 4,300 digits; a client's Last-Event-ID may be anything
+        if epoch != self.epoch or not (seq_text.isascii() and seq_text.isdigit() and len(seq_text) <= 19):
             return None
         seq = int(seq_text)
         if seq > self.seq:

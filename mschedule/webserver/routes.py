@@ -10,10 +10,12 @@ checks here are about HTTP and transport (a body that is not JSON, a value msgpa
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import codecs
 import json
 import logging
+import socket
 from typing import Any
 
 import zerorpc
@@ -287,6 +289,12 @@ async def task_target(request: web.Request) -> web.Response:
 
 MAX_STREAMS = 100
 """Event streams (GET /task/{id}/events) one web tier serves at once: each holds one long poll to the master."""
+STREAM_WRITE_TIMEOUT = 10.0
+"""Seconds a stream's write may wait for a client that reads nothing: then the stream is closed, its slot free
+(a client that stopped reading would otherwise hold one of MAX_STREAMS for as long as it stays connected)."""
+STREAM_SEND_BUFFER = 64 * 1024
+"""The kernel's send buffer of a stream's socket: without it, up to a few MB per stalled client wait in the
+kernel (100 streams: hundreds of MB) and a write only blocks, and times out, once they are full."""
 STREAM_WAIT = 15.0
 """Seconds each poll of a stream waits on the master; a quiet stream gets a keep-alive comment this often."""
 
@@ -335,23 +343,46 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     The master owns the events (``task_events``, a long poll from a cursor); this route only carries them, one
     poll at a time, with a keep-alive comment when a poll comes back empty, and stops when the client is gone.
     """
-    task_id = request.match_info["task_id"]
     streams = request.app[STREAMS]
     if streams["open"] >= MAX_STREAMS:
         raise ApiError(503, f"streams: {MAX_STREAMS} event streams are open on this web tier; try again later")
-    cursor = request.headers.get("Last-Event-ID") or None
+    streams["open"] += 1  # taken before the first await, so that a burst of requests cannot all pass the check
+    try:
+        return await _stream_task_events(request, _cursor_header(request))
+    finally:
+        streams["open"] -= 1
+
+
+def _cursor_header(request: web.Request) -> str | None:
+    """``Last-Event-ID`` when it can be a cursor (short printable ASCII), else None: a fresh snapshot. Anything
+    else (bytes that are not text, kilobytes) could not even travel to the master."""
+    value = request.headers.get("Last-Event-ID")
+    return value if value and len(value) <= 128 and value.isascii() and value.isprintable() else None
+
+
+async def _stream_task_events(request: web.Request, cursor: str | None) -> web.StreamResponse:
+    task_id = request.match_info["task_id"]
     text = _OutputText()
     # the first answer before the response starts: an unknown task is a JSON 404 like any other
     answer = await call_master(request, "task_events", task_id, cursor, 0)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
-    streams["open"] += 1
     try:
         await response.prepare(request)
+        sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
         while True:
             events, ended = _stream_events(answer, text)
             payload = b"".join(_sse(e) for e in events) or b": keep-alive\n\n"
-            await response.write(payload)
+            try:
+                await asyncio.wait_for(response.write(payload), STREAM_WRITE_TIMEOUT)
+            except TimeoutError:
+                log.info("events of task %s: the client read nothing for %.0f s; stream closed", task_id,
+                         STREAM_WRITE_TIMEOUT)
+                if request.transport is not None:
+                    request.transport.abort()
+                break
             if ended:
                 break
             cursor = answer["cursor"]
@@ -365,8 +396,6 @@ async def task_events(request: web.Request) -> web.StreamResponse:
                                              "data": {"error": exc.message, "field": exc.field}}))
     except (ConnectionResetError, ConnectionError):
         log.debug("events of task %s: client gone", task_id)
-    finally:
-        streams["open"] -= 1
     return response
 
 
