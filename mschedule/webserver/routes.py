@@ -112,6 +112,8 @@ async def read_json(request: web.Request) -> Any:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"body: not valid JSON ({exc})", "body") from None
+    except RecursionError:  # [[[[...]]]] deeper than the parser's stack
+        raise ApiError(400, "body: JSON nested too deeply", "body") from None
     wire_check(body)
     return body
 
