@@ -49,6 +49,10 @@ MAX_EVENTS = 1000
 """Events kept per followed task."""
 MAX_LOG_BYTES = 4 * 1024 * 1024
 """Output bytes kept in the events of one followed task."""
+LOG_BUDGET_BYTES = 64 * 1024 * 1024
+"""Output bytes the event logs of all followed tasks together may hold: with more followed tasks than this many
+logs of MAX_LOG_BYTES, each keeps an equal share (at least MIN_LOG_BYTES)."""
+MIN_LOG_BYTES = 64 * 1024
 EVENT_OUTPUT_BYTES = 16 * 1024
 """Most output bytes one ``output`` event carries (the last ones; its ``offset`` shows what was skipped)."""
 SNAPSHOT_OUTPUT_BYTES = 1024 * 1024
@@ -97,10 +101,14 @@ class EventLog:
         self.seq += 1
         self.events.append((self.seq, kind, data, size))
         self.bytes += size
-        while self.events and (len(self.events) > self.max_events or self.bytes > self.max_bytes):
-            self.bytes -= self.events.popleft()[3]
+        self.trim()
         if kind == "end":
             self.ended = time.monotonic()
+
+    def trim(self) -> None:
+        """Drop the oldest events beyond ``max_events`` or ``max_bytes`` (a follower behind them gets a snapshot)."""
+        while self.events and (len(self.events) > self.max_events or self.bytes > self.max_bytes):
+            self.bytes -= self.events.popleft()[3]
 
     def after(self, cursor: object) -> list[tuple[int, str, dict, int]] | None:
         """The events after ``cursor``; None when the cursor is not of this log or the log no longer has
@@ -140,7 +148,8 @@ class LiveOutput:
     def __init__(self, waiters: Waiters, hostname: Callable[[str], str | None] = lambda agent_id: None,
                  tail_bytes: int = TAIL_BYTES, budget_bytes: int = BUDGET_BYTES, max_logs: int = MAX_LOGS,
                  max_events: int = MAX_EVENTS, max_log_bytes: int = MAX_LOG_BYTES,
-                 event_output_bytes: int = EVENT_OUTPUT_BYTES, coalesce: float = COALESCE) -> None:
+                 log_budget_bytes: int = LOG_BUDGET_BYTES, event_output_bytes: int = EVENT_OUTPUT_BYTES,
+                 coalesce: float = COALESCE) -> None:
         self.waiters = waiters
         self.hostname = hostname
         self.tail_bytes = tail_bytes
@@ -148,10 +157,18 @@ class LiveOutput:
         self.max_logs = max_logs
         self.max_events = max_events
         self.max_log_bytes = max_log_bytes
+        self.log_budget_bytes = log_budget_bytes
         self.event_output_bytes = event_output_bytes
         self.coalesce = coalesce
         self._tails: dict[tuple[str, str], _Tail] = {}
         self._logs: dict[str, EventLog] = {}
+
+    def _share_log_budget(self) -> None:
+        """Every log's share of LOG_BUDGET_BYTES, given again whenever a log comes or goes."""
+        cap = min(self.max_log_bytes, max(MIN_LOG_BYTES, self.log_budget_bytes // max(1, len(self._logs))))
+        for events in self._logs.values():
+            events.max_bytes = cap
+            events.trim()
 
     # ---- tails ------------------------------------------------------------------------------
     def _tail_cap(self) -> int:
@@ -244,10 +261,13 @@ class LiveOutput:
 
     def _sweep(self) -> None:
         now = time.monotonic()
-        for task_id in [t for t, e in self._logs.items()
-                        if now - e.used > IDLE or (e.ended is not None and now - e.ended > LINGER)]:
+        gone = [t for t, e in self._logs.items()
+                if now - e.used > IDLE or (e.ended is not None and now - e.ended > LINGER)]
+        for task_id in gone:
             del self._logs[task_id]
             self.waiters.release(("events", task_id))
+        if gone:
+            self._share_log_budget()
 
     def poll(self, task: TaskRecord, cursor: object, wait: float) -> dict:
         """Events of ``task`` after ``cursor``, waiting up to ``wait`` seconds for one when there is none yet.
@@ -270,6 +290,7 @@ class LiveOutput:
                 events.append("end", _task_data(task))
                 return self._answer(events, None, task)
             self._logs[task.id] = events
+            self._share_log_budget()
         events.used = time.monotonic()
         new = events.after(cursor)
         if new == [] and events.ended is None and wait > 0:

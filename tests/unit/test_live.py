@@ -122,6 +122,23 @@ def test_too_many_followed_tasks_is_a_conflict(world):
         sched.live.poll(other, None, 0)
 
 
+def test_all_event_logs_together_stay_within_their_budget(world):
+    """256 followed tasks of 4 MiB each would be 1 GiB: the logs share LOG_BUDGET_BYTES instead."""
+    sched, first = world
+    live = sched.live
+    live.max_log_bytes, live.log_budget_bytes = 1 << 20, 1 << 20  # 8 logs: 128 KiB each
+    tasks = [first] + [sched.submit(TaskSpec(script=b"x", targets=["a0"])) for _ in range(7)]
+    for task in tasks:
+        live.poll(task, None, 0)
+    for task in tasks:
+        log = live._logs[task.id]
+        for offset in range(0, 200_000, 10_000):
+            log.append("output", {"agent_id": "a0", "offset": offset, "data": b"x" * 10_000}, 10_000)
+    assert live.followed() == 8
+    assert all(log.bytes <= 131072 for log in live._logs.values())  # each wrote 200,000
+    assert sum(log.bytes for log in live._logs.values()) <= 1 << 20
+
+
 def test_a_lost_agent_keeps_the_output_that_reached_the_master():
     clock = type("C", (), {"now": 1000.0, "__call__": lambda self: self.now})()
     sched = Scheduler(Storage(), agent_timeout=10, clock=clock)
