@@ -70,6 +70,12 @@ LINGER = 30.0
 """Seconds a log is kept after its ``end`` (a client that reconnects then still gets the end)."""
 
 
+def _share(budget: int, holders: int, most: int, least: int) -> int:
+    """Each of ``holders``' equal share of ``budget`` bytes, between ``least`` and ``most``: the one rule of the
+    tails' and the event logs' budgets."""
+    return min(most, max(least, budget // max(1, holders)))
+
+
 class _Tail:
     __slots__ = ("data", "end")
 
@@ -165,14 +171,14 @@ class LiveOutput:
 
     def _share_log_budget(self) -> None:
         """Every log's share of LOG_BUDGET_BYTES, given again whenever a log comes or goes."""
-        cap = min(self.max_log_bytes, max(MIN_LOG_BYTES, self.log_budget_bytes // max(1, len(self._logs))))
+        cap = _share(self.log_budget_bytes, len(self._logs), self.max_log_bytes, MIN_LOG_BYTES)
         for events in self._logs.values():
             events.max_bytes = cap
             events.trim()
 
     # ---- tails ------------------------------------------------------------------------------
     def _tail_cap(self) -> int:
-        return min(self.tail_bytes, max(MIN_TAIL_BYTES, self.budget_bytes // max(1, len(self._tails))))
+        return _share(self.budget_bytes, len(self._tails), self.tail_bytes, MIN_TAIL_BYTES)
 
     def feed(self, task_id: str, agent_id: str, offset: int, data: bytes) -> bool:
         """Add a progress message's bytes to the target's tail (a resent or older part is skipped, a gap is
