@@ -54,7 +54,8 @@ thousands of open calls."""
 
 PROBE_TIMEOUT = 1.0
 """Seconds the health check waits for its ping through the agents' endpoint."""
-
+INLINE_MESSAGES = frozenset({messages.HEARTBEAT, messages.REGISTER, messages.PROGRESS})
+"""The ``send`` messages :func:`answer_inline` takes: none of them waits for a commit."""
 
 
 def answer_inline(method: str, args: Any) -> bool:
@@ -66,8 +67,6 @@ def answer_inline(method: str, args: Any) -> bool:
     return (method == "send" and len(args) == 1 and isinstance(args[0], dict)
             and args[0].get("type") in INLINE_MESSAGES)
 
-
-INLINE_MESSAGES = frozenset({messages.HEARTBEAT, messages.REGISTER, messages.PROGRESS})
 
 
 def _local_endpoint(bound: str) -> str:
