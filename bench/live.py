@@ -89,8 +89,9 @@ def one_mode(stack: Stack, ids: list[str], mode: str, seconds: int) -> dict:
             env = {"MSCHEDULE_URL": stack.api.base, "MSCHEDULE_TOKEN": stack.token, "PATH": "/usr/bin:/bin",
                    "HOME": str(stack.tmp)}
             cli_log = stack.tmp / f"cli-{task}.log"
-            cli = subprocess.Popen([PYTHON, "-m", "mschedule.cli", "task", task, "--follow"], cwd=ROOT, env=env,
-                                   stdout=subprocess.PIPE, stderr=open(cli_log, "w"), text=True)
+            with open(cli_log, "w") as err:  # the CLI has its own copy of the descriptor
+                cli = subprocess.Popen([PYTHON, "-m", "mschedule.cli", "task", task, "--follow"], cwd=ROOT,
+                                       env=env, stdout=subprocess.PIPE, stderr=err, text=True)
             threading.Thread(target=count_lines, args=(cli.stdout, cli_lines), daemon=True).start()
         time.sleep(3)
         c0 = {"master": cpu_seconds(master.pid), "web": cpu_seconds(web.pid)}
