@@ -15,8 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -56,6 +58,19 @@ def measure(procs: dict[str, Proc], seconds: float) -> dict[str, dict[str, float
     elapsed = time.monotonic() - t0
     return {name: {"cpu_pct": 100 * (cpu_seconds(p.pid) - before[name]) / elapsed, "rss_mb": rss_mb(p.pid)}
             for name, p in procs.items()}
+
+
+def wait_for(predicate: Callable[[], Any], limit: float, step: float = 0.5) -> float | None:
+    """Seconds until ``predicate()`` holds, or None after ``limit``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        try:
+            if predicate():
+                return round(time.monotonic() - t0, 1)
+        except Exception:  # the web tier answers 503 while the master restarts
+            pass
+        time.sleep(step)
+    return None
 
 
 # ---- mschedule stacks ------------------------------------------------------------------------

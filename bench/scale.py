@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.fleet import FleetHandle, start_fleet, usage  # noqa: E402
 from bench.report import percentile, spread, write_section  # noqa: E402
-from bench.run import ANSIBLE_VENV, cpu_seconds, rss_mb, timed_task  # noqa: E402
+from bench.run import ANSIBLE_VENV, cpu_seconds, rss_mb, timed_task, wait_for  # noqa: E402
 from bench.storm import AdminProbe  # noqa: E402
 from mschedule.master.liveness import HeartbeatPolicy  # noqa: E402
 from mschedule.utils.defaults import CONNECT_JITTER, DEFAULT_HEARTBEAT_INTERVAL  # noqa: E402
@@ -60,19 +60,6 @@ def say(msg: str) -> None:
 
 def new_master(stack: Stack):
     return stack.master(agent_timeout=AGENT_TIMEOUT, heartbeat_interval=DEFAULT_HEARTBEAT_INTERVAL)
-
-
-def wait_for(predicate, limit: float, step: float = 0.5) -> float | None:
-    """Seconds until ``predicate()`` holds, or None after ``limit``."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        try:
-            if predicate():
-                return round(time.monotonic() - t0, 1)
-        except Exception:  # the web tier answers 503 while the master restarts
-            pass
-        time.sleep(step)
-    return None
 
 
 def targets_latency(stack: Stack, calls: int) -> dict:

@@ -24,7 +24,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import percentile, spread, write_section  # noqa: E402
-from bench.run import cpu_seconds, rss_mb  # noqa: E402
+from bench.run import cpu_seconds, rss_mb, wait_for  # noqa: E402
 from tests.integration.harness import Stack, wait_until  # noqa: E402
 from tests.integration.zpc import RawPeer  # noqa: E402
 
@@ -91,24 +91,6 @@ def registrations(stack: Stack) -> int:
     return sum(p.log().count(": registered with ") for p in stack.procs if p.name.startswith("agent"))
 
 
-def wait_registered(stack: Stack, before: int, n: int, limit: float) -> float | None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        if registrations(stack) - before >= n:
-            return time.monotonic() - t0
-        time.sleep(0.5)
-    return None
-
-
-def wait_all_online(stack: Stack, n: int, limit: float) -> float | None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        if online_count(stack) >= n:
-            return time.monotonic() - t0
-        time.sleep(0.5)
-    return None
-
-
 class CpuMeter:
     def __init__(self, pid: int) -> None:
         self.pid, self.t0, self.c0 = pid, time.monotonic(), cpu_seconds(pid)
@@ -132,7 +114,7 @@ def one_run(tmp: Path, agents: int, sleep: float) -> dict:
         for start in range(0, agents, PER_PROCESS):
             stack.agents(min(PER_PROCESS, agents - start), state_dir=str(tmp / f"fleet{start}"), wait=False,
                          interval=3.0, extra=AGENT_FLAGS)
-        cold = wait_all_online(stack, agents, 300)
+        cold = wait_for(lambda: online_count(stack) >= agents, 300)
         time.sleep(max(0.0, WINDOW - (time.monotonic() - t0)))
         cold_usage = meter.read()
         cold_admin = probe.between(t0, time.monotonic())
@@ -153,7 +135,7 @@ def one_run(tmp: Path, agents: int, sleep: float) -> dict:
         t1 = time.monotonic()
         master = stack.master(agent_timeout=10, heartbeat_interval=3.0)
         meter = CpuMeter(master.pid)
-        after = wait_registered(stack, registered_before, agents, 300)
+        after = wait_for(lambda: registrations(stack) - registered_before >= agents, 300)
         time.sleep(max(0.0, WINDOW - (time.monotonic() - t1)))
         restart_usage = meter.read()
         restart_admin = probe.between(t1, time.monotonic())
