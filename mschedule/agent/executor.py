@@ -33,6 +33,7 @@ import gevent.os
 from gevent.socket import wait_read
 
 from mschedule.utils.defaults import DEFAULT_OUTPUT_CAP, TIMEOUT_EXIT_CODE
+from mschedule.utils.masking import StreamMask
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ class _OutputCollector:
     """Keeps the first ``cap`` bytes of a stream and counts the rest; and its last ``window`` bytes, for
     :meth:`since` (live output reads the newest bytes, which the cap may already drop)."""
 
-    def __init__(self, cap: int, window: int = LIVE_WINDOW) -> None:
+    def __init__(self, cap: int, window: int = LIVE_WINDOW, secrets: list[str] | None = None) -> None:
+        #: secrets are masked as the stream is read, so everything below (the kept bytes, the window, the
+        #: offsets) is of the masked stream
+        self._mask = StreamMask(secrets or [])
         self.cap = cap
         self.window = window
         self.chunks: list[bytes] = []
@@ -75,6 +79,13 @@ class _OutputCollector:
         self._recent = bytearray()
 
     def feed(self, data: bytes) -> None:
+        self._keep(self._mask.feed(data))
+
+    def close(self) -> None:
+        """The stream ended: release what the mask held back."""
+        self._keep(self._mask.close())
+
+    def _keep(self, data: bytes) -> None:
         self.total += len(data)
         self._recent += data
         if len(self._recent) > self.window:
@@ -226,8 +237,10 @@ class Executor:
         collector = self._collector
         return collector.since(offset, limit) if collector is not None else None
 
-    def run(self, script: bytes, timeout: float = 0, env: dict[str, str] | None = None) -> ExecResult:
-        """Run ``script``; ``timeout`` > 0 stops it (and its children) after that many seconds.
+    def run(self, script: bytes, timeout: float = 0, env: dict[str, str] | None = None,
+            secrets: list[str] | None = None) -> ExecResult:
+        """Run ``script``; ``timeout`` > 0 stops it (and its children) after that many seconds; each of
+        ``secrets`` is replaced by ``***`` in its output.
 
         A script the system cannot start (its ``#!`` interpreter does not exist, or may not be executed)
         ends with 127 (126) and a line saying why, as a shell would, rather than an exception.
@@ -239,11 +252,11 @@ class Executor:
             with os.fdopen(fd, "wb") as f:
                 f.write(script)
             if not script.startswith(b"#!"):
-                return self._run_file([SHELL, path], timeout, env)
+                return self._run_file([SHELL, path], timeout, env, secrets)
             # a directory mounted noexec (a hardened /tmp) refuses to execute the file: there the agent reads
             # the #! line as the kernel would, and runs the interpreter on the file itself
             argv = _shebang_argv(script) + [path] if _noexec(directory) else [path]
-            return self._run_file(argv, timeout, env, interpreter=_shebang_argv(script)[0])
+            return self._run_file(argv, timeout, env, secrets, interpreter=_shebang_argv(script)[0])
         finally:
             for remove, name in ((os.unlink, path), (os.rmdir, directory)):
                 try:
@@ -263,12 +276,12 @@ class Executor:
         return ExecResult(code=code, output=f"[mschedule: cannot run the script: {why}]\n".encode(),
                           timed_out=False, truncated=False, started=now, finished=now)
 
-    def _run_file(self, argv: list[str], timeout: float, env: dict[str, str] | None,
+    def _run_file(self, argv: list[str], timeout: float, env: dict[str, str] | None, secrets: list[str] | None,
                   interpreter: str | None = None) -> ExecResult:
         """Run ``argv``; ``interpreter``: the script's ``#!`` one, whose failure to start is a result, not
         an error (any other failure to start, /bin/sh missing, is the caller's)."""
         started = time.time()
-        collector = _OutputCollector(self.output_cap)
+        collector = _OutputCollector(self.output_cap, secrets=secrets)
         home = os.path.expanduser("~")
         self._cancel = cancel = gevent.event.Event()
         try:
@@ -306,6 +319,7 @@ class Executor:
             if proc.returncode is None:  # killed from outside (agent shutdown): do not leave a zombie
                 _signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
+        collector.close()
         output = collector.text()
         if timed_out:
             output += f"\n[mschedule: timed out after {timeout:g}s; process group killed]\n".encode()

@@ -328,8 +328,9 @@ class AgentWorker:
         watcher = gevent.spawn(self._watch_cancel, task.id)
         reporter = gevent.spawn(self._report_progress, task.id)
         try:
-            outcome: ExecResult = self.executor.run(task.script, task.timeout,
-                                                    env={"MSCHEDULE_TASK_ID": task.id, "MSCHEDULE_AGENT_ID": self.id})
+            env = {**task.env, "MSCHEDULE_TASK_ID": task.id, "MSCHEDULE_AGENT_ID": self.id}
+            outcome: ExecResult = self.executor.run(task.script, task.timeout, env=env,
+                                                    secrets=[task.env[n] for n in task.secrets if n in task.env])
         except OSError as exc:
             log.error("agent %s: task %s could not start: %s", self.id, task.id, exc)
             now = time.time()

@@ -35,6 +35,7 @@ from mschedule.utils.defaults import (
 )
 from mschedule.utils.exceptions import Conflict, KeyPending, MessageError, NotDurable, NotFound, ValidationError
 from mschedule.utils.messages import AgentInfo, ProgressMessage, ResultMessage, TaskMessage
+from mschedule.utils.params import check_param, check_value
 from mschedule.utils.selectors import validate_selector
 from mschedule.utils.states import State
 from mschedule.utils.taskspec import TaskSpec, resolve_hostnames
@@ -205,7 +206,8 @@ class AgentHandler:
         if self._admission is not None:
             self._admission.check_agent(agent_id)  # rejected while it waited: reveal nothing
         return TaskMessage(id=task.id, script=task.script, timeout=task.timeout, parallel=task.parallel,
-                           fail_rate=task.fail_rate, fail_count=task.fail_count).to_message()
+                           fail_rate=task.fail_rate, fail_count=task.fail_count, env=task.env,
+                           secrets=task.secrets).to_message()
 
     def watch_cancel(self, agent_id: Any, task_id: Any, wait: Any = 0) -> bool:
         """Long poll of an agent while it runs ``task_id``: True as soon as the task is cancelled."""
@@ -307,12 +309,42 @@ class AdminHandler:
         order = [value for value, _ in old.batches if value is not None]
         spec = TaskSpec(script=old.script, targets=targets, timeout=old.timeout, parallel=old.parallel,
                         fail_rate=old.fail_rate, fail_count=old.fail_count, batch_by=old.batch_by,
-                        batch_order=order or None)
+                        batch_order=order or None, env=self._retry_env(old, body), secrets=list(old.secrets),
+                        params=list(old.params), notify=list(old.notify))
         task = self._scheduler.submit(self._checked_targets(spec))
         task.job, task.job_version, task.retry_of = old.job, old.job_version, old.id
         self._storage.save_task(task)
         log.info("task %s retries %d targets of task %s", task.id, len(targets), old.id)
         return {"task_id": task.id, "retry_of": old.id, "targets": targets}
+
+    def _retry_env(self, old: TaskRecord, body: Any) -> dict[str, str]:
+        """The old task's environment, its secrets given again in ``body["params"]``: a secret is not kept once
+        its task has ended, so the retry cannot take it from there."""
+        given = body.get("params") if isinstance(body, dict) else None
+        if given is None:
+            given = {}
+        if not isinstance(given, dict):
+            raise ValidationError(f"params: expected an object of SECRET_NAME: value, got {describe(given)}",
+                                  field="params")
+        extra = sorted(str(k) for k in given if k not in old.secrets)
+        if extra:
+            raise ValidationError(f"params.{extra[0]}: not a secret of task {old.id} (a retry reuses its other "
+                                  "values; only secrets are given again)", field=f"params.{extra[0]}")
+        declared = {}
+        if old.job is not None and old.job_version is not None:
+            try:
+                declared = {d["name"]: d for d in self._jobs.declarations(old.job, old.job_version)}
+            except NotFound:
+                declared = {}
+        env = dict(old.env)
+        for name in old.secrets:
+            if name not in given:
+                raise ValidationError(f"params.{name}: secret parameter: give its value again (a secret is not "
+                                      "kept once its task has ended)", field=f"params.{name}")
+            field = f"params.{name}"
+            env[name] = check_param(declared[name], given[name], field) if name in declared else \
+                check_value(given[name], field)
+        return env
 
     @staticmethod
     def _retry_states(body: Any) -> set[State]:
@@ -321,9 +353,9 @@ class AdminHandler:
             body = {}
         if not isinstance(body, dict):
             raise ValidationError("body: expected an object such as {\"only\": [\"FAILED\"]}", field="body")
-        unknown = sorted(set(body) - {"only"})
+        unknown = sorted(set(body) - {"only", "params"})
         if unknown:
-            raise ValidationError(f"{unknown[0]}: unknown field (allowed: only)", field=unknown[0])
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: only, params)", field=unknown[0])
         only = body.get("only", [s.value for s in allowed])
         if not isinstance(only, list) or not only:
             raise ValidationError(f"only: expected a non-empty array of FAILED and/or CANCELLED, got "

@@ -10,11 +10,15 @@ from mschedule.master.storage import Storage
 from mschedule.utils.defaults import DEFAULT_MAX_TARGETS
 from mschedule.utils.exceptions import NotFound, ValidationError
 from mschedule.utils.messages import b64encode
+from mschedule.utils.params import resolve_params, validate_declarations
 from mschedule.utils.taskspec import TaskSpec
 from mschedule.utils.validate import utf8
 
-#: task parameters a job keeps beside its script
-JOB_PARAMS = ("timeout", "parallel", "fail_rate", "fail_count", "targets", "selector", "batch_by", "batch_order")
+#: task parameters a job keeps beside its script; ``params`` is its parameter declarations
+JOB_PARAMS = ("timeout", "parallel", "fail_rate", "fail_count", "targets", "selector", "batch_by", "batch_order",
+              "notify", "params")
+#: what a run may give besides ``version`` and the values of the declared ``params``
+RUN_OVERRIDES = tuple(k for k in JOB_PARAMS if k != "params")
 
 
 def validate_job_name(name: Any) -> str:
@@ -27,10 +31,11 @@ def validate_job_name(name: Any) -> str:
     return utf8(name, "name")
 
 
-def _params(spec: TaskSpec) -> dict:
+def _params(spec: TaskSpec, declarations: list[dict]) -> dict:
     return {"timeout": spec.timeout, "parallel": spec.parallel, "fail_rate": spec.fail_rate,
             "fail_count": spec.fail_count, "targets": list(spec.targets), "selector": spec.selector,
-            "batch_by": spec.batch_by, "batch_order": spec.batch_order}
+            "batch_by": spec.batch_by, "batch_order": spec.batch_order, "notify": spec.notify,
+            "params": declarations}
 
 
 class Jobs:
@@ -55,11 +60,13 @@ class Jobs:
             if not isinstance(message, str):
                 raise ValidationError("message: expected a string", field="message")
             utf8(message, "message")
-        fields = {k: v for k, v in body.items() if k != "message"}
+        if "env" in body:
+            raise ValidationError("env: a job declares params instead (each run gives their values)", field="env")
+        fields = {k: v for k, v in body.items() if k not in ("message", "params")}
         spec = self._spec(fields, require_targets=False)
         versions = self.storage.jobs.get(name, [])
         digest = hashlib.sha256(spec.script).hexdigest()
-        params = _params(spec)
+        params = _params(spec, validate_declarations(body.get("params")))
         if versions and versions[-1]["sha256"] == digest and versions[-1]["params"] == params:
             return {"name": name, "version": versions[-1]["version"], "created": False,
                     "note": f"identical to version {versions[-1]['version']}: no new version"}
@@ -116,17 +123,24 @@ class Jobs:
                                 **{k: v for k, v in old["params"].items() if v not in (None, [])}})
 
     def spec_for_run(self, name: Any, body: Any) -> tuple[TaskSpec, int]:
-        """The task a run of the job makes: its parameters, overridden by the request's."""
+        """The task a run of the job makes: its parameters, overridden by the request's, and the values of its
+        declared ``params`` (checked against their declarations) as the script's environment."""
         if body is None:
             body = {}
         if not isinstance(body, dict):
             raise ValidationError("body: expected an object", field="body")
         job = self._version(name, body.get("version"))
-        overrides = {k: v for k, v in body.items() if k != "version"}
-        unknown = sorted(set(overrides) - set(JOB_PARAMS))
+        overrides = {k: v for k, v in body.items() if k not in ("version", "params")}
+        unknown = sorted(set(overrides) - set(RUN_OVERRIDES))
         if unknown:
-            raise ValidationError(f"{unknown[0]}: unknown field (allowed: version, {', '.join(JOB_PARAMS)})",
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: version, params, {', '.join(RUN_OVERRIDES)})",
                                   field=unknown[0])
-        merged = {**{k: v for k, v in job["params"].items() if v not in (None, [])}, **overrides,
-                  "script": job["script"]}
-        return self._spec(merged), job["version"]
+        saved = {k: v for k, v in job["params"].items() if v not in (None, []) and k != "params"}
+        spec = self._spec({**saved, **overrides, "script": job["script"]})
+        spec.env, spec.secrets = resolve_params(job["params"].get("params", []), body.get("params"))
+        spec.params = list(spec.env)
+        return spec, job["version"]
+
+    def declarations(self, name: str, version: int) -> list[dict]:
+        """The parameters version ``version`` of job ``name`` declares."""
+        return self._version(name, version)["params"].get("params", [])

@@ -34,6 +34,7 @@ from mschedule.master.liveness import HeartbeatPolicy
 from mschedule.master.storage import AgentRecord, Storage, TargetRecord, TaskRecord
 from mschedule.master.waiters import Waiters
 from mschedule.utils.exceptions import Conflict, NotFound, ValidationError
+from mschedule.utils.masking import mask
 from mschedule.utils.messages import AgentInfo, Heartbeat, ProgressMessage, ResultMessage
 from mschedule.utils.selectors import matches
 from mschedule.utils.states import State
@@ -81,14 +82,22 @@ class Scheduler:
         for agent in self.storage.agents.values():
             agent.current = None
         self.grace_online_agents()
+        lost_secrets = []
         for task in self.storage.tasks.values():
             if task.state.is_finished:
                 continue
+            if len(task.secret_values) < len(task.secrets):
+                lost_secrets.append(task)
             for agent_id, target in task.targets.items():
                 if target.state is State.WAITING:
                     self._queues.setdefault(agent_id, deque()).append(task.id)
                 elif target.state is State.RUNNING and agent_id in self.storage.agents:
                     self.storage.agents[agent_id].current = task.id
+        for task in lost_secrets:  # running targets' agents have the values and finish; no other may start
+            for target in list(task.targets.values()):
+                if target.state is State.WAITING and not task.state.is_finished:
+                    self._fail_target(task, target, "the master restarted, and it never stores a secret's value: "
+                                                    "retry the task with its secrets")
 
     # ---- agents -------------------------------------------------------------------------
     def pace(self, agent_id: str) -> tuple[float, float]:
@@ -300,6 +309,7 @@ class Scheduler:
             fail_rate=spec.fail_rate, fail_count=spec.fail_count,
             targets={a: TargetRecord(agent_id=a) for a in targets}, created=self.clock(),
             selector=spec.selector, batch_by=spec.batch_by, batches=self._batches(spec, targets),
+            env=dict(spec.env), secrets=list(spec.secrets), params=list(spec.params), notify=list(spec.notify),
         )
         self.storage.add_task(task)
         log.info("task %s submitted: %d targets parallel=%d fail_rate=%s fail_count=%d timeout=%s script=%dB",
@@ -410,7 +420,7 @@ class Scheduler:
             self._late_result(task, target, result)
             return False
         target.code = result.code
-        target.output = result.output
+        target.output = mask(result.output, task.secret_values)  # the agent masked it; an older one may not
         target.timed_out = result.timed_out
         target.truncated = result.truncated
         target.finished = self.clock()
@@ -432,8 +442,9 @@ class Scheduler:
         """A result for a target already ended: a resend, or from an agent given up as lost."""
         if target.state is State.FAILED and target.code is None:
             target.code = result.code
-            target.output += (f"\n[mschedule: late result: the agent reported code {result.code} after the "
-                              f"target had failed; the task's outcome is unchanged]\n").encode() + result.output
+            target.output += ((f"\n[mschedule: late result: the agent reported code {result.code} after the "
+                               f"target had failed; the task's outcome is unchanged]\n").encode()
+                              + mask(result.output, task.secret_values))
             self.storage.save_target(task, target)
             log.warning("agent %s: late result for task %s recorded (code=%s)", target.agent_id, task.id,
                         result.code)

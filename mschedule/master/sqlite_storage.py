@@ -135,10 +135,8 @@ class SQLiteStorage(Storage):
             task = TaskRecord(id=row[0], script=row[2], timeout=row[3], parallel=row[4], fail_rate=row[5],
                               fail_count=row[6], targets=by_task.get(row[0], {}), created=row[7],
                               state=State(row[8]), started=row[9], finished=row[10],
-                              selector=extra.get("selector"), batch_by=extra.get("batch_by"),
-                              batches=[(v, m) for v, m in extra.get("batches", [])], batch=extra.get("batch", 0),
-                              job=extra.get("job"), job_version=extra.get("job_version"),
-                              retry_of=extra.get("retry_of"))
+                              batches=[(v, m) for v, m in extra.get("batches", [])],
+                              **{k: extra[k] for k in TaskRecord.EXTRA_FIELDS if extra.get(k) is not None})
             self.tasks[task.id] = task
             self._seq = max(self._seq, row[1])
         log.info("loaded %d agents and %d tasks from %s", len(self.agents), len(self.tasks), self.path)

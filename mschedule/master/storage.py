@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from mschedule.utils.params import MASK, masked
 from mschedule.utils.states import State
 
 
@@ -106,6 +107,17 @@ class TaskRecord:
     job_version: int | None = None
     #: the task this one retries (POST /task/{id}/retry), if any
     retry_of: str | None = None
+    #: the script's environment (mschedule/utils/params.py); ``secrets`` names the values never shown and never
+    #: stored (see :attr:`extra`); ``params``: the names a job run declared
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+    params: list[str] = field(default_factory=list)
+    #: webhooks to call when the task ends, and the deliveries made of them (mschedule/master/notifications.py)
+    notify: list[dict] = field(default_factory=list)
+    notifications: list[dict] = field(default_factory=list)
+    #: the schedule that fired this task, and the tick (Unix seconds) it fired for
+    schedule_id: str | None = None
+    schedule_tick: float | None = None
 
     def __post_init__(self) -> None:
         if not self.counts:
@@ -124,8 +136,23 @@ class TaskRecord:
     @property
     def extra(self) -> dict:
         """What a persistent backend stores beside the plain columns."""
+        # a secret's value is never written: it lives in this process's memory while the task may hand it to an
+        # agent (a restarted master fails the targets still waiting for it: Scheduler.restore)
+        env = masked(self.env, self.secrets)
         return {"selector": self.selector, "batch_by": self.batch_by, "batches": self.batches, "batch": self.batch,
-                "job": self.job, "job_version": self.job_version, "retry_of": self.retry_of}
+                "job": self.job, "job_version": self.job_version, "retry_of": self.retry_of, "env": env,
+                "secrets": self.secrets, "params": self.params, "notify": self.notify,
+                "notifications": self.notifications, "schedule_id": self.schedule_id,
+                "schedule_tick": self.schedule_tick}
+
+    #: the :attr:`extra` keys a persistent backend gives back to the constructor as they are
+    EXTRA_FIELDS = ("selector", "batch_by", "batch", "job", "job_version", "retry_of", "env", "secrets", "params",
+                    "notify", "notifications", "schedule_id", "schedule_tick")
+
+    @property
+    def secret_values(self) -> list[str]:
+        """The values to mask in this task's output (none after a master restart: they were never stored)."""
+        return [self.env[name] for name in self.secrets if self.env.get(name, MASK) != MASK]
 
     def set_target_state(self, target: TargetRecord, state: State) -> None:
         self.counts[target.state] -= 1
@@ -176,6 +203,13 @@ class TaskRecord:
             "job": self.job,
             "job_version": self.job_version,
             "retry_of": self.retry_of,
+            "env": masked(self.env, self.secrets),
+            "secrets": list(self.secrets),
+            "params": {name: value for name, value in masked(self.env, self.secrets).items() if name in self.params},
+            "schedule_id": self.schedule_id,
+            "schedule_tick": self.schedule_tick,
+            "notify": self.notify,
+            "notifications": self.notifications,
         }
 
 

@@ -77,6 +77,20 @@ def _optional_int(payload: dict, name: str, default: int) -> int:
     return default if value is None else value
 
 
+def _string_map(payload: dict, name: str) -> dict[str, str]:
+    value = _require(payload, name, dict, optional=True) or {}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise MessageError(f"payload.{name}: expected an object of strings", field=f"payload.{name}")
+    return value
+
+
+def _strings(payload: dict, name: str) -> list[str]:
+    value = _require(payload, name, list, optional=True) or []
+    if not all(isinstance(v, str) for v in value):
+        raise MessageError(f"payload.{name}: expected an array of strings", field=f"payload.{name}")
+    return value
+
+
 def _kind_names(kinds: type | tuple[type, ...]) -> str:
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
     return " or ".join(k.__name__ for k in kinds)
@@ -237,6 +251,9 @@ class TaskMessage:
     parallel: int = 1
     fail_rate: float = 0
     fail_count: int = -1
+    #: the script's environment variables, and the names of those whose values its output must not show
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
 
     def to_message(self) -> dict:
         return {
@@ -248,6 +265,8 @@ class TaskMessage:
                 "parallel": self.parallel,
                 "fail_rate": self.fail_rate,
                 "fail_count": self.fail_count,
+                "env": dict(self.env),
+                "secrets": list(self.secrets),
             },
         }
 
@@ -266,6 +285,8 @@ class TaskMessage:
             parallel=_optional_int(payload, "parallel", 1),
             fail_rate=_require(payload, "fail_rate", (int, float), optional=True) or 0,
             fail_count=_optional_int(payload, "fail_count", -1),
+            env=_string_map(payload, "env"),
+            secrets=_strings(payload, "secrets"),
         )
 
 

@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mschedule.utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS, MAX_FAIL_RATE, MAX_TIMEOUT
 from mschedule.utils.exceptions import ValidationError
+from mschedule.utils.params import validate_env
 from mschedule.utils.selectors import validate_selector
+from mschedule.utils.states import State
 from mschedule.utils.validate import describe, integer, number, utf8
 
 TASK_FIELDS = ("script", "targets", "selector", "timeout", "parallel", "fail_rate", "fail_count", "batch_by",
-               "batch_order")
-
+               "batch_order", "env", "notify")
+MAX_NOTIFY = 10
+MAX_URL = 2048
+NOTIFY_STATES = (State.FAILED, State.SUCCEED, State.CANCELLED)
 
 
 @dataclass
@@ -31,6 +35,13 @@ class TaskSpec:
     #: roll out one value of this label at a time (datacenter by datacenter)
     batch_by: str | None = None
     batch_order: list[str] | None = None
+    #: the script's environment variables (mschedule/utils/params.py); ``secrets`` names those shown as ***
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+    #: of ``env``, the names that are the job's declared parameters (a job run)
+    params: list[str] = field(default_factory=list)
+    #: webhooks called when the task ends: [{"url", "on": [states]}]
+    notify: list[dict] = field(default_factory=list)
 
     @classmethod
     def from_request(cls, body: Any, max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
@@ -67,7 +78,40 @@ class TaskSpec:
             fail_rate=number(body.get("fail_rate"), "fail_rate", 0, MAX_FAIL_RATE, default=0, hint="percent"),
             fail_count=integer(body.get("fail_count"), "fail_count", -1, max_targets, default=-1,
                                hint="-1: no count limit"),
+            env=validate_env(body.get("env")), notify=validate_notify(body.get("notify")),
         )
+
+
+def validate_notify(raw: Any, name: str = "notify") -> list[dict]:
+    """``[{"url": "https://...", "on": ["FAILED", ...]}]``: at most MAX_NOTIFY webhooks, each called when the
+    task ends in one of its ``on`` states (default: every end)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_NOTIFY:
+        raise ValidationError(f"{name}: expected an array of at most {MAX_NOTIFY} {{url, on}} objects, got "
+                              f"{describe(raw) if not isinstance(raw, list) else f'{len(raw)} entries'}", field=name)
+    out = []
+    for i, entry in enumerate(raw):
+        where = f"{name}[{i}]"
+        if not isinstance(entry, dict):
+            raise ValidationError(f"{where}: expected an object with url and on, got {describe(entry)}", field=where)
+        unknown = sorted(set(entry) - {"url", "on"})
+        if unknown:
+            raise ValidationError(f"{where}.{unknown[0]}: unknown field (allowed: url, on)",
+                                  field=f"{where}.{unknown[0]}")
+        url = entry.get("url")
+        if (not isinstance(url, str) or len(url) > MAX_URL or not url.startswith(("http://", "https://"))
+                or len(url) <= len("https://") or any(c.isspace() for c in url)):
+            raise ValidationError(f"{where}.url: expected an http:// or https:// URL of at most {MAX_URL} "
+                                  "characters", field=f"{where}.url")
+        utf8(url, f"{where}.url")
+        on = entry.get("on", [s.value for s in NOTIFY_STATES])
+        allowed = {s.value for s in NOTIFY_STATES}
+        if not isinstance(on, list) or not on or not all(isinstance(s, str) and s in allowed for s in on):
+            raise ValidationError(f"{where}.on: expected a non-empty array of {', '.join(sorted(allowed))}",
+                                  field=f"{where}.on")
+        out.append({"url": url, "on": sorted(set(on))})
+    return out
 
 
 def _script(body: dict, max_script_bytes: int) -> bytes:

@@ -60,7 +60,14 @@ _TASK_PARAMS = {
                   "description": "percent of the targets"},
     "fail_count": {"type": "integer", "minimum": -1, "maximum": DEFAULT_MAX_TARGETS, "default": -1,
                    "description": "-1 = no count limit; at most the master's --max-targets"},
+    "notify": {"type": "array", "maxItems": 10, "items": {"$ref": "#/components/schemas/Notify"},
+               "description": "webhooks called when the task ends (docs/notifications.md)"},
 }
+_ENV = {"type": "object", "maxProperties": 64, "additionalProperties": {"type": "string", "maxLength": 32768},
+        "description": "environment variables of the script: names [A-Z_][A-Z0-9_]*, not MSCHEDULE_*; values "
+                       "text without NUL (an integer is taken as its decimal text), 64 KiB together"}
+_MASKED_ENV = {"type": "object", "additionalProperties": {"type": "string"},
+               "description": "as the script got them, a secret's value shown as ***"}
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _AGENT_ID = {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -93,11 +100,33 @@ OPENAPI: dict = {
                     "script": {"type": "string", "description": "script, run with its #! interpreter, else /bin/sh; "
                                                                 "CRLF line endings throughout become LF"},
                     **_TASK_PARAMS,
+                    "env": _ENV,
                 },
             },
+            "Notify": {"type": "object", "required": ["url"], "additionalProperties": False, "properties": {
+                "url": {"type": "string", "maxLength": 2048, "description": "http:// or https://"},
+                "on": {"type": "array", "minItems": 1,
+                       "items": {"type": "string", "enum": ["FAILED", "SUCCEED", "CANCELLED"]},
+                       "default": ["CANCELLED", "FAILED", "SUCCEED"]}}},
+            "Notification": {"type": "object", "properties": {
+                "url": {"type": "string"}, "on": {"type": "array", "items": {"type": "string"}},
+                "state": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                "attempts": {"type": "integer"}, "last_status": {"type": "integer", "nullable": True},
+                "last_error": {"type": "string", "nullable": True},
+                "next_attempt": {"type": "number", "nullable": True}}},
+            "ParamDeclaration": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+                "name": {"type": "string", "pattern": "^[A-Z_][A-Z0-9_]*$"}, "description": {"type": "string"},
+                "default": {"type": "string", "description": "none for a secret"},
+                "required": {"type": "boolean", "default": False},
+                "choices": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+                "pattern": {"type": "string", "description": "the whole value must match (Python re)"},
+                "secret": {"type": "boolean", "default": False,
+                           "description": "never shown, nor stored once the task ended; *** in the output"}}},
             "RetryRequest": {"type": "object", "properties": {"only": {
                 "type": "array", "minItems": 1, "items": {"type": "string", "enum": ["FAILED", "CANCELLED"]},
-                "default": ["FAILED", "CANCELLED"], "description": "the states of the targets to run again"}}},
+                "default": ["FAILED", "CANCELLED"], "description": "the states of the targets to run again"},
+                "params": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "the value of each secret of the task, given again"}}},
             "Retried": {"type": "object", "required": ["task_id", "retry_of", "targets"], "properties": {
                 "task_id": {"type": "string"}, "retry_of": {"type": "string"},
                 "targets": {"type": "array", "items": {"type": "string"}}}},
@@ -110,7 +139,14 @@ OPENAPI: dict = {
                 "created": {"type": "number"}, "started": {"type": "number", "nullable": True},
                 "finished": {"type": "number", "nullable": True}, "total": {"type": "integer"},
                 "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "retry_of": {"type": "string", "nullable": True, "description": "the task this one retries"}}},
+                "retry_of": {"type": "string", "nullable": True, "description": "the task this one retries"},
+                "job": {"type": "string", "nullable": True}, "job_version": {"type": "integer", "nullable": True},
+                "env": _MASKED_ENV, "secrets": {"type": "array", "items": {"type": "string"}},
+                "params": {**_MASKED_ENV, "description": "the job parameters it ran with (secrets ***)"},
+                "schedule_id": {"type": "string", "nullable": True},
+                "schedule_tick": {"type": "number", "nullable": True, "description": "the tick it was fired for"},
+                "notify": {"type": "array", "items": {"$ref": "#/components/schemas/Notify"}},
+                "notifications": {"type": "array", "items": {"$ref": "#/components/schemas/Notification"}}}},
             "Task": {"allOf": [{"$ref": "#/components/schemas/TaskSummary"}, {"type": "object", "properties": {
                 "script": {"type": "string"},
                 "output_limit": {"type": "integer", "nullable": True,
@@ -161,7 +197,9 @@ OPENAPI: dict = {
                 "targets": {"type": "array", "items": {"type": "string"}},
                 "members": {"type": "array", "items": {"type": "string"}}}},
             "Job": {"type": "object", "required": ["script"], "description": "the task's ranges hold", "properties": {
-                "script": {"type": "string"}, "message": {"type": "string"}, **_TASK_PARAMS}},
+                "script": {"type": "string"}, "message": {"type": "string"}, **_TASK_PARAMS,
+                "params": {"type": "array", "maxItems": 64, "items": {"$ref": "#/components/schemas/ParamDeclaration"},
+                           "description": "the parameters a run gives, as environment variables of their names"}}},
             "GroupList": {"type": "array", "items": {"$ref": "#/components/schemas/Group"}},
         },
     },

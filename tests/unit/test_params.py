@@ -1,0 +1,45 @@
+"""Parameter declarations, values and the stream mask (mschedule/utils/params.py, masking.py)."""
+import pytest
+
+from mschedule.utils.exceptions import ValidationError
+from mschedule.utils.masking import StreamMask, mask
+from mschedule.utils.params import resolve_params, validate_declarations, validate_env
+
+
+def test_declarations_come_back_complete_and_resolve_with_defaults():
+    decls = validate_declarations([{"name": "V", "default": "1"}, {"name": "T", "secret": True}])
+    assert decls[0] == {"name": "V", "description": "", "default": "1", "required": False, "choices": None,
+                        "pattern": None, "secret": False}
+    assert validate_declarations(decls) == decls  # a stored declaration saves again unchanged (rollback)
+    assert resolve_params(decls, {"T": "pw"}) == ({"V": "1", "T": "pw"}, ["T"])
+    assert resolve_params(decls, None) == ({"V": "1"}, [])
+
+
+def test_a_secret_value_is_not_repeated_in_an_error():
+    decls = validate_declarations([{"name": "T", "secret": True, "choices": ["a"], "pattern": "^a$"}])
+    with pytest.raises(ValidationError) as err:
+        resolve_params(decls, {"T": "hunter2"})
+    assert "hunter2" not in str(err.value) and err.value.field == "params.T"
+
+
+def test_env_limits():
+    assert validate_env({"A": 1}) == {"A": "1"}
+    with pytest.raises(ValidationError):
+        validate_env({f"V{i}": "x" for i in range(65)})
+    with pytest.raises(ValidationError) as err:
+        validate_env({f"V{i}": "x" * 30000 for i in range(3)})
+    assert err.value.field == "env"
+
+
+@pytest.mark.parametrize("cut", range(1, 12))
+def test_stream_mask_holds_back_a_secret_split_anywhere(cut):
+    text = b"before hunter2 after hunter"
+    m = StreamMask(["hunter2"])
+    out = m.feed(text[:cut]) + m.feed(text[cut:]) + m.close()
+    assert out == b"before *** after hunter"
+    assert mask(out, ["hunter2"]) == out  # masking again changes nothing
+
+
+def test_the_longest_secret_is_masked_whole():
+    assert mask(b"abcdef", ["abc", "abcdef"]) == b"***"
+    assert StreamMask([]).feed(b"x") == b"x"
