@@ -21,6 +21,7 @@ from mschedule.master.admission import Admission, Unauthorized
 from mschedule.master.jobs import Jobs
 from mschedule.master.metrics import MasterMetrics
 from mschedule.master.scheduler import Scheduler
+from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock, Schedules
 from mschedule.master.storage import KeyState, TargetRecord, TaskRecord
 from mschedule.utils import messages
 from mschedule.utils.defaults import (
@@ -234,7 +235,8 @@ class AdminHandler:
     def __init__(self, scheduler: Scheduler, admission: Admission | None = None,
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
                  max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, max_targets: int = DEFAULT_MAX_TARGETS,
-                 health: Callable[[], dict] | None = None, metrics: Callable[[], str] | None = None) -> None:
+                 health: Callable[[], dict] | None = None, metrics: Callable[[], str] | None = None,
+                 schedule_clock: ScheduleClock | None = None, schedule_grace: float = DEFAULT_GRACE) -> None:
         self._scheduler = scheduler
         self._health = health
         #: the text of the master's metrics (the server's registry, which has its endpoints too)
@@ -245,6 +247,9 @@ class AdminHandler:
         self._max_result_bytes = max_result_bytes
         self._max_targets = max_targets
         self._jobs = Jobs(self._storage, max_script_bytes, max_targets)
+        #: the server runs its firing loop (``schedules.run``)
+        self.schedules = Schedules(self._storage, self._jobs, self._submit, self._checked_targets,
+                                   clock=schedule_clock, grace=schedule_grace)
 
     @commits
     def add_task(self, task: Any) -> str:
@@ -253,7 +258,12 @@ class AdminHandler:
         The master is the one place that validates it (TaskSpec); the web tier only parses JSON.
         """
         spec = TaskSpec.from_request(task, max_script_bytes=self._max_script_bytes, max_targets=self._max_targets)
-        return self._scheduler.submit(self._checked_targets(spec)).id
+        return self._submit(spec).id
+
+    def _submit(self, spec: TaskSpec) -> TaskRecord:
+        """The task ``spec`` asks for, its targets checked: every task is made here (a request, a job run, a
+        retry, a schedule's tick)."""
+        return self._scheduler.submit(self._checked_targets(spec))
 
     def _checked_targets(self, spec: TaskSpec) -> TaskSpec:
         """``spec`` with hostnames in its targets resolved to agent ids, each target with an accepted key.
@@ -311,7 +321,7 @@ class AdminHandler:
                         fail_rate=old.fail_rate, fail_count=old.fail_count, batch_by=old.batch_by,
                         batch_order=order or None, env=self._retry_env(old, body), secrets=list(old.secrets),
                         params=list(old.params), notify=list(old.notify))
-        task = self._scheduler.submit(self._checked_targets(spec))
+        task = self._submit(spec)
         task.job, task.job_version, task.retry_of = old.job, old.job_version, old.id
         self._storage.save_task(task)
         log.info("task %s retries %d targets of task %s", task.id, len(targets), old.id)
@@ -423,7 +433,8 @@ class AdminHandler:
         return self._scheduler.live.poll(task, cursor, _wait_seconds(wait, live.MAX_WAIT))
 
     def get_tasks(self, limit: Any = None, filters: Any = None) -> list[dict]:
-        """Summaries of the newest tasks, newest first; ``filters``: state, job, agent, before (created time).
+        """Summaries of the newest tasks, newest first; ``filters``: state, job, agent, schedule, before (created
+        time).
 
         ``limit``: 1 to MAX_TASK_LIST, DEFAULT_TASK_LIST for None.
         """
@@ -431,10 +442,10 @@ class AdminHandler:
         filters = filters or {}
         if not isinstance(filters, dict):
             raise ValidationError("filters: expected an object", field="filters")
-        state, job, agent, before = (filters.get(k) for k in ("state", "job", "agent", "before"))
+        state, job, agent, before, schedule = (filters.get(k) for k in ("state", "job", "agent", "before", "schedule"))
         if state is not None and state not in {s.value for s in State}:
             raise ValidationError(f"state: expected one of {', '.join(s.value for s in State)}", field="state")
-        for name, value in (("job", job), ("agent", agent)):
+        for name, value in (("job", job), ("agent", agent), ("schedule", schedule)):
             if value is not None and not isinstance(value, str):
                 raise ValidationError(f"{name}: expected a string, got {describe(value)}", field=name)
         before = number(before, "before", 0, MAX_TIME, default=None, hint="a created time, Unix seconds")
@@ -443,7 +454,8 @@ class AdminHandler:
             if len(out) >= limit:
                 break
             if ((state and task.state != state) or (job and task.job != job) or (agent and agent not in task.targets)
-                    or (before is not None and task.created >= before)):
+                    or (before is not None and task.created >= before)
+                    or (schedule and task.schedule_id != schedule)):
                 continue
             out.append(task.summary())
         return out
@@ -472,10 +484,29 @@ class AdminHandler:
     @commits
     def job_run(self, name: Any, body: Any = None) -> dict:
         spec, version = self._jobs.spec_for_run(name, body)
-        task = self._scheduler.submit(self._checked_targets(spec))
+        task = self._submit(spec)
         task.job, task.job_version = name, version
         self._storage.save_task(task)
         return {"task_id": task.id, "job": name, "version": version}
+
+    # ---- schedules --------------------------------------------------------------------------
+    @commits
+    def schedule_create(self, body: Any) -> dict:
+        return self.schedules.create(body)
+
+    def schedules_list(self, job: Any = None) -> list[dict]:
+        return self.schedules.list(job)
+
+    def schedule_get(self, schedule_id: Any) -> dict:
+        return self.schedules.get(schedule_id)
+
+    @commits
+    def schedule_update(self, schedule_id: Any, body: Any) -> dict:
+        return self.schedules.update(schedule_id, body)
+
+    @commits
+    def schedule_delete(self, schedule_id: Any) -> dict:
+        return self.schedules.delete(schedule_id)
 
     def ping(self) -> dict:
         """The master's state in brief; with ``endpoints`` (each endpoint's health, from a real round trip,

@@ -2,12 +2,14 @@
 (accept, reject and delete take several agent ids, or ``--all-pending`` for accept and reject)."""
 from __future__ import annotations
 
+import argparse
 import os
 import sqlite3
 import sys
 
 from mschedule import __version__
 from mschedule.master import MasterKeys, MasterServer
+from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock
 from mschedule.master.server import BindError, MasterSettings, ServingLoopDied
 from mschedule.master.sqlite_storage import open_storage
 from mschedule.transport.guard import exit_unless_pinned
@@ -66,6 +68,10 @@ def parse_args(argv: list[str] | None = None):
                              "[MSCHEDULE_KEEP_TASKS]")
     parser.add_argument("--keep-days", type=float, default=env("KEEP_DAYS", None, float),
                         help="prune finished tasks older than this many days [MSCHEDULE_KEEP_DAYS]")
+    parser.add_argument("--schedule-grace", type=float, default=env("SCHEDULE_GRACE", DEFAULT_GRACE, float),
+                        help="seconds: a schedule with catchup 'last' fires its newest missed tick (master down, "
+                             "stopped, clock jump) once if it is at most this old [MSCHEDULE_SCHEDULE_GRACE]")
+    parser.add_argument("--schedule-clock", default=env("SCHEDULE_CLOCK", None), help=argparse.SUPPRESS)
     parser.add_argument("--auto-accept", action="store_true", default=env("AUTO_ACCEPT", False, flag),
                         help="accept every new agent key at once (labs only) [MSCHEDULE_AUTO_ACCEPT]")
     parser.add_argument("--max-pending", type=int, default=env("MAX_PENDING", DEFAULT_MAX_PENDING, int),
@@ -90,6 +96,12 @@ def parse_args(argv: list[str] | None = None):
         parser.error("--max-pending must be >= 0")
     if (args.keep_tasks is not None and args.keep_tasks < 1) or (args.keep_days is not None and args.keep_days <= 0):
         parser.error("--keep-tasks must be >= 1 and --keep-days > 0")
+    if args.schedule_grace < 0:
+        parser.error("--schedule-grace must be >= 0")
+    try:
+        ScheduleClock.parse(args.schedule_clock)
+    except ValueError:
+        parser.error("--schedule-clock: expected START:SPEED (Unix seconds and a factor)")
     if args.command or args.all_pending:
         check_keys_command(parser, args)
     return args
@@ -177,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         heartbeat_interval=args.heartbeat_interval, max_heartbeat_rate=args.max_heartbeat_rate,
         max_script_bytes=args.max_script_bytes, max_result_bytes=args.max_result_bytes, max_targets=args.max_targets,
         auto_accept=args.auto_accept, max_pending=args.max_pending, keep_tasks=args.keep_tasks,
-        keep_days=args.keep_days)
+        keep_days=args.keep_days, schedule_grace=args.schedule_grace, schedule_clock=args.schedule_clock)
     server = MasterServer(settings, storage=storage, keys=keys)
     try:
         server.bind()

@@ -19,6 +19,7 @@ from mschedule.master.housekeeping import Housekeeper, Retention
 from mschedule.master.liveness import HeartbeatPolicy
 from mschedule.master.metrics import MasterMetrics
 from mschedule.master.scheduler import Scheduler
+from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock
 from mschedule.master.storage import Storage
 from mschedule.transport import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, RpcServer, make_curve_server
 from mschedule.utils import messages
@@ -133,6 +134,9 @@ class MasterSettings:
     #: retention: keep at most this many tasks / prune finished tasks older than this many days
     keep_tasks: int | None = None
     keep_days: float | None = None
+    #: schedules: how old a missed tick may be for catchup "last"; the tests' fast clock (schedules.py)
+    schedule_grace: float = DEFAULT_GRACE
+    schedule_clock: str | None = None
 
 
 class MasterServer:
@@ -159,13 +163,16 @@ class MasterServer:
         self.admin_handler = AdminHandler(self.scheduler, self.admission, max_script_bytes=settings.max_script_bytes,
                                           max_result_bytes=settings.max_result_bytes,
                                           max_targets=settings.max_targets,
-                                          health=self.endpoints_health, metrics=self.metrics.text)
+                                          health=self.endpoints_health, metrics=self.metrics.text,
+                                          schedule_clock=ScheduleClock.parse(settings.schedule_clock),
+                                          schedule_grace=settings.schedule_grace)
         self._agents = RpcServer(self.agent_handler, "agents", inline=answer_inline, peer_hook=set_current_key,
                                  on_giveup=self._give_up, max_calls_per_peer=AGENT_CALLS_PER_KEY,
                                  heartbeat=RPC_HEARTBEAT)
         self._admin = RpcServer(self.admin_handler, "admin", on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
         self.metrics.watch(self._agents.stats, self._admin.stats)
         self._housekeeper: gevent.Greenlet | None = None
+        self._schedules: gevent.Greenlet | None = None
         #: a client of our own agents' endpoint: /health is a real round trip through it, not a flag
         self._probe = MasterLink(_local_endpoint(settings.bind.split(",")[0].strip()), timeout=PROBE_TIMEOUT,
                                  curve=CurveClientKeys(keys.public, keys.admin_public, keys.admin_secret)
@@ -225,6 +232,7 @@ class MasterServer:
             ServingLoopDied: a serving loop kept dying; the process must exit non-zero, not live on deaf.
         """
         self._housekeeper = gevent.spawn(self.housekeeper.run)
+        self._schedules = gevent.spawn(self.admin_handler.schedules.run)
         self._admin.start()
         self._agents.start()
         gevent.signal_handler(signal.SIGTERM, self.stop)
@@ -252,8 +260,9 @@ class MasterServer:
             server.stop()
 
     def close(self) -> None:
-        if self._housekeeper is not None:
-            self._housekeeper.kill(block=False)
+        for loop in (self._housekeeper, self._schedules):
+            if loop is not None:
+                loop.kill(block=False)
         for server in (self._admin, self._agents):
             try:
                 server.close()

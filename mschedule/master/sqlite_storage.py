@@ -25,7 +25,15 @@ from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 
 from mschedule.master import metrics
-from mschedule.master.storage import AgentRecord, KeyRecord, KeyState, Storage, TargetRecord, TaskRecord
+from mschedule.master.storage import (
+    AgentRecord,
+    KeyRecord,
+    KeyState,
+    ScheduleRecord,
+    Storage,
+    TargetRecord,
+    TaskRecord,
+)
 from mschedule.utils.greenlets import capture, unwrap
 from mschedule.utils.statedir import private_file, tighten
 from mschedule.utils.states import State
@@ -54,6 +62,7 @@ CREATE TABLE IF NOT EXISTS job_versions (
     name TEXT NOT NULL, version INTEGER NOT NULL, created_at REAL NOT NULL, message TEXT NOT NULL,
     sha256 TEXT NOT NULL, script BLOB NOT NULL, params TEXT NOT NULL, PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (
     agent_id TEXT PRIMARY KEY, key TEXT NOT NULL, state TEXT NOT NULL, hostname TEXT NOT NULL,
     ip TEXT NOT NULL, first_seen REAL NOT NULL, decided REAL
@@ -79,6 +88,7 @@ class SQLiteStorage(Storage):
         self._targets: dict[tuple[str, str], tuple] = {}
         self._keys: dict[str, tuple | None] = {}
         self._groups: dict[str, str | None] = {}
+        self._schedules: dict[str, tuple | None] = {}
         self._job_versions: list[tuple] = []
         self._deleted_tasks: list[str] = []
         self._seq = 0
@@ -111,7 +121,8 @@ class SQLiteStorage(Storage):
     # ---- load -----------------------------------------------------------------------------
     def load(self) -> None:
         """Read everything back into memory (at start, before serving)."""
-        agents, tasks, targets, keys, groups, jobs = self._run(self._read_all)
+        agents, tasks, targets, keys, groups, jobs, schedules = self._run(self._read_all)
+        self.schedules = {row[0]: ScheduleRecord.from_json(json.loads(row[1])) for row in schedules}
         for name, version, created_at, message, sha256, script, params in jobs:
             self.jobs.setdefault(name, []).append({"name": name, "version": version, "created_at": created_at,
                                                    "message": message, "sha256": sha256, "script": script,
@@ -150,7 +161,8 @@ class SQLiteStorage(Storage):
         keys = cur.execute("SELECT * FROM keys").fetchall()
         groups = cur.execute("SELECT name, body FROM groups").fetchall()
         jobs = cur.execute("SELECT * FROM job_versions ORDER BY name, version").fetchall()
-        return agents, tasks, targets, keys, groups, jobs
+        schedules = cur.execute("SELECT id, body FROM schedules ORDER BY seq").fetchall()
+        return agents, tasks, targets, keys, groups, jobs, schedules
 
     # ---- write-through hooks --------------------------------------------------------------
     def save_agent(self, agent: AgentRecord) -> None:
@@ -215,6 +227,16 @@ class SQLiteStorage(Storage):
         self._saved += 1
         self._groups[name] = None
 
+    def save_schedule(self, record: ScheduleRecord) -> None:
+        super().save_schedule(record)
+        self._saved += 1
+        self._schedules[record.id] = (record.id, int(record.created * 1e6), json.dumps(record.to_json()))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        super().delete_schedule(schedule_id)
+        self._saved += 1
+        self._schedules[schedule_id] = None
+
     @staticmethod
     def _task_row(task: TaskRecord, seq: int | None) -> tuple:
         return (task.id, seq, task.script, task.timeout, task.parallel, task.fail_rate, task.fail_count,
@@ -229,7 +251,7 @@ class SQLiteStorage(Storage):
     @property
     def dirty(self) -> bool:
         return bool(self._agents or self._tasks or self._targets or self._keys or self._groups or self._job_versions
-                    or self._deleted_tasks)
+                    or self._deleted_tasks or self._schedules)
 
     def flush(self) -> None:
         """Return once every change saved before this call is committed to disk.
@@ -251,8 +273,8 @@ class SQLiteStorage(Storage):
     def _commit_pending(self) -> None:
         upto = self._saved
         batch = (self._agents, self._tasks, self._targets, self._keys, self._groups, self._job_versions,
-                 self._deleted_tasks)
-        self._agents, self._tasks, self._targets, self._keys, self._groups = {}, {}, {}, {}, {}
+                 self._deleted_tasks, self._schedules)
+        self._agents, self._tasks, self._targets, self._keys, self._groups, self._schedules = {}, {}, {}, {}, {}, {}
         self._job_versions, self._deleted_tasks = [], []
         done = self._inflight = AsyncResult()
         start = time.perf_counter()
@@ -268,6 +290,7 @@ class SQLiteStorage(Storage):
             self._groups = {**batch[4], **self._groups}
             self._job_versions = batch[5] + self._job_versions
             self._deleted_tasks = batch[6] + self._deleted_tasks
+            self._schedules = {**batch[7], **self._schedules}
             self.last_error = f"{type(exc).__name__}: {exc}"
             done.set_exception(exc)
             raise
@@ -281,7 +304,7 @@ class SQLiteStorage(Storage):
 
     def _commit(self, agents: dict, tasks: dict, targets: dict[tuple[str, str], tuple],
                 keys: dict[str, tuple | None], groups: dict[str, str | None], job_versions: list[tuple],
-                deleted_tasks: list[str]) -> None:
+                deleted_tasks: list[str], schedules: dict[str, tuple | None]) -> None:
         cur = self._conn.cursor()
         cur.execute("BEGIN")
         try:
@@ -306,6 +329,9 @@ class SQLiteStorage(Storage):
             cur.executemany("INSERT INTO job_versions VALUES (?, ?, ?, ?, ?, ?, ?)", job_versions)
             cur.executemany("DELETE FROM targets WHERE task_id = ?", [(t,) for t in deleted_tasks])
             cur.executemany("DELETE FROM tasks WHERE id = ?", [(t,) for t in deleted_tasks])
+            cur.executemany("INSERT OR REPLACE INTO schedules VALUES (?, ?, ?)",
+                            [r for r in schedules.values() if r is not None])
+            cur.executemany("DELETE FROM schedules WHERE id = ?", [(k,) for k, r in schedules.items() if r is None])
             cur.execute("COMMIT")
         except BaseException:
             if self._conn.in_transaction:  # SQLite may have rolled back by itself (a full disk does)

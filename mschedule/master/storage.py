@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 from mschedule.utils.params import MASK, masked
@@ -241,6 +241,56 @@ class KeyRecord:
                 "ip": list(self.ip), "first_seen": self.first_seen, "decided": self.decided}
 
 
+class Overlap(StrEnum):
+    SKIP = "skip"
+    QUEUE = "queue"
+    ALLOW = "allow"
+
+
+class Catchup(StrEnum):
+    NONE = "none"
+    LAST = "last"
+
+
+@dataclass
+class ScheduleRecord:
+    """A job run on a cron schedule (mschedule/master/schedules.py); stored as it is (JSON)."""
+
+    id: str
+    job: str
+    cron: str
+    timezone: str = "UTC"
+    #: None: the job's latest version at each firing
+    version: int | None = None
+    #: None: the job's own
+    targets: list[str] | None = None
+    selector: dict | None = None
+    #: the values of the job's parameters (secrets among them are shown as ***)
+    params: dict[str, str] = field(default_factory=dict)
+    overlap: str = Overlap.SKIP.value
+    catchup: str = Catchup.NONE.value
+    enabled: bool = True
+    notify: list[dict] = field(default_factory=list)
+    description: str = ""
+    created: float = 0.0
+    #: the newest tick dealt with (fired, skipped or missed), on the schedule clock; saved with the task it fires
+    last_tick: float | None = None
+    #: ``overlap: queue``: the tick to fire once the previous run ends
+    queued_tick: float | None = None
+    fired: int = 0
+    skipped: int = 0
+    missed: int = 0
+    runs: list[dict] = field(default_factory=list)
+    skips: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: dict) -> ScheduleRecord:
+        return cls(**{k: v for k, v in body.items() if k in cls.__dataclass_fields__})
+
+
 class Storage:
     """In-memory agents and tasks, with the write-through hooks a persistent backend implements."""
 
@@ -257,6 +307,8 @@ class Storage:
         self.groups: dict[str, dict] = {}
         #: job name -> its versions, version n at index n - 1 (never edited, never removed)
         self.jobs: dict[str, list[dict]] = {}
+        #: schedule id -> its record (mschedule/master/schedules.py), oldest first
+        self.schedules: dict[str, ScheduleRecord] = {}
 
     # agents
     def get_agent(self, agent_id: str) -> AgentRecord | None:
@@ -306,6 +358,14 @@ class Storage:
     # jobs
     def save_job_version(self, version: dict) -> None:
         self.jobs.setdefault(version["name"], []).append(version)
+
+    # schedules
+    def save_schedule(self, record: ScheduleRecord) -> None:
+        """Persist a schedule (its ``last_tick`` commits with the task it fired: both are saved before a flush)."""
+        self.schedules[record.id] = record
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self.schedules.pop(schedule_id, None)
 
     # groups
     def save_group(self, name: str, body: dict) -> None:

@@ -71,6 +71,24 @@ _MASKED_ENV = {"type": "object", "additionalProperties": {"type": "string"},
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _AGENT_ID = {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_SCHEDULE_ID = {"name": "schedule_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_SCHEDULE_FIELDS = {
+    "version": {"type": "integer", "nullable": True, "description": "null: the job's latest at each firing"},
+    "cron": {"type": "string", "description": "five fields, or @hourly, @daily, @midnight, @weekly, @monthly, "
+                                              "@yearly (cronsim, as Debian's cron across DST changes)"},
+    "timezone": {"type": "string", "default": "UTC", "description": "an IANA name (zoneinfo)"},
+    "targets": {"type": "array", "items": {"type": "string"}, "description": "default: the job's"},
+    "selector": {"$ref": "#/components/schemas/Selector"},
+    "params": {"type": "object", "additionalProperties": {"type": "string"},
+               "description": "values of the job's parameters (a secret is answered as ***, and *** sent back "
+                              "keeps its value)"},
+    "overlap": {"type": "string", "enum": ["skip", "queue", "allow"], "default": "skip"},
+    "catchup": {"type": "string", "enum": ["none", "last"], "default": "none"},
+    "enabled": {"type": "boolean", "default": True},
+    "notify": {"type": "array", "items": {"$ref": "#/components/schemas/Notify"},
+               "description": "added to the job's own"},
+    "description": {"type": "string", "maxLength": 1000},
+}
 _KEYS_MANY_OK = {"description": "one result per id (an unknown id fails alone; the others are done)",
                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KeyResults"}}}}
 _KEY_SELECTION = "#/components/schemas/KeySelection"
@@ -103,6 +121,27 @@ OPENAPI: dict = {
                     "env": _ENV,
                 },
             },
+            "ScheduleRequest": {"type": "object", "required": ["job", "cron"], "additionalProperties": False,
+                                "properties": {"job": {"type": "string"}, **_SCHEDULE_FIELDS}},
+            "ScheduleChange": {"type": "object", "additionalProperties": False, "properties": _SCHEDULE_FIELDS},
+            "ScheduleId": {"type": "object", "required": ["schedule_id"],
+                           "properties": {"schedule_id": {"type": "string"}}},
+            "Schedule": {"type": "object", "properties": {
+                "schedule_id": {"type": "string"}, "job": {"type": "string"}, **_SCHEDULE_FIELDS,
+                "created": {"type": "number"},
+                "next_run": {"type": "number", "nullable": True},
+                "next_run_local": {"type": "string", "nullable": True},
+                "last_tick": {"type": "number", "nullable": True,
+                              "description": "the newest tick dealt with: fired, skipped or missed"},
+                "queued_tick": {"type": "number", "nullable": True},
+                "last_task_id": {"type": "string", "nullable": True}, "last_state": {**_STATE, "nullable": True},
+                "fired": {"type": "integer"}, "skipped": {"type": "integer"}, "missed": {"type": "integer"},
+                "next_runs": {"type": "array", "items": {"type": "string"},
+                              "description": "GET /schedule/{id}: the next five, ISO 8601 in its time zone"},
+                "runs": {"type": "array", "items": {"type": "object"}, "description": "{tick, task_id, state}"},
+                "skips": {"type": "array", "items": {"type": "object"},
+                          "description": "{tick, reason: overlap | missed | error: ..., count}"}}},
+            "ScheduleList": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}},
             "Notify": {"type": "object", "required": ["url"], "additionalProperties": False, "properties": {
                 "url": {"type": "string", "maxLength": 2048, "description": "http:// or https://"},
                 "on": {"type": "array", "minItems": 1,
@@ -268,9 +307,24 @@ OPENAPI: dict = {
             {"name": "state", "in": "query", "schema": _STATE},
             {"name": "job", "in": "query", "schema": {"type": "string"}},
             {"name": "agent", "in": "query", "schema": {"type": "string"}},
+            {"name": "schedule", "in": "query", "schema": {"type": "string"},
+             "description": "only the tasks this schedule fired"},
             {"name": "before", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": MAX_TIME},
              "description": "created time (Unix seconds) of the last row of the previous page"}])},
         "/job/": {"post": {"summary": "an empty job name: always 400", "responses": {"400": _ERROR}}},
+        "/schedules": {
+            "post": _op("schedule a job's runs on a cron expression",
+                        _json("#/components/schemas/ScheduleId", "created"), "201",
+                        "#/components/schemas/ScheduleRequest"),
+            "get": _op("every schedule (?job=: one job's)", _json("#/components/schemas/ScheduleList"), params=[
+                {"name": "job", "in": "query", "required": False, "schema": {"type": "string"}}])},
+        "/schedule/{schedule_id}": {
+            "get": _op("one schedule with its next five runs, its last runs and skips",
+                       _json("#/components/schemas/Schedule"), params=[_SCHEDULE_ID]),
+            "patch": _op("change a schedule (enabled: false disables it)", _json("#/components/schemas/Schedule"),
+                         body="#/components/schemas/ScheduleChange", params=[_SCHEDULE_ID]),
+            "delete": _op("delete a schedule (the tasks it fired stay)", _json("#/components/schemas/Any"),
+                          params=[_SCHEDULE_ID])},
         "/jobs": {"get": _op("jobs, with their latest version", _json("#/components/schemas/Any"))},
         "/job/{name}": {
             "post": {**_op("save a new version (201; an identical save makes none: 200)",

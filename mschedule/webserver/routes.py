@@ -428,9 +428,10 @@ async def retry(request: web.Request) -> web.Response:
 
 @routes.get("/tasks")
 async def tasks(request: web.Request) -> web.Response:
-    """Newest first; ``?state=&job=&agent=&limit=&before=`` (before: a row's ``created``, for the next page)."""
+    """Newest first; ``?state=&job=&agent=&schedule=&limit=&before=`` (before: a row's ``created``, for the next
+    page)."""
     limit = query_int(request.query["limit"], "limit") if "limit" in request.query else None
-    filters = {k: request.query[k] for k in ("state", "job", "agent") if k in request.query}
+    filters = {k: request.query[k] for k in ("state", "job", "agent", "schedule") if k in request.query}
     if "before" in request.query:
         filters["before"] = query_number(request.query["before"])
     return web.json_response(await call_master(request, "get_tasks", limit, filters))
@@ -504,6 +505,23 @@ async def job_run(request: web.Request) -> web.Response:
     return web.json_response(await call_master(request, "job_run", request.match_info["name"], body), status=201)
 
 
+@routes.post("/schedules")
+async def schedule_create(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "schedule_create", await read_json(request)), status=201)
+
+
+@routes.get("/schedules")
+async def schedules_list(request: web.Request) -> web.Response:
+    """``?job=NAME``: only that job's schedules."""
+    return web.json_response(await call_master(request, "schedules_list", request.query.get("job")))
+
+
+@routes.patch("/schedule/{schedule_id}")
+async def schedule_update(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return web.json_response(await call_master(request, "schedule_update", request.match_info["schedule_id"], body))
+
+
 @routes.get("/keys")
 async def keys_list(request: web.Request) -> web.Response:
     return web.json_response(await call_master(request, "keys_list"))
@@ -521,6 +539,8 @@ def _forward(method: str, param: str):
 routes.post("/keys/{agent_id}/accept")(_forward("keys_accept", "agent_id"))
 routes.post("/keys/{agent_id}/reject")(_forward("keys_reject", "agent_id"))
 routes.delete("/keys/{agent_id}")(_forward("keys_delete", "agent_id"))
+routes.get("/schedule/{schedule_id}")(_forward("schedule_get", "schedule_id"))
+routes.delete("/schedule/{schedule_id}")(_forward("schedule_delete", "schedule_id"))
 
 
 def _keys_many(method: str, *args: str):

@@ -25,7 +25,8 @@ from mschedule.utils.taskspec import TaskSpec
 
 #: public methods that change nothing (each is called below and must leave nothing to commit)
 ADMIN_READS = {"get_agents", "get_result", "get_target", "get_tasks", "job_get", "job_versions", "jobs_list",
-               "job_diff", "ping", "group_get", "groups_list", "keys_list", "metrics", "task_events"}
+               "job_diff", "ping", "group_get", "groups_list", "keys_list", "metrics", "task_events", "schedules_list",
+               "schedule_get"}
 AGENT_READS = {"watch_cancel", "ping"}
 #: public methods that change state through a committing helper only for some messages:
 #: ``send`` commits results (``_result``), not registrations or heartbeats
@@ -57,6 +58,7 @@ class World:
         self.admin._jobs.save("deploy", {"script": "echo v1", "targets": ["a0"]})
         self.admin._jobs.save("deploy", {"script": "echo v2", "targets": ["a0"]})
         self.storage.save_group("web", {"selector": {"labels": {"role": "web"}}, "targets": []})
+        self.schedule = self.admin.schedules.create({"job": "deploy", "cron": "@daily"})["schedule_id"]
         self.live = self.scheduler.submit(TaskSpec(script=b"sleep 60", targets=["a0", "a1"], parallel=2))
         self.settle()
 
@@ -138,6 +140,24 @@ def _job_run(w: World) -> Check:
 def _group_put(w: World) -> Check:
     w.admin.group_put("pair", {"targets": ["a0", "a1"]})
     return lambda db: db.groups.get("pair") == {"selector": None, "targets": ["a0", "a1"]}
+
+
+@scenario("admin", "schedule_create")
+def _schedule_create(w: World) -> Check:
+    made = w.admin.schedule_create({"job": "deploy", "cron": "*/5 * * * *", "timezone": "Asia/Shanghai"})
+    return lambda db: db.schedules[made["schedule_id"]].timezone == "Asia/Shanghai"
+
+
+@scenario("admin", "schedule_update")
+def _schedule_update(w: World) -> Check:
+    w.admin.schedule_update(w.schedule, {"enabled": False})
+    return lambda db: db.schedules[w.schedule].enabled is False
+
+
+@scenario("admin", "schedule_delete")
+def _schedule_delete(w: World) -> Check:
+    w.admin.schedule_delete(w.schedule)
+    return lambda db: w.schedule not in db.schedules
 
 
 @scenario("admin", "group_delete")
@@ -244,6 +264,8 @@ READ_CALLS: dict[tuple[str, str], Callable[[World], object]] = {
     ("admin", "keys_list"): lambda w: w.admin.keys_list(),
     ("admin", "metrics"): lambda w: w.admin.metrics(),
     ("admin", "task_events"): lambda w: w.admin.task_events(w.live.id),
+    ("admin", "schedules_list"): lambda w: w.admin.schedules_list(),
+    ("admin", "schedule_get"): lambda w: w.admin.schedule_get(w.schedule),
     ("agent", "watch_cancel"): lambda w: w.agent.watch_cancel("a0", w.live.id),
     ("agent", "ping"): lambda w: w.agent.ping(),
 }

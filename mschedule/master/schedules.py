@@ -1,0 +1,399 @@
+"""Schedules: a job run on a cron schedule, each tick fired at most once, and exactly once while the master runs.
+
+The rules (docs/schedules.md):
+
+- A schedule's ticks are its cron expression's times in its time zone (cronsim, which follows Debian's cron
+  across DST changes: a time skipped by a spring-forward runs once, just after; one repeated by a fall-back
+  runs once).
+- The master deals with each tick once: it fires it, or records it skipped (``overlap: skip`` while the
+  previous run still runs) or missed (seen too late). ``last_tick`` records the newest tick dealt with, and is
+  saved *in the same commit* as the task the tick fires: after a crash either both exist or neither does,
+  so a restarted master never fires a tick twice, and fires a tick it never fired if it is still in time.
+- In time: a tick seen at most :data:`LATE` seconds after its time (a busy loop, a quick restart). A later
+  one (the master was down or stopped, the clock jumped) is missed, unless ``catchup`` is ``last``: then the
+  newest missed tick fires once if it is at most ``grace`` seconds old. Older ticks are only counted.
+- ``overlap``: ``skip`` (the default) does not fire while the previous run of the schedule has a target
+  waiting or running; ``queue`` fires one tick when the previous run ends (a newer tick replaces a queued
+  one, which counts as skipped); ``allow`` always fires.
+- A tick earlier than ``last_tick`` (the clock went back) is never fired again.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import gevent
+import gevent.event
+from cronsim import CronSim, CronSimError
+
+from mschedule.master.jobs import Jobs
+from mschedule.master.storage import Catchup, Overlap, ScheduleRecord, Storage, TaskRecord
+from mschedule.utils.exceptions import MScheduleError, NotFound, ValidationError
+from mschedule.utils.params import MASK, masked
+from mschedule.utils.taskspec import TaskSpec, validate_notify
+from mschedule.utils.validate import describe, utf8
+
+log = logging.getLogger(__name__)
+
+LATE = 60.0
+"""Seconds after its time that a tick still fires as on time."""
+DEFAULT_GRACE = 3600.0
+"""How old the newest missed tick may be for ``catchup: last`` to fire it (the master's --schedule-grace)."""
+MAX_WAKE = 1.0
+"""Longest sleep of the firing loop (real seconds): it notices a queued tick's previous run ending, a clock
+jump and a change made meanwhile within this."""
+KEPT = 20
+"""Runs and skips each schedule keeps in its record (newest)."""
+MAX_SCHEDULES = 10000
+MAX_CRON = 200
+MAX_COUNTED = 100000
+"""Missed ticks counted one by one; beyond, the count says at least this many."""
+ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+           "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+"""crontab(5)'s nicknames, as the expressions it defines them to be (cronsim parses five fields only)."""
+FIELDS = ("job", "version", "cron", "timezone", "targets", "selector", "params", "overlap", "catchup", "enabled",
+          "notify", "description")
+
+
+def cron_expression(value: Any) -> str:
+    """``value`` as the five-field expression cronsim parses (a nickname replaced by its definition)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_CRON:
+        raise ValidationError(f"cron: expected a cron expression such as '*/5 * * * *' or @daily, got "
+                              f"{describe(value) if not isinstance(value, str) else repr(value[:50])}", field="cron")
+    return ALIASES.get(value.strip().lower(), value.strip())
+
+
+def zone(value: Any) -> ZoneInfo:
+    if not isinstance(value, str) or not value or len(value) > 100:
+        raise ValidationError(f"timezone: expected an IANA time zone such as Europe/Berlin, got {describe(value)}",
+                              field="timezone")
+    try:
+        return ZoneInfo(utf8(value, "timezone"))
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValidationError(f"timezone: unknown time zone {value!r} (IANA names such as Europe/Berlin or UTC)",
+                              field="timezone") from None
+
+
+def ticks(cron: str, tz: str, after: float) -> CronSim:
+    """The schedule's ticks after ``after`` (Unix seconds), as aware datetimes in its time zone."""
+    start = datetime.fromtimestamp(after, ZoneInfo(tz))
+    return CronSim(cron_expression(cron), start)
+
+
+class ScheduleClock:
+    """The clock ticks are read from: the real one, or for tests (``--schedule-clock START:SPEED``) one that
+    runs ``speed`` times faster from ``start``, the same across master restarts, so a minute passes in a
+    second and every other part of the firing path stays the real one."""
+
+    def __init__(self, start: float | None = None, speed: float = 1.0) -> None:
+        self.start, self.speed = start, speed
+
+    @classmethod
+    def parse(cls, text: str | None) -> ScheduleClock:
+        if not text:
+            return cls()
+        start, _, speed = text.partition(":")
+        return cls(float(start), float(speed or 1))
+
+    def now(self) -> float:
+        real = time.time()
+        return real if self.start is None else self.start + (real - self.start) * self.speed
+
+    def real_seconds(self, seconds: float) -> float:
+        return seconds / self.speed
+
+
+class Schedules:
+    """Schedule records (``storage.schedules``), their checks, and the loop that fires them."""
+
+    def __init__(self, storage: Storage, jobs: Jobs, submit: Callable[[TaskSpec], TaskRecord],
+                 check: Callable[[TaskSpec], TaskSpec], clock: ScheduleClock | None = None,
+                 grace: float = DEFAULT_GRACE) -> None:
+        self.storage = storage
+        self.jobs = jobs
+        #: make a task of a spec (targets resolved and their keys checked), as a request's task is made
+        self._submit = submit
+        #: the targets check alone, for a schedule's create and edit
+        self._check = check
+        self.clock = clock or ScheduleClock()
+        self.grace = grace
+        self._changed = gevent.event.Event()
+
+    # ---- records ---------------------------------------------------------------------------
+    def create(self, body: Any) -> dict:
+        if not isinstance(body, dict):
+            raise ValidationError(f"body: expected an object with job and cron, got {describe(body)}", field="body")
+        if len(self.storage.schedules) >= MAX_SCHEDULES:
+            raise ValidationError(f"body: {MAX_SCHEDULES} schedules exist, the most one master keeps", field="body")
+        if not isinstance(body.get("job"), str):
+            raise ValidationError("job: missing (the name of the job to run)", field="job")
+        record = ScheduleRecord(id=uuid.uuid4().hex, job=body["job"], cron="", created=self.clock.now())
+        self._apply(record, body)
+        record.last_tick = record.created  # ticks from now on
+        self.storage.save_schedule(record)
+        self._changed.set()
+        log.info("schedule %s created: job %s, %r %s", record.id, record.job, record.cron, record.timezone)
+        return {"schedule_id": record.id}
+
+    def update(self, schedule_id: Any, body: Any) -> dict:
+        record = self._get(schedule_id)
+        if not isinstance(body, dict) or not body:
+            raise ValidationError("body: expected an object with the fields to change", field="body")
+        if "job" in body and body["job"] != record.job:
+            raise ValidationError("job: a schedule's job cannot change (delete it and create another)", field="job")
+        was_enabled = record.enabled
+        if isinstance(body.get("params"), dict):  # a secret shown as *** and sent back unchanged keeps its value
+            body = {**body, "params": {k: record.params[k] if v == MASK and k in record.params else v
+                                       for k, v in body["params"].items()}}
+        changed = ScheduleRecord.from_json(record.to_json())
+        self._apply(changed, {**{k: v for k, v in record.to_json().items() if k in FIELDS}, **body})
+        if changed.enabled and not was_enabled:
+            changed.last_tick = max(changed.last_tick or 0, self.clock.now())  # disabled ticks are not caught up
+        if (changed.cron, changed.timezone) != (record.cron, record.timezone):
+            changed.queued_tick = None
+        self.storage.schedules[record.id] = changed
+        self.storage.save_schedule(changed)
+        self._changed.set()
+        log.info("schedule %s changed: %s", record.id, ", ".join(sorted(body)))
+        return self.get(record.id)
+
+    def delete(self, schedule_id: Any) -> dict:
+        record = self._get(schedule_id)
+        self.storage.delete_schedule(record.id)
+        log.info("schedule %s deleted", record.id)
+        return {"schedule_id": record.id, "deleted": True}
+
+    def _get(self, schedule_id: Any) -> ScheduleRecord:
+        if not isinstance(schedule_id, str) or not schedule_id:
+            raise ValidationError("schedule_id: expected a non-empty string", field="schedule_id")
+        record = self.storage.schedules.get(schedule_id)
+        if record is None:
+            raise NotFound(f"schedule {schedule_id} not found", field="schedule_id")
+        return record
+
+    def _apply(self, record: ScheduleRecord, body: dict) -> None:
+        """Check ``body`` (every field of a schedule) and set it on ``record``; a run of it must be possible
+        now: the job, version, parameters and targets are checked as a run of the job checks them."""
+        unknown = sorted(set(body) - set(FIELDS) - {"schedule_id"})
+        if unknown:
+            raise ValidationError(f"{unknown[0]}: unknown field (allowed: {', '.join(FIELDS)})", field=unknown[0])
+        cron = body.get("cron")
+        tz = body.get("timezone") or "UTC"
+        zone(tz)
+        try:
+            next(ticks(cron, tz, self.clock.now()))
+        except CronSimError as exc:
+            raise ValidationError(f"cron: {exc} in {cron!r} (five fields: minute hour day-of-month month "
+                                  "day-of-week, or @hourly, @daily, @weekly, @monthly, @yearly)",
+                                  field="cron") from None
+        except StopIteration:
+            raise ValidationError(f"cron: {cron!r} never fires in the next 50 years", field="cron") from None
+        for name, kind in (("overlap", Overlap), ("catchup", Catchup)):
+            value = body.get(name)
+            if value is not None and value not in {k.value for k in kind}:
+                raise ValidationError(f"{name}: expected one of {', '.join(k.value for k in kind)}", field=name)
+        enabled = body.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ValidationError(f"enabled: expected true or false, got {describe(enabled)}", field="enabled")
+        description = body.get("description") or ""
+        if not isinstance(description, str) or len(description) > 1000:
+            raise ValidationError("description: expected a string of at most 1000 characters", field="description")
+        version = body.get("version")
+        try:
+            self.jobs.get(body["job"], version)
+        except NotFound as exc:  # a body field, so a 400
+            raise ValidationError(exc.message, field="job" if exc.field == "name" else exc.field) from None
+        params = body.get("params") or {}
+        self._check(self._spec(body["job"], version, body.get("targets"), body.get("selector"), params,
+                               validate_notify(body.get("notify"))))
+        record.job, record.version, record.cron, record.timezone = body["job"], version, cron.strip(), tz
+        record.targets, record.selector, record.params = body.get("targets"), body.get("selector"), dict(params)
+        record.overlap = body.get("overlap") or Overlap.SKIP.value
+        record.catchup = body.get("catchup") or Catchup.NONE.value
+        record.enabled, record.notify, record.description = enabled, validate_notify(body.get("notify")), description
+
+    def _spec(self, job: str, version: int | None, targets: Any, selector: Any, params: dict,
+              notify: list[dict]) -> TaskSpec:
+        run: dict = {"version": version, "params": params}
+        if targets is not None:
+            run["targets"] = targets
+        if selector is not None:
+            run["selector"] = selector
+        spec, _ = self.jobs.spec_for_run(job, {k: v for k, v in run.items() if v is not None})
+        urls = {n["url"] for n in spec.notify}
+        spec.notify = spec.notify + [n for n in notify if n["url"] not in urls]  # the job's, and the schedule's
+        return spec
+
+    # ---- answers ---------------------------------------------------------------------------
+    def list(self, job: Any = None) -> list[dict]:
+        if job is not None and not isinstance(job, str):
+            raise ValidationError(f"job: expected a job name, got {describe(job)}", field="job")
+        return [self._view(r) for r in self.storage.schedules.values() if job is None or r.job == job]
+
+    def get(self, schedule_id: Any) -> dict:
+        record = self._get(schedule_id)
+        view = self._view(record)
+        upcoming = []
+        if record.enabled:
+            it = ticks(record.cron, record.timezone, max(record.last_tick or 0, self.clock.now()))
+            for _ in range(5):
+                try:
+                    upcoming.append(next(it).isoformat())
+                except StopIteration:
+                    break
+        tasks = self.storage.tasks
+        view["next_runs"] = upcoming
+        view["runs"] = [{**run, "state": tasks[run["task_id"]].state if run["task_id"] in tasks else None}
+                        for run in reversed(record.runs)]
+        view["skips"] = list(reversed(record.skips))
+        return view
+
+    def _view(self, record: ScheduleRecord) -> dict:
+        view = record.to_json()
+        del view["id"], view["runs"], view["skips"]
+        view["schedule_id"] = record.id
+        view["params"] = masked(record.params, self._secrets(record))
+        nxt = self._next(record) if record.enabled else None
+        view["next_run"] = nxt.timestamp() if nxt else None
+        view["next_run_local"] = nxt.isoformat() if nxt else None
+        last = record.runs[-1] if record.runs else None
+        task = self.storage.tasks.get(last["task_id"]) if last else None
+        view["last_task_id"] = last["task_id"] if last else None
+        view["last_state"] = task.state if task else None
+        return view
+
+    def _secrets(self, record: ScheduleRecord) -> set[str]:
+        try:
+            versions = self.storage.jobs.get(record.job) or []
+            version = versions[(record.version or len(versions)) - 1]
+        except IndexError:
+            return set(record.params)  # unknown: show nothing
+        return {d["name"] for d in version["params"].get("params", []) if d["secret"]}
+
+    def _next(self, record: ScheduleRecord) -> datetime | None:
+        try:
+            return next(ticks(record.cron, record.timezone, max(record.last_tick or 0, self.clock.now())))
+        except StopIteration:
+            return None
+
+    # ---- firing ----------------------------------------------------------------------------
+    def run(self) -> None:
+        """The firing loop (a greenlet of the master): deal with every due tick, then sleep until the next."""
+        while True:
+            try:
+                wake = self.fire_due()
+            except Exception:  # noqa: BLE001 - one bad schedule must not stop the others
+                log.exception("schedules: firing failed; retrying in %.0fs", MAX_WAKE)
+                wake = MAX_WAKE
+            self._changed.clear()
+            self._changed.wait(timeout=max(0.01, min(MAX_WAKE, wake)))
+
+    def fire_due(self) -> float:
+        """Deal with every due tick of every enabled schedule; returns the real seconds until the next one."""
+        now = self.clock.now()
+        soonest = float("inf")
+        for record in list(self.storage.schedules.values()):
+            if not record.enabled:
+                continue
+            self._fire_queued(record)
+            nxt = self._deal(record, now)
+            if nxt is not None:
+                soonest = min(soonest, nxt - now)
+        return self.clock.real_seconds(soonest) if soonest != float("inf") else MAX_WAKE
+
+    def _deal(self, record: ScheduleRecord, now: float) -> float | None:
+        """Deal with ``record``'s ticks up to ``now``; returns its next tick's time."""
+        counted, newest, nxt = 0, None, None
+        for moment in ticks(record.cron, record.timezone, record.last_tick if record.last_tick is not None else now):
+            t = moment.timestamp()
+            if t > now:
+                nxt = t
+                break
+            counted, newest = counted + 1, t  # only the newest may fire; the others are counted
+            if counted >= MAX_COUNTED:  # a tick a minute for 70 days: count no further, jump to now
+                start = datetime.fromtimestamp(now, ZoneInfo(record.timezone))
+                newest = next(CronSim(cron_expression(record.cron), start, reverse=True)).timestamp()
+                nxt = next(ticks(record.cron, record.timezone, now), None)
+                nxt = nxt.timestamp() if nxt else None
+                break
+        if newest is None:
+            return nxt
+        missed = counted - 1
+        late = now - newest
+        if late > LATE and not (record.catchup == Catchup.LAST and late <= self.grace):
+            self._skip(record, newest, "missed", missed + 1)
+            return nxt
+        if missed:
+            self._note(record, newest, "missed", missed)
+        self._fire(record, newest, catchup=late > LATE)
+        return nxt
+
+    def _previous_running(self, record: ScheduleRecord) -> bool:
+        if not record.runs:
+            return False
+        task = self.storage.tasks.get(record.runs[-1]["task_id"])
+        return task is not None and (not task.state.is_finished or task.running > 0)
+
+    def _fire(self, record: ScheduleRecord, tick: float, catchup: bool = False) -> None:
+        if record.overlap != Overlap.ALLOW and self._previous_running(record):
+            if record.overlap == Overlap.QUEUE:
+                if record.queued_tick is not None:
+                    self._note(record, record.queued_tick, "overlap", 1)
+                record.queued_tick = tick
+                record.last_tick = tick
+                self.storage.save_schedule(record)
+                self.storage.flush()
+                return
+            self._skip(record, tick, "overlap", 1)
+            return
+        self._start(record, tick, catchup)
+
+    def _fire_queued(self, record: ScheduleRecord) -> None:
+        if record.queued_tick is not None and not self._previous_running(record):
+            tick, record.queued_tick = record.queued_tick, None
+            self._start(record, tick, queued=True)
+
+    def _start(self, record: ScheduleRecord, tick: float, catchup: bool = False, queued: bool = False) -> None:
+        """Make the tick's task, and record the tick in the same commit (nothing yields between the two saves)."""
+        record.last_tick = max(record.last_tick or 0, tick)
+        try:
+            spec = self._spec(record.job, record.version, record.targets, record.selector, record.params,
+                              record.notify)
+            task = self._submit(spec)
+        except MScheduleError as exc:  # the job or its targets changed since: the tick is dealt with, not run
+            self._skip(record, tick, f"error: {exc}", 1)
+            log.warning("schedule %s: tick %s not fired: %s", record.id, _iso(tick, record.timezone), exc)
+            return
+        task.job, task.job_version = record.job, record.version or len(self.storage.jobs[record.job])
+        task.schedule_id, task.schedule_tick = record.id, tick
+        self.storage.save_task(task)
+        record.fired += 1
+        record.runs = (record.runs + [{"tick": tick, "task_id": task.id}])[-KEPT:]
+        self.storage.save_schedule(record)
+        self.storage.flush()
+        log.info("schedule %s: tick %s fired task %s%s", record.id, _iso(tick, record.timezone), task.id,
+                 " (catch-up)" if catchup else " (queued)" if queued else "")
+
+    def _note(self, record: ScheduleRecord, tick: float, reason: str, count: int) -> None:
+        if reason == "missed":
+            record.missed += count
+        else:
+            record.skipped += count
+        record.skips = (record.skips + [{"tick": tick, "reason": reason, "count": count}])[-KEPT:]
+
+    def _skip(self, record: ScheduleRecord, tick: float, reason: str, count: int) -> None:
+        self._note(record, tick, reason, count)
+        record.last_tick = max(record.last_tick or 0, tick)
+        self.storage.save_schedule(record)
+        self.storage.flush()
+        log.info("schedule %s: tick %s %s%s", record.id, _iso(tick, record.timezone),
+                 "skipped: " if reason != "missed" else "", reason if count == 1 else f"{reason} ({count} ticks)")
+
+
+def _iso(tick: float, tz: str) -> str:
+    return datetime.fromtimestamp(tick, ZoneInfo(tz)).isoformat()
