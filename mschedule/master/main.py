@@ -9,6 +9,7 @@ import sys
 
 from mschedule import __version__
 from mschedule.master import MasterKeys, MasterServer
+from mschedule.master.notifications import DEFAULT_RETRY_BASE, DEFAULT_RETRY_FOR
 from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock
 from mschedule.master.server import BindError, MasterSettings, ServingLoopDied
 from mschedule.master.sqlite_storage import open_storage
@@ -72,6 +73,18 @@ def parse_args(argv: list[str] | None = None):
                         help="seconds: a schedule with catchup 'last' fires its newest missed tick (master down, "
                              "stopped, clock jump) once if it is at most this old [MSCHEDULE_SCHEDULE_GRACE]")
     parser.add_argument("--schedule-clock", default=env("SCHEDULE_CLOCK", None), help=argparse.SUPPRESS)
+    parser.add_argument("--webhook-secret-file", default=env("WEBHOOK_SECRET_FILE", None),
+                        help="the secret that signs webhook bodies (X-Mschedule-Signature); created if missing "
+                             "(default <state-dir>/webhook.secret) [MSCHEDULE_WEBHOOK_SECRET_FILE]")
+    parser.add_argument("--public-url", default=env("PUBLIC_URL", None),
+                        help="the web console's address, for the task links in webhook bodies, e.g. "
+                             "https://mschedule.example.com [MSCHEDULE_PUBLIC_URL]")
+    parser.add_argument("--webhook-retry-base", type=float,
+                        default=env("WEBHOOK_RETRY_BASE", DEFAULT_RETRY_BASE, float),
+                        help="seconds before a failed webhook's first retry; each next one waits twice as long, "
+                             "at most 10 minutes [MSCHEDULE_WEBHOOK_RETRY_BASE]")
+    parser.add_argument("--webhook-retry-for", type=float, default=env("WEBHOOK_RETRY_FOR", DEFAULT_RETRY_FOR, float),
+                        help="seconds after its first attempt that a webhook is given up [MSCHEDULE_WEBHOOK_RETRY_FOR]")
     parser.add_argument("--auto-accept", action="store_true", default=env("AUTO_ACCEPT", False, flag),
                         help="accept every new agent key at once (labs only) [MSCHEDULE_AUTO_ACCEPT]")
     parser.add_argument("--max-pending", type=int, default=env("MAX_PENDING", DEFAULT_MAX_PENDING, int),
@@ -96,6 +109,10 @@ def parse_args(argv: list[str] | None = None):
         parser.error("--max-pending must be >= 0")
     if (args.keep_tasks is not None and args.keep_tasks < 1) or (args.keep_days is not None and args.keep_days <= 0):
         parser.error("--keep-tasks must be >= 1 and --keep-days > 0")
+    if args.webhook_retry_base <= 0 or args.webhook_retry_for < 0:
+        parser.error("--webhook-retry-base must be > 0 and --webhook-retry-for >= 0")
+    if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):
+        parser.error("--public-url: expected an http:// or https:// address")
     if args.schedule_grace < 0:
         parser.error("--schedule-grace must be >= 0")
     try:
@@ -189,8 +206,14 @@ def main(argv: list[str] | None = None) -> None:
         heartbeat_interval=args.heartbeat_interval, max_heartbeat_rate=args.max_heartbeat_rate,
         max_script_bytes=args.max_script_bytes, max_result_bytes=args.max_result_bytes, max_targets=args.max_targets,
         auto_accept=args.auto_accept, max_pending=args.max_pending, keep_tasks=args.keep_tasks,
-        keep_days=args.keep_days, schedule_grace=args.schedule_grace, schedule_clock=args.schedule_clock)
-    server = MasterServer(settings, storage=storage, keys=keys)
+        keep_days=args.keep_days, schedule_grace=args.schedule_grace, schedule_clock=args.schedule_clock,
+        webhook_secret_file=args.webhook_secret_file or os.path.join(state_dir, "webhook.secret"),
+        public_url=args.public_url, webhook_retry_base=args.webhook_retry_base,
+        webhook_retry_for=args.webhook_retry_for)
+    try:
+        server = MasterServer(settings, storage=storage, keys=keys)
+    except (OSError, ValueError) as exc:  # the webhook secret's file cannot be read or made
+        fail(f"cannot read or create the webhook secret {settings.webhook_secret_file}: {exc}")
     try:
         server.bind()
     except BindError as exc:

@@ -68,6 +68,8 @@ class Scheduler:
         self.waiters = Waiters()
         #: running targets' output so far and followed tasks' events (memory only)
         self.live = LiveOutput(self.waiters, self._hostname)
+        #: called with each task as it ends, before its end is saved (mschedule/master/notifications.py)
+        self.on_finish: Callable[[TaskRecord], None] | None = None
 
     def _hostname(self, agent_id: str) -> str | None:
         agent = self.storage.agents.get(agent_id)
@@ -517,9 +519,12 @@ class Scheduler:
         self._finish(task, State.FAILED)
 
     def _finish(self, task: TaskRecord, state: State) -> None:
-        """The task ended (every end comes here): its finish waiters and cancel watchers answer now."""
+        """The task ended (every end comes here): its finish waiters and cancel watchers answer now, and its
+        webhooks are owed (saved with its end)."""
         task.state = state
         task.finished = self.clock()
+        if self.on_finish is not None:
+            self.on_finish(task)
         self.storage.save_task(task)
         log.info("task %s %s: %s", task.id, state.value, dict((s.value, n) for s, n in task.counts.items() if n))
         self.waiters.release(("task", task.id))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from mschedule.master.handler import AdminHandler, AgentHandler
 from mschedule.master.housekeeping import Housekeeper, Retention
 from mschedule.master.liveness import HeartbeatPolicy
 from mschedule.master.metrics import MasterMetrics
+from mschedule.master.notifications import DEFAULT_RETRY_BASE, DEFAULT_RETRY_FOR, Notifications, load_secret
 from mschedule.master.scheduler import Scheduler
 from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock
 from mschedule.master.storage import Storage
@@ -137,6 +139,12 @@ class MasterSettings:
     #: schedules: how old a missed tick may be for catchup "last"; the tests' fast clock (schedules.py)
     schedule_grace: float = DEFAULT_GRACE
     schedule_clock: str | None = None
+    #: webhooks: the signing secret's file (None: a secret of this process only), the console's address for
+    #: links, and the retry rule (mschedule/master/notifications.py)
+    webhook_secret_file: str | None = None
+    public_url: str | None = None
+    webhook_retry_base: float = DEFAULT_RETRY_BASE
+    webhook_retry_for: float = DEFAULT_RETRY_FOR
 
 
 class MasterServer:
@@ -153,6 +161,12 @@ class MasterServer:
         self.keys = keys
         policy = HeartbeatPolicy(base=settings.heartbeat_interval, max_rate=settings.max_heartbeat_rate)
         self.scheduler = Scheduler(self.storage, settings.agent_timeout, policy=policy)
+        secret = (load_secret(settings.webhook_secret_file) if settings.webhook_secret_file
+                  else secrets.token_hex(32).encode())
+        self.notifications = Notifications(self.storage, secret, settings.public_url,
+                                           retry_base=settings.webhook_retry_base,
+                                           retry_for=settings.webhook_retry_for)
+        self.scheduler.on_finish = self.notifications.task_ended
         self.scheduler.restore()
         self.housekeeper = Housekeeper(self.scheduler, self.storage, Retention(settings.keep_tasks, settings.keep_days))
         self.admission = (Admission(self.storage, keys.admin_public, settings.auto_accept, settings.max_pending)
@@ -173,6 +187,7 @@ class MasterServer:
         self.metrics.watch(self._agents.stats, self._admin.stats)
         self._housekeeper: gevent.Greenlet | None = None
         self._schedules: gevent.Greenlet | None = None
+        self._notifier: gevent.Greenlet | None = None
         #: a client of our own agents' endpoint: /health is a real round trip through it, not a flag
         self._probe = MasterLink(_local_endpoint(settings.bind.split(",")[0].strip()), timeout=PROBE_TIMEOUT,
                                  curve=CurveClientKeys(keys.public, keys.admin_public, keys.admin_secret)
@@ -233,6 +248,7 @@ class MasterServer:
         """
         self._housekeeper = gevent.spawn(self.housekeeper.run)
         self._schedules = gevent.spawn(self.admin_handler.schedules.run)
+        self._notifier = gevent.spawn(self.notifications.run)
         self._admin.start()
         self._agents.start()
         gevent.signal_handler(signal.SIGTERM, self.stop)
@@ -260,9 +276,10 @@ class MasterServer:
             server.stop()
 
     def close(self) -> None:
-        for loop in (self._housekeeper, self._schedules):
+        for loop in (self._housekeeper, self._schedules, self._notifier):
             if loop is not None:
                 loop.kill(block=False)
+        self.notifications.close()
         for server in (self._admin, self._agents):
             try:
                 server.close()

@@ -5,6 +5,7 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from mschedule.utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_MAX_TARGETS, MAX_FAIL_RATE, MAX_TIMEOUT
 from mschedule.utils.exceptions import ValidationError
@@ -100,8 +101,7 @@ def validate_notify(raw: Any, name: str = "notify") -> list[dict]:
             raise ValidationError(f"{where}.{unknown[0]}: unknown field (allowed: url, on)",
                                   field=f"{where}.{unknown[0]}")
         url = entry.get("url")
-        if (not isinstance(url, str) or len(url) > MAX_URL or not url.startswith(("http://", "https://"))
-                or len(url) <= len("https://") or any(c.isspace() for c in url)):
+        if not isinstance(url, str) or len(url) > MAX_URL or any(c.isspace() for c in url) or not _http_url(url):
             raise ValidationError(f"{where}.url: expected an http:// or https:// URL of at most {MAX_URL} "
                                   "characters", field=f"{where}.url")
         utf8(url, f"{where}.url")
@@ -112,6 +112,14 @@ def validate_notify(raw: Any, name: str = "notify") -> list[dict]:
                                   field=f"{where}.on")
         out.append({"url": url, "on": sorted(set(on))})
     return out
+
+
+def _http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or IPv6 literal
+        return False
 
 
 def _script(body: dict, max_script_bytes: int) -> bytes:

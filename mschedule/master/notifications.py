@@ -1,0 +1,205 @@
+"""Webhooks: when a task ends, a signed POST of its summary to each ``notify`` URL that asked for its state.
+
+- The deliveries are made when the task ends, in the task's own record (``task.notifications``), so they are
+  committed with its end: a master that dies after is still owed them, and sends them after its restart.
+- Each attempt is recorded (attempts, last status, last error); a failure (no answer within
+  ``TIMEOUT``, a connection refused, a status other than 2xx: redirects are not followed) is retried after
+  ``retry_base`` seconds, doubling up to ``MAX_BACKOFF``, until ``retry_for`` seconds after the first attempt;
+  then the delivery is ``failed``. Delivery is at least once: the receiver dedupes on ``X-Mschedule-Delivery``.
+- The body is signed: ``X-Mschedule-Signature: sha256=<hex HMAC-SHA256 of the body>`` with the secret of
+  ``--webhook-secret-file``.
+- Nothing waits for a receiver on the master's loop: requests run on a pool of threads, at most one at a time
+  per URL, so a slow or dead receiver holds one thread and delays only its own deliveries.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from enum import StrEnum
+
+import gevent
+import gevent.event
+from gevent.threadpool import ThreadPool
+
+from mschedule import __version__
+from mschedule.master.storage import Storage, TaskRecord
+from mschedule.utils.statedir import tighten, write_private
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 10.0
+"""Seconds one attempt may take (connect, send, answer)."""
+THREADS = 8
+"""Deliveries in flight at once (each to another URL)."""
+DEFAULT_RETRY_BASE = 10.0
+DEFAULT_RETRY_FOR = 3600.0
+MAX_BACKOFF = 600.0
+MAX_ERROR = 300
+"""Characters of an attempt's error kept in the record."""
+
+
+class Delivery(StrEnum):
+    """A delivery's state, in ``task.notifications[i]["state"]``."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+def load_secret(path: str) -> bytes:
+    """The signing secret in ``path`` (its first line), created (0600, 32 random bytes as hex) if missing."""
+    if not os.path.exists(path):
+        write_private(path, secrets.token_hex(32).encode() + b"\n", fsync=True)
+        log.info("webhook signing secret created in %s (give it to the receivers)", path)
+    tighten(path)
+    with open(path, "rb") as f:
+        secret = f.readline().strip()
+    if not secret:
+        raise ValueError(f"{path} is empty: it must hold the webhook signing secret")
+    return secret
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # a 3xx is an answer, not a new address to POST to
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def post(url: str, body: bytes, headers: dict[str, str], timeout: float = TIMEOUT) -> tuple[int | None, str | None]:
+    """One attempt (blocking: run it on a thread): ``(status, error)``; error None for a 2xx."""
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with _OPENER.open(request, timeout=timeout) as answer:
+            answer.read(65536)
+            return answer.status, None
+    except urllib.error.HTTPError as exc:
+        return exc.code, f"HTTP {exc.code} {exc.reason}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return None, f"{type(exc).__name__}: {reason}"
+
+
+class Notifications:
+    """Makes a task's deliveries when it ends (:meth:`task_ended`) and sends them (:meth:`run`)."""
+
+    def __init__(self, storage: Storage, secret: bytes, public_url: str | None = None,
+                 retry_base: float = DEFAULT_RETRY_BASE, retry_for: float = DEFAULT_RETRY_FOR,
+                 clock: Callable[[], float] = time.time,
+                 send: Callable[[str, bytes, dict[str, str]], tuple[int | None, str | None]] = post) -> None:
+        self.storage = storage
+        self.secret = secret
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.retry_base = retry_base
+        self.retry_for = retry_for
+        self.clock = clock
+        self._send = send
+        self._pool = ThreadPool(THREADS)
+        self._wake = gevent.event.Event()
+        #: tasks with a delivery still pending (found again at start: they are in the tasks' records)
+        self._owed: dict[str, None] = {t.id: None for t in storage.tasks.values()
+                                       if any(n["state"] == Delivery.PENDING for n in t.notifications)}
+        self._busy: set[str] = set()
+
+    def task_ended(self, task: TaskRecord) -> None:
+        """Make the deliveries the task's ``notify`` asks for its end state (saved with the task's end)."""
+        now = self.clock()
+        for entry in task.notify:
+            if task.state.value in entry["on"]:
+                task.notifications.append({"id": uuid.uuid4().hex, "url": entry["url"], "on": entry["on"],
+                                           "state": Delivery.PENDING, "attempts": 0, "last_status": None,
+                                           "last_error": None, "next_attempt": now, "first_attempt": None,
+                                           "delivered": None})
+        if task.notifications:
+            self._owed[task.id] = None
+            self._wake.set()
+
+    def run(self) -> None:
+        """The delivery loop (a greenlet of the master)."""
+        while True:
+            try:
+                wake = self._start_due()
+            except Exception:  # noqa: BLE001 - the loop must outlive any one bad record
+                log.exception("notifications: delivery loop failed; going on")
+                wake = 1.0
+            self._wake.clear()
+            self._wake.wait(timeout=max(0.05, min(wake, 1.0)))
+
+    def _start_due(self) -> float:
+        now = self.clock()
+        soonest = float("inf")
+        for task_id in list(self._owed):
+            task = self.storage.tasks.get(task_id)
+            pending = [n for n in task.notifications if n["state"] == Delivery.PENDING] if task else []
+            if not pending:
+                self._owed.pop(task_id, None)
+                continue
+            for delivery in pending:
+                if delivery["url"] in self._busy:
+                    continue
+                if delivery["next_attempt"] <= now:
+                    self._busy.add(delivery["url"])
+                    gevent.spawn(self._attempt, task, delivery)
+                else:
+                    soonest = min(soonest, delivery["next_attempt"] - now)
+        return soonest
+
+    def body(self, task: TaskRecord, delivery: dict) -> bytes:
+        summary = task.summary()
+        payload = {"event": "task.finished", "delivery": delivery["id"], "sent": self.clock(),
+                   **{k: summary[k] for k in ("task_id", "state", "counts", "total", "job", "job_version",
+                                              "schedule_id", "schedule_tick", "created", "started", "finished",
+                                              "retry_of")},
+                   "url": f"{self.public_url}/#/task/{task.id}" if self.public_url else None}
+        return json.dumps(payload, sort_keys=True).encode()
+
+    def _attempt(self, task: TaskRecord, delivery: dict) -> None:
+        try:
+            body = self.body(task, delivery)
+            headers = {"Content-Type": "application/json", "User-Agent": f"mschedule/{__version__}",
+                       "X-Mschedule-Event": "task.finished", "X-Mschedule-Delivery": delivery["id"],
+                       "X-Mschedule-Attempt": str(delivery["attempts"] + 1),
+                       "X-Mschedule-Signature": sign(self.secret, body)}
+            start = self.clock()
+            status, error = self._pool.apply(self._send, (delivery["url"], body, headers))
+            self._record(task, delivery, start, status, error)
+        finally:
+            self._busy.discard(delivery["url"])
+            self._wake.set()
+
+    def _record(self, task: TaskRecord, delivery: dict, start: float, status: int | None, error: str | None) -> None:
+        now = self.clock()
+        delivery["attempts"] += 1
+        delivery["first_attempt"] = delivery["first_attempt"] or start
+        delivery["last_status"], delivery["last_error"] = status, (error[:MAX_ERROR] if error else None)
+        if error is None:
+            delivery["state"], delivery["delivered"], delivery["next_attempt"] = Delivery.DELIVERED, now, None
+            log.info("task %s: notification to %s delivered (HTTP %s, attempt %d)", task.id, delivery["url"],
+                     status, delivery["attempts"])
+        elif now - delivery["first_attempt"] >= self.retry_for:
+            delivery["state"], delivery["next_attempt"] = Delivery.FAILED, None
+            log.warning("task %s: notification to %s failed for good after %d attempts: %s", task.id,
+                        delivery["url"], delivery["attempts"], error)
+        else:
+            delivery["next_attempt"] = now + min(MAX_BACKOFF, self.retry_base * 2 ** (delivery["attempts"] - 1))
+            log.warning("task %s: notification to %s failed (attempt %d: %s); next in %.0fs", task.id,
+                        delivery["url"], delivery["attempts"], error, delivery["next_attempt"] - now)
+        if task.id in self.storage.tasks:  # not pruned meanwhile
+            self.storage.save_task(task)
+
+    def close(self) -> None:
+        self._pool.kill()

@@ -1,0 +1,157 @@
+"""Webhooks: a loopback HTTP server stands in for the receiver; the master signs, retries and records."""
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.integration.harness import free_port, wait_until
+
+FAST = ("--webhook-retry-base", "0.5")
+
+
+class Receiver:
+    """Answers each POST with the next status of ``statuses`` (the last one from then on), after ``delay``."""
+
+    def __init__(self, statuses=(200,), delay: float = 0.0, port: int | None = None) -> None:
+        self.statuses = list(statuses)
+        self.delay = delay
+        self.calls: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.calls.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                                       "at": time.time()})
+                time.sleep(receiver.delay)
+                status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port or 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receivers():
+    made = []
+
+    def make(*args, **kwargs) -> Receiver:
+        made.append(Receiver(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+def _secret(stack) -> bytes:
+    return (stack.state / "webhook.secret").read_bytes().strip()
+
+
+def _notifications(api, task_id):
+    return api.get(f"/task/{task_id}")[1]["notifications"]
+
+
+def test_a_webhook_arrives_signed_and_is_retried_after_a_500(stack, receivers):
+    receiver = receivers(statuses=(500, 200))
+    stack.master(*FAST, "--public-url", "https://ms.example.test")
+    stack.web()
+    stack.agents(1)
+    ids = stack.online_agents()
+    api = stack.api
+    task = api.run("exit 3", ids, notify=[{"url": receiver.url, "on": ["FAILED"]},
+                                          {"url": receiver.url + "?never", "on": ["SUCCEED"]}])
+    assert task["state"] == "FAILED"
+    wait_until(lambda: _notifications(api, task["task_id"])[0]["state"] == "delivered", 20, what="delivery")
+    assert len(receiver.calls) == 2  # the 500, then the retry; the SUCCEED-only hook was never owed
+    first, second = receiver.calls
+    assert second["at"] - first["at"] >= 0.4  # the backoff
+    secret = _secret(stack)
+    for call in receiver.calls:
+        expected = "sha256=" + hmac.new(secret, call["body"], hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(call["headers"]["X-Mschedule-Signature"], expected)
+        assert call["headers"]["Content-Type"] == "application/json"
+    assert first["headers"]["X-Mschedule-Delivery"] == second["headers"]["X-Mschedule-Delivery"]
+    assert [c["headers"]["X-Mschedule-Attempt"] for c in receiver.calls] == ["1", "2"]
+    body = json.loads(second["body"])
+    assert body["task_id"] == task["task_id"] and body["state"] == "FAILED" and body["counts"]["FAILED"] == 1
+    assert body["url"] == f"https://ms.example.test/#/task/{task['task_id']}" and body["event"] == "task.finished"
+    shown = _notifications(api, task["task_id"])
+    assert len(shown) == 1 and shown[0]["attempts"] == 2 and shown[0]["last_status"] == 200
+    assert shown[0]["url"] == receiver.url and shown[0]["last_error"] is None
+    # a forged body does not match the signature
+    assert "sha256=" + hmac.new(secret, second["body"] + b" ", hashlib.sha256).hexdigest() != \
+        second["headers"]["X-Mschedule-Signature"]
+
+
+def test_a_job_and_a_schedule_notify_and_a_slow_receiver_delays_nothing_else(stack, receivers):
+    slow = receivers(delay=8)
+    fast = receivers()
+    stack.master(*FAST)
+    stack.web()
+    stack.agents(1)
+    ids = stack.online_agents()
+    api = stack.api
+    status, _ = api.post("/job/j", {"script": "true", "targets": ids, "notify": [{"url": slow.url}]})
+    assert status == 201
+    status, run = api.post("/job/j/run", {})
+    api.wait_task(run["task_id"])
+    wait_until(lambda: slow.calls, 10, what="the slow receiver called")
+    # while the slow receiver holds its request, another task's webhook goes out at once, and the API answers
+    begun = time.monotonic()
+    other = api.run("true", ids, notify=[{"url": fast.url}])
+    wait_until(lambda: _notifications(api, other["task_id"])[0]["state"] == "delivered", 5, what="fast delivery")
+    assert time.monotonic() - begun < 5
+    assert api.get("/health")[0] == 200
+    # the job's own notify reaches the task
+    assert _notifications(api, run["task_id"])[0]["url"] == slow.url
+
+
+def test_a_pending_webhook_survives_a_master_kill(stack, receivers):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    master = stack.master(*FAST)
+    stack.web()
+    stack.agents(1)
+    ids = stack.online_agents()
+    api = stack.api
+    task = api.run("true", ids, notify=[{"url": url}])  # nobody listens yet: refused, retried
+    wait_until(lambda: _notifications(api, task["task_id"])[0]["attempts"] >= 1, 10, what="a failed attempt")
+    assert _notifications(api, task["task_id"])[0]["last_error"]
+    time.sleep(1.5)  # the periodic commit has the attempt
+    master.kill9()
+    receiver = receivers(port=port)
+    stack.master(*FAST)
+    wait_until(lambda: _notifications(api, task["task_id"])[0]["state"] == "delivered", 20, what="delivery")
+    assert len(receiver.calls) == 1
+
+
+def test_bad_notify_entries_are_400(stack):
+    ids = stack.up(1)
+    api = stack.api
+    for notify, field in (("http://x", "notify"), ([{"url": "ftp://x"}], "notify[0].url"),
+                          ([{"url": "http://a b"}], "notify[0].url"), ([{"url": 5}], "notify[0].url"),
+                          ([{"url": "http://x", "on": ["DONE"]}], "notify[0].on"),
+                          ([{"url": "http://x", "on": []}], "notify[0].on"),
+                          ([{"url": "http://x", "secret": "s"}], "notify[0].secret"),
+                          ([{"url": "http://x"}] * 11, "notify")):
+        status, body = api.post("/task", {"script": "true", "targets": ids, "notify": notify})
+        assert status == 400 and body["field"] == field, (notify, body)
+    assert api.run("true", ids)["state"] == "SUCCEED"
