@@ -51,7 +51,7 @@ KEPT = 20
 """Runs and skips each schedule keeps in its record (newest)."""
 MAX_SCHEDULES = 10000
 MAX_CRON = 200
-MAX_COUNTED = 100000
+MAX_COUNTED = 10000
 """Missed ticks counted one by one; beyond, the count says at least this many."""
 ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
            "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
@@ -123,6 +123,9 @@ class Schedules:
         self.clock = clock or ScheduleClock()
         self.grace = grace
         self._changed = gevent.event.Event()
+        #: schedule id -> its next tick (schedule clock), so the loop evaluates a cron expression only when a
+        #: tick is due, not for every schedule at every wake; dropped when the schedule changes
+        self._due: dict[str, float | None] = {}
 
     # ---- records ---------------------------------------------------------------------------
     def create(self, body: Any) -> dict:
@@ -136,7 +139,7 @@ class Schedules:
         self._apply(record, body)
         record.last_tick = record.created  # ticks from now on
         self.storage.save_schedule(record)
-        self._changed.set()
+        self._changed.set()  # the loop computes its first tick (none is cached)
         log.info("schedule %s created: job %s, %r %s", record.id, record.job, record.cron, record.timezone)
         return {"schedule_id": record.id}
 
@@ -158,6 +161,7 @@ class Schedules:
             changed.queued_tick = None
         self.storage.schedules[record.id] = changed
         self.storage.save_schedule(changed)
+        self._due.pop(record.id, None)
         self._changed.set()
         log.info("schedule %s changed: %s", record.id, ", ".join(sorted(body)))
         return self.get(record.id)
@@ -165,6 +169,7 @@ class Schedules:
     def delete(self, schedule_id: Any) -> dict:
         record = self._get(schedule_id)
         self.storage.delete_schedule(record.id)
+        self._due.pop(record.id, None)
         log.info("schedule %s deleted", record.id)
         return {"schedule_id": record.id, "deleted": True}
 
@@ -297,11 +302,15 @@ class Schedules:
         """Deal with every due tick of every enabled schedule; returns the real seconds until the next one."""
         now = self.clock.now()
         soonest = float("inf")
-        for record in list(self.storage.schedules.values()):
-            if not record.enabled:
+        for schedule_id in list(self.storage.schedules):
+            # fetched anew each time: a commit below yields, and a change or delete made meanwhile replaced it
+            record = self.storage.schedules.get(schedule_id)
+            if record is None or not record.enabled:
                 continue
             self._fire_queued(record)
-            nxt = self._deal(record, now)
+            nxt = self._due.get(record.id, now)
+            if nxt is not None and nxt <= now:
+                nxt = self._due[record.id] = self._deal(record, now)
             if nxt is not None:
                 soonest = min(soonest, nxt - now)
         return self.clock.real_seconds(soonest) if soonest != float("inf") else MAX_WAKE

@@ -145,14 +145,18 @@ def _header_types(peer: RawPeer, fleet: Fleet) -> int:
     return len(headers) * 3
 
 
+ARGS_METHODS = ("ping", "send", "get_task", "watch_cancel", "get_result", "add_task", "keys_accept", "get_agents",
+                "job_save", "job_run", "retry_task", "schedule_create", "schedule_update", "schedule_get",
+                "schedules_list", "schedule_delete")
+
+
 def _args_shapes(peer: RawPeer, fleet: Fleet) -> int:
     shapes = [None, {}, {"a": 1}, "args", 5, [1, 2, 3, 4, 5], list(range(10000)), ["x" * 1_000_000],
               [{"type": "heartbeat"}], [{"type": "register", "payload": None}], [[[[[]]]]], [b"\xff" * 100]]
     for args in shapes:
-        for name in ("ping", "send", "get_task", "watch_cancel", "get_result", "add_task", "keys_accept",
-                     "get_agents", "job_save"):
+        for name in ARGS_METHODS:
             peer.send_payload([{"message_id": new_id(), "v": 3}, name, args])
-    return len(shapes) * 9
+    return len(shapes) * len(ARGS_METHODS)
 
 
 def _payload_shapes(peer: RawPeer, fleet: Fleet) -> int:
