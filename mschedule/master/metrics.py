@@ -52,8 +52,14 @@ _DB_COMMIT = Histogram(
 DB_COMMIT_ERRORS = Counter("db_commit_errors", "SQLite commits that failed (their changes stay pending)",
                            namespace=NAMESPACE, registry=None)
 
+_SCHEDULE_TICKS = Counter("schedule_ticks", "schedule ticks dealt with, by outcome: fired, skipped (overlap or an "
+                          "error), missed (seen too late; a catch-up fires only the newest)", ("outcome",),
+                          namespace=NAMESPACE, registry=None)
+_WEBHOOK_ATTEMPTS = Counter("webhook_attempts", "webhook POSTs made, by result: delivered (a 2xx), failed (any other "
+                            "answer, none, or refused)", ("result",), namespace=NAMESPACE, registry=None)
+
 EVENT_METRICS = (RPC_CALLS, RPC_ERRORS, _HEARTBEATS, _PROGRESS, _TARGETS_STARTED, _TARGETS_ENDED, _DISPATCH_LATENCY,
-                 _TARGET_DURATION, _DB_COMMIT, DB_COMMIT_ERRORS)
+                 _TARGET_DURATION, _DB_COMMIT, DB_COMMIT_ERRORS, _SCHEDULE_TICKS, _WEBHOOK_ATTEMPTS)
 """Every metric counted as events happen (the same objects in every registry of this process)."""
 
 # children made once: exported from zero, and no label lookup per event
@@ -61,6 +67,17 @@ _HEARTBEAT_OF = {kind: _HEARTBEATS.labels(kind) for kind in (messages.HEARTBEAT,
 _PROGRESS_OF = {applied: _PROGRESS.labels(str(applied).lower()) for applied in (True, False)}
 _ENDED = {state: _TARGETS_ENDED.labels(state.value) for state in State if state.is_finished}
 _DURATION = {state: _TARGET_DURATION.labels(state.value) for state in State if state.is_finished}
+_TICKS = {outcome: _SCHEDULE_TICKS.labels(outcome) for outcome in ("fired", "skipped", "missed")}
+_ATTEMPTS = {ok: _WEBHOOK_ATTEMPTS.labels("delivered" if ok else "failed") for ok in (True, False)}
+
+
+def schedule_ticks(outcome: str, count: int = 1) -> None:
+    """``count`` ticks of a schedule were ``fired``, ``skipped`` or ``missed``."""
+    _TICKS[outcome].inc(count)
+
+
+def webhook_attempted(delivered: bool) -> None:
+    _ATTEMPTS[delivered].inc()
 
 
 def heartbeat_received(kind: str) -> None:

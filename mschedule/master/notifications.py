@@ -31,6 +31,7 @@ import gevent.event
 from gevent.threadpool import ThreadPool
 
 from mschedule import __version__
+from mschedule.master import metrics
 from mschedule.master.storage import Storage, TaskRecord
 from mschedule.utils.statedir import tighten, write_private
 
@@ -186,6 +187,7 @@ class Notifications:
         delivery["attempts"] += 1
         delivery["first_attempt"] = delivery["first_attempt"] or start
         delivery["last_status"], delivery["last_error"] = status, (error[:MAX_ERROR] if error else None)
+        metrics.webhook_attempted(error is None)
         if error is None:
             delivery["state"], delivery["delivered"], delivery["next_attempt"] = Delivery.DELIVERED, now, None
             log.info("task %s: notification to %s delivered (HTTP %s, attempt %d)", task.id, delivery["url"],

@@ -31,6 +31,7 @@ import gevent
 import gevent.event
 from cronsim import CronSim, CronSimError
 
+from mschedule.master import metrics
 from mschedule.master.jobs import Jobs
 from mschedule.master.storage import Catchup, Overlap, ScheduleRecord, Storage, TaskRecord
 from mschedule.utils.exceptions import MScheduleError, NotFound, ValidationError
@@ -382,6 +383,7 @@ class Schedules:
         task.schedule_id, task.schedule_tick = record.id, tick
         self.storage.save_task(task)
         record.fired += 1
+        metrics.schedule_ticks("fired")
         record.runs = (record.runs + [{"tick": tick, "task_id": task.id}])[-KEPT:]
         self.storage.save_schedule(record)
         self.storage.flush()
@@ -393,6 +395,7 @@ class Schedules:
             record.missed += count
         else:
             record.skipped += count
+        metrics.schedule_ticks("missed" if reason == "missed" else "skipped", count)
         record.skips = (record.skips + [{"tick": tick, "reason": reason, "count": count}])[-KEPT:]
 
     def _skip(self, record: ScheduleRecord, tick: float, reason: str, count: int) -> None:

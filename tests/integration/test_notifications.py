@@ -4,6 +4,7 @@ import hmac
 import json
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -65,6 +66,12 @@ def _secret(stack) -> bytes:
     return (stack.state / "webhook.secret").read_bytes().strip()
 
 
+def _metrics(stack) -> str:
+    req = urllib.request.Request(stack.api.base + "/metrics", headers={"Authorization": f"Bearer {stack.token}"})
+    with urllib.request.urlopen(req, timeout=10) as answer:
+        return answer.read().decode()
+
+
 def _notifications(api, task_id):
     return api.get(f"/task/{task_id}")[1]["notifications"]
 
@@ -96,6 +103,9 @@ def test_a_webhook_arrives_signed_and_is_retried_after_a_500(stack, receivers):
     shown = _notifications(api, task["task_id"])
     assert len(shown) == 1 and shown[0]["attempts"] == 2 and shown[0]["last_status"] == 200
     assert shown[0]["url"] == receiver.url and shown[0]["last_error"] is None
+    text = _metrics(stack)
+    assert 'mschedule_master_webhook_attempts_total{result="failed"} 1.0' in text
+    assert 'mschedule_master_webhook_attempts_total{result="delivered"} 1.0' in text
     # a forged body does not match the signature
     assert "sha256=" + hmac.new(secret, second["body"] + b" ", hashlib.sha256).hexdigest() != \
         second["headers"]["X-Mschedule-Signature"]
