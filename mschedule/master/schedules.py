@@ -209,6 +209,7 @@ class Schedules:
         description = body.get("description") or ""
         if not isinstance(description, str) or len(description) > 1000:
             raise ValidationError("description: expected a string of at most 1000 characters", field="description")
+        utf8(description, "description")
         version = body.get("version")
         try:
             self.jobs.get(body["job"], version)

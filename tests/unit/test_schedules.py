@@ -50,3 +50,83 @@ def test_the_fast_clock_runs_from_its_start():
     clock = ScheduleClock(start=1000.0, speed=60)
     assert clock.real_seconds(60) == 1 and ScheduleClock.parse(None).start is None
     assert ScheduleClock.parse("1000:60").speed == 60
+
+
+class ManualClock(ScheduleClock):
+    def __init__(self, now: float) -> None:
+        super().__init__()
+        self.t = now
+
+    def now(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def world():
+    from mschedule.master.handler import AdminHandler
+    from mschedule.master.scheduler import Scheduler
+    from mschedule.master.storage import Storage
+    from mschedule.utils.messages import AgentInfo
+
+    storage = Storage()
+    scheduler = Scheduler(storage, agent_timeout=10)
+    scheduler.agent_seen(AgentInfo(id="a0", hostname="h-a0", session="s1"))
+    clock = ManualClock(datetime(2026, 12, 1, 10, 0, 30, tzinfo=ZoneInfo("UTC")).timestamp())
+    admin = AdminHandler(scheduler, schedule_clock=clock)
+    admin.job_save("j", {"script": "true", "targets": ["a0"]})
+    return admin, scheduler, clock
+
+
+def _finish_all(scheduler):
+    from mschedule.utils.states import State
+    for task in scheduler.storage.tasks.values():
+        if not task.state.is_finished:
+            for target in task.targets.values():
+                task.set_target_state(target, State.SUCCEED)
+            scheduler._finish(task, State.SUCCEED)
+
+
+def test_overlap_queue_fires_one_waiting_tick_when_the_previous_run_ends(world):
+    admin, scheduler, clock = world
+    sid = admin.schedule_create({"job": "j", "cron": "* * * * *", "overlap": "queue"})["schedule_id"]
+    schedules = admin.schedules
+    for _ in range(3):  # 10:01, 10:02, 10:03 while the first run never ends
+        clock.t += 60
+        schedules.fire_due()
+    record = scheduler.storage.schedules[sid]
+    assert record.fired == 1 and record.queued_tick == record.last_tick and record.skipped == 1
+    _finish_all(scheduler)
+    schedules.fire_due()
+    assert record.fired == 2 and record.queued_tick is None
+    ticks_ = [t.schedule_tick for t in scheduler.storage.tasks.values()]
+    assert ticks_ == sorted(set(ticks_)) and ticks_[-1] == record.last_tick  # the newest queued tick ran
+
+
+def test_a_clock_going_back_never_fires_a_tick_again(world):
+    admin, scheduler, clock = world
+    sid = admin.schedule_create({"job": "j", "cron": "* * * * *", "overlap": "allow"})["schedule_id"]
+    clock.t += 60
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].fired == 1
+    clock.t -= 600  # ten minutes back
+    for _ in range(5):
+        clock.t += 60
+        admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].fired == 1  # the ticks before the fired one are not due again
+    clock.t += 360
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].fired == 2
+
+
+def test_a_tick_that_cannot_run_is_recorded_and_the_next_one_tried(world):
+    admin, scheduler, clock = world
+    sid = admin.schedule_create({"job": "j", "cron": "* * * * *"})["schedule_id"]
+    admin.job_save("j", {"script": "true", "targets": ["a0"], "params": [{"name": "X", "required": True}]})
+    clock.t += 60
+    admin.schedules.fire_due()
+    record = scheduler.storage.schedules[sid]
+    assert record.fired == 0 and record.skips[-1]["reason"].startswith("error: params.X")
+    admin.schedule_update(sid, {"params": {"X": "1"}})
+    clock.t += 60
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].fired == 1
