@@ -58,9 +58,8 @@ class Delivery(StrEnum):
 
 def load_secret(path: str) -> bytes:
     """The signing secret in ``path`` (its first line), created (0600, 32 random bytes as hex) if missing."""
-    if not os.path.exists(path):
+    if not os.path.exists(path):  # the master says where it is once it listens (MasterServer.bind)
         write_private(path, secrets.token_hex(32).encode() + b"\n", fsync=True)
-        log.info("webhook signing secret created in %s (give it to the receivers)", path)
     tighten(path)
     with open(path, "rb") as f:
         secret = f.readline().strip()

@@ -223,6 +223,9 @@ class MasterServer:
         else:
             log.info("master public key %s (give agents --master-key %s)", self.keys.public.decode(),
                      self.keys.public_path)
+        if self.settings.webhook_secret_file:
+            log.info("webhooks are signed with the secret in %s (give it to their receivers)",
+                     self.settings.webhook_secret_file)
 
     def endpoints_health(self) -> dict:
         """Each endpoint's state: the agents' from a ping sent through it now, the admin's from the call that
