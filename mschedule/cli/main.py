@@ -69,6 +69,23 @@ def labels_of(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
     return dict(pairs or [])
 
 
+def assignment(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``--env`` and ``-p``: the value may be empty and may hold ``=``. Only the shape is
+    checked here; what a name may be and what a value may hold is the master's rule (its 400 names the field)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def states_list(text: str) -> list[str]:
+    """``--notify-on FAILED,SUCCEED``: upper-cased, in order, without repeats (the master checks the states)."""
+    states = list(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
+    if not states:
+        raise argparse.ArgumentTypeError(f"expected states separated by commas, got {text!r}")
+    return states
+
+
 # ---- what the flags mean in a request --------------------------------------------------------------------
 def selection(args: argparse.Namespace, client: Client | None, require: bool = True) -> dict:
     """``targets`` and/or ``selector`` of a task body from the host flags.
@@ -125,6 +142,37 @@ def parameters(args: argparse.Namespace) -> dict:
     return {field: getattr(args, attr) for attr, field in PARAMS if getattr(args, attr, None) is not None}
 
 
+def assignments(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
+    """``--env``/``-p`` pairs as an object; a name given twice keeps its last value (as ``env A=1 A=2`` does)."""
+    return dict(pairs or [])
+
+
+def notify_of(args: argparse.Namespace) -> list[dict] | None:
+    """The ``notify`` list of ``--notify URL`` (each URL once) and ``--notify-on``, which applies to every URL
+    (left out: the master's default, every end state). None when no ``--notify`` was given."""
+    urls = list(dict.fromkeys(getattr(args, "notify", None) or []))
+    on = getattr(args, "notify_on", None)
+    if on is not None and not urls:
+        raise CliError("--notify-on: give --notify URL too")
+    if not urls:
+        return None
+    return [{"url": url, "on": on} if on is not None else {"url": url} for url in urls]
+
+
+def extras(args: argparse.Namespace, env: bool = False) -> dict:
+    """``env`` (``--env``, a script's task only), ``params`` (``-p``) and ``notify`` of a body, when given.
+    Worked out before any request, so that a bad combination costs none."""
+    body: dict[str, Any] = {}
+    if env and getattr(args, "env", None):
+        body["env"] = assignments(args.env)
+    if getattr(args, "param", None):
+        body["params"] = assignments(args.param)
+    notify = notify_of(args)
+    if notify is not None:
+        body["notify"] = notify
+    return body
+
+
 def read_script(args: argparse.Namespace) -> str:
     """The script: the SCRIPT argument, ``-f FILE``, or standard input for ``-`` / ``-f -``."""
     if args.script is not None and args.file is not None:
@@ -145,11 +193,13 @@ def read_script(args: argparse.Namespace) -> str:
 
 def task_body(args: argparse.Namespace, client: Client | None) -> dict:
     """The ``POST /task`` body of ``mschedule run``."""
-    return {"script": read_script(args), **selection(args, client), **parameters(args)}
+    more = extras(args, env=True)
+    return {"script": read_script(args), **selection(args, client), **parameters(args), **more}
 
 
 def retry_body(args: argparse.Namespace) -> dict:
-    return {"only": ["FAILED"] if args.failed else ["FAILED", "CANCELLED"]}
+    """``only`` the FAILED (and CANCELLED) targets; ``params``: secret values the old task no longer keeps."""
+    return {"only": ["FAILED"] if args.failed else ["FAILED", "CANCELLED"], **extras(args)}
 
 
 def _client(client: Client | None) -> Client:
@@ -354,8 +404,10 @@ def job_body(args: argparse.Namespace, client: Client | None) -> dict:
 
 
 def job_run_body(args: argparse.Namespace, client: Client | None) -> dict:
-    """The ``POST /job/{name}/run`` body: the version and the overrides given (hosts, parameters)."""
-    body: dict[str, Any] = {**selection(args, client, require=False), **parameters(args)}
+    """The ``POST /job/{name}/run`` body: the version, the overrides given (hosts, task parameters), the job
+    parameters (``-p``, checked by the master against the version's declarations) and notifications."""
+    more = extras(args)
+    body: dict[str, Any] = {**selection(args, client, require=False), **parameters(args), **more}
     if args.version is not None:
         body["version"] = args.version
     return body
@@ -505,6 +557,18 @@ def _param_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-by", metavar="LABEL", help="roll out group by group of this label's values")
 
 
+def _param_flag(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("-p", "--param", action="append", type=assignment, metavar="NAME=VALUE", help=help)
+
+
+def _notify_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("notifications")
+    g.add_argument("--notify", action="append", metavar="URL",
+                   help="POST the outcome to URL when the task ends (repeatable)")
+    g.add_argument("--notify-on", type=states_list, metavar="STATES",
+                   help="only for these end states, e.g. FAILED,CANCELLED (default all: SUCCEED,FAILED,CANCELLED)")
+
+
 def _follow_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print only the final task as JSON")
     p.add_argument("--detach", action="store_true", help="print the task id and exit without following")
@@ -527,8 +591,11 @@ def build_parser() -> Parser:
     p = command("run", cmd_run, "run a script on hosts and follow it to its end")
     p.add_argument("script", nargs="?", metavar="SCRIPT", help="the script's text, or - for standard input")
     p.add_argument("-f", "--file", metavar="FILE", help="read the script from FILE (- for standard input)")
+    p.add_argument("--env", action="append", type=assignment, metavar="NAME=VALUE",
+                   help="environment variable for the script (repeatable)")
     _host_flags(p)
     _param_flags(p)
+    _notify_flags(p)
     _follow_flags(p)
 
     p = command("agents", cmd_agents, "list agents")
@@ -554,6 +621,7 @@ def build_parser() -> Parser:
     p = command("retry", cmd_retry, "run a task again on its FAILED and CANCELLED targets, and follow it")
     _completer(p.add_argument("id", metavar="ID"), TASK_IDS)
     p.add_argument("--failed", action="store_true", help="only the FAILED targets")
+    _param_flag(p, "a secret job parameter's value, given again (a task keeps none once it ended; repeatable)")
     _follow_flags(p)
 
     p = command("jobs", cmd_jobs, "stored, versioned scripts")
@@ -579,8 +647,10 @@ def build_parser() -> Parser:
     j = jobs.add_parser("run", parents=[common], help="run a job (its saved hosts and parameters, or these)")
     _completer(j.add_argument("name", metavar="NAME"), JOB_NAMES)
     j.add_argument("--version", type=int, metavar="N", help="this version (default the latest)")
+    _param_flag(j, "a job parameter's value (repeatable; the declared defaults fill the rest)")
     _host_flags(j)
     _param_flags(j)
+    _notify_flags(j)
     _follow_flags(j)
 
     p = command("keys", cmd_keys, "agent keys waiting for a decision, accepted or rejected")

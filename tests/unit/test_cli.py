@@ -159,6 +159,41 @@ def test_retry_keys_agents_and_jobs_bodies():
     assert cli.job_run_body(parse("jobs", "run", "deploy"), None) == {}
 
 
+def test_env_params_and_notify_become_body_fields():
+    args = parse("run", "echo $A", "--target", "a1", "--env", "A=1", "--env", "B=x=y", "--env", "EMPTY=",
+                 "--env", "A=2", "--notify", "https://h/1", "--notify", "https://h/2", "--notify", "https://h/1",
+                 "--notify-on", "failed, Cancelled,FAILED")
+    assert cli.task_body(args, None) == {
+        "script": "echo $A", "targets": ["a1"], "env": {"A": "2", "B": "x=y", "EMPTY": ""},  # the last A wins
+        "notify": [{"url": "https://h/1", "on": ["FAILED", "CANCELLED"]},
+                   {"url": "https://h/2", "on": ["FAILED", "CANCELLED"]}]}
+    # --notify-on left out: the master's default (every end state)
+    assert cli.task_body(parse("run", "true", "--target", "a1", "--notify", "https://h"), None)["notify"] == [
+        {"url": "https://h"}]
+    assert cli.job_run_body(parse("jobs", "run", "deploy", "-p", "VERSION=1.2", "--param", "MODE=fast",
+                                  "--notify", "https://h", "--notify-on", "SUCCEED"), None) == {
+        "params": {"VERSION": "1.2", "MODE": "fast"}, "notify": [{"url": "https://h", "on": ["SUCCEED"]}]}
+    assert cli.retry_body(parse("retry", "t1", "-p", "TOKEN=s3cret")) == {
+        "only": ["FAILED", "CANCELLED"], "params": {"TOKEN": "s3cret"}}
+    with pytest.raises(CliError, match="--notify-on: give --notify URL too"):
+        cli.task_body(parse("run", "true", "--target", "a1", "--notify-on", "FAILED"), None)
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["run", "true", "--all", "--env", "NOVALUE"], "--env"),
+    (["run", "true", "--all", "--env", "=value"], "--env"),
+    (["jobs", "run", "deploy", "-p", "VERSION"], "-p/--param"),
+    (["jobs", "run", "deploy", "--param", "=1"], "-p/--param"),
+    (["retry", "t1", "-p", "TOKEN"], "-p/--param"),
+    (["run", "true", "--all", "--notify", "https://h", "--notify-on", ","], "--notify-on"),
+])
+def test_a_malformed_assignment_is_a_usage_error_before_any_request(argv, flag, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "make_client", lambda args: pytest.fail("a request was made"))
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"mschedule: error: argument {flag}: expected "), err
+
+
 def test_job_save_body(tmp_path):
     script = tmp_path / "deploy.sh"
     script.write_text("make deploy\n")
