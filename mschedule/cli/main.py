@@ -13,7 +13,6 @@ import getpass
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,6 +37,7 @@ from mschedule.cli.follow import (
     exit_status,
     table,
     task_over,
+    when,
 )
 
 try:  # shell completion is optional at run time: without it every command still works
@@ -314,10 +314,6 @@ def cmd_task(args: argparse.Namespace) -> int:
     return 0
 
 
-def _when(stamp: float | None) -> str:
-    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
-
-
 def cmd_tasks(args: argparse.Namespace) -> int:
     client = make_client(args)
     query = {"state": args.state, "job": args.job, "limit": args.limit}
@@ -325,7 +321,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(tasks)
         return 0
-    rows = [[t["task_id"], t["state"], _when(t.get("created")), t["total"], t["counts"].get("SUCCEED", 0),
+    rows = [[t["task_id"], t["state"], when(t.get("created")), t["total"], t["counts"].get("SUCCEED", 0),
              t["counts"].get("FAILED", 0), t["counts"].get("CANCELLED", 0),
              f"{t['job']} v{t['job_version']}" if t.get("job") else "-"] for t in tasks]
     print(table(["TASK", "STATE", "CREATED", "TOTAL", "SUCCEED", "FAILED", "CANCELLED", "JOB"], rows))
@@ -422,7 +418,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             emit_json(jobs)
         else:
             print(table(["NAME", "VERSION", "SAVED", "MESSAGE"],
-                        [[j["name"], j["version"], _when(j.get("created_at")), j.get("message") or "-"] for j in jobs]))
+                        [[j["name"], j["version"], when(j.get("created_at")), j.get("message") or "-"] for j in jobs]))
         return 0
     name = client.quote(args.name)
     if action == "show":
@@ -431,7 +427,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         if args.json:
             emit_json(job)
         else:
-            print(f"# job {job['name']} version {job['version']} saved {_when(job.get('created_at'))}"
+            print(f"# job {job['name']} version {job['version']} saved {when(job.get('created_at'))}"
                   f"{': ' + job['message'] if job.get('message') else ''}")
             params = {k: v for k, v in (job.get("params") or {}).items() if v not in (None, [])}
             print(f"# parameters: {json.dumps(params, sort_keys=True)}")
@@ -481,7 +477,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         else:
             print(table(["AGENT_ID", "STATE", "HOSTNAME", "IP", "FIRST_SEEN"],
                         [[k["agent_id"], k["state"], k.get("hostname") or "-", ",".join(k.get("ip") or []) or "-",
-                          _when(k.get("first_seen"))] for k in keys]))
+                          when(k.get("first_seen"))] for k in keys]))
         return 0
     answer = client.post(f"/keys/{args.keys_action}", keys_body(args))
     if args.json:

@@ -16,7 +16,7 @@ import pytest
 
 from mschedule.cli import main as cli
 from mschedule.cli.client import ApiError, Client, CliError, config_path, read_config, resolve_settings, write_config
-from mschedule.cli.follow import EventSource, Follower, Progress, SseParser, exit_status
+from mschedule.cli.follow import EventSource, Follower, Progress, SseParser, exit_status, when
 
 
 class FakeClient:
@@ -254,6 +254,33 @@ def test_each_ended_host_output_is_shown_once_after_its_hostname():
     assert summary[0].split() == ["HOST", "STATE", "CODE", "DURATION"]
     assert summary[1].split() == ["db-1", "SUCCEED", "0", "2.5s"]
     assert summary[-1] == "task t1 SUCCEED in 3.0s: waiting 0 running 0 succeed 2 failed 1 cancelled 0"
+
+
+def test_the_summary_shows_params_env_schedule_and_notifications_when_present():
+    task = snapshot({"a1": "SUCCEED"}, {"a1": "web-1"}, "SUCCEED", 13.0)
+    plain = Follower(FakeClient(), "t1").summary(task).splitlines()
+    task.update(env={"VERSION": "1.2", "TOKEN": "***", "NOTE": "a b", "BIG": "x" * 100}, secrets=["TOKEN"],
+                params={"VERSION": "1.2", "TOKEN": "***"}, schedule_id="s1", schedule_tick=None,
+                notify=[{"url": "https://h/1", "on": ["FAILED"]}], notifications=[])
+    lines = Follower(FakeClient(), "t1").summary(task).splitlines()
+    assert lines[:len(plain) - 1] == plain[:-1] and lines[-1] == plain[-1]  # the table first, the state last
+    assert lines[len(plain) - 1:-1] == [
+        "params: TOKEN=*** VERSION=1.2",
+        f"env: BIG={'x' * 60}...(100 bytes) NOTE='a b'",  # a job parameter is in the env too: shown once
+        "schedule: s1",
+        "notify https://h/1 (on FAILED)",  # no delivery yet: what it will notify
+    ]
+    task["notifications"] = [
+        {"url": "https://h/1", "on": ["FAILED"], "state": "delivered", "attempts": 1, "last_status": 200,
+         "last_error": None, "next_attempt": None},
+        {"url": "https://h/2", "on": ["FAILED"], "state": "pending", "attempts": 2, "last_status": None,
+         "last_error": "connection refused", "next_attempt": 0}]
+    lines = Follower(FakeClient(), "t1").summary(task).splitlines()
+    assert lines[-3:-1] == ["notify https://h/1: delivered (1 attempt, HTTP 200)",
+                            f"notify https://h/2: pending (2 attempts, connection refused, next {when(0)})"]
+    # a task from before issue 15, or one without any of it: nothing more than before
+    task.update(env={}, params={}, secrets=[], schedule_id=None, notify=[], notifications=[])
+    assert Follower(FakeClient(), "t1").summary(task).splitlines() == plain
 
 
 def test_progress_on_a_terminal_is_one_line_rewritten():
