@@ -34,6 +34,7 @@ from mschedule.cli.follow import (
     Follower,
     PollSource,
     Progress,
+    assigned,
     exit_status,
     table,
     task_over,
@@ -316,7 +317,7 @@ def cmd_task(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     client = make_client(args)
-    query = {"state": args.state, "job": args.job, "limit": args.limit}
+    query = {"state": args.state, "job": args.job, "schedule": args.schedule, "limit": args.limit}
     tasks = client.get("/tasks", query=query)
     if args.json:
         emit_json(tasks)
@@ -458,6 +459,164 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return submitted(client, answer["task_id"], args)
 
 
+# ---- schedules ---------------------------------------------------------------------------------------------
+#: flag attribute -> schedule field, sent when given (the master's defaults apply to the others)
+SCHEDULE_FIELDS = (("cron", "cron"), ("timezone", "timezone"), ("overlap", "overlap"), ("catchup", "catchup"),
+                   ("description", "description"))
+
+HOST_FLAGS = ("host", "label", "group", "target")
+
+
+def version_choice(text: str) -> int | str:
+    """``--version N`` of ``schedules edit``, or ``latest`` (the latest version at each firing)."""
+    if text == "latest":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a version number or 'latest', got {text!r}") from None
+
+
+def schedule_body(args: argparse.Namespace, client: Client | None) -> dict:
+    """The ``POST /schedules`` body of ``schedules create``: only what was given; without host flags the
+    schedule runs on the job's own hosts."""
+    body: dict[str, Any] = {"job": args.job, **extras(args)}
+    body.update({field: getattr(args, attr) for attr, field in SCHEDULE_FIELDS if getattr(args, attr) is not None})
+    if args.version is not None:
+        body["version"] = args.version
+    if args.disabled:
+        body["enabled"] = False
+    body.update(selection(args, client, require=False))
+    return body
+
+
+def schedule_patch(args: argparse.Namespace, client: Client | None) -> dict:
+    """The ``PATCH /schedule/{id}`` body of ``schedules edit``: each field given replaces the schedule's (``-p``
+    all its job parameters, ``--notify`` all its notifications, host flags its hosts: both ``targets`` and
+    ``selector``); ``--version latest``, ``--no-params``, ``--no-notify`` and ``--job-hosts`` clear."""
+    body: dict[str, Any] = {**extras(args)}
+    body.update({field: getattr(args, attr) for attr, field in SCHEDULE_FIELDS if getattr(args, attr) is not None})
+    if args.version is not None:
+        body["version"] = None if args.version == "latest" else args.version
+    if args.no_params:
+        if "params" in body:
+            raise CliError("--no-params: not together with -p")
+        body["params"] = {}
+    if args.no_notify:
+        if "notify" in body:
+            raise CliError("--no-notify: not together with --notify")
+        body["notify"] = []
+    hosts = any(getattr(args, flag) for flag in HOST_FLAGS)
+    if args.job_hosts:
+        if hosts:
+            raise CliError("--job-hosts: not together with --host, --label, --group or --target")
+        body.update(targets=[], selector=None)
+    elif hosts:
+        body.update({"targets": [], "selector": None, **selection(args, client, require=False)})
+    if not body:
+        raise CliError("schedules edit: nothing to change (give --cron, --timezone, hosts, -p, ... ; see --help)")
+    return body
+
+
+def _job_of(schedule: dict) -> str:
+    return schedule["job"] if schedule.get("version") is None else f"{schedule['job']} v{schedule['version']}"
+
+
+def _next_run(schedule: dict) -> str:
+    if not schedule.get("enabled", True):
+        return "disabled"
+    return f"next run {schedule.get('next_run_local') or '-'}"
+
+
+def schedule_text(schedule: dict) -> str:
+    """``schedules show``: the schedule's settings, its next runs, its last runs and skips."""
+    # the API masks a secret's value already; shown as it comes, not quoted as a shell word
+    secrets = [name for name, value in (schedule.get("params") or {}).items() if value == "***"]
+    lines = [f"schedule {schedule['schedule_id']} ({'enabled' if schedule.get('enabled') else 'disabled'})"]
+    version = "the latest version at each run" if schedule.get("version") is None else f"version {schedule['version']}"
+    lines.append(f"job:         {schedule['job']} ({version})")
+    lines.append(f"cron:        {schedule['cron']} ({schedule.get('timezone') or 'UTC'})")
+    lines.append(f"overlap:     {schedule.get('overlap')}; catchup: {schedule.get('catchup')}")
+    if schedule.get("targets") or schedule.get("selector"):
+        if schedule.get("targets"):
+            lines.append(f"targets:     {','.join(schedule['targets'])}")
+        if schedule.get("selector"):
+            lines.append(f"selector:    {json.dumps(schedule['selector'], sort_keys=True)}")
+    else:
+        lines.append("hosts:       the job's own")
+    if schedule.get("params"):
+        lines.append(f"params:      {assigned(schedule['params'], secrets)}")
+    for entry in schedule.get("notify") or []:
+        on = entry.get("on")
+        lines.append(f"notify:      {entry.get('url')}" + (f" (on {','.join(on)})" if on else ""))
+    if schedule.get("description"):
+        lines.append(f"description: {schedule['description']}")
+    lines.append(f"created:     {when(schedule.get('created'))}")
+    lines.append(f"fired {schedule.get('fired', 0)}, skipped {schedule.get('skipped', 0)}, "
+                 f"missed {schedule.get('missed', 0)}")
+    if "next_runs" in schedule:
+        lines.append("next runs:" if schedule["next_runs"] else "next runs: none (disabled)")
+        lines.extend(f"  {run}" for run in schedule["next_runs"])
+    if schedule.get("runs"):
+        lines.append("last runs:")
+        lines.extend("  " + row for row in table(
+            ["TICK", "TASK", "STATE"],
+            [[when(r.get("tick")), r.get("task_id"), r.get("state")] for r in schedule["runs"]]).splitlines())
+    if schedule.get("skips"):
+        lines.append("skips:")
+        lines.extend("  " + row for row in table(
+            ["TICK", "REASON"], [[when(r.get("tick")), r.get("reason")] for r in schedule["skips"]]).splitlines())
+    return "\n".join(lines)
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    action = args.schedules_action
+    if action == "list":
+        schedules = client.get("/schedules", query={"job": args.job})
+        if args.json:
+            emit_json(schedules)
+        else:
+            print(table(["ID", "JOB", "CRON", "TIMEZONE", "NEXT RUN", "LAST STATE", "ENABLED"],
+                        [[s["schedule_id"], _job_of(s), s["cron"], s.get("timezone"), s.get("next_run_local"),
+                          s.get("last_state"), "yes" if s.get("enabled") else "no"] for s in schedules]))
+        return 0
+    if action == "create":
+        body = schedule_body(args, client)
+        answer = client.post("/schedules", body)
+        if args.json:
+            emit_json(answer)
+        else:
+            schedule = client.get(f"/schedule/{client.quote(answer['schedule_id'])}")
+            print(f"schedule {answer['schedule_id']} created: {_next_run(schedule)}")
+        return 0
+    path = f"/schedule/{client.quote(args.id)}"
+    if action == "show":
+        schedule = client.get(path)
+        if args.json:
+            emit_json(schedule)
+        else:
+            print(schedule_text(schedule))
+        return 0
+    if action == "delete":
+        answer = client.delete(path)
+        if args.json:
+            emit_json(answer)
+        else:
+            print(f"schedule {answer['schedule_id']} deleted")
+        return 0
+    body = {"enable": {"enabled": True}, "disable": {"enabled": False}}.get(action) or schedule_patch(args, client)
+    schedule = client.patch(path, body)
+    if args.json:
+        emit_json(schedule)
+    elif action == "edit":
+        print(schedule_text(schedule))
+    else:
+        print(f"schedule {schedule['schedule_id']} {action}d" + (f": {_next_run(schedule)}" if action == "enable"
+                                                                  else ""))
+    return 0
+
+
 def keys_body(args: argparse.Namespace) -> dict:
     if args.all_pending:
         if args.ids:
@@ -513,6 +672,7 @@ def _remote_completer(path: str, pick: Callable[[Any], Iterable[str]]) -> Callab
 JOB_NAMES = _remote_completer("/jobs", lambda jobs: [j["name"] for j in jobs])
 TASK_IDS = _remote_completer("/tasks", lambda tasks: [t["task_id"] for t in tasks])
 AGENT_IDS = _remote_completer("/task/targets", lambda agents: list(agents))
+SCHEDULE_IDS = _remote_completer("/schedules", lambda schedules: [s["schedule_id"] for s in schedules])
 PENDING_KEYS = _remote_completer("/keys", lambda keys: [k["agent_id"] for k in keys if k["state"] == "pending"])
 
 
@@ -565,6 +725,33 @@ def _notify_flags(p: argparse.ArgumentParser) -> None:
                    help="only for these end states, e.g. FAILED,CANCELLED (default all: SUCCEED,FAILED,CANCELLED)")
 
 
+def _schedule_flags(p: argparse.ArgumentParser, create: bool) -> None:
+    """The flags of ``schedules create`` (and ``edit``, where each replaces the schedule's and none is required)."""
+    p.add_argument("--cron", required=create, metavar="EXPR",
+                   help="five fields ('*/5 * * * *') or @hourly, @daily, @weekly, @monthly, @yearly")
+    p.add_argument("--timezone", metavar="TZ", help="the cron's time zone, e.g. Europe/Berlin (default UTC)")
+    if create:
+        p.add_argument("--version", type=int, metavar="N", help="this version (default the latest at each run)")
+    else:
+        p.add_argument("--version", type=version_choice, metavar="N|latest",
+                       help="this version, or latest (the latest at each run)")
+    p.add_argument("--overlap", choices=("skip", "queue", "allow"),
+                   help="a run due while the last still goes: skip it (default), queue it, or allow both")
+    p.add_argument("--catchup", choices=("none", "last"),
+                   help="runs missed while the master was down: none (default) or the last of them")
+    p.add_argument("--description", metavar="TEXT")
+    _param_flag(p, "a job parameter's value (repeatable)" + ("" if create else "; replaces all of them"))
+    _host_flags(p, all_flag=False)
+    _notify_flags(p)
+    if create:
+        p.add_argument("--disabled", action="store_true", help="create it disabled (enable it later)")
+    else:
+        p.add_argument("--no-params", action="store_true", help="clear its job parameters")
+        p.add_argument("--no-notify", action="store_true", help="clear its notifications")
+        p.add_argument("--job-hosts", action="store_true", help="run on the job's own hosts again")
+    p.add_argument("--json", action="store_true")
+
+
 def _follow_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print only the final task as JSON")
     p.add_argument("--detach", action="store_true", help="print the task id and exit without following")
@@ -602,6 +789,7 @@ def build_parser() -> Parser:
     p = command("tasks", cmd_tasks, "list tasks, newest first")
     p.add_argument("--state", type=str.upper, choices=("WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED"))
     _completer(p.add_argument("--job", metavar="NAME"), JOB_NAMES)
+    _completer(p.add_argument("--schedule", metavar="ID", help="the tasks this schedule fired"), SCHEDULE_IDS)
     p.add_argument("--limit", type=int, metavar="N", help="at most N tasks (default 50)")
     p.add_argument("--json", action="store_true")
 
@@ -648,6 +836,27 @@ def build_parser() -> Parser:
     _param_flags(j)
     _notify_flags(j)
     _follow_flags(j)
+
+    p = command("schedules", cmd_schedules, "run jobs at the times of a cron expression")
+    schedules = p.add_subparsers(dest="schedules_action", required=True, metavar="ACTION")
+    c = schedules.add_parser("list", parents=[common], help="every schedule, its next run and last outcome")
+    _completer(c.add_argument("--job", metavar="NAME", help="only this job's"), JOB_NAMES)
+    c.add_argument("--json", action="store_true")
+    c = schedules.add_parser("show", parents=[common], help="a schedule, its next five runs, its last runs and skips")
+    _completer(c.add_argument("id", metavar="ID"), SCHEDULE_IDS)
+    c.add_argument("--json", action="store_true")
+    c = schedules.add_parser("create", parents=[common], help="run a job at the times of a cron expression")
+    _completer(c.add_argument("job", metavar="JOB"), JOB_NAMES)
+    _schedule_flags(c, create=True)
+    c = schedules.add_parser("edit", parents=[common], help="change a schedule (what is given replaces the old)")
+    _completer(c.add_argument("id", metavar="ID"), SCHEDULE_IDS)
+    _schedule_flags(c, create=False)
+    for action, text in (("enable", "enable a schedule (its next run from now)"),
+                         ("disable", "disable a schedule (it keeps its settings and history)"),
+                         ("delete", "delete a schedule (the tasks it fired stay)")):
+        c = schedules.add_parser(action, parents=[common], help=text)
+        _completer(c.add_argument("id", metavar="ID"), SCHEDULE_IDS)
+        c.add_argument("--json", action="store_true")
 
     p = command("keys", cmd_keys, "agent keys waiting for a decision, accepted or rejected")
     keys = p.add_subparsers(dest="keys_action", required=True, metavar="ACTION")

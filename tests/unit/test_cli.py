@@ -194,6 +194,77 @@ def test_a_malformed_assignment_is_a_usage_error_before_any_request(argv, flag, 
     assert err[-1].startswith(f"mschedule: error: argument {flag}: expected "), err
 
 
+def test_schedules_create_and_edit_bodies():
+    args = parse("schedules", "create", "deploy", "--cron", "*/5 * * * *", "--timezone", "Europe/Berlin",
+                 "--version", "3", "--label", "role=web", "--target", "a1", "-p", "VERSION=1.2", "--overlap", "queue",
+                 "--catchup", "last", "--disabled", "--notify", "https://h", "--notify-on", "failed",
+                 "--description", "every 5 min")
+    assert cli.schedule_body(args, None) == {
+        "job": "deploy", "cron": "*/5 * * * *", "timezone": "Europe/Berlin", "version": 3,
+        "targets": ["a1"], "selector": {"labels": {"role": "web"}}, "params": {"VERSION": "1.2"},
+        "overlap": "queue", "catchup": "last", "enabled": False, "description": "every 5 min",
+        "notify": [{"url": "https://h", "on": ["FAILED"]}]}
+    # only what was given: the master's defaults, the job's own hosts and version
+    assert cli.schedule_body(parse("schedules", "create", "deploy", "--cron", "@daily"), None) == {
+        "job": "deploy", "cron": "@daily"}
+    edit = cli.schedule_patch
+    assert edit(parse("schedules", "edit", "s1", "--cron", "0 3 * * *", "--version", "latest"), None) == {
+        "cron": "0 3 * * *", "version": None}
+    assert edit(parse("schedules", "edit", "s1", "--version", "2", "--description", ""), None) == {
+        "version": 2, "description": ""}
+    # hosts given replace both: a --host does not leave the old targets beside it
+    assert edit(parse("schedules", "edit", "s1", "--host", "web-*"), None) == {
+        "targets": [], "selector": {"hostname": "web-*"}}
+    assert edit(parse("schedules", "edit", "s1", "--job-hosts", "--no-params", "--no-notify"), None) == {
+        "targets": [], "selector": None, "params": {}, "notify": []}
+    for argv, message in ((["s1"], "nothing to change"), (["s1", "--no-params", "-p", "A=1"], "--no-params"),
+                          (["s1", "--no-notify", "--notify", "https://h"], "--no-notify"),
+                          (["s1", "--job-hosts", "--target", "a1"], "--job-hosts")):
+        with pytest.raises(CliError, match=message):
+            edit(parse("schedules", "edit", *argv), None)
+
+
+@pytest.mark.parametrize("argv,error", [
+    (["schedules", "create", "deploy"], "the following arguments are required: --cron"),
+    (["schedules", "edit", "s1", "--version", "x"], "argument --version: expected a version number or 'latest'"),
+    (["schedules", "create", "deploy", "--cron", "@daily", "--overlap", "never"], "argument --overlap: invalid"),
+    (["schedules", "create", "deploy", "--cron", "@daily", "--all"], "unrecognized arguments: --all"),
+    (["schedules", "enable"], "the following arguments are required: ID"),
+    (["schedules"], "the following arguments are required: ACTION"),
+])
+def test_schedules_usage_errors_exit_3(argv, error, capsys, monkeypatch):
+    """--all is not offered: it would freeze the agents online at create time into every later run."""
+    monkeypatch.setattr(cli, "make_client", lambda args: pytest.fail("a request was made"))
+    assert cli.main(argv) == 3
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"mschedule: error: {error}")
+
+
+SCHEDULE = {"schedule_id": "s1", "job": "deploy", "version": None, "cron": "*/5 * * * *", "timezone": "Europe/Berlin",
+            "enabled": True, "overlap": "skip", "catchup": "none", "targets": [], "selector": None,
+            "params": {"VERSION": "1.2", "TOKEN": "***"}, "notify": [{"url": "https://h", "on": ["FAILED"]}],
+            "description": "", "created": 0, "next_run": 300, "next_run_local": "1970-01-01T01:05:00+01:00",
+            "last_tick": None, "last_task_id": None, "last_state": None, "fired": 2, "skipped": 1, "missed": 0,
+            "next_runs": ["1970-01-01T01:05:00+01:00", "1970-01-01T01:10:00+01:00"],
+            "runs": [{"tick": 0, "task_id": "t9", "state": "SUCCEED"}], "skips": [{"tick": 0, "reason": "overlap"}]}
+
+
+def test_schedules_show_text():
+    lines = cli.schedule_text(SCHEDULE).splitlines()
+    assert lines[:3] == ["schedule s1 (enabled)", "job:         deploy (the latest version at each run)",
+                         "cron:        */5 * * * * (Europe/Berlin)"]
+    assert "hosts:       the job's own" in lines and "params:      TOKEN=*** VERSION=1.2" in lines
+    assert "notify:      https://h (on FAILED)" in lines and "fired 2, skipped 1, missed 0" in lines
+    at = lines.index("next runs:")
+    assert lines[at + 1:at + 3] == ["  1970-01-01T01:05:00+01:00", "  1970-01-01T01:10:00+01:00"]
+    at = lines.index("last runs:")
+    assert lines[at + 1].split() == ["TICK", "TASK", "STATE"] and lines[at + 2].split()[-2:] == ["t9", "SUCCEED"]
+    assert lines[-1].split()[-1] == "overlap"
+    pinned = cli.schedule_text({**SCHEDULE, "version": 2, "enabled": False, "targets": ["a1"], "next_runs": [],
+                                "runs": [], "skips": []}).splitlines()
+    assert pinned[0] == "schedule s1 (disabled)" and pinned[1] == "job:         deploy (version 2)"
+    assert "targets:     a1" in pinned and pinned[-1] == "next runs: none (disabled)"
+
+
 def test_job_save_body(tmp_path):
     script = tmp_path / "deploy.sh"
     script.write_text("make deploy\n")
@@ -297,7 +368,8 @@ def test_shell_completion_completes_commands_and_flags(tmp_path):
     pytest.importorskip("argcomplete")
     out = tmp_path / "completions"
     for line, expected in (("mschedule jobs s", {"show", "save"}), ("mschedule run --fail-", {"--fail-count",
-                                                                                             "--fail-rate"})):
+                                                                                             "--fail-rate"}),
+                           ("mschedule schedules e", {"edit", "enable"})):
         env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": " ", "COMP_LINE": line,
                "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
         subprocess.run([sys.executable, "-m", "mschedule.cli"], env=env, check=True, timeout=30,
