@@ -363,6 +363,24 @@ def notification_text(n: dict) -> str:
     return f"{n.get('url')}: {n.get('state')} ({', '.join(parts)})"
 
 
+#: the task summary's fields :func:`details` shows (the event stream's task has none of them)
+DETAIL_FIELDS = ("env", "secrets", "params", "schedule_id", "schedule_tick", "notify", "notifications")
+
+
+def with_details(client: Client, task: dict) -> dict:
+    """``task`` (a snapshot of the event stream) with the :data:`DETAIL_FIELDS` of its summary, fetched without
+    outputs (``GET /task/{id}?output_limit=0``) when it lacks them. A failed fetch leaves them out: the task
+    ended, and its summary is still worth showing."""
+    if all(name in task for name in DETAIL_FIELDS):
+        return task
+    try:
+        full = client.get(f"/task/{client.quote(task['task_id'])}", query={"output_limit": 0})
+    except CliError as exc:
+        log.info("task %s: no details for the summary: %s", task["task_id"], exc.message)
+        return task
+    return {**task, **{name: full[name] for name in DETAIL_FIELDS if name in full}}
+
+
 def details(task: dict) -> list[str]:
     """What a task ran with beyond its script and hosts, the lines of what it has: its job parameters, the rest
     of its environment (a job run's parameters are in its environment too: shown once), the schedule that

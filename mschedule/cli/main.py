@@ -39,6 +39,7 @@ from mschedule.cli.follow import (
     table,
     task_over,
     when,
+    with_details,
 )
 
 try:  # shell completion is optional at run time: without it every command still works
@@ -276,7 +277,7 @@ def follow(client: Client, task_id: str, as_json: bool = False) -> int:
     if as_json:
         emit_json(client.get(f"/task/{client.quote(task_id)}"))
     else:
-        print(follower.summary(task))
+        print(follower.summary(with_details(client, task)))
     return exit_status(task)
 
 

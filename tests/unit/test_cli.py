@@ -16,7 +16,7 @@ import pytest
 
 from mschedule.cli import main as cli
 from mschedule.cli.client import ApiError, Client, CliError, config_path, read_config, resolve_settings, write_config
-from mschedule.cli.follow import EventSource, Follower, Progress, SseParser, exit_status, when
+from mschedule.cli.follow import EventSource, Follower, Progress, SseParser, exit_status, when, with_details
 
 
 class FakeClient:
@@ -352,6 +352,28 @@ def test_the_summary_shows_params_env_schedule_and_notifications_when_present():
     # a task from before issue 15, or one without any of it: nothing more than before
     task.update(env={}, params={}, secrets=[], schedule_id=None, notify=[], notifications=[])
     assert Follower(FakeClient(), "t1").summary(task).splitlines() == plain
+
+
+def test_a_followed_task_gets_its_details_from_the_summary_without_outputs():
+    """The event stream's task has no env, params, schedule nor notifications: one GET without outputs adds
+    them (all of them, so nothing is fetched for a task that has them); a failed GET leaves them out."""
+    class Answering(FakeClient):
+        def get(self, path, query=None, **kw):
+            self.calls.append(("GET", path, query))
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    streamed = snapshot({"a1": "SUCCEED"}, {"a1": "h"}, "SUCCEED", 13.0)
+    client = Answering()
+    client.answer = {**streamed, "env": {"A": "1"}, "secrets": [], "params": {}, "schedule_id": None,
+                     "schedule_tick": None, "notify": [], "notifications": [], "script": "not taken"}
+    task = with_details(client, streamed)
+    assert client.calls == [("GET", "/task/t1", {"output_limit": 0})]
+    assert task["env"] == {"A": "1"} and "script" not in task and task["targets"] is streamed["targets"]
+    assert with_details(client, task) is task and len(client.calls) == 1
+    client.answer = CliError("cannot reach the web tier")
+    assert with_details(client, streamed) is streamed
 
 
 def test_progress_on_a_terminal_is_one_line_rewritten():
