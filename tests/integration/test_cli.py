@@ -295,3 +295,85 @@ def test_ctrl_c_on_a_terminal_asks_and_cancels(fleet, tmp_path):
     finally:
         proc.kill()
         os.close(master_fd)
+
+
+# ---- issue 15: environment, job parameters, schedules, notifications ----------------------------------------
+def _task_count(fleet: Stack) -> int:
+    status, tasks = fleet.api.get("/tasks?limit=1000")
+    assert status == 200, tasks
+    return len(tasks)
+
+
+def test_run_env_reaches_the_script_and_the_summary_shows_it(fleet, tmp_path):
+    done = mschedule(fleet, tmp_path, "run", 'echo "got $GREETING and $EMPTY."', "--host", "cli-a",
+                     "--env", "GREETING=hello world", "--env", "EMPTY=")
+    assert done.returncode == 0, done
+    lines = done.stdout.splitlines()
+    assert "cli-a: got hello world and ." in lines, done.stdout
+    assert "env: EMPTY='' GREETING='hello world'" in lines, done.stdout
+    shown = mschedule(fleet, tmp_path, "task", lines[-1].split()[1])
+    assert "env: EMPTY='' GREETING='hello world'" in shown.stdout.splitlines(), shown
+
+
+def test_env_and_param_errors_are_one_line_exit_3(fleet, tmp_path):
+    """A malformed NAME=VALUE is refused before any request; a value the master refuses is its 400 in one line
+    that names the field."""
+    status, _ = fleet.api.post("/job/cli-checked", {"script": 'echo "v=$VERSION"', "selector": {"hostname": "cli-b"},
+                                                    "params": [{"name": "VERSION", "choices": ["1.0", "1.2"],
+                                                                "default": "1.0"}]})
+    assert status in (200, 201)
+    before = _task_count(fleet)
+    malformed = [mschedule(fleet, tmp_path, "run", "true", "--host", "cli-a", "--env", "NOVALUE"),
+                 mschedule(fleet, tmp_path, "jobs", "run", "cli-checked", "-p", "VERSION")]
+    for done in malformed:
+        assert done.returncode == 3 and done.stdout == "", done
+        assert done.stderr.splitlines()[-1].startswith("mschedule: error: argument "), done
+    refused = {"choice": mschedule(fleet, tmp_path, "jobs", "run", "cli-checked", "-p", "VERSION=9"),
+               "unknown": mschedule(fleet, tmp_path, "jobs", "run", "cli-checked", "-p", "NOPE=1"),
+               "reserved env": mschedule(fleet, tmp_path, "run", "true", "--host", "cli-a", "--env", "MSCHEDULE_X=1")}
+    for what, done in refused.items():
+        assert done.returncode == 3 and done.stdout == "", (what, done)
+        assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, (what, done)
+    assert refused["choice"].stderr.startswith("mschedule: params.VERSION"), refused["choice"].stderr
+    assert refused["unknown"].stderr.startswith("mschedule: params.NOPE"), refused["unknown"].stderr
+    assert refused["reserved env"].stderr.startswith("mschedule: env.MSCHEDULE_X"), refused["reserved env"].stderr
+    assert _task_count(fleet) == before  # none of them made a task
+
+
+def test_jobs_run_params_reach_the_script_defaults_fill_the_rest(fleet, tmp_path):
+    status, _ = fleet.api.post("/job/cli-params", {
+        "script": 'echo "v=$VERSION mode=$MODE"', "selector": {"hostname": "cli-b"},
+        "params": [{"name": "VERSION", "choices": ["1.0", "1.2"], "default": "1.0"},
+                   {"name": "MODE", "pattern": "[a-z]+", "default": "slow"}]})
+    assert status in (200, 201)
+    given = mschedule(fleet, tmp_path, "jobs", "run", "cli-params", "-p", "VERSION=1.2", "--param", "MODE=fast")
+    assert given.returncode == 0, given
+    assert "cli-b: v=1.2 mode=fast" in given.stdout.splitlines(), given.stdout
+    assert "params: MODE=fast VERSION=1.2" in given.stdout.splitlines(), given.stdout
+    assert not any(line.startswith("env: ") for line in given.stdout.splitlines())  # shown once, as params
+    defaults = mschedule(fleet, tmp_path, "jobs", "run", "cli-params", "--json")
+    assert defaults.returncode == 0, defaults
+    task = json.loads(defaults.stdout)
+    assert task["params"] == {"VERSION": "1.0", "MODE": "slow"}
+    assert task["targets"][fleet.ids["cli-b"]]["output"] == "v=1.0 mode=slow\n"
+
+
+def test_retry_of_a_task_with_a_secret_needs_it_again(fleet, tmp_path):
+    status, _ = fleet.api.post("/job/cli-secret", {
+        "script": f'[ "$TOKEN" = s3cret ] && [ "$MSCHEDULE_AGENT_ID" != {fleet.ids["cli-a"]} ]',
+        "selector": {"hostname": "cli-*"}, "parallel": 2, "fail_rate": 100,
+        "params": [{"name": "TOKEN", "secret": True, "required": True}]})
+    assert status in (200, 201)
+    failed = mschedule(fleet, tmp_path, "jobs", "run", "cli-secret", "-p", "TOKEN=s3cret")
+    assert failed.returncode == 1, failed
+    assert "params: TOKEN=***" in failed.stdout.splitlines() and "s3cret" not in failed.stdout, failed.stdout
+    task_id = failed.stdout.splitlines()[-1].split()[1]
+    without = mschedule(fleet, tmp_path, "retry", task_id, "--failed")
+    assert without.returncode == 3 and len(without.stderr.splitlines()) == 1, without
+    assert without.stderr.startswith("mschedule: params.TOKEN"), without.stderr
+    again = mschedule(fleet, tmp_path, "retry", task_id, "--failed", "-p", "TOKEN=s3cret", "--json")
+    task = json.loads(again.stdout)
+    # the secret reached the script again: cli-a still fails, but for its id, not for the token
+    assert again.returncode == 1 and list(task["targets"]) == [fleet.ids["cli-a"]], again
+    assert task["params"] == {"TOKEN": "***"}
+
