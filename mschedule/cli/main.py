@@ -394,11 +394,26 @@ def job_body(args: argparse.Namespace, client: Client | None) -> dict:
     """The ``POST /job/{name}`` body: the script of ``-f FILE``, the message, and the task parameters and
     hosts given (saved as the job's defaults)."""
     args.script = None
+    more = extras(args)
+    if args.params_file is not None:
+        more["params"] = read_declarations(args.params_file)
     body: dict[str, Any] = {"script": read_script(args), **selection(args, client, require=False),
-                            **parameters(args)}
+                            **parameters(args), **more}
     if args.message:
         body["message"] = args.message
     return body
+
+
+def read_declarations(path: str) -> Any:
+    """``--params-file``: the job's parameter declarations, a JSON array as the API takes it (the master checks
+    each declaration; here only that the file is JSON)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"--params-file {path}: {exc}") from None
+    except ValueError as exc:
+        raise CliError(f"--params-file {path}: not JSON: {exc}") from None
 
 
 def job_run_body(args: argparse.Namespace, client: Client | None) -> dict:
@@ -409,6 +424,20 @@ def job_run_body(args: argparse.Namespace, client: Client | None) -> dict:
     if args.version is not None:
         body["version"] = args.version
     return body
+
+
+def declaration_text(d: dict) -> str:
+    """One declared job parameter of ``jobs show``: ``VERSION (required): one of 1.0|1.2, default 1.0 - text``."""
+    flags = [flag for flag in ("required", "secret") if d.get(flag)]
+    rules = []
+    if d.get("choices"):
+        rules.append(f"one of {'|'.join(d['choices'])}")
+    if d.get("pattern") is not None:
+        rules.append(f"matching {d['pattern']}")
+    if d.get("default") is not None:
+        rules.append(f"default {d['default']}")
+    text = d["name"] + (f" ({', '.join(flags)})" if flags else "") + (f": {', '.join(rules)}" if rules else "")
+    return text + (f" - {d['description']}" if d.get("description") else "")
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -431,8 +460,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         else:
             print(f"# job {job['name']} version {job['version']} saved {when(job.get('created_at'))}"
                   f"{': ' + job['message'] if job.get('message') else ''}")
-            params = {k: v for k, v in (job.get("params") or {}).items() if v not in (None, [])}
+            saved = job.get("params") or {}
+            params = {k: v for k, v in saved.items() if v not in (None, []) and k != "params"}
             print(f"# parameters: {json.dumps(params, sort_keys=True)}")
+            for declaration in saved.get("params") or []:
+                print(f"# param {declaration_text(declaration)}")
             sys.stdout.write(job["script"] if job["script"].endswith("\n") else job["script"] + "\n")
         return 0
     if action == "save":
@@ -821,8 +853,12 @@ def build_parser() -> Parser:
     _completer(j.add_argument("name", metavar="NAME"), JOB_NAMES)
     j.add_argument("-f", "--file", required=True, metavar="FILE", help="the script (- for standard input)")
     j.add_argument("-m", "--message", help="what changed")
+    j.add_argument("--params-file", metavar="FILE",
+                   help="the job parameters it declares: a JSON array of {name, default, required, choices, pattern, "
+                        "secret, description}")
     _host_flags(j, all_flag=False)
     _param_flags(j)
+    _notify_flags(j)
     j.add_argument("--json", action="store_true")
     j = jobs.add_parser("diff", parents=[common], help="what changed between two versions")
     _completer(j.add_argument("name", metavar="NAME"), JOB_NAMES)

@@ -340,12 +340,17 @@ def test_env_and_param_errors_are_one_line_exit_3(fleet, tmp_path):
     assert _task_count(fleet) == before  # none of them made a task
 
 
-def test_jobs_run_params_reach_the_script_defaults_fill_the_rest(fleet, tmp_path):
-    status, _ = fleet.api.post("/job/cli-params", {
-        "script": 'echo "v=$VERSION mode=$MODE"', "selector": {"hostname": "cli-b"},
-        "params": [{"name": "VERSION", "choices": ["1.0", "1.2"], "default": "1.0"},
-                   {"name": "MODE", "pattern": "[a-z]+", "default": "slow"}]})
-    assert status in (200, 201)
+def test_jobs_save_declares_params_jobs_run_gives_them(fleet, tmp_path):
+    script, declared = tmp_path / "job.sh", tmp_path / "params.json"
+    script.write_text('echo "v=$VERSION mode=$MODE"\n')
+    declared.write_text(json.dumps([{"name": "VERSION", "choices": ["1.0", "1.2"], "default": "1.0"},
+                                    {"name": "MODE", "pattern": "[a-z]+", "default": "slow", "description": "how"}]))
+    saved = mschedule(fleet, tmp_path, "jobs", "save", "cli-params", "-f", str(script), "--params-file", str(declared),
+                      "--host", "cli-b")
+    assert saved.returncode == 0, saved
+    shown = mschedule(fleet, tmp_path, "jobs", "show", "cli-params").stdout.splitlines()
+    assert shown[2:4] == ["# param VERSION: one of 1.0|1.2, default 1.0", "# param MODE: matching [a-z]+, default slow "
+                                                                         "- how"], shown
     given = mschedule(fleet, tmp_path, "jobs", "run", "cli-params", "-p", "VERSION=1.2", "--param", "MODE=fast")
     assert given.returncode == 0, given
     assert "cli-b: v=1.2 mode=fast" in given.stdout.splitlines(), given.stdout

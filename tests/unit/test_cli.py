@@ -265,12 +265,34 @@ def test_schedules_show_text():
     assert "targets:     a1" in pinned and pinned[-1] == "next runs: none (disabled)"
 
 
+def test_jobs_show_a_declared_parameter_on_one_line():
+    assert cli.declaration_text({"name": "VERSION", "description": "what to deploy", "default": "1.0",
+                                 "required": False, "choices": ["1.0", "1.2"], "pattern": None, "secret": False}) == \
+        "VERSION: one of 1.0|1.2, default 1.0 - what to deploy"
+    assert cli.declaration_text({"name": "TOKEN", "description": "", "default": None, "required": True,
+                                 "choices": None, "pattern": "[a-z0-9]+", "secret": True}) == \
+        "TOKEN (required, secret): matching [a-z0-9]+"
+    assert cli.declaration_text({"name": "X"}) == "X"
+
+
 def test_job_save_body(tmp_path):
     script = tmp_path / "deploy.sh"
     script.write_text("make deploy\n")
     args = parse("jobs", "save", "deploy", "-f", str(script), "-m", "first", "--host", "web-*", "--timeout", "60")
     assert cli.job_body(args, None) == {"script": "make deploy\n", "message": "first",
                                         "selector": {"hostname": "web-*"}, "timeout": 60.0}
+    declared = tmp_path / "params.json"
+    declared.write_text('[{"name": "VERSION", "default": "1.0"}]')
+    args = parse("jobs", "save", "deploy", "-f", str(script), "--params-file", str(declared),
+                 "--notify", "https://h", "--notify-on", "FAILED")
+    assert cli.job_body(args, None) == {"script": "make deploy\n", "params": [{"name": "VERSION", "default": "1.0"}],
+                                        "notify": [{"url": "https://h", "on": ["FAILED"]}]}
+    declared.write_text("VERSION=1.0")
+    with pytest.raises(CliError, match="--params-file .*params.json: not JSON"):
+        cli.job_body(args, None)
+    with pytest.raises(CliError, match="--params-file .*missing.json: "):
+        cli.job_body(parse("jobs", "save", "deploy", "-f", str(script), "--params-file",
+                           str(tmp_path / "missing.json")), None)
 
 
 def test_settings_flag_then_environment_then_the_config_file(tmp_path):
