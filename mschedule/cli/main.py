@@ -9,10 +9,12 @@ that some targets never ran); 3 usage, authentication, connection error or a req
 from __future__ import annotations
 
 import argparse
+import datetime
 import getpass
 import json
 import os
 import sys
+import zoneinfo
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -526,7 +528,8 @@ def schedule_body(args: argparse.Namespace, client: Client | None) -> dict:
 def schedule_patch(args: argparse.Namespace, client: Client | None) -> dict:
     """The ``PATCH /schedule/{id}`` body of ``schedules edit``: each field given replaces the schedule's (``-p``
     all its job parameters, ``--notify`` all its notifications, host flags its hosts: both ``targets`` and
-    ``selector``); ``--version latest``, ``--no-params``, ``--no-notify`` and ``--job-hosts`` clear."""
+    ``selector``, the one not given null); ``--version latest``, ``--no-params``, ``--no-notify`` and
+    ``--job-hosts`` clear."""
     body: dict[str, Any] = {**extras(args)}
     body.update({field: getattr(args, attr) for attr, field in SCHEDULE_FIELDS if getattr(args, attr) is not None})
     if args.version is not None:
@@ -543,9 +546,9 @@ def schedule_patch(args: argparse.Namespace, client: Client | None) -> dict:
     if args.job_hosts:
         if hosts:
             raise CliError("--job-hosts: not together with --host, --label, --group or --target")
-        body.update(targets=[], selector=None)
+        body.update(targets=None, selector=None)  # null: not set, the job's own (an empty list would be none)
     elif hosts:
-        body.update({"targets": [], "selector": None, **selection(args, client, require=False)})
+        body.update({"targets": None, "selector": None, **selection(args, client, require=False)})
     if not body:
         raise CliError("schedules edit: nothing to change (give --cron, --timezone, hosts, -p, ... ; see --help)")
     return body
@@ -590,16 +593,29 @@ def schedule_text(schedule: dict) -> str:
     if "next_runs" in schedule:
         lines.append("next runs:" if schedule["next_runs"] else "next runs: none (disabled)")
         lines.extend(f"  {run}" for run in schedule["next_runs"])
+    tz = schedule.get("timezone") or "UTC"
     if schedule.get("runs"):
         lines.append("last runs:")
         lines.extend("  " + row for row in table(
             ["TICK", "TASK", "STATE"],
-            [[when(r.get("tick")), r.get("task_id"), r.get("state")] for r in schedule["runs"]]).splitlines())
+            [[tick_text(r.get("tick"), tz), r.get("task_id"), r.get("state")] for r in schedule["runs"]]).splitlines())
     if schedule.get("skips"):
         lines.append("skips:")
         lines.extend("  " + row for row in table(
-            ["TICK", "REASON"], [[when(r.get("tick")), r.get("reason")] for r in schedule["skips"]]).splitlines())
+            ["TICK", "TICKS", "REASON"], [[tick_text(r.get("tick"), tz), r.get("count", 1), r.get("reason")]
+                                          for r in schedule["skips"]]).splitlines())
     return "\n".join(lines)
+
+
+def tick_text(tick: float | None, tz: str) -> str:
+    """A tick as ISO 8601 in the schedule's time zone, as its next runs are shown (local time when this host does
+    not know the zone)."""
+    if tick is None:
+        return "-"
+    try:
+        return datetime.datetime.fromtimestamp(tick, zoneinfo.ZoneInfo(tz)).isoformat()
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return when(tick)
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:

@@ -214,9 +214,9 @@ def test_schedules_create_and_edit_bodies():
         "version": 2, "description": ""}
     # hosts given replace both: a --host does not leave the old targets beside it
     assert edit(parse("schedules", "edit", "s1", "--host", "web-*"), None) == {
-        "targets": [], "selector": {"hostname": "web-*"}}
+        "targets": None, "selector": {"hostname": "web-*"}}
     assert edit(parse("schedules", "edit", "s1", "--job-hosts", "--no-params", "--no-notify"), None) == {
-        "targets": [], "selector": None, "params": {}, "notify": []}
+        "targets": None, "selector": None, "params": {}, "notify": []}
     for argv, message in ((["s1"], "nothing to change"), (["s1", "--no-params", "-p", "A=1"], "--no-params"),
                           (["s1", "--no-notify", "--notify", "https://h"], "--no-notify"),
                           (["s1", "--job-hosts", "--target", "a1"], "--job-hosts")):
@@ -245,7 +245,8 @@ SCHEDULE = {"schedule_id": "s1", "job": "deploy", "version": None, "cron": "*/5 
             "description": "", "created": 0, "next_run": 300, "next_run_local": "1970-01-01T01:05:00+01:00",
             "last_tick": None, "last_task_id": None, "last_state": None, "fired": 2, "skipped": 1, "missed": 0,
             "next_runs": ["1970-01-01T01:05:00+01:00", "1970-01-01T01:10:00+01:00"],
-            "runs": [{"tick": 0, "task_id": "t9", "state": "SUCCEED"}], "skips": [{"tick": 0, "reason": "overlap"}]}
+            "runs": [{"tick": 0, "task_id": "t9", "state": "SUCCEED"}],
+            "skips": [{"tick": 300, "reason": "overlap", "count": 1}, {"tick": 0, "reason": "missed", "count": 12}]}
 
 
 def test_schedules_show_text():
@@ -257,8 +258,10 @@ def test_schedules_show_text():
     at = lines.index("next runs:")
     assert lines[at + 1:at + 3] == ["  1970-01-01T01:05:00+01:00", "  1970-01-01T01:10:00+01:00"]
     at = lines.index("last runs:")
-    assert lines[at + 1].split() == ["TICK", "TASK", "STATE"] and lines[at + 2].split()[-2:] == ["t9", "SUCCEED"]
-    assert lines[-1].split()[-1] == "overlap"
+    assert lines[at + 1].split() == ["TICK", "TASK", "STATE"]
+    assert lines[at + 2].split() == ["1970-01-01T01:00:00+01:00", "t9", "SUCCEED"]  # in the schedule's zone
+    assert [line.split() for line in lines[-2:]] == [["1970-01-01T01:05:00+01:00", "1", "overlap"],
+                                                     ["1970-01-01T01:00:00+01:00", "12", "missed"]]
     pinned = cli.schedule_text({**SCHEDULE, "version": 2, "enabled": False, "targets": ["a1"], "next_runs": [],
                                 "runs": [], "skips": []}).splitlines()
     assert pinned[0] == "schedule s1 (disabled)" and pinned[1] == "job:         deploy (version 2)"
