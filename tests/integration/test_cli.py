@@ -382,3 +382,89 @@ def test_retry_of_a_task_with_a_secret_needs_it_again(fleet, tmp_path):
     assert again.returncode == 1 and list(task["targets"]) == [fleet.ids["cli-a"]], again
     assert task["params"] == {"TOKEN": "***"}
 
+
+def test_schedules_create_list_show_disable_delete(fleet, tmp_path):
+    status, _ = fleet.api.post("/job/cli-cron", {"script": "echo cron", "selector": {"hostname": "cli-a"},
+                                                 "params": [{"name": "VERSION", "default": "1.0"}]})
+    assert status in (200, 201)
+    created = mschedule(fleet, tmp_path, "schedules", "create", "cli-cron", "--cron", "*/5 * * * *",
+                        "--timezone", "Europe/Berlin", "-p", "VERSION=1.2", "--host", "cli-b")
+    assert created.returncode == 0, created
+    words = created.stdout.split()
+    assert words[0] == "schedule" and words[2:5] == ["created:", "next", "run"], created.stdout
+    schedule_id, next_run = words[1], words[5]
+    assert next_run.endswith(("+01:00", "+02:00")) and next_run[14:16] in {f"{m:02d}" for m in range(0, 60, 5)}
+
+    listed = mschedule(fleet, tmp_path, "schedules", "list", "--job", "cli-cron")
+    assert listed.returncode == 0, listed
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["ID", "JOB", "CRON", "TIMEZONE", "NEXT", "RUN", "LAST", "STATE", "ENABLED"]
+    assert rows[0].split() == [schedule_id, "cli-cron", "*/5", "*", "*", "*", "*", "Europe/Berlin", next_run, "-",
+                               "yes"], rows
+    assert mschedule(fleet, tmp_path, "schedules", "list", "--job", "no-such-job").stdout.splitlines()[1:] == []
+
+    shown = mschedule(fleet, tmp_path, "schedules", "show", schedule_id)
+    assert shown.returncode == 0, shown
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"schedule {schedule_id} (enabled)" and "params:      VERSION=1.2" in lines, lines
+    at = lines.index("next runs:")
+    assert [line.strip() for line in lines[at + 1:at + 6]][0] == next_run and len(lines[at + 1:at + 6]) == 5
+
+    disabled = mschedule(fleet, tmp_path, "schedules", "disable", schedule_id)
+    assert disabled.returncode == 0 and disabled.stdout == f"schedule {schedule_id} disabled\n", disabled
+    listed = mschedule(fleet, tmp_path, "schedules", "list", "--job", "cli-cron")
+    assert listed.stdout.splitlines()[1].split()[-1] == "no", listed.stdout
+    edited = mschedule(fleet, tmp_path, "schedules", "edit", schedule_id, "--cron", "@daily", "--version", "1")
+    assert edited.returncode == 0, edited
+    assert "cron:        @daily (Europe/Berlin)" in edited.stdout.splitlines(), edited.stdout
+    assert "job:         cli-cron (version 1)" in edited.stdout.splitlines(), edited.stdout
+    edited = mschedule(fleet, tmp_path, "schedules", "edit", schedule_id, "--target", fleet.ids["cli-a"])
+    assert f"targets:     {fleet.ids['cli-a']}" in edited.stdout.splitlines(), edited.stdout
+    assert "selector:" not in edited.stdout  # hosts given replace both: --host cli-b is gone
+    assert mschedule(fleet, tmp_path, "schedules", "edit", schedule_id, "--job-hosts").returncode == 0
+    stored = fleet.api.get(f"/schedule/{schedule_id}")[1]
+    assert (stored["targets"], stored["selector"]) == (None, None), stored  # not set: the job's own
+
+    deleted = mschedule(fleet, tmp_path, "schedules", "delete", schedule_id)
+    assert deleted.returncode == 0 and deleted.stdout == f"schedule {schedule_id} deleted\n", deleted
+    assert schedule_id not in mschedule(fleet, tmp_path, "schedules", "list").stdout
+    gone = mschedule(fleet, tmp_path, "schedules", "show", schedule_id)
+    assert gone.returncode == 3 and len(gone.stderr.splitlines()) == 1 and "Traceback" not in gone.stderr, gone
+    bad = mschedule(fleet, tmp_path, "schedules", "create", "cli-cron", "--cron", "61 * * * *")
+    assert bad.returncode == 3 and bad.stderr.startswith("mschedule: cron"), bad
+
+
+
+def test_a_task_a_schedule_fired_shows_the_schedule_and_its_params(stack, tmp_path):
+    """The master's schedule clock runs 30 times faster (``--schedule-clock``): '* * * * *' fires every 2 s."""
+    stack.master("--schedule-clock", f"{time.time():.3f}:30")
+    stack.web()
+    stack.agents(1, extra=("--hostname", "cron-a"))
+    script, declared = tmp_path / "job.sh", tmp_path / "params.json"
+    script.write_text('echo "v=$VERSION"\n')
+    declared.write_text(json.dumps([{"name": "VERSION", "default": "1"}]))
+    saved = mschedule(stack, tmp_path, "jobs", "save", "cron-job", "-f", str(script), "--params-file", str(declared),
+                      "--host", "cron-a")
+    assert saved.returncode == 0, saved
+    created = mschedule(stack, tmp_path, "schedules", "create", "cron-job", "--cron", "* * * * *", "-p", "VERSION=2",
+                        "--json")
+    assert created.returncode == 0, created
+    schedule_id = json.loads(created.stdout)["schedule_id"]
+
+    def fired() -> list[dict]:
+        listed = mschedule(stack, tmp_path, "tasks", "--schedule", schedule_id, "--json")
+        return [t for t in json.loads(listed.stdout) if t["state"] == "SUCCEED"]
+
+    task = wait_until(fired, 30, interval=0.5, what="a fired task that ended")[-1]
+    assert mschedule(stack, tmp_path, "schedules", "disable", schedule_id).returncode == 0
+    shown = mschedule(stack, tmp_path, "task", task["task_id"])
+    lines = shown.stdout.splitlines()
+    assert "cron-a: v=2" in lines and "params: VERSION=2" in lines, lines
+    tick = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(task["schedule_tick"]))
+    assert f"schedule: {schedule_id} (tick {tick})" in lines, lines
+    listed = mschedule(stack, tmp_path, "tasks", "--schedule", schedule_id).stdout.splitlines()
+    assert task["task_id"] in {row.split()[0] for row in listed[1:]}
+    assert all(row.split()[-2:] == ["cron-job", "v1"] for row in listed[1:]), listed
+    details = mschedule(stack, tmp_path, "schedules", "show", schedule_id).stdout.splitlines()
+    runs = details[details.index("last runs:") + 2:]
+    assert task["task_id"] in {row.split()[1] for row in runs if len(row.split()) == 3}, details
