@@ -384,7 +384,8 @@ def with_details(client: Client, task: dict) -> dict:
 def details(task: dict) -> list[str]:
     """What a task ran with beyond its script and hosts, the lines of what it has: its job parameters, the rest
     of its environment (a job run's parameters are in its environment too: shown once), the schedule that
-    fired it, and its notifications (each delivery once the task ended, else the URLs it will notify)."""
+    fired it, and its notifications: each delivery, and each URL without one (its ``on`` states: a running task
+    notifies them when it ends in one, an ended one did not)."""
     lines = []
     secrets = task.get("secrets") or ()
     params = task.get("params") or {}
@@ -396,12 +397,17 @@ def details(task: dict) -> list[str]:
     if task.get("schedule_id"):
         tick = task.get("schedule_tick")
         lines.append(f"schedule: {task['schedule_id']}" + (f" (tick {when(tick)})" if tick is not None else ""))
-    if task.get("notifications"):
-        lines.extend(f"notify {notification_text(n)}" for n in task["notifications"])
-    else:
-        for entry in task.get("notify") or []:
-            on = entry.get("on")
-            lines.append(f"notify {entry.get('url')}" + (f" (on {','.join(on)})" if on else ""))
+    deliveries = task.get("notifications") or []
+    lines.extend(f"notify {notification_text(n)}" for n in deliveries)
+    made = {n.get("url") for n in deliveries}
+    for entry in task.get("notify") or []:  # the master makes a delivery when the task ends in one of its states
+        if entry.get("url") in made:
+            continue
+        on = ",".join(entry.get("on") or ())
+        if task.get("finished") is not None:
+            lines.append(f"notify {entry.get('url')}: not sent (only on {on})")
+        else:
+            lines.append(f"notify {entry.get('url')}" + (f" (on {on})" if on else ""))
     return lines
 
 

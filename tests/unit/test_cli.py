@@ -16,7 +16,7 @@ import pytest
 
 from mschedule.cli import main as cli
 from mschedule.cli.client import ApiError, Client, CliError, config_path, read_config, resolve_settings, write_config
-from mschedule.cli.follow import EventSource, Follower, Progress, SseParser, exit_status, when, with_details
+from mschedule.cli.follow import EventSource, Follower, Progress, SseParser, details, exit_status, when, with_details
 
 
 class FakeClient:
@@ -364,16 +364,20 @@ def test_the_summary_shows_params_env_schedule_and_notifications_when_present():
         "params: TOKEN=*** VERSION=1.2",
         f"env: BIG={'x' * 60}...(100 bytes) NOTE='a b'",  # a job parameter is in the env too: shown once
         "schedule: s1",
-        "notify https://h/1 (on FAILED)",  # no delivery yet: what it will notify
+        "notify https://h/1: not sent (only on FAILED)",  # the task SUCCEED
     ]
+    running = {**task, "finished": None}
+    assert details(running)[-1] == "notify https://h/1 (on FAILED)"  # not ended: what it will notify
     task["notifications"] = [
         {"url": "https://h/1", "on": ["FAILED"], "state": "delivered", "attempts": 1, "last_status": 200,
          "last_error": None, "next_attempt": None},
         {"url": "https://h/2", "on": ["FAILED"], "state": "pending", "attempts": 2, "last_status": None,
          "last_error": "connection refused", "next_attempt": 0}]
+    task["notify"].extend([{"url": "https://h/2", "on": ["FAILED"]}, {"url": "https://h/3", "on": ["FAILED"]}])
     lines = Follower(FakeClient(), "t1").summary(task).splitlines()
-    assert lines[-3:-1] == ["notify https://h/1: delivered (1 attempt, HTTP 200)",
-                            f"notify https://h/2: pending (2 attempts, connection refused, next {when(0)})"]
+    assert lines[-4:-1] == ["notify https://h/1: delivered (1 attempt, HTTP 200)",
+                            f"notify https://h/2: pending (2 attempts, connection refused, next {when(0)})",
+                            "notify https://h/3: not sent (only on FAILED)"]  # the task SUCCEED
     # a task from before issue 15, or one without any of it: nothing more than before
     task.update(env={}, params={}, secrets=[], schedule_id=None, notify=[], notifications=[])
     assert Follower(FakeClient(), "t1").summary(task).splitlines() == plain
