@@ -249,6 +249,23 @@ SCHEDULE = {"schedule_id": "s1", "job": "deploy", "version": None, "cron": "*/5 
             "skips": [{"tick": 300, "reason": "overlap", "count": 1}, {"tick": 0, "reason": "missed", "count": 12}]}
 
 
+def test_schedule_ids_complete_from_the_web_tier(monkeypatch):
+    asked = []
+    monkeypatch.setenv("MSCHEDULE_URL", "http://sched:1")
+    monkeypatch.setattr(Client, "get", lambda self, path, **kw: asked.append((self.url, path)) or [
+        {"schedule_id": "5c1d"}, {"schedule_id": "77aa"}])
+    assert cli.SCHEDULE_IDS("5", parse("schedules", "show", "x")) == ["5c1d"]
+    assert asked == [("http://sched:1", "/schedules")]
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    schedules = next(a for a in commands["schedules"]._actions if a.dest == "schedules_action").choices
+    for action in ("show", "edit", "enable", "disable", "delete"):
+        ids = next(a for a in schedules[action]._actions if a.dest == "id")
+        assert ids.completer is cli.SCHEDULE_IDS, action
+    monkeypatch.setattr(Client, "get", lambda self, path, **kw: (_ for _ in ()).throw(CliError("down")))
+    assert cli.SCHEDULE_IDS("", parse("schedules", "show", "x")) == []  # nothing, never a traceback
+
+
 def test_schedules_show_text():
     lines = cli.schedule_text(SCHEDULE).splitlines()
     assert lines[:3] == ["schedule s1 (enabled)", "job:         deploy (the latest version at each run)",
