@@ -154,6 +154,12 @@ class Client:
     def post(self, path: str, body: Any = None, **kw: Any) -> Any:
         return self.request("POST", path, body, **kw)
 
+    def patch(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("PATCH", path, body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
+
     def quote(self, part: str) -> str:
         """One path segment (a task id, a job name) made safe for the URL."""
         return urllib.parse.quote(part, safe="")

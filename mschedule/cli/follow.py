@@ -20,6 +20,7 @@ import hashlib
 import http.client
 import json
 import logging
+import shlex
 import sys
 import time
 import urllib.error
@@ -326,6 +327,90 @@ def host_names(task: dict) -> dict[str, str]:
     return {a: (f"{n}/{a[:8]}" if seen[n] > 1 else n) for a, n in names.items()}
 
 
+def when(stamp: float | None) -> str:
+    """A Unix time as local date and time; ``-`` for none."""
+    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+#: a value longer than this is cut in the human summary (``--json`` has it whole)
+SHOWN_VALUE = 60
+
+
+def assigned(values: dict[str, Any], secrets: Iterable[str] = ()) -> str:
+    """``NAME=value`` pairs, each value as a shell word (``'a b'``); a secret's stays ``***`` as the API masks it."""
+    secret = set(secrets)
+    words = []
+    for name, value in sorted(values.items()):
+        text = str(value)
+        if name in secret:
+            words.append(f"{name}={text}")
+            continue
+        more = f"...({len(text.encode())} bytes)" if len(text) > SHOWN_VALUE else ""
+        words.append(f"{name}={shlex.quote(text[:SHOWN_VALUE])}{more}")
+    return " ".join(words)
+
+
+def notification_text(n: dict) -> str:
+    """One delivery: its URL, state, attempts and last answer (``notifications`` of a task summary)."""
+    attempts = n.get("attempts") or 0
+    parts = [f"{attempts} attempt{'' if attempts == 1 else 's'}"]
+    if n.get("last_status") is not None:
+        parts.append(f"HTTP {n['last_status']}")
+    if n.get("last_error"):
+        parts.append(str(n["last_error"]))
+    if n.get("state") == "pending" and n.get("next_attempt") is not None:
+        parts.append(f"next {when(n['next_attempt'])}")
+    return f"{n.get('url')}: {n.get('state')} ({', '.join(parts)})"
+
+
+#: the task summary's fields :func:`details` shows (the event stream's task has none of them)
+DETAIL_FIELDS = ("env", "secrets", "params", "schedule_id", "schedule_tick", "notify", "notifications")
+
+
+def with_details(client: Client, task: dict) -> dict:
+    """``task`` (a snapshot of the event stream) with the :data:`DETAIL_FIELDS` of its summary, fetched without
+    outputs (``GET /task/{id}?output_limit=0``) when it lacks them. A failed fetch leaves them out: the task
+    ended, and its summary is still worth showing."""
+    if all(name in task for name in DETAIL_FIELDS):
+        return task
+    try:
+        full = client.get(f"/task/{client.quote(task['task_id'])}", query={"output_limit": 0})
+    except CliError as exc:
+        log.info("task %s: no details for the summary: %s", task["task_id"], exc.message)
+        return task
+    return {**task, **{name: full[name] for name in DETAIL_FIELDS if name in full}}
+
+
+def details(task: dict) -> list[str]:
+    """What a task ran with beyond its script and hosts, the lines of what it has: its job parameters, the rest
+    of its environment (a job run's parameters are in its environment too: shown once), the schedule that
+    fired it, and its notifications: each delivery, and each URL without one (its ``on`` states: a running task
+    notifies them when it ends in one, an ended one did not)."""
+    lines = []
+    secrets = task.get("secrets") or ()
+    params = task.get("params") or {}
+    env = {k: v for k, v in (task.get("env") or {}).items() if k not in params}
+    if params:
+        lines.append(f"params: {assigned(params, secrets)}")
+    if env:
+        lines.append(f"env: {assigned(env, secrets)}")
+    if task.get("schedule_id"):
+        tick = task.get("schedule_tick")
+        lines.append(f"schedule: {task['schedule_id']}" + (f" (tick {when(tick)})" if tick is not None else ""))
+    deliveries = task.get("notifications") or []
+    lines.extend(f"notify {notification_text(n)}" for n in deliveries)
+    made = {n.get("url") for n in deliveries}
+    for entry in task.get("notify") or []:  # the master makes a delivery when the task ends in one of its states
+        if entry.get("url") in made:
+            continue
+        on = ",".join(entry.get("on") or ())
+        if task.get("finished") is not None:
+            lines.append(f"notify {entry.get('url')}: not sent (only on {on})")
+        else:
+            lines.append(f"notify {entry.get('url')}" + (f" (on {on})" if on else ""))
+    return lines
+
+
 def counts_text(task: dict) -> str:
     return " ".join(f"{s.lower()} {task['counts'].get(s, 0)}" for s in STATES)
 
@@ -464,4 +549,6 @@ class Follower:
         took = ""
         if task.get("started") is not None and task.get("finished") is not None:
             took = f" in {task['finished'] - task['started']:.1f}s"
-        return f"\n{summary_table(task)}\ntask {task['task_id']} {task['state']}{took}: {counts_text(task)}"
+        lines = ["", summary_table(task), *details(task),
+                 f"task {task['task_id']} {task['state']}{took}: {counts_text(task)}"]
+        return "\n".join(lines)

@@ -9,11 +9,12 @@ that some targets never ran); 3 usage, authentication, connection error or a req
 from __future__ import annotations
 
 import argparse
+import datetime
 import getpass
 import json
 import os
 import sys
-import time
+import zoneinfo
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -35,9 +36,12 @@ from mschedule.cli.follow import (
     Follower,
     PollSource,
     Progress,
+    assigned,
     exit_status,
     table,
     task_over,
+    when,
+    with_details,
 )
 
 try:  # shell completion is optional at run time: without it every command still works
@@ -67,6 +71,23 @@ def label(text: str) -> tuple[str, str]:
 
 def labels_of(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
     return dict(pairs or [])
+
+
+def assignment(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``--env`` and ``-p``: the value may be empty and may hold ``=``. Only the shape is
+    checked here; what a name may be and what a value may hold is the master's rule (its 400 names the field)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def states_list(text: str) -> list[str]:
+    """``--notify-on FAILED,SUCCEED``: upper-cased, in order, without repeats (the master checks the states)."""
+    states = list(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
+    if not states:
+        raise argparse.ArgumentTypeError(f"expected states separated by commas, got {text!r}")
+    return states
 
 
 # ---- what the flags mean in a request --------------------------------------------------------------------
@@ -125,6 +146,37 @@ def parameters(args: argparse.Namespace) -> dict:
     return {field: getattr(args, attr) for attr, field in PARAMS if getattr(args, attr, None) is not None}
 
 
+def assignments(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
+    """``--env``/``-p`` pairs as an object; a name given twice keeps its last value (as ``env A=1 A=2`` does)."""
+    return dict(pairs or [])
+
+
+def notify_of(args: argparse.Namespace) -> list[dict] | None:
+    """The ``notify`` list of ``--notify URL`` (each URL once) and ``--notify-on``, which applies to every URL
+    (left out: the master's default, every end state). None when no ``--notify`` was given."""
+    urls = list(dict.fromkeys(getattr(args, "notify", None) or []))
+    on = getattr(args, "notify_on", None)
+    if on is not None and not urls:
+        raise CliError("--notify-on: give --notify URL too")
+    if not urls:
+        return None
+    return [{"url": url, "on": on} if on is not None else {"url": url} for url in urls]
+
+
+def extras(args: argparse.Namespace, env: bool = False) -> dict:
+    """``env`` (``--env``, a script's task only), ``params`` (``-p``) and ``notify`` of a body, when given.
+    Worked out before any request, so that a bad combination costs none."""
+    body: dict[str, Any] = {}
+    if env and getattr(args, "env", None):
+        body["env"] = assignments(args.env)
+    if getattr(args, "param", None):
+        body["params"] = assignments(args.param)
+    notify = notify_of(args)
+    if notify is not None:
+        body["notify"] = notify
+    return body
+
+
 def read_script(args: argparse.Namespace) -> str:
     """The script: the SCRIPT argument, ``-f FILE``, or standard input for ``-`` / ``-f -``."""
     if args.script is not None and args.file is not None:
@@ -145,11 +197,13 @@ def read_script(args: argparse.Namespace) -> str:
 
 def task_body(args: argparse.Namespace, client: Client | None) -> dict:
     """The ``POST /task`` body of ``mschedule run``."""
-    return {"script": read_script(args), **selection(args, client), **parameters(args)}
+    more = extras(args, env=True)
+    return {"script": read_script(args), **selection(args, client), **parameters(args), **more}
 
 
 def retry_body(args: argparse.Namespace) -> dict:
-    return {"only": ["FAILED"] if args.failed else ["FAILED", "CANCELLED"]}
+    """``only`` the FAILED (and CANCELLED) targets; ``params``: secret values the old task no longer keeps."""
+    return {"only": ["FAILED"] if args.failed else ["FAILED", "CANCELLED"], **extras(args)}
 
 
 def _client(client: Client | None) -> Client:
@@ -225,7 +279,7 @@ def follow(client: Client, task_id: str, as_json: bool = False) -> int:
     if as_json:
         emit_json(client.get(f"/task/{client.quote(task_id)}"))
     else:
-        print(follower.summary(task))
+        print(follower.summary(with_details(client, task)))
     return exit_status(task)
 
 
@@ -264,18 +318,14 @@ def cmd_task(args: argparse.Namespace) -> int:
     return 0
 
 
-def _when(stamp: float | None) -> str:
-    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
-
-
 def cmd_tasks(args: argparse.Namespace) -> int:
     client = make_client(args)
-    query = {"state": args.state, "job": args.job, "limit": args.limit}
+    query = {"state": args.state, "job": args.job, "schedule": args.schedule, "limit": args.limit}
     tasks = client.get("/tasks", query=query)
     if args.json:
         emit_json(tasks)
         return 0
-    rows = [[t["task_id"], t["state"], _when(t.get("created")), t["total"], t["counts"].get("SUCCEED", 0),
+    rows = [[t["task_id"], t["state"], when(t.get("created")), t["total"], t["counts"].get("SUCCEED", 0),
              t["counts"].get("FAILED", 0), t["counts"].get("CANCELLED", 0),
              f"{t['job']} v{t['job_version']}" if t.get("job") else "-"] for t in tasks]
     print(table(["TASK", "STATE", "CREATED", "TOTAL", "SUCCEED", "FAILED", "CANCELLED", "JOB"], rows))
@@ -346,19 +396,50 @@ def job_body(args: argparse.Namespace, client: Client | None) -> dict:
     """The ``POST /job/{name}`` body: the script of ``-f FILE``, the message, and the task parameters and
     hosts given (saved as the job's defaults)."""
     args.script = None
+    more = extras(args)
+    if args.params_file is not None:
+        more["params"] = read_declarations(args.params_file)
     body: dict[str, Any] = {"script": read_script(args), **selection(args, client, require=False),
-                            **parameters(args)}
+                            **parameters(args), **more}
     if args.message:
         body["message"] = args.message
     return body
 
 
+def read_declarations(path: str) -> Any:
+    """``--params-file``: the job's parameter declarations, a JSON array as the API takes it (the master checks
+    each declaration; here only that the file is JSON)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"--params-file {path}: {exc}") from None
+    except ValueError as exc:
+        raise CliError(f"--params-file {path}: not JSON: {exc}") from None
+
+
 def job_run_body(args: argparse.Namespace, client: Client | None) -> dict:
-    """The ``POST /job/{name}/run`` body: the version and the overrides given (hosts, parameters)."""
-    body: dict[str, Any] = {**selection(args, client, require=False), **parameters(args)}
+    """The ``POST /job/{name}/run`` body: the version, the overrides given (hosts, task parameters), the job
+    parameters (``-p``, checked by the master against the version's declarations) and notifications."""
+    more = extras(args)
+    body: dict[str, Any] = {**selection(args, client, require=False), **parameters(args), **more}
     if args.version is not None:
         body["version"] = args.version
     return body
+
+
+def declaration_text(d: dict) -> str:
+    """One declared job parameter of ``jobs show``: ``VERSION (required): one of 1.0|1.2, default 1.0 - text``."""
+    flags = [flag for flag in ("required", "secret") if d.get(flag)]
+    rules = []
+    if d.get("choices"):
+        rules.append(f"one of {'|'.join(d['choices'])}")
+    if d.get("pattern") is not None:
+        rules.append(f"matching {d['pattern']}")
+    if d.get("default") is not None:
+        rules.append(f"default {d['default']}")
+    text = d["name"] + (f" ({', '.join(flags)})" if flags else "") + (f": {', '.join(rules)}" if rules else "")
+    return text + (f" - {d['description']}" if d.get("description") else "")
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -370,7 +451,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             emit_json(jobs)
         else:
             print(table(["NAME", "VERSION", "SAVED", "MESSAGE"],
-                        [[j["name"], j["version"], _when(j.get("created_at")), j.get("message") or "-"] for j in jobs]))
+                        [[j["name"], j["version"], when(j.get("created_at")), j.get("message") or "-"] for j in jobs]))
         return 0
     name = client.quote(args.name)
     if action == "show":
@@ -379,10 +460,13 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         if args.json:
             emit_json(job)
         else:
-            print(f"# job {job['name']} version {job['version']} saved {_when(job.get('created_at'))}"
+            print(f"# job {job['name']} version {job['version']} saved {when(job.get('created_at'))}"
                   f"{': ' + job['message'] if job.get('message') else ''}")
-            params = {k: v for k, v in (job.get("params") or {}).items() if v not in (None, [])}
+            saved = job.get("params") or {}
+            params = {k: v for k, v in saved.items() if v not in (None, []) and k != "params"}
             print(f"# parameters: {json.dumps(params, sort_keys=True)}")
+            for declaration in saved.get("params") or []:
+                print(f"# param {declaration_text(declaration)}")
             sys.stdout.write(job["script"] if job["script"].endswith("\n") else job["script"] + "\n")
         return 0
     if action == "save":
@@ -410,6 +494,178 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return submitted(client, answer["task_id"], args)
 
 
+# ---- schedules ---------------------------------------------------------------------------------------------
+#: flag attribute -> schedule field, sent when given (the master's defaults apply to the others)
+SCHEDULE_FIELDS = (("cron", "cron"), ("timezone", "timezone"), ("overlap", "overlap"), ("catchup", "catchup"),
+                   ("description", "description"))
+
+HOST_FLAGS = ("host", "label", "group", "target")
+
+
+def version_choice(text: str) -> int | str:
+    """``--version N`` of ``schedules edit``, or ``latest`` (the latest version at each firing)."""
+    if text == "latest":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a version number or 'latest', got {text!r}") from None
+
+
+def schedule_body(args: argparse.Namespace, client: Client | None) -> dict:
+    """The ``POST /schedules`` body of ``schedules create``: only what was given; without host flags the
+    schedule runs on the job's own hosts."""
+    body: dict[str, Any] = {"job": args.job, **extras(args)}
+    body.update({field: getattr(args, attr) for attr, field in SCHEDULE_FIELDS if getattr(args, attr) is not None})
+    if args.version is not None:
+        body["version"] = args.version
+    if args.disabled:
+        body["enabled"] = False
+    body.update(selection(args, client, require=False))
+    return body
+
+
+def schedule_patch(args: argparse.Namespace, client: Client | None) -> dict:
+    """The ``PATCH /schedule/{id}`` body of ``schedules edit``: each field given replaces the schedule's (``-p``
+    all its job parameters, ``--notify`` all its notifications, host flags its hosts: both ``targets`` and
+    ``selector``, the one not given null); ``--version latest``, ``--no-params``, ``--no-notify`` and
+    ``--job-hosts`` clear."""
+    body: dict[str, Any] = {**extras(args)}
+    body.update({field: getattr(args, attr) for attr, field in SCHEDULE_FIELDS if getattr(args, attr) is not None})
+    if args.version is not None:
+        body["version"] = None if args.version == "latest" else args.version
+    if args.no_params:
+        if "params" in body:
+            raise CliError("--no-params: not together with -p")
+        body["params"] = {}
+    if args.no_notify:
+        if "notify" in body:
+            raise CliError("--no-notify: not together with --notify")
+        body["notify"] = []
+    hosts = any(getattr(args, flag) for flag in HOST_FLAGS)
+    if args.job_hosts:
+        if hosts:
+            raise CliError("--job-hosts: not together with --host, --label, --group or --target")
+        body.update(targets=None, selector=None)  # null: not set, the job's own (an empty list would be none)
+    elif hosts:
+        body.update({"targets": None, "selector": None, **selection(args, client, require=False)})
+    if not body:
+        raise CliError("schedules edit: nothing to change (give --cron, --timezone, hosts, -p, ... ; see --help)")
+    return body
+
+
+def _job_of(schedule: dict) -> str:
+    return schedule["job"] if schedule.get("version") is None else f"{schedule['job']} v{schedule['version']}"
+
+
+def _next_run(schedule: dict) -> str:
+    if not schedule.get("enabled", True):
+        return "disabled"
+    return f"next run {schedule.get('next_run_local') or '-'}"
+
+
+def schedule_text(schedule: dict) -> str:
+    """``schedules show``: the schedule's settings, its next runs, its last runs and skips."""
+    # the API masks a secret's value already; shown as it comes, not quoted as a shell word
+    secrets = [name for name, value in (schedule.get("params") or {}).items() if value == "***"]
+    lines = [f"schedule {schedule['schedule_id']} ({'enabled' if schedule.get('enabled') else 'disabled'})"]
+    version = "the latest version at each run" if schedule.get("version") is None else f"version {schedule['version']}"
+    lines.append(f"job:         {schedule['job']} ({version})")
+    lines.append(f"cron:        {schedule['cron']} ({schedule.get('timezone') or 'UTC'})")
+    lines.append(f"overlap:     {schedule.get('overlap')}; catchup: {schedule.get('catchup')}")
+    if schedule.get("targets") or schedule.get("selector"):
+        if schedule.get("targets"):
+            lines.append(f"targets:     {','.join(schedule['targets'])}")
+        if schedule.get("selector"):
+            lines.append(f"selector:    {json.dumps(schedule['selector'], sort_keys=True)}")
+    else:
+        lines.append("hosts:       the job's own")
+    if schedule.get("params"):
+        lines.append(f"params:      {assigned(schedule['params'], secrets)}")
+    for entry in schedule.get("notify") or []:
+        on = entry.get("on")
+        lines.append(f"notify:      {entry.get('url')}" + (f" (on {','.join(on)})" if on else ""))
+    if schedule.get("description"):
+        lines.append(f"description: {schedule['description']}")
+    lines.append(f"created:     {when(schedule.get('created'))}")
+    lines.append(f"fired {schedule.get('fired', 0)}, skipped {schedule.get('skipped', 0)}, "
+                 f"missed {schedule.get('missed', 0)}")
+    if "next_runs" in schedule:
+        lines.append("next runs:" if schedule["next_runs"] else "next runs: none (disabled)")
+        lines.extend(f"  {run}" for run in schedule["next_runs"])
+    tz = schedule.get("timezone") or "UTC"
+    if schedule.get("runs"):
+        lines.append("last runs:")
+        lines.extend("  " + row for row in table(
+            ["TICK", "TASK", "STATE"],
+            [[tick_text(r.get("tick"), tz), r.get("task_id"), r.get("state")] for r in schedule["runs"]]).splitlines())
+    if schedule.get("skips"):
+        lines.append("skips:")
+        lines.extend("  " + row for row in table(
+            ["TICK", "TICKS", "REASON"], [[tick_text(r.get("tick"), tz), r.get("count", 1), r.get("reason")]
+                                          for r in schedule["skips"]]).splitlines())
+    return "\n".join(lines)
+
+
+def tick_text(tick: float | None, tz: str) -> str:
+    """A tick as ISO 8601 in the schedule's time zone, as its next runs are shown (local time when this host does
+    not know the zone)."""
+    if tick is None:
+        return "-"
+    try:
+        return datetime.datetime.fromtimestamp(tick, zoneinfo.ZoneInfo(tz)).isoformat()
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return when(tick)
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    action = args.schedules_action
+    if action == "list":
+        schedules = client.get("/schedules", query={"job": args.job})
+        if args.json:
+            emit_json(schedules)
+        else:
+            print(table(["ID", "JOB", "CRON", "TIMEZONE", "NEXT RUN", "LAST STATE", "ENABLED"],
+                        [[s["schedule_id"], _job_of(s), s["cron"], s.get("timezone"), s.get("next_run_local"),
+                          s.get("last_state"), "yes" if s.get("enabled") else "no"] for s in schedules]))
+        return 0
+    if action == "create":
+        body = schedule_body(args, client)
+        answer = client.post("/schedules", body)
+        if args.json:
+            emit_json(answer)
+        else:
+            schedule = client.get(f"/schedule/{client.quote(answer['schedule_id'])}")
+            print(f"schedule {answer['schedule_id']} created: {_next_run(schedule)}")
+        return 0
+    path = f"/schedule/{client.quote(args.id)}"
+    if action == "show":
+        schedule = client.get(path)
+        if args.json:
+            emit_json(schedule)
+        else:
+            print(schedule_text(schedule))
+        return 0
+    if action == "delete":
+        answer = client.delete(path)
+        if args.json:
+            emit_json(answer)
+        else:
+            print(f"schedule {answer['schedule_id']} deleted")
+        return 0
+    body = {"enable": {"enabled": True}, "disable": {"enabled": False}}.get(action) or schedule_patch(args, client)
+    schedule = client.patch(path, body)
+    if args.json:
+        emit_json(schedule)
+    elif action == "edit":
+        print(schedule_text(schedule))
+    else:
+        print(f"schedule {schedule['schedule_id']} {action}d" + (f": {_next_run(schedule)}" if action == "enable"
+                                                                  else ""))
+    return 0
+
+
 def keys_body(args: argparse.Namespace) -> dict:
     if args.all_pending:
         if args.ids:
@@ -429,7 +685,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         else:
             print(table(["AGENT_ID", "STATE", "HOSTNAME", "IP", "FIRST_SEEN"],
                         [[k["agent_id"], k["state"], k.get("hostname") or "-", ",".join(k.get("ip") or []) or "-",
-                          _when(k.get("first_seen"))] for k in keys]))
+                          when(k.get("first_seen"))] for k in keys]))
         return 0
     answer = client.post(f"/keys/{args.keys_action}", keys_body(args))
     if args.json:
@@ -465,6 +721,7 @@ def _remote_completer(path: str, pick: Callable[[Any], Iterable[str]]) -> Callab
 JOB_NAMES = _remote_completer("/jobs", lambda jobs: [j["name"] for j in jobs])
 TASK_IDS = _remote_completer("/tasks", lambda tasks: [t["task_id"] for t in tasks])
 AGENT_IDS = _remote_completer("/task/targets", lambda agents: list(agents))
+SCHEDULE_IDS = _remote_completer("/schedules", lambda schedules: [s["schedule_id"] for s in schedules])
 PENDING_KEYS = _remote_completer("/keys", lambda keys: [k["agent_id"] for k in keys if k["state"] == "pending"])
 
 
@@ -505,6 +762,45 @@ def _param_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-by", metavar="LABEL", help="roll out group by group of this label's values")
 
 
+def _param_flag(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("-p", "--param", action="append", type=assignment, metavar="NAME=VALUE", help=help)
+
+
+def _notify_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("notifications")
+    g.add_argument("--notify", action="append", metavar="URL",
+                   help="POST the outcome to URL when the task ends (repeatable)")
+    g.add_argument("--notify-on", type=states_list, metavar="STATES",
+                   help="only for these end states, e.g. FAILED,CANCELLED (default all: SUCCEED,FAILED,CANCELLED)")
+
+
+def _schedule_flags(p: argparse.ArgumentParser, create: bool) -> None:
+    """The flags of ``schedules create`` (and ``edit``, where each replaces the schedule's and none is required)."""
+    p.add_argument("--cron", required=create, metavar="EXPR",
+                   help="five fields ('*/5 * * * *') or @hourly, @daily, @weekly, @monthly, @yearly")
+    p.add_argument("--timezone", metavar="TZ", help="the cron's time zone, e.g. Europe/Berlin (default UTC)")
+    if create:
+        p.add_argument("--version", type=int, metavar="N", help="this version (default the latest at each run)")
+    else:
+        p.add_argument("--version", type=version_choice, metavar="N|latest",
+                       help="this version, or latest (the latest at each run)")
+    p.add_argument("--overlap", choices=("skip", "queue", "allow"),
+                   help="a run due while the last still goes: skip it (default), queue it, or allow both")
+    p.add_argument("--catchup", choices=("none", "last"),
+                   help="runs missed while the master was down: none (default) or the last of them")
+    p.add_argument("--description", metavar="TEXT")
+    _param_flag(p, "a job parameter's value (repeatable)" + ("" if create else "; replaces all of them"))
+    _host_flags(p, all_flag=False)
+    _notify_flags(p)
+    if create:
+        p.add_argument("--disabled", action="store_true", help="create it disabled (enable it later)")
+    else:
+        p.add_argument("--no-params", action="store_true", help="clear its job parameters")
+        p.add_argument("--no-notify", action="store_true", help="clear its notifications")
+        p.add_argument("--job-hosts", action="store_true", help="run on the job's own hosts again")
+    p.add_argument("--json", action="store_true")
+
+
 def _follow_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print only the final task as JSON")
     p.add_argument("--detach", action="store_true", help="print the task id and exit without following")
@@ -527,8 +823,11 @@ def build_parser() -> Parser:
     p = command("run", cmd_run, "run a script on hosts and follow it to its end")
     p.add_argument("script", nargs="?", metavar="SCRIPT", help="the script's text, or - for standard input")
     p.add_argument("-f", "--file", metavar="FILE", help="read the script from FILE (- for standard input)")
+    p.add_argument("--env", action="append", type=assignment, metavar="NAME=VALUE",
+                   help="environment variable for the script (repeatable)")
     _host_flags(p)
     _param_flags(p)
+    _notify_flags(p)
     _follow_flags(p)
 
     p = command("agents", cmd_agents, "list agents")
@@ -539,6 +838,7 @@ def build_parser() -> Parser:
     p = command("tasks", cmd_tasks, "list tasks, newest first")
     p.add_argument("--state", type=str.upper, choices=("WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELLED"))
     _completer(p.add_argument("--job", metavar="NAME"), JOB_NAMES)
+    _completer(p.add_argument("--schedule", metavar="ID", help="the tasks this schedule fired"), SCHEDULE_IDS)
     p.add_argument("--limit", type=int, metavar="N", help="at most N tasks (default 50)")
     p.add_argument("--json", action="store_true")
 
@@ -554,6 +854,7 @@ def build_parser() -> Parser:
     p = command("retry", cmd_retry, "run a task again on its FAILED and CANCELLED targets, and follow it")
     _completer(p.add_argument("id", metavar="ID"), TASK_IDS)
     p.add_argument("--failed", action="store_true", help="only the FAILED targets")
+    _param_flag(p, "a secret job parameter's value, given again (a task keeps none once it ended; repeatable)")
     _follow_flags(p)
 
     p = command("jobs", cmd_jobs, "stored, versioned scripts")
@@ -568,8 +869,12 @@ def build_parser() -> Parser:
     _completer(j.add_argument("name", metavar="NAME"), JOB_NAMES)
     j.add_argument("-f", "--file", required=True, metavar="FILE", help="the script (- for standard input)")
     j.add_argument("-m", "--message", help="what changed")
+    j.add_argument("--params-file", metavar="FILE",
+                   help="the job parameters it declares: a JSON array of {name, default, required, choices, pattern, "
+                        "secret, description}")
     _host_flags(j, all_flag=False)
     _param_flags(j)
+    _notify_flags(j)
     j.add_argument("--json", action="store_true")
     j = jobs.add_parser("diff", parents=[common], help="what changed between two versions")
     _completer(j.add_argument("name", metavar="NAME"), JOB_NAMES)
@@ -579,9 +884,32 @@ def build_parser() -> Parser:
     j = jobs.add_parser("run", parents=[common], help="run a job (its saved hosts and parameters, or these)")
     _completer(j.add_argument("name", metavar="NAME"), JOB_NAMES)
     j.add_argument("--version", type=int, metavar="N", help="this version (default the latest)")
+    _param_flag(j, "a job parameter's value (repeatable; the declared defaults fill the rest)")
     _host_flags(j)
     _param_flags(j)
+    _notify_flags(j)
     _follow_flags(j)
+
+    p = command("schedules", cmd_schedules, "run jobs at the times of a cron expression")
+    schedules = p.add_subparsers(dest="schedules_action", required=True, metavar="ACTION")
+    c = schedules.add_parser("list", parents=[common], help="every schedule, its next run and last outcome")
+    _completer(c.add_argument("--job", metavar="NAME", help="only this job's"), JOB_NAMES)
+    c.add_argument("--json", action="store_true")
+    c = schedules.add_parser("show", parents=[common], help="a schedule, its next five runs, its last runs and skips")
+    _completer(c.add_argument("id", metavar="ID"), SCHEDULE_IDS)
+    c.add_argument("--json", action="store_true")
+    c = schedules.add_parser("create", parents=[common], help="run a job at the times of a cron expression")
+    _completer(c.add_argument("job", metavar="JOB"), JOB_NAMES)
+    _schedule_flags(c, create=True)
+    c = schedules.add_parser("edit", parents=[common], help="change a schedule (what is given replaces the old)")
+    _completer(c.add_argument("id", metavar="ID"), SCHEDULE_IDS)
+    _schedule_flags(c, create=False)
+    for action, text in (("enable", "enable a schedule (its next run from now)"),
+                         ("disable", "disable a schedule (it keeps its settings and history)"),
+                         ("delete", "delete a schedule (the tasks it fired stay)")):
+        c = schedules.add_parser(action, parents=[common], help=text)
+        _completer(c.add_argument("id", metavar="ID"), SCHEDULE_IDS)
+        c.add_argument("--json", action="store_true")
 
     p = command("keys", cmd_keys, "agent keys waiting for a decision, accepted or rejected")
     keys = p.add_subparsers(dest="keys_action", required=True, metavar="ACTION")

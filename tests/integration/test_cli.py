@@ -2,6 +2,7 @@
 MSCHEDULE_URL/MSCHEDULE_TOKEN, HOME a temporary directory. One exit status per outcome (docs/cli.md)."""
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import pty
@@ -10,6 +11,7 @@ import select
 import signal
 import stat
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -295,3 +297,228 @@ def test_ctrl_c_on_a_terminal_asks_and_cancels(fleet, tmp_path):
     finally:
         proc.kill()
         os.close(master_fd)
+
+
+# ---- issue 15: environment, job parameters, schedules, notifications ----------------------------------------
+def _task_count(fleet: Stack) -> int:
+    status, tasks = fleet.api.get("/tasks?limit=1000")
+    assert status == 200, tasks
+    return len(tasks)
+
+
+def test_run_env_reaches_the_script_and_the_summary_shows_it(fleet, tmp_path):
+    done = mschedule(fleet, tmp_path, "run", 'echo "got $GREETING and $EMPTY."', "--host", "cli-a",
+                     "--env", "GREETING=hello world", "--env", "EMPTY=")
+    assert done.returncode == 0, done
+    lines = done.stdout.splitlines()
+    assert "cli-a: got hello world and ." in lines, done.stdout
+    assert "env: EMPTY='' GREETING='hello world'" in lines, done.stdout
+    shown = mschedule(fleet, tmp_path, "task", lines[-1].split()[1])
+    assert "env: EMPTY='' GREETING='hello world'" in shown.stdout.splitlines(), shown
+
+
+def test_env_and_param_errors_are_one_line_exit_3(fleet, tmp_path):
+    """A malformed NAME=VALUE is refused before any request; a value the master refuses is its 400 in one line
+    that names the field."""
+    status, _ = fleet.api.post("/job/cli-checked", {"script": 'echo "v=$VERSION"', "selector": {"hostname": "cli-b"},
+                                                    "params": [{"name": "VERSION", "choices": ["1.0", "1.2"],
+                                                                "default": "1.0"}]})
+    assert status in (200, 201)
+    before = _task_count(fleet)
+    malformed = [mschedule(fleet, tmp_path, "run", "true", "--host", "cli-a", "--env", "NOVALUE"),
+                 mschedule(fleet, tmp_path, "jobs", "run", "cli-checked", "-p", "VERSION")]
+    for done in malformed:
+        assert done.returncode == 3 and done.stdout == "", done
+        assert done.stderr.splitlines()[-1].startswith("mschedule: error: argument "), done
+    refused = {"choice": mschedule(fleet, tmp_path, "jobs", "run", "cli-checked", "-p", "VERSION=9"),
+               "unknown": mschedule(fleet, tmp_path, "jobs", "run", "cli-checked", "-p", "NOPE=1"),
+               "reserved env": mschedule(fleet, tmp_path, "run", "true", "--host", "cli-a", "--env", "MSCHEDULE_X=1")}
+    for what, done in refused.items():
+        assert done.returncode == 3 and done.stdout == "", (what, done)
+        assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, (what, done)
+    assert refused["choice"].stderr.startswith("mschedule: params.VERSION"), refused["choice"].stderr
+    assert refused["unknown"].stderr.startswith("mschedule: params.NOPE"), refused["unknown"].stderr
+    assert refused["reserved env"].stderr.startswith("mschedule: env.MSCHEDULE_X"), refused["reserved env"].stderr
+    assert _task_count(fleet) == before  # none of them made a task
+
+
+def test_jobs_save_declares_params_jobs_run_gives_them(fleet, tmp_path):
+    script, declared = tmp_path / "job.sh", tmp_path / "params.json"
+    script.write_text('echo "v=$VERSION mode=$MODE"\n')
+    declared.write_text(json.dumps([{"name": "VERSION", "choices": ["1.0", "1.2"], "default": "1.0"},
+                                    {"name": "MODE", "pattern": "[a-z]+", "default": "slow", "description": "how"}]))
+    saved = mschedule(fleet, tmp_path, "jobs", "save", "cli-params", "-f", str(script), "--params-file", str(declared),
+                      "--host", "cli-b")
+    assert saved.returncode == 0, saved
+    shown = mschedule(fleet, tmp_path, "jobs", "show", "cli-params").stdout.splitlines()
+    assert shown[2:4] == ["# param VERSION: one of 1.0|1.2, default 1.0", "# param MODE: matching [a-z]+, default slow "
+                                                                         "- how"], shown
+    given = mschedule(fleet, tmp_path, "jobs", "run", "cli-params", "-p", "VERSION=1.2", "--param", "MODE=fast")
+    assert given.returncode == 0, given
+    assert "cli-b: v=1.2 mode=fast" in given.stdout.splitlines(), given.stdout
+    assert "params: MODE=fast VERSION=1.2" in given.stdout.splitlines(), given.stdout
+    assert not any(line.startswith("env: ") for line in given.stdout.splitlines())  # shown once, as params
+    defaults = mschedule(fleet, tmp_path, "jobs", "run", "cli-params", "--json")
+    assert defaults.returncode == 0, defaults
+    task = json.loads(defaults.stdout)
+    assert task["params"] == {"VERSION": "1.0", "MODE": "slow"}
+    assert task["targets"][fleet.ids["cli-b"]]["output"] == "v=1.0 mode=slow\n"
+
+
+def test_retry_of_a_task_with_a_secret_needs_it_again(fleet, tmp_path):
+    status, _ = fleet.api.post("/job/cli-secret", {
+        "script": f'[ "$TOKEN" = s3cret ] && [ "$MSCHEDULE_AGENT_ID" != {fleet.ids["cli-a"]} ]',
+        "selector": {"hostname": "cli-*"}, "parallel": 2, "fail_rate": 100,
+        "params": [{"name": "TOKEN", "secret": True, "required": True}]})
+    assert status in (200, 201)
+    failed = mschedule(fleet, tmp_path, "jobs", "run", "cli-secret", "-p", "TOKEN=s3cret")
+    assert failed.returncode == 1, failed
+    assert "params: TOKEN=***" in failed.stdout.splitlines() and "s3cret" not in failed.stdout, failed.stdout
+    task_id = failed.stdout.splitlines()[-1].split()[1]
+    without = mschedule(fleet, tmp_path, "retry", task_id, "--failed")
+    assert without.returncode == 3 and len(without.stderr.splitlines()) == 1, without
+    assert without.stderr.startswith("mschedule: params.TOKEN"), without.stderr
+    again = mschedule(fleet, tmp_path, "retry", task_id, "--failed", "-p", "TOKEN=s3cret", "--json")
+    task = json.loads(again.stdout)
+    # the secret reached the script again: cli-a still fails, but for its id, not for the token
+    assert again.returncode == 1 and list(task["targets"]) == [fleet.ids["cli-a"]], again
+    assert task["params"] == {"TOKEN": "***"}
+
+
+def test_schedules_create_list_show_disable_delete(fleet, tmp_path):
+    status, _ = fleet.api.post("/job/cli-cron", {"script": "echo cron", "selector": {"hostname": "cli-a"},
+                                                 "params": [{"name": "VERSION", "default": "1.0"}]})
+    assert status in (200, 201)
+    created = mschedule(fleet, tmp_path, "schedules", "create", "cli-cron", "--cron", "*/5 * * * *",
+                        "--timezone", "Europe/Berlin", "-p", "VERSION=1.2", "--host", "cli-b")
+    assert created.returncode == 0, created
+    words = created.stdout.split()
+    assert words[0] == "schedule" and words[2:5] == ["created:", "next", "run"], created.stdout
+    schedule_id, next_run = words[1], words[5]
+    assert next_run.endswith(("+01:00", "+02:00")) and next_run[14:16] in {f"{m:02d}" for m in range(0, 60, 5)}
+
+    listed = mschedule(fleet, tmp_path, "schedules", "list", "--job", "cli-cron")
+    assert listed.returncode == 0, listed
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["ID", "JOB", "CRON", "TIMEZONE", "NEXT", "RUN", "LAST", "STATE", "ENABLED"]
+    assert rows[0].split() == [schedule_id, "cli-cron", "*/5", "*", "*", "*", "*", "Europe/Berlin", next_run, "-",
+                               "yes"], rows
+    assert mschedule(fleet, tmp_path, "schedules", "list", "--job", "no-such-job").stdout.splitlines()[1:] == []
+
+    shown = mschedule(fleet, tmp_path, "schedules", "show", schedule_id)
+    assert shown.returncode == 0, shown
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"schedule {schedule_id} (enabled)" and "params:      VERSION=1.2" in lines, lines
+    at = lines.index("next runs:")
+    assert [line.strip() for line in lines[at + 1:at + 6]][0] == next_run and len(lines[at + 1:at + 6]) == 5
+
+    disabled = mschedule(fleet, tmp_path, "schedules", "disable", schedule_id)
+    assert disabled.returncode == 0 and disabled.stdout == f"schedule {schedule_id} disabled\n", disabled
+    listed = mschedule(fleet, tmp_path, "schedules", "list", "--job", "cli-cron")
+    assert listed.stdout.splitlines()[1].split()[-1] == "no", listed.stdout
+    edited = mschedule(fleet, tmp_path, "schedules", "edit", schedule_id, "--cron", "@daily", "--version", "1")
+    assert edited.returncode == 0, edited
+    assert "cron:        @daily (Europe/Berlin)" in edited.stdout.splitlines(), edited.stdout
+    assert "job:         cli-cron (version 1)" in edited.stdout.splitlines(), edited.stdout
+    edited = mschedule(fleet, tmp_path, "schedules", "edit", schedule_id, "--target", fleet.ids["cli-a"])
+    assert f"targets:     {fleet.ids['cli-a']}" in edited.stdout.splitlines(), edited.stdout
+    assert "selector:" not in edited.stdout  # hosts given replace both: --host cli-b is gone
+    assert mschedule(fleet, tmp_path, "schedules", "edit", schedule_id, "--job-hosts").returncode == 0
+    stored = fleet.api.get(f"/schedule/{schedule_id}")[1]
+    assert (stored["targets"], stored["selector"]) == (None, None), stored  # not set: the job's own
+
+    deleted = mschedule(fleet, tmp_path, "schedules", "delete", schedule_id)
+    assert deleted.returncode == 0 and deleted.stdout == f"schedule {schedule_id} deleted\n", deleted
+    assert schedule_id not in mschedule(fleet, tmp_path, "schedules", "list").stdout
+    gone = mschedule(fleet, tmp_path, "schedules", "show", schedule_id)
+    assert gone.returncode == 3 and len(gone.stderr.splitlines()) == 1 and "Traceback" not in gone.stderr, gone
+    bad = mschedule(fleet, tmp_path, "schedules", "create", "cli-cron", "--cron", "61 * * * *")
+    assert bad.returncode == 3 and bad.stderr.startswith("mschedule: cron"), bad
+
+
+
+def test_a_task_a_schedule_fired_shows_the_schedule_and_its_params(stack, tmp_path):
+    """The master's schedule clock runs 30 times faster (``--schedule-clock``): '* * * * *' fires every 2 s."""
+    stack.master("--schedule-clock", f"{time.time():.3f}:30")
+    stack.web()
+    stack.agents(1, extra=("--hostname", "cron-a"))
+    script, declared = tmp_path / "job.sh", tmp_path / "params.json"
+    script.write_text('echo "v=$VERSION"\n')
+    declared.write_text(json.dumps([{"name": "VERSION", "default": "1"}]))
+    saved = mschedule(stack, tmp_path, "jobs", "save", "cron-job", "-f", str(script), "--params-file", str(declared),
+                      "--host", "cron-a")
+    assert saved.returncode == 0, saved
+    created = mschedule(stack, tmp_path, "schedules", "create", "cron-job", "--cron", "* * * * *", "-p", "VERSION=2",
+                        "--json")
+    assert created.returncode == 0, created
+    schedule_id = json.loads(created.stdout)["schedule_id"]
+
+    def fired() -> list[dict]:
+        listed = mschedule(stack, tmp_path, "tasks", "--schedule", schedule_id, "--json")
+        return [t for t in json.loads(listed.stdout) if t["state"] == "SUCCEED"]
+
+    task = wait_until(fired, 30, interval=0.5, what="a fired task that ended")[-1]
+    assert mschedule(stack, tmp_path, "schedules", "disable", schedule_id).returncode == 0
+    shown = mschedule(stack, tmp_path, "task", task["task_id"])
+    lines = shown.stdout.splitlines()
+    assert "cron-a: v=2" in lines and "params: VERSION=2" in lines, lines
+    tick = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(task["schedule_tick"]))
+    assert f"schedule: {schedule_id} (tick {tick})" in lines, lines
+    listed = mschedule(stack, tmp_path, "tasks", "--schedule", schedule_id).stdout.splitlines()
+    assert task["task_id"] in {row.split()[0] for row in listed[1:]}
+    assert all(row.split()[-2:] == ["cron-job", "v1"] for row in listed[1:]), listed
+    details = mschedule(stack, tmp_path, "schedules", "show", schedule_id).stdout.splitlines()
+    runs = details[details.index("last runs:") + 2:]
+    assert task["task_id"] in {row.split()[1] for row in runs if len(row.split()) == 3}, details
+
+
+class Hook:
+    """An HTTP endpoint on a free loopback port that records each POST (path, headers, JSON body)."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict, dict]] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                owner.posts.append((self.path, dict(self.headers), json.loads(body or b"null")))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_notify_posts_the_outcome_and_task_shows_the_delivery(fleet, tmp_path):
+    with Hook() as hook:
+        done = mschedule(fleet, tmp_path, "run", "true", "--host", "cli-a", "--notify", f"{hook.url}/ok")
+        assert done.returncode == 0, done
+        task_id = done.stdout.splitlines()[-1].split()[1]
+        wait_until(lambda: hook.posts, 15, what="the notification")
+        path, headers, body = hook.posts[0]
+        assert path == "/ok" and body["task_id"] == task_id and body["state"] == "SUCCEED", hook.posts
+        assert headers.get("X-Mschedule-Signature", "").startswith("sha256="), headers
+        shown = wait_until(lambda: (s := mschedule(fleet, tmp_path, "task", task_id)) and "delivered" in s.stdout
+                           and s, 15, interval=0.5, what="the delivery in the task")
+        assert f"notify {hook.url}/ok: delivered (1 attempt, HTTP 200)" in shown.stdout.splitlines(), shown.stdout
+        only = mschedule(fleet, tmp_path, "run", "true", "--host", "cli-a", "--notify", f"{hook.url}/failed",
+                         "--notify", f"{hook.url}/cancelled", "--notify-on", "failed,cancelled")
+        assert only.returncode == 0, only
+        assert f"notify {hook.url}/failed: not sent (only on CANCELLED,FAILED)" in only.stdout.splitlines(), only
+        assert f"notify {hook.url}/cancelled: not sent (only on CANCELLED,FAILED)" in only.stdout.splitlines(), only
+        time.sleep(1)
+    assert len(hook.posts) == 1, hook.posts  # none for the SUCCEED of the second task

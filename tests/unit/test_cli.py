@@ -16,7 +16,7 @@ import pytest
 
 from mschedule.cli import main as cli
 from mschedule.cli.client import ApiError, Client, CliError, config_path, read_config, resolve_settings, write_config
-from mschedule.cli.follow import EventSource, Follower, Progress, SseParser, exit_status
+from mschedule.cli.follow import EventSource, Follower, Progress, SseParser, details, exit_status, when, with_details
 
 
 class FakeClient:
@@ -159,12 +159,160 @@ def test_retry_keys_agents_and_jobs_bodies():
     assert cli.job_run_body(parse("jobs", "run", "deploy"), None) == {}
 
 
+def test_env_params_and_notify_become_body_fields():
+    args = parse("run", "echo $A", "--target", "a1", "--env", "A=1", "--env", "B=x=y", "--env", "EMPTY=",
+                 "--env", "A=2", "--notify", "https://h/1", "--notify", "https://h/2", "--notify", "https://h/1",
+                 "--notify-on", "failed, Cancelled,FAILED")
+    assert cli.task_body(args, None) == {
+        "script": "echo $A", "targets": ["a1"], "env": {"A": "2", "B": "x=y", "EMPTY": ""},  # the last A wins
+        "notify": [{"url": "https://h/1", "on": ["FAILED", "CANCELLED"]},
+                   {"url": "https://h/2", "on": ["FAILED", "CANCELLED"]}]}
+    # --notify-on left out: the master's default (every end state)
+    assert cli.task_body(parse("run", "true", "--target", "a1", "--notify", "https://h"), None)["notify"] == [
+        {"url": "https://h"}]
+    assert cli.job_run_body(parse("jobs", "run", "deploy", "-p", "VERSION=1.2", "--param", "MODE=fast",
+                                  "--notify", "https://h", "--notify-on", "SUCCEED"), None) == {
+        "params": {"VERSION": "1.2", "MODE": "fast"}, "notify": [{"url": "https://h", "on": ["SUCCEED"]}]}
+    assert cli.retry_body(parse("retry", "t1", "-p", "TOKEN=s3cret")) == {
+        "only": ["FAILED", "CANCELLED"], "params": {"TOKEN": "s3cret"}}
+    with pytest.raises(CliError, match="--notify-on: give --notify URL too"):
+        cli.task_body(parse("run", "true", "--target", "a1", "--notify-on", "FAILED"), None)
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["run", "true", "--all", "--env", "NOVALUE"], "--env"),
+    (["run", "true", "--all", "--env", "=value"], "--env"),
+    (["jobs", "run", "deploy", "-p", "VERSION"], "-p/--param"),
+    (["jobs", "run", "deploy", "--param", "=1"], "-p/--param"),
+    (["retry", "t1", "-p", "TOKEN"], "-p/--param"),
+    (["run", "true", "--all", "--notify", "https://h", "--notify-on", ","], "--notify-on"),
+])
+def test_a_malformed_assignment_is_a_usage_error_before_any_request(argv, flag, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "make_client", lambda args: pytest.fail("a request was made"))
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"mschedule: error: argument {flag}: expected "), err
+
+
+def test_schedules_create_and_edit_bodies():
+    args = parse("schedules", "create", "deploy", "--cron", "*/5 * * * *", "--timezone", "Europe/Berlin",
+                 "--version", "3", "--label", "role=web", "--target", "a1", "-p", "VERSION=1.2", "--overlap", "queue",
+                 "--catchup", "last", "--disabled", "--notify", "https://h", "--notify-on", "failed",
+                 "--description", "every 5 min")
+    assert cli.schedule_body(args, None) == {
+        "job": "deploy", "cron": "*/5 * * * *", "timezone": "Europe/Berlin", "version": 3,
+        "targets": ["a1"], "selector": {"labels": {"role": "web"}}, "params": {"VERSION": "1.2"},
+        "overlap": "queue", "catchup": "last", "enabled": False, "description": "every 5 min",
+        "notify": [{"url": "https://h", "on": ["FAILED"]}]}
+    # only what was given: the master's defaults, the job's own hosts and version
+    assert cli.schedule_body(parse("schedules", "create", "deploy", "--cron", "@daily"), None) == {
+        "job": "deploy", "cron": "@daily"}
+    edit = cli.schedule_patch
+    assert edit(parse("schedules", "edit", "s1", "--cron", "0 3 * * *", "--version", "latest"), None) == {
+        "cron": "0 3 * * *", "version": None}
+    assert edit(parse("schedules", "edit", "s1", "--version", "2", "--description", ""), None) == {
+        "version": 2, "description": ""}
+    # hosts given replace both: a --host does not leave the old targets beside it
+    assert edit(parse("schedules", "edit", "s1", "--host", "web-*"), None) == {
+        "targets": None, "selector": {"hostname": "web-*"}}
+    assert edit(parse("schedules", "edit", "s1", "--job-hosts", "--no-params", "--no-notify"), None) == {
+        "targets": None, "selector": None, "params": {}, "notify": []}
+    for argv, message in ((["s1"], "nothing to change"), (["s1", "--no-params", "-p", "A=1"], "--no-params"),
+                          (["s1", "--no-notify", "--notify", "https://h"], "--no-notify"),
+                          (["s1", "--job-hosts", "--target", "a1"], "--job-hosts")):
+        with pytest.raises(CliError, match=message):
+            edit(parse("schedules", "edit", *argv), None)
+
+
+@pytest.mark.parametrize("argv,error", [
+    (["schedules", "create", "deploy"], "the following arguments are required: --cron"),
+    (["schedules", "edit", "s1", "--version", "x"], "argument --version: expected a version number or 'latest'"),
+    (["schedules", "create", "deploy", "--cron", "@daily", "--overlap", "never"], "argument --overlap: invalid"),
+    (["schedules", "create", "deploy", "--cron", "@daily", "--all"], "unrecognized arguments: --all"),
+    (["schedules", "enable"], "the following arguments are required: ID"),
+    (["schedules"], "the following arguments are required: ACTION"),
+])
+def test_schedules_usage_errors_exit_3(argv, error, capsys, monkeypatch):
+    """--all is not offered: it would freeze the agents online at create time into every later run."""
+    monkeypatch.setattr(cli, "make_client", lambda args: pytest.fail("a request was made"))
+    assert cli.main(argv) == 3
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"mschedule: error: {error}")
+
+
+SCHEDULE = {"schedule_id": "s1", "job": "deploy", "version": None, "cron": "*/5 * * * *", "timezone": "Europe/Berlin",
+            "enabled": True, "overlap": "skip", "catchup": "none", "targets": [], "selector": None,
+            "params": {"VERSION": "1.2", "TOKEN": "***"}, "notify": [{"url": "https://h", "on": ["FAILED"]}],
+            "description": "", "created": 0, "next_run": 300, "next_run_local": "1970-01-01T01:05:00+01:00",
+            "last_tick": None, "last_task_id": None, "last_state": None, "fired": 2, "skipped": 1, "missed": 0,
+            "next_runs": ["1970-01-01T01:05:00+01:00", "1970-01-01T01:10:00+01:00"],
+            "runs": [{"tick": 0, "task_id": "t9", "state": "SUCCEED"}],
+            "skips": [{"tick": 300, "reason": "overlap", "count": 1}, {"tick": 0, "reason": "missed", "count": 12}]}
+
+
+def test_schedule_ids_complete_from_the_web_tier(monkeypatch):
+    asked = []
+    monkeypatch.setenv("MSCHEDULE_URL", "http://sched:1")
+    monkeypatch.setattr(Client, "get", lambda self, path, **kw: asked.append((self.url, path)) or [
+        {"schedule_id": "5c1d"}, {"schedule_id": "77aa"}])
+    assert cli.SCHEDULE_IDS("5", parse("schedules", "show", "x")) == ["5c1d"]
+    assert asked == [("http://sched:1", "/schedules")]
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    schedules = next(a for a in commands["schedules"]._actions if a.dest == "schedules_action").choices
+    for action in ("show", "edit", "enable", "disable", "delete"):
+        ids = next(a for a in schedules[action]._actions if a.dest == "id")
+        assert ids.completer is cli.SCHEDULE_IDS, action
+    monkeypatch.setattr(Client, "get", lambda self, path, **kw: (_ for _ in ()).throw(CliError("down")))
+    assert cli.SCHEDULE_IDS("", parse("schedules", "show", "x")) == []  # nothing, never a traceback
+
+
+def test_schedules_show_text():
+    lines = cli.schedule_text(SCHEDULE).splitlines()
+    assert lines[:3] == ["schedule s1 (enabled)", "job:         deploy (the latest version at each run)",
+                         "cron:        */5 * * * * (Europe/Berlin)"]
+    assert "hosts:       the job's own" in lines and "params:      TOKEN=*** VERSION=1.2" in lines
+    assert "notify:      https://h (on FAILED)" in lines and "fired 2, skipped 1, missed 0" in lines
+    at = lines.index("next runs:")
+    assert lines[at + 1:at + 3] == ["  1970-01-01T01:05:00+01:00", "  1970-01-01T01:10:00+01:00"]
+    at = lines.index("last runs:")
+    assert lines[at + 1].split() == ["TICK", "TASK", "STATE"]
+    assert lines[at + 2].split() == ["1970-01-01T01:00:00+01:00", "t9", "SUCCEED"]  # in the schedule's zone
+    assert [line.split() for line in lines[-2:]] == [["1970-01-01T01:05:00+01:00", "1", "overlap"],
+                                                     ["1970-01-01T01:00:00+01:00", "12", "missed"]]
+    pinned = cli.schedule_text({**SCHEDULE, "version": 2, "enabled": False, "targets": ["a1"], "next_runs": [],
+                                "runs": [], "skips": []}).splitlines()
+    assert pinned[0] == "schedule s1 (disabled)" and pinned[1] == "job:         deploy (version 2)"
+    assert "targets:     a1" in pinned and pinned[-1] == "next runs: none (disabled)"
+
+
+def test_jobs_show_a_declared_parameter_on_one_line():
+    assert cli.declaration_text({"name": "VERSION", "description": "what to deploy", "default": "1.0",
+                                 "required": False, "choices": ["1.0", "1.2"], "pattern": None, "secret": False}) == \
+        "VERSION: one of 1.0|1.2, default 1.0 - what to deploy"
+    assert cli.declaration_text({"name": "TOKEN", "description": "", "default": None, "required": True,
+                                 "choices": None, "pattern": "[a-z0-9]+", "secret": True}) == \
+        "TOKEN (required, secret): matching [a-z0-9]+"
+    assert cli.declaration_text({"name": "X"}) == "X"
+
+
 def test_job_save_body(tmp_path):
     script = tmp_path / "deploy.sh"
     script.write_text("make deploy\n")
     args = parse("jobs", "save", "deploy", "-f", str(script), "-m", "first", "--host", "web-*", "--timeout", "60")
     assert cli.job_body(args, None) == {"script": "make deploy\n", "message": "first",
                                         "selector": {"hostname": "web-*"}, "timeout": 60.0}
+    declared = tmp_path / "params.json"
+    declared.write_text('[{"name": "VERSION", "default": "1.0"}]')
+    args = parse("jobs", "save", "deploy", "-f", str(script), "--params-file", str(declared),
+                 "--notify", "https://h", "--notify-on", "FAILED")
+    assert cli.job_body(args, None) == {"script": "make deploy\n", "params": [{"name": "VERSION", "default": "1.0"}],
+                                        "notify": [{"url": "https://h", "on": ["FAILED"]}]}
+    declared.write_text("VERSION=1.0")
+    with pytest.raises(CliError, match="--params-file .*params.json: not JSON"):
+        cli.job_body(args, None)
+    with pytest.raises(CliError, match="--params-file .*missing.json: "):
+        cli.job_body(parse("jobs", "save", "deploy", "-f", str(script), "--params-file",
+                           str(tmp_path / "missing.json")), None)
 
 
 def test_settings_flag_then_environment_then_the_config_file(tmp_path):
@@ -221,6 +369,59 @@ def test_each_ended_host_output_is_shown_once_after_its_hostname():
     assert summary[-1] == "task t1 SUCCEED in 3.0s: waiting 0 running 0 succeed 2 failed 1 cancelled 0"
 
 
+def test_the_summary_shows_params_env_schedule_and_notifications_when_present():
+    task = snapshot({"a1": "SUCCEED"}, {"a1": "web-1"}, "SUCCEED", 13.0)
+    plain = Follower(FakeClient(), "t1").summary(task).splitlines()
+    task.update(env={"VERSION": "1.2", "TOKEN": "***", "NOTE": "a b", "BIG": "x" * 100}, secrets=["TOKEN"],
+                params={"VERSION": "1.2", "TOKEN": "***"}, schedule_id="s1", schedule_tick=None,
+                notify=[{"url": "https://h/1", "on": ["FAILED"]}], notifications=[])
+    lines = Follower(FakeClient(), "t1").summary(task).splitlines()
+    assert lines[:len(plain) - 1] == plain[:-1] and lines[-1] == plain[-1]  # the table first, the state last
+    assert lines[len(plain) - 1:-1] == [
+        "params: TOKEN=*** VERSION=1.2",
+        f"env: BIG={'x' * 60}...(100 bytes) NOTE='a b'",  # a job parameter is in the env too: shown once
+        "schedule: s1",
+        "notify https://h/1: not sent (only on FAILED)",  # the task SUCCEED
+    ]
+    running = {**task, "finished": None}
+    assert details(running)[-1] == "notify https://h/1 (on FAILED)"  # not ended: what it will notify
+    task["notifications"] = [
+        {"url": "https://h/1", "on": ["FAILED"], "state": "delivered", "attempts": 1, "last_status": 200,
+         "last_error": None, "next_attempt": None},
+        {"url": "https://h/2", "on": ["FAILED"], "state": "pending", "attempts": 2, "last_status": None,
+         "last_error": "connection refused", "next_attempt": 0}]
+    task["notify"].extend([{"url": "https://h/2", "on": ["FAILED"]}, {"url": "https://h/3", "on": ["FAILED"]}])
+    lines = Follower(FakeClient(), "t1").summary(task).splitlines()
+    assert lines[-4:-1] == ["notify https://h/1: delivered (1 attempt, HTTP 200)",
+                            f"notify https://h/2: pending (2 attempts, connection refused, next {when(0)})",
+                            "notify https://h/3: not sent (only on FAILED)"]  # the task SUCCEED
+    # a task from before issue 15, or one without any of it: nothing more than before
+    task.update(env={}, params={}, secrets=[], schedule_id=None, notify=[], notifications=[])
+    assert Follower(FakeClient(), "t1").summary(task).splitlines() == plain
+
+
+def test_a_followed_task_gets_its_details_from_the_summary_without_outputs():
+    """The event stream's task has no env, params, schedule nor notifications: one GET without outputs adds
+    them (all of them, so nothing is fetched for a task that has them); a failed GET leaves them out."""
+    class Answering(FakeClient):
+        def get(self, path, query=None, **kw):
+            self.calls.append(("GET", path, query))
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    streamed = snapshot({"a1": "SUCCEED"}, {"a1": "h"}, "SUCCEED", 13.0)
+    client = Answering()
+    client.answer = {**streamed, "env": {"A": "1"}, "secrets": [], "params": {}, "schedule_id": None,
+                     "schedule_tick": None, "notify": [], "notifications": [], "script": "not taken"}
+    task = with_details(client, streamed)
+    assert client.calls == [("GET", "/task/t1", {"output_limit": 0})]
+    assert task["env"] == {"A": "1"} and "script" not in task and task["targets"] is streamed["targets"]
+    assert with_details(client, task) is task and len(client.calls) == 1
+    client.answer = CliError("cannot reach the web tier")
+    assert with_details(client, streamed) is streamed
+
+
 def test_progress_on_a_terminal_is_one_line_rewritten():
     err = io.StringIO()
     progress = Progress(err, tty=True)
@@ -235,7 +436,8 @@ def test_shell_completion_completes_commands_and_flags(tmp_path):
     pytest.importorskip("argcomplete")
     out = tmp_path / "completions"
     for line, expected in (("mschedule jobs s", {"show", "save"}), ("mschedule run --fail-", {"--fail-count",
-                                                                                             "--fail-rate"})):
+                                                                                             "--fail-rate"}),
+                           ("mschedule schedules e", {"edit", "enable"})):
         env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": " ", "COMP_LINE": line,
                "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
         subprocess.run([sys.executable, "-m", "mschedule.cli"], env=env, check=True, timeout=30,
