@@ -389,15 +389,20 @@ def test_jobs_versions_diff_run_and_history(console_stack, page):
     page.wait_for_url(re.compile(f"#/task/{task_id}$"))
     expect(page.locator("#task-state")).to_have_text("SUCCEED")
 
-    # rerun with the same parameters: a new task on the same hosts with the same script
+    # run again with the same parameters: the job's run form, of the same version, on the same hosts
     page.click("#rerun")
-    expect(page.locator("#run-form-script")).to_have_value("echo rotating\nexit 0\n")
-    expect(page.locator("#run-form-targets")).to_have_value(" ".join(sh))
-    page.click("#run-form button[type=submit]")
+    page.wait_for_url(re.compile(f"#/job/rotate-logs\\?v=1&from={task_id}$"))
+    expect(page.locator("#rerun-of")).to_contain_text(task_id)
+    expect(page.locator("#version-script")).to_have_text("echo rotating\nexit 0\n")
+    expect(page.locator("#selection-badge")).to_have_text("1 agent ticked")
+    page.click("#run-version")
     page.wait_for_url(re.compile(r"#/task/"))
-    assert page.url.rsplit("/", 1)[1] != task_id
+    again = page.url.rsplit("/", 1)[1]
+    assert again != task_id
     wait_task_done(page)
     expect(page.locator("#task-state")).to_have_text("SUCCEED")
+    rerun = console_stack.api.wait_task(again)
+    assert (rerun["job"], rerun["job_version"], sorted(rerun["targets"])) == ("rotate-logs", 1, sh)
 
 
 def test_agents_view_refreshes_by_itself(stack, page):
@@ -591,3 +596,123 @@ def test_a_group_from_the_draft_can_be_unset(console_stack, page):
     page.fill("#run-form-targets", " ".join(sh))
     task_id = submit_run(page, "true")
     assert sorted(console_stack.api.wait_task(task_id)["targets"]) == sorted(sh)
+
+
+# ---- issue 15: parameters, environment -------------------------------------------------------------
+
+
+def declare_param(page, form: str, row: int, name: str, **fields) -> None:
+    """Add a row to a job form's parameter table and fill it (text fields by name, booleans as ticks)."""
+    page.click(f"#{form}-add-param")
+    cells = page.locator(f"#{form}-params tbody tr").nth(row)
+    cells.locator("input[name=param-name]").fill(name)
+    for key, value in fields.items():
+        box = cells.locator(f"input[name=param-{key}]")
+        if isinstance(value, bool):
+            box.set_checked(value)
+        else:
+            box.fill(value)
+
+
+def test_a_declared_parameter_is_given_at_run_and_shown_in_the_task(console_stack, page):
+    sh = [a for a, h in hosts(console_stack).items() if h.startswith("sh-")]
+    open_console(page, console_stack, "#/jobs")
+    page.fill("#new-job-name", "greet")
+    page.fill("#new-job-form-script", 'echo "hello $WHO in $TIER"\n')
+    page.fill("#new-job-form-targets", " ".join(sh))
+    declare_param(page, "new-job-form", 0, "WHO", default="world", pattern="[a-z]+", description="who is greeted")
+    declare_param(page, "new-job-form", 1, "TIER", choices="blue, green", required=True)
+    page.click("#new-job-form button[type=submit]")
+    page.wait_for_url(re.compile(r"#/job/greet$"))
+    saved = console_stack.api.get("/job/greet")[1]["params"]["params"]
+    assert [(p["name"], p.get("default"), p.get("choices"), p.get("required")) for p in saved] == [
+        ("WHO", "world", None, False), ("TIER", None, ["blue", "green"], True)]
+    # the editor starts from the latest version's declarations
+    expect(page.locator("#job-form-params tbody tr")).to_have_count(2)
+    expect(page.locator("#job-form-params tbody tr").nth(1).locator("input[name=param-choices]")).to_have_value(
+        "blue, green")
+
+    # one input per parameter: the default filled in, a select for the choices, the required one marked
+    who = page.locator("#run-param-WHO")
+    expect(who).to_have_value("world")
+    tier = page.locator("#run-param-TIER")
+    assert tier.evaluate("el => el.tagName") == "SELECT"
+    expect(tier.locator("option")).to_have_text(["(not given)", "blue", "green"])
+    expect(page.locator("[data-field='params.TIER'] .required")).to_be_visible()
+    screenshot(page, "14-job-parameters")
+
+    # the master's errors go beside the input they are about
+    page.click("#run-version")
+    expect(page.locator("#run-version-form [data-error-for='params.TIER']")).to_contain_text("TIER")
+    tier.select_option("green")
+    who.fill("Not Lower")
+    page.click("#run-version")
+    expect(page.locator("#run-version-form [data-error-for='params.WHO']")).to_contain_text("WHO")
+    expect(page.locator("#run-version-form [data-error-for='params.TIER']")).to_be_empty()
+    who.fill("console")
+    page.click("#run-version")
+    page.wait_for_url(re.compile(r"#/task/"))
+    task_id = page.url.rsplit("/", 1)[1]
+    wait_task_done(page)
+    expect(target_row(page, sh[0]).locator("pre.output")).to_have_text("hello console in green\n")
+    expect(page.locator("#task-params tr[data-name=WHO] td.value")).to_have_text("console")
+    expect(page.locator("#task-params tr[data-name=TIER] td.value")).to_have_text("green")
+    screenshot(page, "15-task-parameters")
+    assert console_stack.api.wait_task(task_id)["params"] == {"WHO": "console", "TIER": "green"}
+
+
+def test_a_secret_parameter_is_shown_as_stars_and_asked_for_again(console_stack, page):
+    sh = [a for a, h in hosts(console_stack).items() if h.startswith("sh-")]
+    open_console(page, console_stack, "#/jobs")
+    page.fill("#new-job-name", "use-token")
+    page.fill("#new-job-form-script", 'test "$TOKEN" = "s3cret-value" && echo token ok\n')
+    page.fill("#new-job-form-targets", " ".join(sh))
+    declare_param(page, "new-job-form", 0, "TOKEN", secret=True, required=True)
+    page.click("#new-job-form button[type=submit]")
+    page.wait_for_url(re.compile(r"#/job/use-token$"))
+    token = page.locator("#run-param-TOKEN")
+    expect(token).to_have_attribute("type", "password")
+    token.fill("s3cret-value")
+    page.click("#run-version")
+    page.wait_for_url(re.compile(r"#/task/"))
+    task_id = page.url.rsplit("/", 1)[1]
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("SUCCEED")
+    expect(target_row(page, sh[0]).locator("pre.output")).to_have_text("token ok\n")
+    expect(page.locator("#task-params tr[data-name=TOKEN] td.value")).to_have_text("***")
+    assert "s3cret-value" not in page.content()
+    screenshot(page, "16-task-secret")
+
+    # run again: the secret's input is empty (the API answers ***, which is never sent back)
+    page.click("#rerun")
+    page.wait_for_url(re.compile(f"#/job/use-token\\?v=1&from={task_id}$"))
+    expect(page.locator("#rerun-of")).to_contain_text(task_id)
+    token = page.locator("#run-param-TOKEN")
+    expect(token).to_have_value("")
+    expect(page.locator("[data-field='params.TOKEN'] .hint")).to_contain_text("again")
+    token.fill("s3cret-value")
+    page.click("#run-version")
+    page.wait_for_url(re.compile(r"#/task/(?!" + task_id + ")"))
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("SUCCEED")
+
+
+def test_a_plain_task_gets_environment_variables(console_stack, page):
+    agent_id = sorted(hosts(console_stack))[0]
+    open_console(page, console_stack, "#/run")
+    page.fill("#run-form-targets", agent_id)
+    page.fill("#run-form-env", "bad name=1")
+    page.fill("#run-form-script", 'echo "$GREETING/$COUNT"')
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#run-form [data-error-for=env]")).to_contain_text("bad name")
+    assert "#/run" in page.url
+    page.fill("#run-form-env", "GREETING=hi there\nCOUNT=3\n")
+    task_id = submit_run(page, 'echo "$GREETING/$COUNT"')
+    wait_task_done(page)
+    expect(target_row(page, agent_id).locator("pre.output")).to_have_text("hi there/3\n")
+    expect(page.locator("#task-env tr[data-name=GREETING] td.value")).to_have_text("hi there")
+    assert console_stack.api.wait_task(task_id)["env"] == {"GREETING": "hi there", "COUNT": "3"}
+    # run again fills the environment in
+    page.click("#rerun")
+    expect(page.locator("#run-form-env")).to_have_value("GREETING=hi there\nCOUNT=3")
+
