@@ -598,7 +598,7 @@ def test_a_group_from_the_draft_can_be_unset(console_stack, page):
     assert sorted(console_stack.api.wait_task(task_id)["targets"]) == sorted(sh)
 
 
-# ---- issue 15: parameters, environment -------------------------------------------------------------
+# ---- issue 15: parameters, environment, schedules -------------------------------------------------------------
 
 
 def declare_param(page, form: str, row: int, name: str, **fields) -> None:
@@ -716,3 +716,71 @@ def test_a_plain_task_gets_environment_variables(console_stack, page):
     page.click("#rerun")
     expect(page.locator("#run-form-env")).to_have_value("GREETING=hi there\nCOUNT=3")
 
+
+def test_a_schedule_is_created_from_a_job_listed_disabled_and_deleted(stack, page):
+    stack.master()
+    stack.web()
+    stack.agents(1)
+    agent_id = stack.online_agents()[0]
+    status, body = stack.api.post("/job/nightly", {"script": 'echo "$MODE"', "targets": [agent_id],
+                                                   "params": [{"name": "MODE", "choices": ["full", "quick"],
+                                                               "default": "quick"}]})
+    assert status == 201, body
+    open_console(page, stack, "#/job/nightly")
+    expect(page.locator("#job-schedules")).to_contain_text("No schedule runs this job.")
+    page.click("#new-schedule")
+    page.wait_for_url(re.compile(r"#/schedules\?job=nightly$"))
+    expect(page.locator("header nav a.active")).to_have_text("Schedules")
+    expect(page.locator("#schedule-form-job")).to_have_value("nightly")
+    mode = page.locator("#schedule-form-param-MODE")
+    expect(mode).to_have_value("quick")
+    mode.select_option("full")
+    page.click("#schedule-form button[type=submit]")
+    expect(page.locator("#schedule-form [data-error-for=cron]")).not_to_be_empty()
+    page.fill("#schedule-form-cron", "* * * * *")
+    page.fill("#schedule-form-timezone", "Europe/Berlin")
+    page.click("#schedule-form button[type=submit]")
+    expect(page.locator("#schedule-form .note")).to_have_text(re.compile(r"^Created schedule "))
+    expect(page.locator("#schedule-form [data-error-for=cron]")).to_be_empty()
+    row = page.locator("#schedules tbody tr[data-schedule]")
+    expect(row).to_have_count(1)
+    schedule_id = row.get_attribute("data-schedule")
+    expect(row.locator("td.cron")).to_have_text("* * * * *")
+    expect(row).to_contain_text("nightly")
+    # the next run, to the minute, in the schedule's own timezone
+    expect(row.locator("td.next")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:00 \+0[12]:00 Europe/Berlin$"))
+    expect(row.locator("td.enabled")).to_have_text("enabled")
+    screenshot(page, "17-schedules")
+    listed = stack.api.get("/schedules")[1]
+    assert [(s["schedule_id"], s["job"], s["cron"], s["timezone"], s["params"], s["enabled"]) for s in listed] == [
+        (schedule_id, "nightly", "* * * * *", "Europe/Berlin", {"MODE": "full"}, True)]
+
+    row.locator("button.toggle-schedule").click()
+    expect(row.locator("td.enabled")).to_have_text("disabled")
+    expect(row.locator("td.next")).to_have_text("disabled")
+    expect(row.locator("button.toggle-schedule")).to_have_text("Enable")
+    assert stack.api.get(f"/schedule/{schedule_id}")[1]["enabled"] is False
+    screenshot(page, "18-schedule-disabled")
+
+    # its page: enabled again, the next five runs; the job's page lists it
+    row.locator("a").first.click()
+    page.wait_for_url(re.compile(f"#/schedule/{schedule_id}$"))
+    expect(page.locator("#schedule-enabled")).to_have_text("disabled")
+    page.click("button.toggle-schedule")
+    expect(page.locator("#schedule-enabled")).to_have_text("enabled")
+    expect(page.locator("#next-runs li")).to_have_count(5)
+    expect(page.locator("#schedule-params tr[data-name=MODE] td.value")).to_have_text("full")
+    screenshot(page, "19-schedule")
+    page.goto(f"{stack.api.base}/#/job/nightly")
+    expect(page.locator(f"#job-schedules tr[data-schedule='{schedule_id}']")).to_contain_text("* * * * *")
+
+    # delete wants a second click
+    page.goto(f"{stack.api.base}/#/schedule/{schedule_id}")
+    delete = page.locator("button.delete-schedule")
+    delete.click()
+    expect(delete).to_have_text("Click again to delete")
+    assert stack.api.get(f"/schedule/{schedule_id}")[0] == 200
+    delete.click()
+    page.wait_for_url(re.compile(r"#/schedules$"))
+    expect(page.locator("#schedules tbody")).to_contain_text("No schedule yet.")
+    assert stack.api.get("/schedules")[1] == []

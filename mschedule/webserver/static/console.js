@@ -1,5 +1,6 @@
 // mschedule web console: one page over the HTTP API. No build step, nothing loaded from elsewhere.
-// Views are picked by the URL's hash (#/agents, #/run, #/task/ID, #/history, #/jobs, #/job/NAME).
+// Views are picked by the URL's hash (#/agents, #/run, #/task/ID, #/history, #/jobs, #/job/NAME, #/schedules,
+// #/schedule/ID).
 // Everything from the API is put on the page as text (textContent), never as HTML: scripts' outputs are
 // whatever the hosts printed.
 'use strict';
@@ -19,6 +20,7 @@ const OUTPUT_TAIL_BYTES = 8192;
 const TASK_RELOAD_MS = 2000;
 /** An ended task whose notifications are still being delivered is fetched again this often. */
 const NOTIFY_REFRESH_MS = 5000;
+const SCHEDULES_REFRESH_MS = 5000;
 const PARAMS = [
   { name: 'timeout', label: 'timeout', def: '0',
     hint: "Seconds before a host's script is killed (exit code 124), at most 604800 (7 days); 0 = no limit." },
@@ -82,6 +84,10 @@ function splitWords(text) {
 
 function taskLink(taskId) {
   return h('a', { href: `#/task/${encodeURIComponent(taskId)}`, class: 'mono', text: taskId });
+}
+
+function scheduleLink(scheduleId) {
+  return h('a', { href: `#/schedule/${encodeURIComponent(scheduleId)}`, class: 'mono', text: scheduleId });
 }
 
 function stateBadge(state) {
@@ -1046,7 +1052,9 @@ function taskView(main, args, query, ctx) {
       h('span', { text: `parallel ${task.parallel}, fail_rate ${task.fail_rate} %, fail_count ${task.fail_count}, timeout ${task.timeout || 'none'}` }),
       task.batch_by ? h('span', { text: `by ${task.batch_by}: batch ${(task.batch ?? 0) + 1} of ${task.batches.length}` }) : null,
       task.job ? h('span', {}, 'job ', h('a', { href: `#/job/${encodeURIComponent(task.job)}`, text: `${task.job} v${task.job_version}` })) : null,
-      task.retry_of ? h('span', { id: 'retry-of' }, 'retry of ', taskLink(task.retry_of)) : null]);
+      task.retry_of ? h('span', { id: 'retry-of' }, 'retry of ', taskLink(task.retry_of)) : null,
+      task.schedule_id ? h('span', { id: 'task-schedule' }, 'fired by schedule ', scheduleLink(task.schedule_id),
+        task.schedule_tick ? ` at ${formatTime(task.schedule_tick)}` : '') : null]);
     renderInputs(task);
     const notes = task.notifications || [];
     notifySlot.replaceChildren(...(notes.length ? [h('h3', { text: 'Notifications' }), notificationsTable(notes)] : []));
@@ -1290,10 +1298,15 @@ function jobView(main, args, query, ctx) {
       await loadVersions(saved.version);
     },
   });
+  const schedulesBody = h('tbody');
+  const newSchedule = h('a', { href: `#/schedules?job=${encodeURIComponent(name)}`, id: 'new-schedule', class: 'button', text: 'New schedule' });
   main.append(h('h2', {}, 'Job ', h('span', { class: 'mono', text: name })), error,
     h('table', { id: 'versions' }, tableHead(['Version', 'Saved', 'Message', 'sha256', 'from', 'to', '']), versionsBody),
     h('div', { class: 'actions' }, diffButton, h('span', { class: 'muted', text: 'pick two versions, then Diff' })),
     diffSlot, h('h3', { text: 'Version' }), versionSlot,
+    h('h3', { text: 'Schedules' }),
+    h('table', { id: 'job-schedules' }, tableHead(['Schedule', 'Cron', 'Timezone', 'Next run', 'Last run', 'Enabled']), schedulesBody),
+    h('div', { class: 'actions' }, newSchedule),
     h('h3', { text: 'Save a new version' }), form);
 
   // "Run again" of a job task comes here: that version's run form, with the task's params and hosts
@@ -1339,6 +1352,13 @@ function jobView(main, args, query, ctx) {
     return job;
   }
 
+  async function loadSchedules() {
+    const list = await api('GET', `/schedules?job=${encodeURIComponent(name)}`);
+    schedulesBody.replaceChildren(...list.map((sc) => h('tr', { 'data-schedule': sc.schedule_id },
+      h('td', {}, scheduleLink(sc.schedule_id)), h('td', { class: 'mono', text: sc.cron }), h('td', { text: sc.timezone }),
+      h('td', {}, nextRunText(sc)), h('td', {}, lastRun(sc)), h('td', {}, enabledBadge(sc.enabled)))));
+    if (!list.length) schedulesBody.append(h('tr', {}, h('td', { colspan: 6, class: 'empty', text: 'No schedule runs this job.' })));
+  }
 
   /** The versions table and one version shown; ``fillForm``: the editor starts from the newest version. */
   async function loadVersions(show, fillForm = false) {
@@ -1377,6 +1397,214 @@ function jobView(main, args, query, ctx) {
     }
     await loadVersions(Number(query.get('v')) || 0, true);
   })().catch(ctx.showError);
+  loadSchedules().catch(ctx.showError);
+}
+
+// ---- schedules -----------------------------------------------------------------------------------------
+
+/** "2026-12-01T15:30:00+01:00" as "2026-12-01 15:30:00 +01:00": a time in the schedule's own timezone. */
+function formatLocal(iso) {
+  return iso ? iso.replace('T', ' ').replace(/(Z|[+-]\d\d:?\d\d)$/, ' $1') : '';
+}
+
+function nextRunText(sc) {
+  if (!sc.enabled) return h('span', { class: 'muted', text: 'disabled' });
+  if (!sc.next_run_local) return h('span', { class: 'muted', text: 'none' });
+  return h('span', { class: 'next-run', title: `${formatTime(sc.next_run)} in this browser's time` },
+    `${formatLocal(sc.next_run_local)} `, h('span', { class: 'muted', text: sc.timezone }));
+}
+
+function lastRun(sc) {
+  if (!sc.last_task_id) return h('span', { class: 'muted', text: 'not run yet' });
+  return h('span', {}, sc.last_state ? stateBadge(sc.last_state) : null, ' ', taskLink(sc.last_task_id));
+}
+
+function enabledBadge(enabled) {
+  return h('span', { class: `badge ${enabled ? 'enabled' : 'disabled'}`, text: enabled ? 'enabled' : 'disabled' });
+}
+
+/**
+ * Enable/Disable (``PATCH {"enabled": ...}``) and Delete (two clicks) of one schedule; ``done`` runs after
+ * each change (a refresh, or leaving a deleted schedule's page). Errors go to ``error``.
+ */
+function scheduleButtons(ctx, sc, error, done, deleted) {
+  const path = `/schedule/${encodeURIComponent(sc.schedule_id)}`;
+  const toggle = h('button', { type: 'button', class: 'toggle-schedule', text: sc.enabled ? 'Disable' : 'Enable' });
+  const remove = h('button', { type: 'button', class: 'danger delete-schedule', text: 'Delete' });
+  toggle.addEventListener('click', async () => {
+    toggle.disabled = true;
+    try {
+      await api('PATCH', path, { enabled: !sc.enabled });
+      error.textContent = '';
+      await done();
+    } catch (err) { error.textContent = err.message; toggle.disabled = false; }
+  });
+  let armed = null;
+  remove.addEventListener('click', async () => {
+    if (!armed) {  // two clicks: a stray click does not drop a schedule
+      remove.textContent = 'Click again to delete';
+      armed = later(ctx, () => { armed = null; remove.textContent = 'Delete'; }, 4000);
+      return;
+    }
+    clearTimeout(armed);
+    ctx.timers.delete(armed);
+    armed = null;
+    remove.disabled = true;
+    try {
+      await api('DELETE', path);
+      error.textContent = '';
+      await (deleted || done)();
+    } catch (err) { error.textContent = err.message; remove.disabled = false; }
+  });
+  return [toggle, remove];
+}
+
+/** A new schedule of a job: the job's declared parameters get their inputs once the job is picked. */
+function scheduleForm(ctx, wantJob, onCreated) {
+  const id = 'schedule-form';
+  const job = h('select', { id: `${id}-job`, name: 'job' }, h('option', { value: '', text: '(pick a job)' }));
+  const cron = h('input', { type: 'text', id: `${id}-cron`, name: 'cron', class: 'mono', placeholder: '*/5 * * * *', autocomplete: 'off' });
+  const timezone = h('input', { type: 'text', id: `${id}-timezone`, name: 'timezone', value: 'UTC', list: `${id}-zones`, autocomplete: 'off' });
+  const zones = h('datalist', { id: `${id}-zones` },
+    (Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : []).map((z) => h('option', { value: z })));
+  const overlap = h('select', { id: `${id}-overlap`, name: 'overlap' }, ['skip', 'queue', 'allow'].map((v) => h('option', { value: v, text: v })));
+  const catchup = h('select', { id: `${id}-catchup`, name: 'catchup' }, ['none', 'last'].map((v) => h('option', { value: v, text: v })));
+  const description = h('input', { type: 'text', id: `${id}-description`, name: 'description', autocomplete: 'off' });
+  const paramsSlot = h('div', { id: `${id}-params` });
+  const general = errorBox();
+  const note = h('p', { class: 'note' });
+  const submit = h('button', { type: 'submit', class: 'primary', text: 'Create schedule' });
+  let inputs = paramInputs(id, []);
+  const form = h('form', { id, class: 'card', novalidate: true },
+    h('div', { class: 'two-col' },
+      h('div', {},
+        field('job', 'Job', job, 'It runs the latest version of the job at each firing, on its own targets.'),
+        field('cron', 'Cron', cron, 'Five fields (minute hour day month weekday), or @hourly, @daily, @weekly, @monthly, @yearly.'),
+        field('timezone', 'Timezone', timezone, `The cron's times are in this timezone (this browser's: ${Intl.DateTimeFormat().resolvedOptions().timeZone}).`),
+        zones,
+        field('description', 'Description', description, 'Optional.')),
+      h('div', {},
+        field('overlap', 'Overlap', overlap, 'When the last run has not ended: skip this firing, queue it, or allow both.'),
+        field('catchup', 'Catch up', catchup, 'Firings missed while the master was down: none, or run the last one.'),
+        paramsSlot)),
+    general, note, h('div', { class: 'actions' }, submit));
+
+  async function pickJob() {
+    inputs = paramInputs(id, []);
+    paramsSlot.replaceChildren();
+    if (!job.value) return;
+    const detail = await api('GET', `/job/${encodeURIComponent(job.value)}`);
+    if (job.value !== detail.name) return;  // picked another meanwhile
+    inputs = paramInputs(id, (detail.params || {}).params || []);
+    if (inputs.fields.length) paramsSlot.replaceChildren(h('fieldset', {}, h('legend', { text: 'Parameters' }), inputs.fields));
+  }
+  job.addEventListener('change', () => pickJob().catch((err) => { general.textContent = err.message; }));
+  api('GET', '/jobs').then((jobs) => {
+    job.append(...jobs.map((j) => h('option', { value: j.name, text: j.name })));
+    if (wantJob) { job.value = wantJob; pickJob().catch((err) => { general.textContent = err.message; }); }
+  }).catch((err) => { general.textContent = err.message; });
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    note.textContent = '';
+    const body = { job: job.value, cron: cron.value.trim(), timezone: timezone.value.trim(), overlap: overlap.value, catchup: catchup.value };
+    if (description.value.trim()) body.description = description.value.trim();
+    const values = inputs.values();
+    if (Object.keys(values).length) body.params = values;
+    submit.disabled = true;
+    try {
+      const made = await api('POST', '/schedules', body);
+      note.textContent = `Created schedule ${made.schedule_id}.`;
+      await onCreated(made.schedule_id);
+    } catch (err) {
+      showFieldError(form, err, general);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+function schedulesView(main, args, query, ctx) {
+  const tbody = h('tbody');
+  const error = viewError(ctx);
+  const want = query.get('job');
+  const form = scheduleForm(ctx, want, () => load());
+  main.append(h('h2', { text: 'Schedules' }), error,
+    h('table', { id: 'schedules' },
+      tableHead(['Schedule', 'Job', 'Cron', 'Timezone', 'Next run', 'Last run', 'Enabled', '']), tbody),
+    h('h3', { id: 'new-schedule-heading', text: 'New schedule from a job' }), form);
+
+  let listed = '';
+  async function load() {
+    const list = await api('GET', '/schedules');
+    error.textContent = '';
+    const text = JSON.stringify(list);
+    if (text === listed) return;  // unchanged: a half-done two-click Delete survives the refresh
+    listed = text;
+    tbody.replaceChildren(...list.map((sc) => h('tr', { 'data-schedule': sc.schedule_id, class: sc.enabled ? null : 'disabled' },
+      h('td', {}, scheduleLink(sc.schedule_id), sc.description ? h('div', { class: 'muted', text: sc.description }) : null),
+      h('td', {}, h('a', { href: `#/job/${encodeURIComponent(sc.job)}`, text: sc.version ? `${sc.job} v${sc.version}` : sc.job })),
+      h('td', { class: 'mono cron', text: sc.cron }), h('td', { text: sc.timezone }),
+      h('td', { class: 'next' }, nextRunText(sc)), h('td', { class: 'last' }, lastRun(sc)),
+      h('td', { class: 'enabled' }, enabledBadge(sc.enabled)),
+      h('td', { class: 'actions-cell' }, scheduleButtons(ctx, sc, error, () => { listed = ''; return load(); })))));
+    if (!list.length) tbody.append(h('tr', {}, h('td', { colspan: 8, class: 'empty', text: 'No schedule yet.' })));
+  }
+  if (want) later(ctx, () => form.scrollIntoView(), 0);
+  every(ctx, SCHEDULES_REFRESH_MS, async () => { await load(); return true; });
+}
+
+function scheduleView(main, args, query, ctx) {
+  const scheduleId = args[0] || '';
+  const title = h('h2', {}, 'Schedule ', h('span', { class: 'mono', text: scheduleId }), ' ');
+  const badge = h('span', { id: 'schedule-enabled' });
+  title.append(badge);
+  const error = viewError(ctx);
+  const meta = h('div', { class: 'meta', id: 'schedule-meta' });
+  const actions = h('div', { class: 'actions' });
+  const nextRuns = h('ol', { id: 'next-runs', class: 'mono' });
+  const runsBody = h('tbody');
+  const skipsBody = h('tbody');
+  const paramsSlot = h('div');
+  main.append(title, meta, actions, error, paramsSlot,
+    h('div', { class: 'two-col' },
+      h('div', {}, h('h3', { text: 'Next runs' }), nextRuns),
+      h('div', {}, h('h3', { text: 'Skipped' }), h('table', { id: 'schedule-skips' }, tableHead(['Tick', 'Reason']), skipsBody))),
+    h('h3', { text: 'Last runs' }), h('table', { id: 'schedule-runs' }, tableHead(['Tick', 'Task', 'State']), runsBody));
+
+  let shown = '';
+  async function load() {
+    const sc = await api('GET', `/schedule/${encodeURIComponent(scheduleId)}`);
+    error.textContent = '';
+    const text = JSON.stringify(sc);
+    if (text === shown) return;
+    shown = text;
+    badge.replaceChildren(enabledBadge(sc.enabled));
+    setChildren(meta, [
+      h('span', {}, 'job ', h('a', { href: `#/job/${encodeURIComponent(sc.job)}`, text: sc.version ? `${sc.job} v${sc.version}` : `${sc.job} (latest)` })),
+      h('span', { class: 'mono', text: `cron ${sc.cron}` }), h('span', { text: sc.timezone }),
+      h('span', { text: `overlap ${sc.overlap}, catchup ${sc.catchup}` }),
+      h('span', { text: `fired ${sc.fired}, skipped ${sc.skipped}, missed ${sc.missed}` }),
+      sc.targets && sc.targets.length ? h('span', { text: `targets ${sc.targets.join(' ')}` }) : null,
+      sc.selector ? h('span', { text: `selector ${JSON.stringify(sc.selector)}` }) : null,
+      sc.description ? h('span', { text: sc.description }) : null,
+      h('span', { text: `created ${formatTime(sc.created)}` })]);
+    actions.replaceChildren(...scheduleButtons(ctx, sc, error, () => { shown = ''; return load(); },
+      () => { location.hash = '#/schedules'; }));
+    setChildren(paramsSlot, Object.keys(sc.params || {}).length
+      ? h('div', { class: 'card' }, h('h3', { text: 'Parameters' }), valuesTable('schedule-params', sc.params, [])) : null);
+    nextRuns.replaceChildren(...(sc.enabled ? (sc.next_runs || []).map((t) => h('li', { text: formatLocal(t) }))
+      : [h('li', { class: 'muted', text: 'disabled: no run is due' })]));
+    runsBody.replaceChildren(...(sc.runs || []).map((r) => h('tr', { 'data-task': r.task_id || '' },
+      h('td', { text: formatTime(r.tick) }), h('td', {}, r.task_id ? taskLink(r.task_id) : ''),
+      h('td', {}, r.state ? stateBadge(r.state) : ''))));
+    if (!(sc.runs || []).length) runsBody.append(h('tr', {}, h('td', { colspan: 3, class: 'empty', text: 'Not run yet.' })));
+    skipsBody.replaceChildren(...(sc.skips || []).map((k) => h('tr', {}, h('td', { text: formatTime(k.tick) }), h('td', { text: k.reason }))));
+    if (!(sc.skips || []).length) skipsBody.append(h('tr', {}, h('td', { colspan: 2, class: 'empty', text: 'None skipped.' })));
+  }
+  every(ctx, SCHEDULES_REFRESH_MS, async () => { await load(); return true; });
 }
 
 function notFoundView(main) {
@@ -1385,7 +1613,10 @@ function notFoundView(main) {
 
 // ---- the router -----------------------------------------------------------------------------------------
 
-const VIEWS = { agents: agentsView, run: runView, task: taskView, history: historyView, jobs: jobsView, job: jobView };
+const VIEWS = {
+  agents: agentsView, run: runView, task: taskView, history: historyView, jobs: jobsView, job: jobView,
+  schedules: schedulesView, schedule: scheduleView,
+};
 let leaveView = null;
 
 function route() {
@@ -1393,7 +1624,7 @@ function route() {
   const hash = location.hash.replace(/^#\/?/, '') || 'agents';
   const [pathPart, queryPart = ''] = hash.split('?');
   const [name, ...args] = pathPart.split('/').map(decodeURIComponent);
-  const navName = name === 'task' ? 'history' : name === 'job' ? 'jobs' : name;
+  const navName = { task: 'history', job: 'jobs', schedule: 'schedules' }[name] || name;
   document.querySelectorAll('header nav a').forEach((a) => a.classList.toggle('active', a.dataset.view === navName));
   const main = $('#view');
   main.replaceChildren();
