@@ -657,6 +657,7 @@ def test_a_declared_parameter_is_given_at_run_and_shown_in_the_task(console_stac
     expect(target_row(page, sh[0]).locator("pre.output")).to_have_text("hello console in green\n")
     expect(page.locator("#task-params tr[data-name=WHO] td.value")).to_have_text("console")
     expect(page.locator("#task-params tr[data-name=TIER] td.value")).to_have_text("green")
+    expect(page.locator("#task-env")).to_have_count(0)  # the same variables: listed once
     screenshot(page, "15-task-parameters")
     assert console_stack.api.wait_task(task_id)["params"] == {"WHO": "console", "TIER": "green"}
 

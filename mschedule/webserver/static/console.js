@@ -1096,7 +1096,8 @@ function taskView(main, args, query, ctx) {
   /** The parameters and environment the task ran with; secrets it had make Retry and Run again ask for them. */
   function renderInputs(task) {
     const params = task.params || {};
-    const env = task.env || {};
+    // a job run's parameters are its environment variables: listed once, under Parameters
+    const env = Object.fromEntries(Object.entries(task.env || {}).filter(([k]) => !(k in params)));
     const secrets = task.secrets || [];
     const key = JSON.stringify([params, env, secrets, task.job, task.job_version]);
     if (inputsShown === key) return;
