@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -799,3 +800,43 @@ def test_a_schedule_is_created_from_a_job_listed_disabled_and_deleted(stack, pag
     page.wait_for_url(re.compile(r"#/schedules$"))
     expect(page.locator("#schedules tbody")).to_contain_text("No schedule yet.")
     assert stack.api.get("/schedules")[1] == []
+
+
+def test_a_schedule_s_runs_and_skips_link_to_their_tasks(stack, page):
+    # the schedule clock runs 30 times faster: a * * * * * schedule fires every 2 s, and a run of 3 s makes
+    # the tick after it a skip (overlap)
+    stack.master("--schedule-clock", f"{time.time():.3f}:30")
+    stack.web()
+    stack.agents(1)
+    agent_id = stack.online_agents()[0]
+    assert stack.api.post("/job/slow", {"script": "sleep 3; echo slept", "targets": [agent_id]})[0] == 201
+    status, made = stack.api.post("/schedules", {"job": "slow", "cron": "* * * * *", "timezone": "Asia/Kolkata"})
+    assert status == 201, made
+    schedule_id = made["schedule_id"]
+    open_console(page, stack, f"#/schedule/{schedule_id}")
+    runs = page.locator("#schedule-runs tbody tr[data-task]")
+    # the page refreshes a schedule every 5 s
+    expect(runs.first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#schedule-skips tbody tr[data-reason=overlap]").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    page.click("button.toggle-schedule")
+    expect(page.locator("#schedule-enabled")).to_have_text("disabled")
+    screenshot(page, "20-schedule-runs")
+    # a tick is shown in the schedule's timezone (+05:30, no daylight saving time): a whole minute there
+    expect(page.locator("#schedule-runs th").first).to_have_text("Tick (Asia/Kolkata)")
+    tick = stack.api.get(f"/schedule/{schedule_id}")[1]["runs"][-1]["tick"]
+    kolkata = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(tick + 5.5 * 3600))
+    expect(runs.last.locator("td").first).to_have_text(kolkata)
+    task_id = runs.last.get_attribute("data-task")  # the oldest run shown
+    assert task_id in {t["task_id"] for t in stack.api.get(f"/tasks?schedule={schedule_id}")[1]}
+
+    page.click("header nav a[data-view=schedules]")
+    last = page.locator(f"#schedules tr[data-schedule='{schedule_id}'] td.last")
+    expect(last.locator("a")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    expect(last.locator(".badge")).to_have_text(re.compile(r"^(RUNNING|SUCCEED)$"))
+
+    page.goto(f"{stack.api.base}/#/task/{task_id}")
+    wait_task_done(page)
+    expect(page.locator("#task-schedule a")).to_have_text(schedule_id)
+    page.click("#task-schedule a")
+    page.wait_for_url(re.compile(f"#/schedule/{schedule_id}$"))
+    expect(page.locator("header nav a.active")).to_have_text("Schedules")

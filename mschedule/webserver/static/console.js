@@ -1408,6 +1408,19 @@ function formatLocal(iso) {
   return iso ? iso.replace('T', ' ').replace(/(Z|[+-]\d\d:?\d\d)$/, ' $1') : '';
 }
 
+/** Unix seconds as "2026-12-01 15:30:00" in the time zone ``tz``: a schedule's ticks, as its cron sees them. */
+function formatIn(seconds, tz) {
+  if (!seconds) return '';
+  try {
+    const parts = Object.fromEntries(new Intl.DateTimeFormat('en-GB', { timeZone: tz, hourCycle: 'h23', year: 'numeric',
+      month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' })
+      .formatToParts(new Date(seconds * 1000)).map((p) => [p.type, p.value]));
+    return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second}`;
+  } catch {
+    return formatTime(seconds);  // a zone this browser does not know: its own time
+  }
+}
+
 function nextRunText(sc) {
   if (!sc.enabled) return h('span', { class: 'muted', text: 'disabled' });
   if (!sc.next_run_local) return h('span', { class: 'muted', text: 'none' });
@@ -1569,11 +1582,13 @@ function scheduleView(main, args, query, ctx) {
   const runsBody = h('tbody');
   const skipsBody = h('tbody');
   const paramsSlot = h('div');
+  const tickHeads = [];
+  const tickHead = () => { const th = h('span', { text: 'Tick' }); tickHeads.push(th); return th; };
   main.append(title, meta, actions, error, paramsSlot,
     h('div', { class: 'two-col' },
       h('div', {}, h('h3', { text: 'Next runs' }), nextRuns),
-      h('div', {}, h('h3', { text: 'Skipped' }), h('table', { id: 'schedule-skips' }, tableHead(['Tick', 'Reason']), skipsBody))),
-    h('h3', { text: 'Last runs' }), h('table', { id: 'schedule-runs' }, tableHead(['Tick', 'Task', 'State']), runsBody));
+      h('div', {}, h('h3', { text: 'Skipped' }), h('table', { id: 'schedule-skips' }, tableHead([tickHead(), 'Reason']), skipsBody))),
+    h('h3', { text: 'Last runs' }), h('table', { id: 'schedule-runs' }, tableHead([tickHead(), 'Task', 'State']), runsBody));
 
   let shown = '';
   async function load() {
@@ -1583,6 +1598,7 @@ function scheduleView(main, args, query, ctx) {
     if (text === shown) return;
     shown = text;
     badge.replaceChildren(enabledBadge(sc.enabled));
+    tickHeads.forEach((th) => { th.textContent = `Tick (${sc.timezone})`; });
     setChildren(meta, [
       h('span', {}, 'job ', h('a', { href: `#/job/${encodeURIComponent(sc.job)}`, text: sc.version ? `${sc.job} v${sc.version}` : `${sc.job} (latest)` })),
       h('span', { class: 'mono', text: `cron ${sc.cron}` }), h('span', { text: sc.timezone }),
@@ -1599,10 +1615,11 @@ function scheduleView(main, args, query, ctx) {
     nextRuns.replaceChildren(...(sc.enabled ? (sc.next_runs || []).map((t) => h('li', { text: formatLocal(t) }))
       : [h('li', { class: 'muted', text: 'disabled: no run is due' })]));
     runsBody.replaceChildren(...(sc.runs || []).map((r) => h('tr', { 'data-task': r.task_id || '' },
-      h('td', { text: formatTime(r.tick) }), h('td', {}, r.task_id ? taskLink(r.task_id) : ''),
+      h('td', { text: formatIn(r.tick, sc.timezone) }), h('td', {}, r.task_id ? taskLink(r.task_id) : ''),
       h('td', {}, r.state ? stateBadge(r.state) : ''))));
     if (!(sc.runs || []).length) runsBody.append(h('tr', {}, h('td', { colspan: 3, class: 'empty', text: 'Not run yet.' })));
-    skipsBody.replaceChildren(...(sc.skips || []).map((k) => h('tr', {}, h('td', { text: formatTime(k.tick) }), h('td', { text: k.reason }))));
+    skipsBody.replaceChildren(...(sc.skips || []).map((k) => h('tr', { 'data-reason': k.reason }, h('td', { text: formatIn(k.tick, sc.timezone) }),
+      h('td', { text: k.count > 1 ? `${k.reason} (${k.count} ticks)` : k.reason }))));
     if (!(sc.skips || []).length) skipsBody.append(h('tr', {}, h('td', { colspan: 2, class: 'empty', text: 'None skipped.' })));
   }
   every(ctx, SCHEDULES_REFRESH_MS, async () => { await load(); return true; });
