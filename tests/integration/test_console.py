@@ -404,6 +404,11 @@ def test_jobs_versions_diff_run_and_history(console_stack, page):
     expect(page.locator("#task-state")).to_have_text("SUCCEED")
     rerun = console_stack.api.wait_task(again)
     assert (rerun["job"], rerun["job_version"], sorted(rerun["targets"])) == ("rotate-logs", 1, sh)
+    # "again" of a task that is gone says so, and the job's page is still there
+    page.goto(f"{console_stack.api.base}/#/job/rotate-logs?v=1&from=no-such-task")
+    expect(page.locator("#view > .error")).to_have_text("task no-such-task not found")
+    expect(page.locator("#version-script")).to_have_text("echo rotating\nexit 0\n")
+    expect(page.locator("#rerun-of")).to_have_count(0)
 
 
 def test_agents_view_refreshes_by_itself(stack, page):

@@ -1393,8 +1393,12 @@ function jobView(main, args, query, ctx) {
   });
   (async () => {
     if (fromTask) {
-      rerunOf = await api('GET', `/task/${encodeURIComponent(fromTask)}?output_limit=0`);
-      setSelection(Object.keys(rerunOf.targets));  // the same hosts, as the Run view's "again" does
+      try {
+        rerunOf = await api('GET', `/task/${encodeURIComponent(fromTask)}?output_limit=0`);
+        setSelection(Object.keys(rerunOf.targets));  // the same hosts, as the Run view's "again" does
+      } catch (err) {
+        ctx.showError(err);  // "task ... not found" (pruned, say): the job's page still shows
+      }
     }
     await loadVersions(Number(query.get('v')) || 0, true);
   })().catch(ctx.showError);
