@@ -675,7 +675,16 @@ def test_a_secret_parameter_is_shown_as_stars_and_asked_for_again(console_stack,
     # the script holds no more of the secret than a prefix: the page must not show it whole anywhere
     page.fill("#new-job-form-script", 'case "$TOKEN" in s3cret-v*) echo token ok;; *) echo wrong; exit 1;; esac\n')
     page.fill("#new-job-form-targets", " ".join(sh))
-    declare_param(page, "new-job-form", 0, "TOKEN", secret=True, required=True)
+    declare_param(page, "new-job-form", 0, "SCRATCH")
+    declare_param(page, "new-job-form", 1, "TOKEN", secret=True, required=True, default="no defaults for secrets")
+    decls = page.locator("#new-job-form-params tbody tr")
+    decls.nth(0).locator("button.remove-param").click()  # TOKEN is now the first of the list the master gets
+    expect(decls).to_have_count(1)
+    page.click("#new-job-form button[type=submit]")
+    # the master's error about params[0].default is shown in that cell
+    expect(decls.nth(0).locator("[data-error-for='params[0].default']")).to_contain_text("default")
+    assert "#/jobs" in page.url
+    decls.nth(0).locator("input[name=param-default]").fill("")
     page.click("#new-job-form button[type=submit]")
     page.wait_for_url(re.compile(r"#/job/use-token$"))
     token = page.locator("#run-param-TOKEN")
