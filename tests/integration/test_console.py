@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.browser import CHROMIUM_ARGS, chromium_path, screenshot
 from tests.integration.harness import PYTHON, ROOT, Stack, scaled, wait_until
+from tests.integration.test_notifications import Receiver
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make venv installs it)")
 expect = sync_api.expect
@@ -854,3 +855,29 @@ def test_a_schedule_s_runs_and_skips_link_to_their_tasks(stack, page):
     page.click("#task-schedule a")
     page.wait_for_url(re.compile(f"#/schedule/{schedule_id}$"))
     expect(page.locator("header nav a.active")).to_have_text("Schedules")
+
+
+def test_a_task_s_notifications_are_shown_until_delivered(stack, page):
+    receiver = Receiver(statuses=(500, 200))
+    try:
+        # the first attempt gets a 500; the retry, 4 s later, a 200: the page shows pending, then delivered
+        stack.master("--webhook-retry-base", "4")
+        stack.web()
+        stack.agents(1)
+        agent_id = stack.online_agents()[0]
+        task_id = stack.api.submit("true", [agent_id], notify=[{"url": receiver.url}])
+        open_console(page, stack, f"#/task/{task_id}")
+        wait_task_done(page)
+        row = page.locator("#task-notifications tr[data-notification]")
+        expect(row).to_have_count(1)
+        expect(row.locator("td").first).to_have_text(receiver.url)
+        expect(row).to_contain_text("pending")
+        screenshot(page, "21-task-notification-pending")
+        # the ended task is fetched again while a notification is pending
+        expect(row).to_contain_text("delivered", timeout=UI_TIMEOUT_MS)
+        cells = row.locator("td")
+        expect(cells.nth(3)).to_have_text("2")  # attempts
+        expect(cells.nth(4)).to_have_text("200")  # the last status
+        assert len(receiver.calls) == 2
+    finally:
+        receiver.close()
