@@ -714,8 +714,9 @@ function declTable(id) {
       const out = {};
       for (const c of DECL_COLUMNS) {
         const input = $(`input[name=param-${c.key}]`, row);
+        const list = c.key === 'choices' ? input.value.split(',').map((x) => x.trim()).filter(Boolean) : null;
         if (c.box) out[c.key] = input.checked;
-        else if (c.key === 'choices') { const list = input.value.split(',').map((x) => x.trim()).filter(Boolean); if (list.length) out.choices = list; }
+        else if (list) { if (list.length) out.choices = list; }
         else if (c.key === 'name' || input.value.trim() !== '') out[c.key] = c.key === 'default' ? input.value : input.value.trim();
       }
       return out;
