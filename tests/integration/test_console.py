@@ -9,11 +9,13 @@ import os
 import re
 import socket
 import subprocess
+import time
 
 import pytest
 
 from tests.integration.browser import CHROMIUM_ARGS, chromium_path, screenshot
 from tests.integration.harness import PYTHON, ROOT, Stack, scaled, wait_until
+from tests.integration.test_notifications import Receiver
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make venv installs it)")
 expect = sync_api.expect
@@ -389,15 +391,25 @@ def test_jobs_versions_diff_run_and_history(console_stack, page):
     page.wait_for_url(re.compile(f"#/task/{task_id}$"))
     expect(page.locator("#task-state")).to_have_text("SUCCEED")
 
-    # rerun with the same parameters: a new task on the same hosts with the same script
+    # run again with the same parameters: the job's run form, of the same version, on the same hosts
     page.click("#rerun")
-    expect(page.locator("#run-form-script")).to_have_value("echo rotating\nexit 0\n")
-    expect(page.locator("#run-form-targets")).to_have_value(" ".join(sh))
-    page.click("#run-form button[type=submit]")
+    page.wait_for_url(re.compile(f"#/job/rotate-logs\\?v=1&from={task_id}$"))
+    expect(page.locator("#rerun-of")).to_contain_text(task_id)
+    expect(page.locator("#version-script")).to_have_text("echo rotating\nexit 0\n")
+    expect(page.locator("#selection-badge")).to_have_text("1 agent ticked")
+    page.click("#run-version")
     page.wait_for_url(re.compile(r"#/task/"))
-    assert page.url.rsplit("/", 1)[1] != task_id
+    again = page.url.rsplit("/", 1)[1]
+    assert again != task_id
     wait_task_done(page)
     expect(page.locator("#task-state")).to_have_text("SUCCEED")
+    rerun = console_stack.api.wait_task(again)
+    assert (rerun["job"], rerun["job_version"], sorted(rerun["targets"])) == ("rotate-logs", 1, sh)
+    # "again" of a task that is gone says so, and the job's page is still there
+    page.goto(f"{console_stack.api.base}/#/job/rotate-logs?v=1&from=no-such-task")
+    expect(page.locator("#view > .error")).to_have_text("task no-such-task not found")
+    expect(page.locator("#version-script")).to_have_text("echo rotating\nexit 0\n")
+    expect(page.locator("#rerun-of")).to_have_count(0)
 
 
 def test_agents_view_refreshes_by_itself(stack, page):
@@ -591,3 +603,281 @@ def test_a_group_from_the_draft_can_be_unset(console_stack, page):
     page.fill("#run-form-targets", " ".join(sh))
     task_id = submit_run(page, "true")
     assert sorted(console_stack.api.wait_task(task_id)["targets"]) == sorted(sh)
+
+
+# ---- issue 15: parameters, environment, schedules -------------------------------------------------------------
+
+
+def declare_param(page, form: str, row: int, name: str, **fields) -> None:
+    """Add a row to a job form's parameter table and fill it (text fields by name, booleans as ticks)."""
+    page.click(f"#{form}-add-param")
+    cells = page.locator(f"#{form}-params tbody tr").nth(row)
+    cells.locator("input[name=param-name]").fill(name)
+    for key, value in fields.items():
+        box = cells.locator(f"input[name=param-{key}]")
+        if isinstance(value, bool):
+            box.set_checked(value)
+        else:
+            box.fill(value)
+
+
+def test_a_declared_parameter_is_given_at_run_and_shown_in_the_task(console_stack, page):
+    sh = [a for a, h in hosts(console_stack).items() if h.startswith("sh-")]
+    open_console(page, console_stack, "#/jobs")
+    page.fill("#new-job-name", "greet")
+    page.fill("#new-job-form-script", 'echo "hello $WHO in $TIER"\n')
+    page.fill("#new-job-form-targets", " ".join(sh))
+    declare_param(page, "new-job-form", 0, "WHO", default="world", pattern="[a-z]+", description="who is greeted")
+    declare_param(page, "new-job-form", 1, "TIER", choices="blue, green", required=True)
+    page.click("#new-job-form button[type=submit]")
+    page.wait_for_url(re.compile(r"#/job/greet$"))
+    saved = console_stack.api.get("/job/greet")[1]["params"]["params"]
+    assert [(p["name"], p.get("default"), p.get("choices"), p.get("required")) for p in saved] == [
+        ("WHO", "world", None, False), ("TIER", None, ["blue", "green"], True)]
+    # the editor starts from the latest version's declarations
+    expect(page.locator("#job-form-params tbody tr")).to_have_count(2)
+    expect(page.locator("#job-form-params tbody tr").nth(1).locator("input[name=param-choices]")).to_have_value(
+        "blue, green")
+
+    # one input per parameter: the default filled in, a select for the choices, the required one marked
+    who = page.locator("#run-param-WHO")
+    expect(who).to_have_value("world")
+    tier = page.locator("#run-param-TIER")
+    assert tier.evaluate("el => el.tagName") == "SELECT"
+    expect(tier.locator("option")).to_have_text(["(not given)", "blue", "green"])
+    expect(page.locator("[data-field='params.TIER'] .required")).to_be_visible()
+    screenshot(page, "14-job-parameters")
+
+    # the master's errors go beside the input they are about
+    page.click("#run-version")
+    expect(page.locator("#run-version-form [data-error-for='params.TIER']")).to_contain_text("TIER")
+    tier.select_option("green")
+    who.fill("Not Lower")
+    page.click("#run-version")
+    expect(page.locator("#run-version-form [data-error-for='params.WHO']")).to_contain_text("WHO")
+    expect(page.locator("#run-version-form [data-error-for='params.TIER']")).to_be_empty()
+    who.fill("console")
+    page.click("#run-version")
+    page.wait_for_url(re.compile(r"#/task/"))
+    task_id = page.url.rsplit("/", 1)[1]
+    wait_task_done(page)
+    expect(target_row(page, sh[0]).locator("pre.output")).to_have_text("hello console in green\n")
+    expect(page.locator("#task-params tr[data-name=WHO] td.value")).to_have_text("console")
+    expect(page.locator("#task-params tr[data-name=TIER] td.value")).to_have_text("green")
+    expect(page.locator("#task-env")).to_have_count(0)  # the same variables: listed once
+    screenshot(page, "15-task-parameters")
+    assert console_stack.api.wait_task(task_id)["params"] == {"WHO": "console", "TIER": "green"}
+
+
+def test_a_secret_parameter_is_shown_as_stars_and_asked_for_again(console_stack, page):
+    sh = [a for a, h in hosts(console_stack).items() if h.startswith("sh-")]
+    open_console(page, console_stack, "#/jobs")
+    page.fill("#new-job-name", "use-token")
+    # the script holds no more of the secret than a prefix: the page must not show it whole anywhere
+    page.fill("#new-job-form-script", 'case "$TOKEN" in s3cret-v*) echo token ok;; *) echo wrong; exit 1;; esac\n')
+    page.fill("#new-job-form-targets", " ".join(sh))
+    declare_param(page, "new-job-form", 0, "SCRATCH")
+    declare_param(page, "new-job-form", 1, "TOKEN", secret=True, required=True, default="no defaults for secrets")
+    decls = page.locator("#new-job-form-params tbody tr")
+    decls.nth(0).locator("button.remove-param").click()  # TOKEN is now the first of the list the master gets
+    expect(decls).to_have_count(1)
+    page.click("#new-job-form button[type=submit]")
+    # the master's error about params[0].default is shown in that cell
+    expect(decls.nth(0).locator("[data-error-for='params[0].default']")).to_contain_text("default")
+    assert "#/jobs" in page.url
+    decls.nth(0).locator("input[name=param-default]").fill("")
+    page.click("#new-job-form button[type=submit]")
+    page.wait_for_url(re.compile(r"#/job/use-token$"))
+    token = page.locator("#run-param-TOKEN")
+    expect(token).to_have_attribute("type", "password")
+    token.fill("s3cret-value")
+    page.click("#run-version")
+    page.wait_for_url(re.compile(r"#/task/"))
+    task_id = page.url.rsplit("/", 1)[1]
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("SUCCEED")
+    expect(target_row(page, sh[0]).locator("pre.output")).to_have_text("token ok\n")
+    expect(page.locator("#task-params tr[data-name=TOKEN] td.value")).to_have_text("***")
+    assert "s3cret-value" not in page.content()
+    screenshot(page, "16-task-secret")
+
+    # run again: the secret's input is empty (the API answers ***, which is never sent back)
+    page.click("#rerun")
+    page.wait_for_url(re.compile(f"#/job/use-token\\?v=1&from={task_id}$"))
+    expect(page.locator("#rerun-of")).to_contain_text(task_id)
+    token = page.locator("#run-param-TOKEN")
+    expect(token).to_have_value("")
+    expect(page.locator("[data-field='params.TOKEN'] .hint")).to_contain_text("again")
+    token.fill("not-the-secret")
+    page.click("#run-version")
+    page.wait_for_url(re.compile(r"#/task/(?!" + task_id + ")"))
+    failed_id = page.url.rsplit("/", 1)[1]
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("FAILED")
+
+    # Retry failed asks for the secret too: without it, the master's error is shown beside its input
+    page.click("#retry-task")
+    expect(page.locator("#retry-secrets [data-error-for='params.TOKEN']")).to_contain_text("again")
+    assert "#/task/" + failed_id in page.url
+    page.fill("#retry-param-TOKEN", "s3cret-value")
+    page.click("#retry-task")
+    page.wait_for_url(re.compile(r"#/task/(?!" + failed_id + ")"))
+    expect(page.locator("#retry-of")).to_have_text(f"retry of {failed_id}")
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("SUCCEED")
+    expect(page.locator("#task-params tr[data-name=TOKEN] td.value")).to_have_text("***")
+
+
+def test_a_plain_task_gets_environment_variables(console_stack, page):
+    agent_id = sorted(hosts(console_stack))[0]
+    open_console(page, console_stack, "#/run")
+    page.fill("#run-form-targets", agent_id)
+    page.fill("#run-form-env", "bad name=1")
+    page.fill("#run-form-script", 'echo "$GREETING/$COUNT"')
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#run-form [data-error-for=env]")).to_contain_text("bad name")
+    assert "#/run" in page.url
+    page.fill("#run-form-env", "GREETING=hi there\nCOUNT=3\n")
+    task_id = submit_run(page, 'echo "$GREETING/$COUNT"')
+    wait_task_done(page)
+    expect(target_row(page, agent_id).locator("pre.output")).to_have_text("hi there/3\n")
+    expect(page.locator("#task-env tr[data-name=GREETING] td.value")).to_have_text("hi there")
+    assert console_stack.api.wait_task(task_id)["env"] == {"GREETING": "hi there", "COUNT": "3"}
+    # run again fills the environment in
+    page.click("#rerun")
+    expect(page.locator("#run-form-env")).to_have_value("GREETING=hi there\nCOUNT=3")
+
+
+def test_a_schedule_is_created_from_a_job_listed_disabled_and_deleted(stack, page):
+    stack.master()
+    stack.web()
+    stack.agents(1)
+    agent_id = stack.online_agents()[0]
+    status, body = stack.api.post("/job/nightly", {"script": 'echo "$MODE"', "targets": [agent_id],
+                                                   "params": [{"name": "MODE", "choices": ["full", "quick"],
+                                                               "default": "quick"}]})
+    assert status == 201, body
+    open_console(page, stack, "#/job/nightly")
+    expect(page.locator("#job-schedules")).to_contain_text("No schedule runs this job.")
+    page.click("#new-schedule")
+    page.wait_for_url(re.compile(r"#/schedules\?job=nightly$"))
+    expect(page.locator("header nav a.active")).to_have_text("Schedules")
+    expect(page.locator("#schedule-form-job")).to_have_value("nightly")
+    mode = page.locator("#schedule-form-param-MODE")
+    expect(mode).to_have_value("quick")
+    mode.select_option("full")
+    page.click("#schedule-form button[type=submit]")
+    expect(page.locator("#schedule-form [data-error-for=cron]")).not_to_be_empty()
+    page.fill("#schedule-form-cron", "* * * * *")
+    page.fill("#schedule-form-timezone", "Europe/Berlin")
+    page.click("#schedule-form button[type=submit]")
+    expect(page.locator("#schedule-form .note")).to_have_text(re.compile(r"^Created schedule "))
+    expect(page.locator("#schedule-form [data-error-for=cron]")).to_be_empty()
+    row = page.locator("#schedules tbody tr[data-schedule]")
+    expect(row).to_have_count(1)
+    schedule_id = row.get_attribute("data-schedule")
+    expect(row.locator("td.cron")).to_have_text("* * * * *")
+    expect(row).to_contain_text("nightly")
+    # the next run, to the minute, in the schedule's own timezone
+    expect(row.locator("td.next")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:00 \+0[12]:00 Europe/Berlin$"))
+    expect(row.locator("td.enabled")).to_have_text("enabled")
+    screenshot(page, "17-schedules")
+    listed = stack.api.get("/schedules")[1]
+    assert [(s["schedule_id"], s["job"], s["cron"], s["timezone"], s["params"], s["enabled"]) for s in listed] == [
+        (schedule_id, "nightly", "* * * * *", "Europe/Berlin", {"MODE": "full"}, True)]
+
+    row.locator("button.toggle-schedule").click()
+    expect(row.locator("td.enabled")).to_have_text("disabled")
+    expect(row.locator("td.next")).to_have_text("disabled")
+    expect(row.locator("button.toggle-schedule")).to_have_text("Enable")
+    assert stack.api.get(f"/schedule/{schedule_id}")[1]["enabled"] is False
+    screenshot(page, "18-schedule-disabled")
+
+    # its page: enabled again, the next five runs; the job's page lists it
+    row.locator("a").first.click()
+    page.wait_for_url(re.compile(f"#/schedule/{schedule_id}$"))
+    expect(page.locator("#schedule-enabled")).to_have_text("disabled")
+    page.click("button.toggle-schedule")
+    expect(page.locator("#schedule-enabled")).to_have_text("enabled")
+    expect(page.locator("#next-runs li")).to_have_count(5)
+    expect(page.locator("#schedule-params tr[data-name=MODE] td.value")).to_have_text("full")
+    screenshot(page, "19-schedule")
+    page.goto(f"{stack.api.base}/#/job/nightly")
+    expect(page.locator(f"#job-schedules tr[data-schedule='{schedule_id}']")).to_contain_text("* * * * *")
+
+    # delete wants a second click
+    page.goto(f"{stack.api.base}/#/schedule/{schedule_id}")
+    delete = page.locator("button.delete-schedule")
+    delete.click()
+    expect(delete).to_have_text("Click again to delete")
+    assert stack.api.get(f"/schedule/{schedule_id}")[0] == 200
+    delete.click()
+    page.wait_for_url(re.compile(r"#/schedules$"))
+    expect(page.locator("#schedules tbody")).to_contain_text("No schedule yet.")
+    assert stack.api.get("/schedules")[1] == []
+
+
+def test_a_schedule_s_runs_and_skips_link_to_their_tasks(stack, page):
+    # the schedule clock runs 30 times faster: a * * * * * schedule fires every 2 s, and a run of 3 s makes
+    # the tick after it a skip (overlap)
+    stack.master("--schedule-clock", f"{time.time():.3f}:30")
+    stack.web()
+    stack.agents(1)
+    agent_id = stack.online_agents()[0]
+    assert stack.api.post("/job/slow", {"script": "sleep 3; echo slept", "targets": [agent_id]})[0] == 201
+    status, made = stack.api.post("/schedules", {"job": "slow", "cron": "* * * * *", "timezone": "Asia/Kolkata"})
+    assert status == 201, made
+    schedule_id = made["schedule_id"]
+    open_console(page, stack, f"#/schedule/{schedule_id}")
+    runs = page.locator("#schedule-runs tbody tr[data-task]")
+    # the page refreshes a schedule every 5 s
+    expect(runs.first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#schedule-skips tbody tr[data-reason=overlap]").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    page.click("button.toggle-schedule")
+    expect(page.locator("#schedule-enabled")).to_have_text("disabled")
+    screenshot(page, "20-schedule-runs")
+    # a tick is shown in the schedule's timezone (+05:30, no daylight saving time): a whole minute there
+    expect(page.locator("#schedule-runs th").first).to_have_text("Tick (Asia/Kolkata)")
+    tick = stack.api.get(f"/schedule/{schedule_id}")[1]["runs"][-1]["tick"]
+    kolkata = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(tick + 5.5 * 3600))
+    expect(runs.last.locator("td").first).to_have_text(kolkata)
+    task_id = runs.last.get_attribute("data-task")  # the oldest run shown
+    assert task_id in {t["task_id"] for t in stack.api.get(f"/tasks?schedule={schedule_id}")[1]}
+
+    page.click("header nav a[data-view=schedules]")
+    last = page.locator(f"#schedules tr[data-schedule='{schedule_id}'] td.last")
+    expect(last.locator("a")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    expect(last.locator(".badge")).to_have_text(re.compile(r"^(RUNNING|SUCCEED)$"))
+
+    page.goto(f"{stack.api.base}/#/task/{task_id}")
+    wait_task_done(page)
+    expect(page.locator("#task-schedule a")).to_have_text(schedule_id)
+    page.click("#task-schedule a")
+    page.wait_for_url(re.compile(f"#/schedule/{schedule_id}$"))
+    expect(page.locator("header nav a.active")).to_have_text("Schedules")
+
+
+def test_a_task_s_notifications_are_shown_until_delivered(stack, page):
+    receiver = Receiver(statuses=(500, 200))
+    try:
+        # the first attempt gets a 500; the retry, 4 s later, a 200: the page shows pending, then delivered
+        stack.master("--webhook-retry-base", "4")
+        stack.web()
+        stack.agents(1)
+        agent_id = stack.online_agents()[0]
+        task_id = stack.api.submit("true", [agent_id], notify=[{"url": receiver.url}])
+        open_console(page, stack, f"#/task/{task_id}")
+        wait_task_done(page)
+        row = page.locator("#task-notifications tr[data-notification]")
+        expect(row).to_have_count(1)
+        expect(row.locator("td").first).to_have_text(receiver.url)
+        expect(row).to_contain_text("pending")
+        screenshot(page, "21-task-notification-pending")
+        # the ended task is fetched again while a notification is pending
+        expect(row).to_contain_text("delivered", timeout=UI_TIMEOUT_MS)
+        cells = row.locator("td")
+        expect(cells.nth(3)).to_have_text("2")  # attempts
+        expect(cells.nth(4)).to_have_text("200")  # the last status
+        assert len(receiver.calls) == 2
+    finally:
+        receiver.close()

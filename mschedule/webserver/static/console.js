@@ -1,5 +1,6 @@
 // mschedule web console: one page over the HTTP API. No build step, nothing loaded from elsewhere.
-// Views are picked by the URL's hash (#/agents, #/run, #/task/ID, #/history, #/jobs, #/job/NAME).
+// Views are picked by the URL's hash (#/agents, #/run, #/task/ID, #/history, #/jobs, #/job/NAME, #/schedules,
+// #/schedule/ID).
 // Everything from the API is put on the page as text (textContent), never as HTML: scripts' outputs are
 // whatever the hosts printed.
 'use strict';
@@ -17,6 +18,9 @@ const HISTORY_PAGE = 50;
 const OUTPUT_TAIL_BYTES = 8192;
 /** After a target ends, the task view fetches the task again (its stored outputs) at most this often. */
 const TASK_RELOAD_MS = 2000;
+/** An ended task whose notifications are still being delivered is fetched again this often. */
+const NOTIFY_REFRESH_MS = 5000;
+const SCHEDULES_REFRESH_MS = 5000;
 const PARAMS = [
   { name: 'timeout', label: 'timeout', def: '0',
     hint: "Seconds before a host's script is killed (exit code 124), at most 604800 (7 days); 0 = no limit." },
@@ -80,6 +84,10 @@ function splitWords(text) {
 
 function taskLink(taskId) {
   return h('a', { href: `#/task/${encodeURIComponent(taskId)}`, class: 'mono', text: taskId });
+}
+
+function scheduleLink(scheduleId) {
+  return h('a', { href: `#/schedule/${encodeURIComponent(scheduleId)}`, class: 'mono', text: scheduleId });
 }
 
 function stateBadge(state) {
@@ -544,11 +552,68 @@ function enclosingFields(path) {
   return out;
 }
 
+/** A labelled input with its hint and the slot its errors go to (``data-error-for``: the API's field name). */
 function field(name, label, input, hint) {
   return h('div', { class: 'field', 'data-field': name },
-    h('label', { for: input.id, text: label }), input,
+    h('label', { for: input.id }, label), input,
     hint ? h('span', { class: 'hint', text: hint }) : null,
     h('p', { class: 'error', 'data-error-for': name }));
+}
+
+/**
+ * Put the API's message next to the field its answer names, or the nearest enclosing one that ``root`` has:
+ * "selector.labels.dc" goes to selector.labels, "targets[2]" to targets, "params.VERSION" to that
+ * parameter's input; the rest in ``general``. The field comes from the answer, never from the message.
+ */
+function showFieldError(root, err, general) {
+  let slot = null;
+  for (const name of err.field ? enclosingFields(err.field) : []) {
+    slot = [...root.querySelectorAll('[data-error-for]')].find((el) => el.dataset.errorFor === name);
+    if (slot) break;
+  }
+  (slot || general).textContent = err.message;
+}
+
+function clearErrors(root) {
+  root.querySelectorAll('.error').forEach((el) => { el.textContent = ''; });
+}
+
+/**
+ * One input per declared job parameter (``decls``, a job version's ``params`` list): a select for one with
+ * choices, a password input for a secret, the default prefilled, a required one marked. ``given`` prefills
+ * values (a task's params, for a rerun); the names in ``ask`` (a task's secrets: the API answers "***" for
+ * them) start empty and say their value is wanted again. Each input's errors go beside it (field
+ * ``params.NAME``). ``values()``: the inputs that are not empty, by name; an empty one is left out, so the
+ * master's default and required rules decide.
+ */
+function paramInputs(prefix, decls, given = {}, ask = []) {
+  const inputs = new Map();
+  const fields = decls.map((d) => {
+    const id = `${prefix}-param-${d.name}`;
+    const again = ask.includes(d.name);
+    const start = again ? '' : String(given[d.name] ?? d.default ?? '');
+    let input;
+    if (d.secret) {
+      input = h('input', { type: 'password', id, autocomplete: 'new-password', value: start });
+    } else if (d.choices && d.choices.length) {
+      input = h('select', { id }, d.choices.includes('') ? null : h('option', { value: '', text: '(not given)' }),
+        d.choices.map((c) => h('option', { value: c, text: c })));
+      input.value = start;
+    } else {
+      input = h('input', { type: 'text', id, autocomplete: 'off', value: start, placeholder: d.pattern || '' });
+    }
+    input.name = d.name;
+    input.dataset.param = d.name;
+    if (d.required) { input.required = true; input.setAttribute('aria-required', 'true'); }
+    inputs.set(d.name, input);
+    const hint = [d.description, d.pattern ? `must match ${d.pattern}` : '',
+      again ? 'secret: give its value again (it is not kept once a task ends)' : (d.secret ? 'secret: shown as *** afterwards' : '')]
+      .filter(Boolean).join('; ');
+    const label = [h('span', { class: 'mono', text: d.name }), d.required ? h('span', { class: 'required', text: ' required' }) : null];
+    return field(`params.${d.name}`, label, input, hint);
+  });
+  const values = () => Object.fromEntries([...inputs].filter(([, input]) => input.value !== '').map(([n, input]) => [n, input.value]));
+  return { fields, values };
 }
 
 /** Tab indents, Enter keeps the line's indentation: a script keeps its shape. */
@@ -575,11 +640,104 @@ function scriptEditor(id) {
   return area;
 }
 
+/** ``{NAME: value}`` as ``NAME=value`` lines, and back; a line without ``=`` is an error on ``env``. */
+function envText(env) {
+  return Object.entries(env || {}).map(([k, v]) => `${k}=${v}`).join('\n');
+}
+
+function parseEnv(text) {
+  const env = {};
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    const at = line.indexOf('=');
+    if (at < 1) throw new ApiError(400, `env: expected NAME=value on each line, got '${line.trim()}'`, 'env');
+    env[line.slice(0, at).trim()] = line.slice(at + 1);
+  }
+  return env;
+}
+
+const DECL_COLUMNS = [
+  { key: 'name', title: 'Name', placeholder: 'VERSION' },
+  { key: 'default', title: 'Default', placeholder: '1.0' },
+  { key: 'required', title: 'Required', box: true },
+  { key: 'choices', title: 'Choices', placeholder: '1.0, 1.2' },
+  { key: 'pattern', title: 'Pattern', placeholder: '^[0-9.]+$' },
+  { key: 'secret', title: 'Secret', box: true },
+  { key: 'description', title: 'Description', placeholder: 'what it is for' },
+];
+
+/**
+ * The job editor's parameter declarations, one row each, saved as the job's ``params`` list. The master
+ * checks them (names, a secret without a default, ...); its errors (field ``params[i].name`` and so on)
+ * go to the cell of row i, so each row's slots are renumbered whenever a row goes.
+ */
+function declTable(id) {
+  const tbody = h('tbody');
+  const add = h('button', { type: 'button', id: `${id}-add-param`, text: 'Add parameter' });
+  const table = h('table', { id: `${id}-params`, class: 'decls' }, tableHead([...DECL_COLUMNS.map((c) => c.title), '']), tbody);
+  const fieldset = h('fieldset', { 'data-field': 'params' },
+    h('legend', { text: 'Parameters (given at each run, passed to the script as environment variables)' }),
+    table, h('p', { class: 'error', 'data-error-for': 'params' }), h('div', { class: 'actions' }, add));
+
+  function renumber() {
+    [...tbody.rows].forEach((row, i) => {
+      row.querySelectorAll('[data-error-for]').forEach((el) => { el.dataset.errorFor = `params[${i}]${el.dataset.suffix}`; });
+    });
+    table.hidden = !tbody.rows.length;
+  }
+
+  function addRow(d = {}) {
+    const row = h('tr', { 'data-param-row': '' });
+    for (const c of DECL_COLUMNS) {
+      const value = c.key === 'choices' ? (d.choices || []).join(', ') : d[c.key];
+      const input = c.box ? h('input', { type: 'checkbox', name: `param-${c.key}`, checked: Boolean(value), 'aria-label': c.title })
+        : h('input', { type: 'text', name: `param-${c.key}`, value: value ?? '', placeholder: c.placeholder, autocomplete: 'off',
+          'aria-label': `parameter ${c.key}` });
+      const slot = h('p', { class: 'error', 'data-error-for': '' });
+      slot.dataset.suffix = `.${c.key}`;
+      row.append(h('td', {}, input, slot));
+    }
+    const rowSlot = h('p', { class: 'error', 'data-error-for': '' });
+    rowSlot.dataset.suffix = '';
+    row.append(h('td', {}, h('button', { type: 'button', class: 'remove-param', text: 'Remove',
+      onclick: () => { row.remove(); renumber(); } }), rowSlot));
+    tbody.append(row);
+    renumber();
+    return row;
+  }
+
+  add.addEventListener('click', () => { $('input[name=param-name]', addRow()).focus(); });
+
+  /** The declarations as the API takes them; an empty text field is left out. */
+  function decls() {
+    return [...tbody.rows].map((row) => {
+      const out = {};
+      for (const c of DECL_COLUMNS) {
+        const input = $(`input[name=param-${c.key}]`, row);
+        const list = c.key === 'choices' ? input.value.split(',').map((x) => x.trim()).filter(Boolean) : null;
+        if (c.box) out[c.key] = input.checked;
+        else if (list) { if (list.length) out.choices = list; }
+        else if (c.key === 'name' || input.value.trim() !== '') out[c.key] = c.key === 'default' ? input.value : input.value.trim();
+      }
+      return out;
+    });
+  }
+
+  function fill(list) {
+    tbody.replaceChildren();
+    (list || []).forEach((d) => addRow(d));
+    renumber();
+  }
+  renumber();
+  return { fieldset, decls, fill };
+}
+
 /**
  * The fields of a task: script, targets, selector, limits. ``onSubmit(body)`` sends it; an ApiError it
  * throws is shown next to the field the API's answer names (its ``field``).
  */
 function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = null }) {
+  // a job version declares parameters; a plain task gets environment variables (a job run may not)
   const text = (name, placeholder) => h('input', { type: 'text', id: `${id}-${name}`, name, placeholder, autocomplete: 'off' });
   const script = scriptEditor(`${id}-script`);
   const targets = text('targets', 'agent ids, or tick them in Agents');
@@ -589,6 +747,9 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
   const batchBy = text('batch_by', 'dc');
   const batchOrder = text('batch_order', 'bj sh (others follow, by name)');
   const message = withMessage ? text('message', 'what changed') : null;
+  const env = withMessage ? null : h('textarea', { id: `${id}-env`, name: 'env', class: 'env mono', rows: 3, spellcheck: 'false',
+    wrap: 'off', autocomplete: 'off', placeholder: 'NAME=value\nLOG_LEVEL=debug' });
+  const decls = withMessage ? declTable(id) : null;
   const general = errorBox();
   const note = h('p', { class: 'note' });
   const submit = h('button', { type: 'submit', class: 'primary', text: submitLabel });
@@ -597,6 +758,8 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
   const form = h('form', { class: 'task-form', id, novalidate: true },
     h('div', { class: 'script-col' },
       field('script', 'Script', script, 'Run with its #! interpreter (/bin/sh without one) on each target. Tab indents; Esc then Tab leaves the editor.'),
+      env ? field('env', 'Environment', env, 'Optional: one NAME=value per line, set for the script on every target.') : null,
+      decls ? decls.fieldset : null,
       message ? field('message', 'Message', message, 'Why this version (kept with it).') : null),
     h('div', {},
       field('targets', 'Targets', targets, 'Agent ids, separated by spaces or commas; ticking in Agents fills this.'),
@@ -624,6 +787,7 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
     const out = { script: script.value, targets: targets.value, hostname: hostname.value, labels: labels.value,
       group: group.value || group.dataset.want || '', batch_by: batchBy.value, batch_order: batchOrder.value };
     if (message) out.message = message.value;
+    if (env) out.env = env.value;
     for (const p of params) out[p.name] = p.input.value;
     return out;
   }
@@ -637,13 +801,11 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
     if (v.batch_by !== undefined) batchBy.value = v.batch_by;
     if (v.batch_order !== undefined) batchOrder.value = v.batch_order;
     if (message && v.message !== undefined) message.value = v.message;
+    if (env && v.env !== undefined) env.value = v.env;
+    if (decls && v.decls !== undefined) decls.fill(v.decls);
     for (const p of params) if (v[p.name] !== undefined) p.input.value = String(v[p.name]);
   }
 
-  function clearErrors() {
-    form.querySelectorAll('.error').forEach((el) => { el.textContent = ''; });
-    note.textContent = '';
-  }
 
   /** The request body; empty fields are left out so the API's defaults apply. */
   function body() {
@@ -673,20 +835,9 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
       if (raw !== '') out[p.name] = Number.isFinite(Number(raw)) ? Number(raw) : raw;
     }
     if (message && v.message.trim()) out.message = v.message.trim();
+    if (env) { const vars = parseEnv(v.env); if (Object.keys(vars).length) out.env = vars; }
+    if (decls) { const list = decls.decls(); if (list.length) out.params = list; }
     return out;
-  }
-
-  /**
-   * Put the API's message next to the field its answer names, or the nearest enclosing one that the form
-   * has: "selector.labels.dc" goes to selector.labels, "targets[2]" to targets; the rest under the form.
-   */
-  function showError(err) {
-    let slot = null;
-    for (const name of err.field ? enclosingFields(err.field) : []) {
-      slot = [...form.querySelectorAll('[data-error-for]')].find((el) => el.dataset.errorFor === name);
-      if (slot) break;
-    }
-    (slot || general).textContent = err.message;
   }
 
   form.addEventListener('input', () => {
@@ -695,12 +846,13 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
   targets.addEventListener('change', () => { if (!withMessage) setSelection(splitWords(targets.value)); });
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
-    clearErrors();
+    clearErrors(form);
+    note.textContent = '';
     submit.disabled = true;
     try {
       await onSubmit(body(), { note });
     } catch (err) {
-      showError(err);
+      showFieldError(form, err, general);
     } finally {
       submit.disabled = false;
     }
@@ -720,6 +872,9 @@ function formValuesFrom(script, params, targetIds) {
     batch_by: params.batch_by || '',
     batch_order: (params.batch_order || []).join(' '),
     timeout: params.timeout, parallel: params.parallel, fail_rate: params.fail_rate, fail_count: params.fail_count,
+    env: envText(params.env),
+    // a job version's saved fields hold its parameter declarations (a list); a task's params are values
+    decls: Array.isArray(params.params) ? params.params : [],
   };
 }
 
@@ -765,6 +920,24 @@ function outputSummary(target, shown) {
   return notes.length ? `${size} (${notes.join(', ')})` : size;
 }
 
+/** A name/value table (a task's params or env, as the API answers them: a secret's value is "***"). */
+function valuesTable(id, values, secrets) {
+  return h('table', { id, class: 'values' }, tableHead(['Name', 'Value']),
+    h('tbody', {}, Object.entries(values).map(([k, v]) => h('tr', { 'data-name': k, class: secrets.includes(k) ? 'secret' : null },
+      h('td', { class: 'mono', text: k }), h('td', { class: 'mono value', text: String(v) })))));
+}
+
+/** What became of a task's notifications: delivered, failed, or pending with its next attempt. */
+function notificationsTable(list) {
+  return h('table', { id: 'task-notifications' },
+    tableHead(['URL', 'On', 'State', 'Attempts', 'Last status', 'Last error', 'Next attempt']),
+    h('tbody', {}, list.map((n) => h('tr', { 'data-notification': n.url },
+      h('td', { class: 'mono', text: n.url }), h('td', { text: (n.on || []).join(' ') }),
+      h('td', {}, h('span', { class: `badge note-${n.state}`, text: n.state })),
+      h('td', { class: 'num', text: n.attempts ?? 0 }), h('td', { class: 'num', text: n.last_status ?? '' }),
+      h('td', { text: n.last_error || '' }), h('td', { text: formatTime(n.next_attempt) })))));
+}
+
 function taskView(main, args, query, ctx) {
   const taskId = args[0] || '';
   const title = h('h2', {}, 'Task ', h('span', { class: 'mono', text: taskId }), ' ');
@@ -785,10 +958,16 @@ function taskView(main, args, query, ctx) {
     STATES.map((s) => h('option', { value: s, text: `only ${s}` })));
   const textFilter = h('input', { type: 'search', id: 'target-filter', placeholder: 'filter: agent, host, output' });
   const shown = h('span', { class: 'muted', id: 'targets-shown' });
+  const secretsBox = h('div', { id: 'retry-secrets', class: 'card', hidden: true });
+  const inputsSlot = h('div', { id: 'task-inputs', class: 'card two-col', hidden: true });
+  const notifySlot = h('div', { id: 'task-notify' });
+  let retrySecrets = null;
+  let inputsShown = null;
+  let notifyDue = null;
 
   main.append(title, meta, barSlot, counts,
-    h('div', { class: 'actions' }, cancel, retry, rerun), error,
-    h('details', { class: 'card' }, h('summary', { text: 'Script' }), scriptPre),
+    h('div', { class: 'actions' }, cancel, retry, rerun), secretsBox, error, inputsSlot,
+    h('details', { class: 'card' }, h('summary', { text: 'Script' }), scriptPre), notifySlot,
     h('div', { class: 'toolbar' }, stateFilter, textFilter, shown),
     h('table', { id: 'targets' },
       tableHead(['Agent', 'Host', 'State', 'Exit code', 'Duration', 'Output']),
@@ -815,11 +994,15 @@ function taskView(main, args, query, ctx) {
 
   retry.addEventListener('click', async () => {
     retry.disabled = true;
+    clearErrors(secretsBox);
+    error.textContent = '';
     try {
-      const made = await api('POST', `/task/${encodeURIComponent(taskId)}/retry`);
+      // a secret's value is not kept once a task ends: the retry sends them again, typed in secretsBox
+      const body = retrySecrets ? { params: retrySecrets.values() } : undefined;
+      const made = await api('POST', `/task/${encodeURIComponent(taskId)}/retry`, body);
       location.hash = `#/task/${encodeURIComponent(made.task_id)}`;
     } catch (err) {
-      error.textContent = err.message;
+      showFieldError(secretsBox, err, error);
       retry.disabled = false;
     }
   });
@@ -870,13 +1053,22 @@ function taskView(main, args, query, ctx) {
       h('span', { text: `parallel ${task.parallel}, fail_rate ${task.fail_rate} %, fail_count ${task.fail_count}, timeout ${task.timeout || 'none'}` }),
       task.batch_by ? h('span', { text: `by ${task.batch_by}: batch ${(task.batch ?? 0) + 1} of ${task.batches.length}` }) : null,
       task.job ? h('span', {}, 'job ', h('a', { href: `#/job/${encodeURIComponent(task.job)}`, text: `${task.job} v${task.job_version}` })) : null,
-      task.retry_of ? h('span', { id: 'retry-of' }, 'retry of ', taskLink(task.retry_of)) : null]);
+      task.retry_of ? h('span', { id: 'retry-of' }, 'retry of ', taskLink(task.retry_of)) : null,
+      task.schedule_id ? h('span', { id: 'task-schedule' }, 'fired by schedule ', scheduleLink(task.schedule_id),
+        task.schedule_tick ? ` at ${formatTime(task.schedule_tick)}` : '') : null]);
+    renderInputs(task);
+    const notes = task.notifications || [];
+    notifySlot.replaceChildren(...(notes.length ? [h('h3', { text: 'Notifications' }), notificationsTable(notes)] : []));
     barSlot.replaceChildren(progressBar(task.counts, task.total));
     counts.replaceChildren(countsText(task.counts), h('span', { class: 'muted', text: `${task.total} targets` }));
     if (scriptPre.textContent !== task.script) scriptPre.textContent = task.script;
     const done = Boolean(task.finished) && !task.counts.RUNNING;
     if (task.finished) { cancel.disabled = true; cancel.textContent = 'Cancel task'; }
     retry.hidden = !(done && (task.counts.FAILED || task.counts.CANCELLED));
+    secretsBox.hidden = retry.hidden || !retrySecrets;
+    if (done && notes.some((n) => n.state === 'pending') && notifyDue === null) {
+      notifyDue = later(ctx, () => { notifyDue = null; load().catch(ctx.showError); }, NOTIFY_REFRESH_MS);
+    }
     for (const [agentId, target] of Object.entries(task.targets)) {
       const cells = rows.get(agentId) || rows.set(agentId, targetRow(agentId)).get(agentId);
       cells.target = target;
@@ -900,6 +1092,28 @@ function taskView(main, args, query, ctx) {
     applyFilter();
     main.dataset.done = done ? 'yes' : 'no';
     return done;
+  }
+
+  /** The parameters and environment the task ran with; secrets it had make Retry and Run again ask for them. */
+  function renderInputs(task) {
+    const params = task.params || {};
+    // a job run's parameters are its environment variables: listed once, under Parameters
+    const env = Object.fromEntries(Object.entries(task.env || {}).filter(([k]) => !(k in params)));
+    const secrets = task.secrets || [];
+    const key = JSON.stringify([params, env, secrets, task.job, task.job_version]);
+    if (inputsShown === key) return;
+    inputsShown = key;
+    inputsSlot.hidden = !Object.keys(params).length && !Object.keys(env).length;
+    setChildren(inputsSlot, [
+      Object.keys(params).length ? h('div', {}, h('h3', { text: 'Parameters' }), valuesTable('task-params', params, secrets)) : null,
+      Object.keys(env).length ? h('div', {}, h('h3', { text: 'Environment' }), valuesTable('task-env', env, secrets)) : null]);
+    if (task.job) {  // a job's run again: the job run form, with these params and hosts
+      rerun.href = `#/job/${encodeURIComponent(task.job)}?v=${task.job_version}&from=${encodeURIComponent(taskId)}`;
+    }
+    if (secrets.length && !retrySecrets) {
+      retrySecrets = paramInputs('retry', secrets.map((name) => ({ name, secret: true, required: true })), {}, secrets);
+      setChildren(secretsBox, [h('p', { class: 'muted', text: 'Retry needs the secret parameters again:' }), retrySecrets.fields]);
+    }
   }
 
   const load = async () => {
@@ -1086,39 +1300,70 @@ function jobView(main, args, query, ctx) {
       await loadVersions(saved.version);
     },
   });
+  const schedulesBody = h('tbody');
+  const newSchedule = h('a', { href: `#/schedules?job=${encodeURIComponent(name)}`, id: 'new-schedule', class: 'button', text: 'New schedule' });
   main.append(h('h2', {}, 'Job ', h('span', { class: 'mono', text: name })), error,
     h('table', { id: 'versions' }, tableHead(['Version', 'Saved', 'Message', 'sha256', 'from', 'to', '']), versionsBody),
     h('div', { class: 'actions' }, diffButton, h('span', { class: 'muted', text: 'pick two versions, then Diff' })),
     diffSlot, h('h3', { text: 'Version' }), versionSlot,
+    h('h3', { text: 'Schedules' }),
+    h('table', { id: 'job-schedules' }, tableHead(['Schedule', 'Cron', 'Timezone', 'Next run', 'Last run', 'Enabled']), schedulesBody),
+    h('div', { class: 'actions' }, newSchedule),
     h('h3', { text: 'Save a new version' }), form);
+
+  // "Run again" of a job task comes here: that version's run form, with the task's params and hosts
+  const fromTask = query.get('from');
+  let rerunOf = null;
 
   async function showVersion(version) {
     const job = await api('GET', `${path}/versions/${version}`);
     const runError = errorBox();
-    const runButton = h('button', { type: 'button', class: 'primary', id: 'run-version', text: `Run version ${job.version}` });
+    const runButton = h('button', { type: 'submit', class: 'primary', id: 'run-version', text: `Run version ${job.version}` });
     const who = selection.size ? `on the ${selection.size} agent(s) ticked in Agents` : "on the job's own targets";
-    runButton.addEventListener('click', async () => {
-      runError.textContent = '';
+    const p = job.params || {};
+    const again = rerunOf && rerunOf.job_version === job.version ? rerunOf : null;
+    const inputs = paramInputs('run', p.params || [], again ? again.params || {} : {}, again ? again.secrets || [] : []);
+    const runForm = h('form', { id: 'run-version-form', novalidate: true },
+      again ? h('p', { class: 'muted', id: 'rerun-of' }, 'Again, with the parameters and hosts of task ', taskLink(again.task_id), '.') : null,
+      inputs.fields.length ? h('fieldset', { id: 'run-params' }, h('legend', { text: 'Parameters' }), inputs.fields) : null,
+      h('div', { class: 'actions' }, runButton, h('span', { class: 'muted', text: who })), runError);
+    runForm.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      clearErrors(runForm);
       const body = { version: job.version };
       if (selection.size) body.targets = [...selection];
+      const values = inputs.values();
+      if (Object.keys(values).length) body.params = values;
+      runButton.disabled = true;
       try {
         const started = await api('POST', `${path}/run`, body);
         location.hash = `#/task/${encodeURIComponent(started.task_id)}`;
-      } catch (err) { runError.textContent = err.message; }
+      } catch (err) {
+        showFieldError(runForm, err, runError);
+      } finally {
+        runButton.disabled = false;
+      }
     });
-    const p = job.params || {};
     setChildren(versionSlot, [
       h('div', { class: 'meta' }, h('span', { text: `version ${job.version}` }), h('span', { text: formatTime(job.created_at) }),
         h('span', { text: job.message || '' })),
       h('div', { class: 'meta' }, h('span', { text: `parallel ${p.parallel}, fail_rate ${p.fail_rate} %, fail_count ${p.fail_count}, timeout ${p.timeout || 'none'}` }),
         p.targets && p.targets.length ? h('span', { text: `targets ${p.targets.join(' ')}` }) : null,
         p.selector ? h('span', { text: `selector ${JSON.stringify(p.selector)}` }) : null),
-      h('pre', { class: 'script', id: 'version-script', text: job.script }),
-      h('div', { class: 'actions' }, runButton, h('span', { class: 'muted', text: who })), runError]);
+      h('pre', { class: 'script', id: 'version-script', text: job.script }), runForm]);
     return job;
   }
 
-  async function loadVersions(show) {
+  async function loadSchedules() {
+    const list = await api('GET', `/schedules?job=${encodeURIComponent(name)}`);
+    schedulesBody.replaceChildren(...list.map((sc) => h('tr', { 'data-schedule': sc.schedule_id },
+      h('td', {}, scheduleLink(sc.schedule_id)), h('td', { class: 'mono', text: sc.cron }), h('td', { text: sc.timezone }),
+      h('td', {}, nextRunText(sc)), h('td', {}, lastRun(sc)), h('td', {}, enabledBadge(sc.enabled)))));
+    if (!list.length) schedulesBody.append(h('tr', {}, h('td', { colspan: 6, class: 'empty', text: 'No schedule runs this job.' })));
+  }
+
+  /** The versions table and one version shown; ``fillForm``: the editor starts from the newest version. */
+  async function loadVersions(show, fillForm = false) {
     const versions = await api('GET', `${path}/versions`);
     const newest = versions[versions.length - 1].version;
     versionsBody.replaceChildren(...versions.map((v) => h('tr', { 'data-version': v.version },
@@ -1127,8 +1372,11 @@ function jobView(main, args, query, ctx) {
       h('td', {}, h('input', { type: 'radio', name: 'diff-from', value: String(v.version), checked: v.version === Math.max(1, newest - 1), 'aria-label': `diff from ${v.version}` })),
       h('td', {}, h('input', { type: 'radio', name: 'diff-to', value: String(v.version), checked: v.version === newest, 'aria-label': `diff to ${v.version}` })),
       h('td', {}, h('button', { type: 'button', class: 'link-view', text: 'view', onclick: () => showVersion(v.version).catch(ctx.showError) })))));
-    const latest = await showVersion(show || newest);
-    if (!show) fill({ ...formValuesFrom(latest.script, latest.params || {}, null), message: '' });
+    const shown = await showVersion(show || newest);
+    if (fillForm) {  // a link to an older version (?v=) still edits from the newest
+      const latest = shown.version === newest ? shown : await api('GET', `${path}/versions/${newest}`);
+      fill({ ...formValuesFrom(latest.script, latest.params || {}, null), message: '' });
+    }
   }
 
   diffButton.addEventListener('click', async () => {
@@ -1144,7 +1392,242 @@ function jobView(main, args, query, ctx) {
             h('td', { class: 'mono', text: JSON.stringify(c.to) }))))) : h('p', { class: 'muted', text: 'No parameter changed.' })]);
     } catch (err) { diffSlot.replaceChildren(h('p', { class: 'error', text: err.message })); }
   });
-  loadVersions(Number(query.get('v')) || 0).catch(ctx.showError);
+  (async () => {
+    if (fromTask) {
+      try {
+        rerunOf = await api('GET', `/task/${encodeURIComponent(fromTask)}?output_limit=0`);
+        setSelection(Object.keys(rerunOf.targets));  // the same hosts, as the Run view's "again" does
+      } catch (err) {
+        ctx.showError(err);  // "task ... not found" (pruned, say): the job's page still shows
+      }
+    }
+    await loadVersions(Number(query.get('v')) || 0, true);
+  })().catch(ctx.showError);
+  loadSchedules().catch(ctx.showError);
+}
+
+// ---- schedules -----------------------------------------------------------------------------------------
+
+/** "2026-12-01T15:30:00+01:00" as "2026-12-01 15:30:00 +01:00": a time in the schedule's own timezone. */
+function formatLocal(iso) {
+  return iso ? iso.replace('T', ' ').replace(/(Z|[+-]\d\d:?\d\d)$/, ' $1') : '';
+}
+
+/** Unix seconds as "2026-12-01 15:30:00" in the time zone ``tz``: a schedule's ticks, as its cron sees them. */
+function formatIn(seconds, tz) {
+  if (!seconds) return '';
+  try {
+    const parts = Object.fromEntries(new Intl.DateTimeFormat('en-GB', { timeZone: tz, hourCycle: 'h23', year: 'numeric',
+      month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' })
+      .formatToParts(new Date(seconds * 1000)).map((p) => [p.type, p.value]));
+    return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second}`;
+  } catch {
+    return formatTime(seconds);  // a zone this browser does not know: its own time
+  }
+}
+
+function nextRunText(sc) {
+  if (!sc.enabled) return h('span', { class: 'muted', text: 'disabled' });
+  if (!sc.next_run_local) return h('span', { class: 'muted', text: 'none' });
+  return h('span', { class: 'next-run', title: `${formatTime(sc.next_run)} in this browser's time` },
+    `${formatLocal(sc.next_run_local)} `, h('span', { class: 'muted', text: sc.timezone }));
+}
+
+function lastRun(sc) {
+  if (!sc.last_task_id) return h('span', { class: 'muted', text: 'not run yet' });
+  return h('span', {}, sc.last_state ? stateBadge(sc.last_state) : null, ' ', taskLink(sc.last_task_id));
+}
+
+function enabledBadge(enabled) {
+  return h('span', { class: `badge ${enabled ? 'enabled' : 'disabled'}`, text: enabled ? 'enabled' : 'disabled' });
+}
+
+/**
+ * Enable/Disable (``PATCH {"enabled": ...}``) and Delete (two clicks) of one schedule; ``done`` runs after
+ * each change (a refresh, or leaving a deleted schedule's page). Errors go to ``error``.
+ */
+function scheduleButtons(ctx, sc, error, done, deleted) {
+  const path = `/schedule/${encodeURIComponent(sc.schedule_id)}`;
+  const toggle = h('button', { type: 'button', class: 'toggle-schedule', text: sc.enabled ? 'Disable' : 'Enable' });
+  const remove = h('button', { type: 'button', class: 'danger delete-schedule', text: 'Delete' });
+  toggle.addEventListener('click', async () => {
+    toggle.disabled = true;
+    try {
+      await api('PATCH', path, { enabled: !sc.enabled });
+      error.textContent = '';
+      await done();
+    } catch (err) { error.textContent = err.message; toggle.disabled = false; }
+  });
+  let armed = null;
+  remove.addEventListener('click', async () => {
+    if (!armed) {  // two clicks: a stray click does not drop a schedule
+      remove.textContent = 'Click again to delete';
+      armed = later(ctx, () => { armed = null; remove.textContent = 'Delete'; }, 4000);
+      return;
+    }
+    clearTimeout(armed);
+    ctx.timers.delete(armed);
+    armed = null;
+    remove.disabled = true;
+    try {
+      await api('DELETE', path);
+      error.textContent = '';
+      await (deleted || done)();
+    } catch (err) { error.textContent = err.message; remove.disabled = false; }
+  });
+  return [toggle, remove];
+}
+
+/** A new schedule of a job: the job's declared parameters get their inputs once the job is picked. */
+function scheduleForm(ctx, wantJob, onCreated) {
+  const id = 'schedule-form';
+  const job = h('select', { id: `${id}-job`, name: 'job' }, h('option', { value: '', text: '(pick a job)' }));
+  const cron = h('input', { type: 'text', id: `${id}-cron`, name: 'cron', class: 'mono', placeholder: '*/5 * * * *', autocomplete: 'off' });
+  const timezone = h('input', { type: 'text', id: `${id}-timezone`, name: 'timezone', value: 'UTC', list: `${id}-zones`, autocomplete: 'off' });
+  const zones = h('datalist', { id: `${id}-zones` },
+    (Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : []).map((z) => h('option', { value: z })));
+  const overlap = h('select', { id: `${id}-overlap`, name: 'overlap' }, ['skip', 'queue', 'allow'].map((v) => h('option', { value: v, text: v })));
+  const catchup = h('select', { id: `${id}-catchup`, name: 'catchup' }, ['none', 'last'].map((v) => h('option', { value: v, text: v })));
+  const description = h('input', { type: 'text', id: `${id}-description`, name: 'description', autocomplete: 'off' });
+  const paramsSlot = h('div', { id: `${id}-params` });
+  const general = errorBox();
+  const note = h('p', { class: 'note' });
+  const submit = h('button', { type: 'submit', class: 'primary', text: 'Create schedule' });
+  let inputs = paramInputs(id, []);
+  const form = h('form', { id, class: 'card', novalidate: true },
+    h('div', { class: 'two-col' },
+      h('div', {},
+        field('job', 'Job', job, 'It runs the latest version of the job at each firing, on its own targets.'),
+        field('cron', 'Cron', cron, 'Five fields (minute hour day month weekday), or @hourly, @daily, @weekly, @monthly, @yearly.'),
+        field('timezone', 'Timezone', timezone, `The cron's times are in this timezone (this browser's: ${Intl.DateTimeFormat().resolvedOptions().timeZone}).`),
+        zones,
+        field('description', 'Description', description, 'Optional.')),
+      h('div', {},
+        field('overlap', 'Overlap', overlap, 'When the last run has not ended: skip this firing, queue it, or allow both.'),
+        field('catchup', 'Catch up', catchup, 'Firings missed while the master was down: none, or run the last one.'),
+        paramsSlot)),
+    general, note, h('div', { class: 'actions' }, submit));
+
+  async function pickJob() {
+    inputs = paramInputs(id, []);
+    paramsSlot.replaceChildren();
+    if (!job.value) return;
+    const detail = await api('GET', `/job/${encodeURIComponent(job.value)}`);
+    if (job.value !== detail.name) return;  // picked another meanwhile
+    inputs = paramInputs(id, (detail.params || {}).params || []);
+    if (inputs.fields.length) paramsSlot.replaceChildren(h('fieldset', {}, h('legend', { text: 'Parameters' }), inputs.fields));
+  }
+  job.addEventListener('change', () => pickJob().catch((err) => { general.textContent = err.message; }));
+  api('GET', '/jobs').then((jobs) => {
+    job.append(...jobs.map((j) => h('option', { value: j.name, text: j.name })));
+    if (wantJob) { job.value = wantJob; pickJob().catch((err) => { general.textContent = err.message; }); }
+  }).catch((err) => { general.textContent = err.message; });
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    note.textContent = '';
+    const body = { job: job.value, cron: cron.value.trim(), timezone: timezone.value.trim(), overlap: overlap.value, catchup: catchup.value };
+    if (description.value.trim()) body.description = description.value.trim();
+    const values = inputs.values();
+    if (Object.keys(values).length) body.params = values;
+    submit.disabled = true;
+    try {
+      const made = await api('POST', '/schedules', body);
+      note.textContent = `Created schedule ${made.schedule_id}.`;
+      await onCreated(made.schedule_id);
+    } catch (err) {
+      showFieldError(form, err, general);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+function schedulesView(main, args, query, ctx) {
+  const tbody = h('tbody');
+  const error = viewError(ctx);
+  const want = query.get('job');
+  const form = scheduleForm(ctx, want, () => load());
+  main.append(h('h2', { text: 'Schedules' }), error,
+    h('table', { id: 'schedules' },
+      tableHead(['Schedule', 'Job', 'Cron', 'Timezone', 'Next run', 'Last run', 'Enabled', '']), tbody),
+    h('h3', { id: 'new-schedule-heading', text: 'New schedule from a job' }), form);
+
+  let listed = '';
+  async function load() {
+    const list = await api('GET', '/schedules');
+    error.textContent = '';
+    const text = JSON.stringify(list);
+    if (text === listed) return;  // unchanged: a half-done two-click Delete survives the refresh
+    listed = text;
+    tbody.replaceChildren(...list.map((sc) => h('tr', { 'data-schedule': sc.schedule_id, class: sc.enabled ? null : 'disabled' },
+      h('td', {}, scheduleLink(sc.schedule_id), sc.description ? h('div', { class: 'muted', text: sc.description }) : null),
+      h('td', {}, h('a', { href: `#/job/${encodeURIComponent(sc.job)}`, text: sc.version ? `${sc.job} v${sc.version}` : sc.job })),
+      h('td', { class: 'mono cron', text: sc.cron }), h('td', { text: sc.timezone }),
+      h('td', { class: 'next' }, nextRunText(sc)), h('td', { class: 'last' }, lastRun(sc)),
+      h('td', { class: 'enabled' }, enabledBadge(sc.enabled)),
+      h('td', { class: 'actions-cell' }, scheduleButtons(ctx, sc, error, () => { listed = ''; return load(); })))));
+    if (!list.length) tbody.append(h('tr', {}, h('td', { colspan: 8, class: 'empty', text: 'No schedule yet.' })));
+  }
+  if (want) later(ctx, () => form.scrollIntoView(), 0);
+  every(ctx, SCHEDULES_REFRESH_MS, async () => { await load(); return true; });
+}
+
+function scheduleView(main, args, query, ctx) {
+  const scheduleId = args[0] || '';
+  const title = h('h2', {}, 'Schedule ', h('span', { class: 'mono', text: scheduleId }), ' ');
+  const badge = h('span', { id: 'schedule-enabled' });
+  title.append(badge);
+  const error = viewError(ctx);
+  const meta = h('div', { class: 'meta', id: 'schedule-meta' });
+  const actions = h('div', { class: 'actions' });
+  const nextRuns = h('ol', { id: 'next-runs', class: 'mono' });
+  const runsBody = h('tbody');
+  const skipsBody = h('tbody');
+  const paramsSlot = h('div');
+  const tickHeads = [];
+  const tickHead = () => { const th = h('span', { text: 'Tick' }); tickHeads.push(th); return th; };
+  main.append(title, meta, actions, error, paramsSlot,
+    h('div', { class: 'two-col' },
+      h('div', {}, h('h3', { text: 'Next runs' }), nextRuns),
+      h('div', {}, h('h3', { text: 'Skipped' }), h('table', { id: 'schedule-skips' }, tableHead([tickHead(), 'Reason']), skipsBody))),
+    h('h3', { text: 'Last runs' }), h('table', { id: 'schedule-runs' }, tableHead([tickHead(), 'Task', 'State']), runsBody));
+
+  let shown = '';
+  async function load() {
+    const sc = await api('GET', `/schedule/${encodeURIComponent(scheduleId)}`);
+    error.textContent = '';
+    const text = JSON.stringify(sc);
+    if (text === shown) return;
+    shown = text;
+    badge.replaceChildren(enabledBadge(sc.enabled));
+    tickHeads.forEach((th) => { th.textContent = `Tick (${sc.timezone})`; });
+    setChildren(meta, [
+      h('span', {}, 'job ', h('a', { href: `#/job/${encodeURIComponent(sc.job)}`, text: sc.version ? `${sc.job} v${sc.version}` : `${sc.job} (latest)` })),
+      h('span', { class: 'mono', text: `cron ${sc.cron}` }), h('span', { text: sc.timezone }),
+      h('span', { text: `overlap ${sc.overlap}, catchup ${sc.catchup}` }),
+      h('span', { text: `fired ${sc.fired}, skipped ${sc.skipped}, missed ${sc.missed}` }),
+      sc.targets && sc.targets.length ? h('span', { text: `targets ${sc.targets.join(' ')}` }) : null,
+      sc.selector ? h('span', { text: `selector ${JSON.stringify(sc.selector)}` }) : null,
+      sc.description ? h('span', { text: sc.description }) : null,
+      h('span', { text: `created ${formatTime(sc.created)}` })]);
+    actions.replaceChildren(...scheduleButtons(ctx, sc, error, () => { shown = ''; return load(); },
+      () => { location.hash = '#/schedules'; }));
+    setChildren(paramsSlot, Object.keys(sc.params || {}).length
+      ? h('div', { class: 'card' }, h('h3', { text: 'Parameters' }), valuesTable('schedule-params', sc.params, [])) : null);
+    nextRuns.replaceChildren(...(sc.enabled ? (sc.next_runs || []).map((t) => h('li', { text: formatLocal(t) }))
+      : [h('li', { class: 'muted', text: 'disabled: no run is due' })]));
+    runsBody.replaceChildren(...(sc.runs || []).map((r) => h('tr', { 'data-task': r.task_id || '' },
+      h('td', { text: formatIn(r.tick, sc.timezone) }), h('td', {}, r.task_id ? taskLink(r.task_id) : ''),
+      h('td', {}, r.state ? stateBadge(r.state) : ''))));
+    if (!(sc.runs || []).length) runsBody.append(h('tr', {}, h('td', { colspan: 3, class: 'empty', text: 'Not run yet.' })));
+    skipsBody.replaceChildren(...(sc.skips || []).map((k) => h('tr', { 'data-reason': k.reason }, h('td', { text: formatIn(k.tick, sc.timezone) }),
+      h('td', { text: k.count > 1 ? `${k.reason} (${k.count} ticks)` : k.reason }))));
+    if (!(sc.skips || []).length) skipsBody.append(h('tr', {}, h('td', { colspan: 2, class: 'empty', text: 'None skipped.' })));
+  }
+  every(ctx, SCHEDULES_REFRESH_MS, async () => { await load(); return true; });
 }
 
 function notFoundView(main) {
@@ -1153,7 +1636,10 @@ function notFoundView(main) {
 
 // ---- the router -----------------------------------------------------------------------------------------
 
-const VIEWS = { agents: agentsView, run: runView, task: taskView, history: historyView, jobs: jobsView, job: jobView };
+const VIEWS = {
+  agents: agentsView, run: runView, task: taskView, history: historyView, jobs: jobsView, job: jobView,
+  schedules: schedulesView, schedule: scheduleView,
+};
 let leaveView = null;
 
 function route() {
@@ -1161,7 +1647,7 @@ function route() {
   const hash = location.hash.replace(/^#\/?/, '') || 'agents';
   const [pathPart, queryPart = ''] = hash.split('?');
   const [name, ...args] = pathPart.split('/').map(decodeURIComponent);
-  const navName = name === 'task' ? 'history' : name === 'job' ? 'jobs' : name;
+  const navName = { task: 'history', job: 'jobs', schedule: 'schedules' }[name] || name;
   document.querySelectorAll('header nav a').forEach((a) => a.classList.toggle('active', a.dataset.view === navName));
   const main = $('#view');
   main.replaceChildren();
