@@ -38,7 +38,8 @@ TOKEN_FILE="$STATE/web/tokens"
 chmod 600 "$TOKEN_FILE"
 TOKEN=$(head -n 1 "$TOKEN_FILE")
 
-"$PY" appserver.py --bind "$MASTER" --admin-bind "$ADMIN" --state-dir "$STATE/master" --log-dir "$RUN_DIR" &
+"$PY" appserver.py --bind "$MASTER" --admin-bind "$ADMIN" --state-dir "$STATE/master" --log-dir "$RUN_DIR" \
+    --public-url "http://127.0.0.1:${WEB_PORT}" &
 pids+=($!)
 started master $! "$RUN_DIR/master.log"   # the master creates its keys in $KEYS at first start
 "$PY" appwebserver.py --master "$ADMIN" --master-key "$KEYS/master.key" --client-key "$KEYS/admin.key_secret" \
@@ -70,6 +71,9 @@ Or use the command line (.venv/bin/mschedule; installed, just mschedule):
   export MSCHEDULE_URL=$URL MSCHEDULE_TOKEN=$TOKEN
   .venv/bin/mschedule agents
   .venv/bin/mschedule run 'echo hello from \$(hostname); uptime' --all
+  .venv/bin/mschedule run 'echo "deploying \$VERSION"' --all --env VERSION=1.2
+  echo 'date; df -h /' > report.sh && .venv/bin/mschedule jobs save report -f report.sh --label env=local
+  .venv/bin/mschedule schedules create report --cron '*/5 * * * *' && .venv/bin/mschedule schedules list
 
 Or with curl:
   curl -s -H "$AUTH" $URL/task/targets
