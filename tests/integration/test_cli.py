@@ -2,7 +2,6 @@
 MSCHEDULE_URL/MSCHEDULE_TOKEN, HOME a temporary directory. One exit status per outcome (docs/cli.md)."""
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import pty
@@ -11,13 +10,13 @@ import select
 import signal
 import stat
 import subprocess
-import threading
 import time
 import urllib.request
 
 import pytest
 
 from tests.integration.harness import PYTHON, ROOT, Stack, free_port, wait_until
+from tests.integration.receiver import Receiver
 
 CLI = [PYTHON, "-m", "mschedule.cli"]
 
@@ -472,53 +471,25 @@ def test_a_task_a_schedule_fired_shows_the_schedule_and_its_params(stack, tmp_pa
     assert task["task_id"] in {row.split()[1] for row in runs if len(row.split()) == 3}, details
 
 
-class Hook:
-    """An HTTP endpoint on a free loopback port that records each POST (path, headers, JSON body)."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict, dict]] = []
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                owner.posts.append((self.path, dict(self.headers), json.loads(body or b"null")))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_notify_posts_the_outcome_and_task_shows_the_delivery(fleet, tmp_path):
-    with Hook() as hook:
-        done = mschedule(fleet, tmp_path, "run", "true", "--host", "cli-a", "--notify", f"{hook.url}/ok")
+    hook = Receiver()
+    try:
+        done = mschedule(fleet, tmp_path, "run", "true", "--host", "cli-a", "--notify", f"{hook.base}/ok")
         assert done.returncode == 0, done
         task_id = done.stdout.splitlines()[-1].split()[1]
-        wait_until(lambda: hook.posts, 15, what="the notification")
-        path, headers, body = hook.posts[0]
-        assert path == "/ok" and body["task_id"] == task_id and body["state"] == "SUCCEED", hook.posts
+        wait_until(lambda: hook.calls, 15, what="the notification")
+        path, headers, body = hook.calls[0]["path"], hook.calls[0]["headers"], json.loads(hook.calls[0]["body"])
+        assert path == "/ok" and body["task_id"] == task_id and body["state"] == "SUCCEED", hook.calls
         assert headers.get("X-Mschedule-Signature", "").startswith("sha256="), headers
         shown = wait_until(lambda: (s := mschedule(fleet, tmp_path, "task", task_id)) and "delivered" in s.stdout
                            and s, 15, interval=0.5, what="the delivery in the task")
-        assert f"notify {hook.url}/ok: delivered (1 attempt, HTTP 200)" in shown.stdout.splitlines(), shown.stdout
-        only = mschedule(fleet, tmp_path, "run", "true", "--host", "cli-a", "--notify", f"{hook.url}/failed",
-                         "--notify", f"{hook.url}/cancelled", "--notify-on", "failed,cancelled")
+        assert f"notify {hook.base}/ok: delivered (1 attempt, HTTP 200)" in shown.stdout.splitlines(), shown.stdout
+        only = mschedule(fleet, tmp_path, "run", "true", "--host", "cli-a", "--notify", f"{hook.base}/failed",
+                         "--notify", f"{hook.base}/cancelled", "--notify-on", "failed,cancelled")
         assert only.returncode == 0, only
-        assert f"notify {hook.url}/failed: not sent (only on CANCELLED,FAILED)" in only.stdout.splitlines(), only
-        assert f"notify {hook.url}/cancelled: not sent (only on CANCELLED,FAILED)" in only.stdout.splitlines(), only
+        assert f"notify {hook.base}/failed: not sent (only on CANCELLED,FAILED)" in only.stdout.splitlines(), only
+        assert f"notify {hook.base}/cancelled: not sent (only on CANCELLED,FAILED)" in only.stdout.splitlines(), only
         time.sleep(1)
-    assert len(hook.posts) == 1, hook.posts  # none for the SUCCEED of the second task
+    finally:
+        hook.close()
+    assert len(hook.calls) == 1, hook.calls  # none for the SUCCEED of the second task

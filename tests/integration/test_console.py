@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.browser import CHROMIUM_ARGS, chromium_path, screenshot
 from tests.integration.harness import PYTHON, ROOT, Stack, scaled, wait_until
-from tests.integration.test_notifications import Receiver
+from tests.integration.receiver import Receiver
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make venv installs it)")
 expect = sync_api.expect
