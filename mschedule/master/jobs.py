@@ -141,6 +141,10 @@ class Jobs:
         spec.params = list(spec.env)
         return spec, job["version"]
 
-    def declarations(self, name: str, version: int) -> list[dict]:
-        """The parameters version ``version`` of job ``name`` declares."""
+    def declarations(self, name: Any, version: Any = None) -> list[dict]:
+        """The parameters version ``version`` (the latest for None) of job ``name`` declares.
+
+        Raises:
+            NotFound: no such job or version (``field`` says which).
+        """
         return self._version(name, version)["params"].get("params", [])

@@ -212,7 +212,7 @@ class Schedules:
         utf8(description, "description")
         version = body.get("version")
         try:
-            self.jobs.get(body["job"], version)
+            self.jobs.declarations(body["job"], version)
         except NotFound as exc:  # a body field, so a 400
             raise ValidationError(exc.message, field="job" if exc.field == "name" else exc.field) from None
         params = body.get("params") or {}
@@ -276,11 +276,9 @@ class Schedules:
 
     def _secrets(self, record: ScheduleRecord) -> set[str]:
         try:
-            versions = self.storage.jobs.get(record.job) or []
-            version = versions[(record.version or len(versions)) - 1]
-        except IndexError:
-            return set(record.params)  # unknown: show nothing
-        return {d["name"] for d in version["params"].get("params", []) if d["secret"]}
+            return {d["name"] for d in self.jobs.declarations(record.job, record.version) if d["secret"]}
+        except NotFound:
+            return set(record.params)  # its job is not known: show no value
 
     def _next(self, record: ScheduleRecord) -> datetime | None:
         try:
