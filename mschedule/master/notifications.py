@@ -8,8 +8,9 @@
   then the delivery is ``failed``. Delivery is at least once: the receiver dedupes on ``X-Mschedule-Delivery``.
 - The body is signed: ``X-Mschedule-Signature: sha256=<hex HMAC-SHA256 of the body>`` with the secret of
   ``--webhook-secret-file``.
-- Nothing waits for a receiver on the master's loop: requests run on a pool of threads, at most one at a time
-  per URL, so a slow or dead receiver holds one thread and delays only its own deliveries.
+- Nothing waits for a receiver on the master's loop: requests run on a pool of threads, at most two at a time
+  per receiver (scheme, host and port), so a slow or dead receiver holds two threads and delays only its own
+  deliveries.
 """
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 import gevent
 import gevent.event
@@ -40,7 +43,10 @@ log = logging.getLogger(__name__)
 TIMEOUT = 10.0
 """Seconds one attempt may take (connect, send, answer)."""
 THREADS = 8
-"""Deliveries in flight at once (each to another URL)."""
+"""Deliveries in flight at once."""
+PER_RECEIVER = 2
+"""Deliveries in flight at once to one receiver (scheme, host and port, whatever the path): a slow receiver holds
+at most this many threads, and the others go on."""
 DEFAULT_RETRY_BASE = 10.0
 DEFAULT_RETRY_FOR = 3600.0
 MAX_BACKOFF = 600.0
@@ -66,6 +72,11 @@ def load_secret(path: str) -> bytes:
     if not secret:
         raise ValueError(f"{path} is empty: it must hold the webhook signing secret")
     return secret
+
+
+def _receiver(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -113,7 +124,10 @@ class Notifications:
         #: tasks with a delivery still pending (found again at start: they are in the tasks' records)
         self._owed: dict[str, None] = {t.id: None for t in storage.tasks.values()
                                        if any(n["state"] == Delivery.PENDING for n in t.notifications)}
-        self._busy: set[str] = set()
+        #: requests in flight per receiver (scheme, host and port)
+        self._busy: Counter[str] = Counter()
+        #: ids of the deliveries being attempted now
+        self._sending: set[str] = set()
 
     def task_ended(self, task: TaskRecord) -> None:
         """Make the deliveries the task's ``notify`` asks for its end state (saved with the task's end)."""
@@ -149,11 +163,13 @@ class Notifications:
                 self._owed.pop(task_id, None)
                 continue
             for delivery in pending:
-                if delivery["url"] in self._busy:
+                receiver = _receiver(delivery["url"])
+                if self._busy[receiver] >= PER_RECEIVER or delivery["id"] in self._sending:
                     continue
                 if delivery["next_attempt"] <= now:
-                    self._busy.add(delivery["url"])
-                    gevent.spawn(self._attempt, task, delivery)
+                    self._busy[receiver] += 1
+                    self._sending.add(delivery["id"])
+                    gevent.spawn(self._attempt, task, delivery, receiver)
                 else:
                     soonest = min(soonest, delivery["next_attempt"] - now)
         return soonest
@@ -167,7 +183,7 @@ class Notifications:
                    "url": f"{self.public_url}/#/task/{task.id}" if self.public_url else None}
         return json.dumps(payload, sort_keys=True).encode()
 
-    def _attempt(self, task: TaskRecord, delivery: dict) -> None:
+    def _attempt(self, task: TaskRecord, delivery: dict, receiver: str) -> None:
         try:
             body = self.body(task, delivery)
             headers = {"Content-Type": "application/json", "User-Agent": f"mschedule/{__version__}",
@@ -178,7 +194,8 @@ class Notifications:
             status, error = self._pool.apply(self._send, (delivery["url"], body, headers))
             self._record(task, delivery, start, status, error)
         finally:
-            self._busy.discard(delivery["url"])
+            self._sending.discard(delivery["id"])
+            self._busy[receiver] -= 1
             self._wake.set()
 
     def _record(self, task: TaskRecord, delivery: dict, start: float, status: int | None, error: str | None) -> None:

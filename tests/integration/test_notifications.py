@@ -87,6 +87,8 @@ def test_a_job_and_a_schedule_notify_and_a_slow_receiver_delays_nothing_else(sta
     assert status == 201
     status, run = api.post("/job/j/run", {})
     api.wait_task(run["task_id"])
+    for i in range(9):  # more URLs of the slow receiver than the master has threads: they must not take them all
+        api.run("true", ids, notify=[{"url": f"{slow.url}?n={i}"}])
     wait_until(lambda: slow.calls, 10, what="the slow receiver called")
     # while the slow receiver holds its request, another task's webhook goes out at once, and the API answers
     begun = time.monotonic()
