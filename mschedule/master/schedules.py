@@ -299,11 +299,16 @@ class Schedules:
             self._changed.wait(timeout=max(0.01, min(MAX_WAKE, wake)))
 
     def fire_due(self) -> float:
-        """Deal with every due tick of every enabled schedule; returns the real seconds until the next one."""
+        """Deal with every due tick of every enabled schedule, then commit once; returns the real seconds until
+        the next tick.
+
+        Nothing in here yields until that commit, so each tick's ``last_tick`` and task are saved together and
+        one commit (one fsync) holds every tick of this wake: a hundred schedules on the same minute fire in
+        about the time of one commit, not of a hundred."""
         now = self.clock.now()
         soonest = float("inf")
         for schedule_id in list(self.storage.schedules):
-            # fetched anew each time: a commit below yields, and a change or delete made meanwhile replaced it
+            # fetched anew each time (a change or delete made while the last wake committed replaced it)
             record = self.storage.schedules.get(schedule_id)
             if record is None or not record.enabled:
                 continue
@@ -313,6 +318,7 @@ class Schedules:
                 nxt = self._due[record.id] = self._deal(record, now)
             if nxt is not None:
                 soonest = min(soonest, nxt - now)
+        self.storage.flush()
         return self.clock.real_seconds(soonest) if soonest != float("inf") else MAX_WAKE
 
     def _deal(self, record: ScheduleRecord, now: float) -> float | None:
@@ -356,7 +362,6 @@ class Schedules:
                 record.queued_tick = tick
                 record.last_tick = tick
                 self.storage.save_schedule(record)
-                self.storage.flush()
                 return
             self._skip(record, tick, "overlap", 1)
             return
@@ -368,7 +373,7 @@ class Schedules:
             self._start(record, tick, queued=True)
 
     def _start(self, record: ScheduleRecord, tick: float, catchup: bool = False, queued: bool = False) -> None:
-        """Make the tick's task, and record the tick in the same commit (nothing yields between the two saves)."""
+        """Make the tick's task and record the tick: saved together, committed by :meth:`fire_due`."""
         record.last_tick = max(record.last_tick or 0, tick)
         try:
             spec = self._spec(record.job, record.version, record.targets, record.selector, record.params,
@@ -385,7 +390,6 @@ class Schedules:
         metrics.schedule_ticks("fired")
         record.runs = (record.runs + [{"tick": tick, "task_id": task.id}])[-KEPT:]
         self.storage.save_schedule(record)
-        self.storage.flush()
         log.info("schedule %s: tick %s fired task %s%s", record.id, _iso(tick, record.timezone), task.id,
                  " (catch-up)" if catchup else " (queued)" if queued else "")
 
@@ -401,7 +405,6 @@ class Schedules:
         self._note(record, tick, reason, count)
         record.last_tick = max(record.last_tick or 0, tick)
         self.storage.save_schedule(record)
-        self.storage.flush()
         log.info("schedule %s: tick %s %s%s", record.id, _iso(tick, record.timezone),
                  "skipped: " if reason != "missed" else "", reason if count == 1 else f"{reason} ({count} ticks)")
 
