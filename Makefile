@@ -82,6 +82,11 @@ bench-scale: venv $(BENCH_VENV)/.installed
 bench-polls: venv
 	$(PY) bench/polls.py --write $(BENCH_ARGS)
 
+# schedules (10,000 idle; 100 firing each minute on a fast clock) and webhooks (300 at once, half to a slow receiver)
+.PHONY: bench-schedules
+bench-schedules: venv
+	$(PY) bench/schedules.py --write $(BENCH_ARGS)
+
 # live output: 1,000 real agents printing a line a second, with and without a console and the CLI following
 .PHONY: bench-live
 bench-live: venv browser
