@@ -70,6 +70,9 @@ def run_workers(workers: list[AgentWorker]) -> None:
     stop = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
+    # was the default, death; an agent reads nothing at run time that could change, so it says so
+    gevent.signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP: nothing to read again; restart the agent to "
+                                                             "change its flags or config"))
     for worker in workers:
         worker.start()
     log.info("%d agent(s) started: %s%s", len(workers), ", ".join(w.id for w in workers[:5]),

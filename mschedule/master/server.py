@@ -256,10 +256,24 @@ class MasterServer:
         self._agents.start()
         gevent.signal_handler(signal.SIGTERM, self.stop)
         gevent.signal_handler(signal.SIGINT, self.stop)
+        gevent.signal_handler(signal.SIGHUP, self.reload)  # was the default: the process died
         try:
             self._done.get()
         finally:
             self.close()
+
+    def reload(self) -> None:
+        """SIGHUP: read again what can change without a restart (the webhook secret), and say so."""
+        path = self.settings.webhook_secret_file
+        if not path:
+            log.warning("SIGHUP: nothing to read again (no --webhook-secret-file); other flags need a restart")
+            return
+        try:
+            self.notifications.secret = load_secret(path)
+        except (OSError, ValueError) as exc:
+            log.error("SIGHUP: cannot read the webhook secret %s (%s); the one read before stays in force", path, exc)
+            return
+        log.warning("SIGHUP: webhook secret read again from %s; other flags need a restart", path)
 
     def stop(self) -> None:
         """Stop serving; calls in progress (long polls included) are cut short."""

@@ -1,4 +1,5 @@
-"""Bearer tokens for the HTTP API: every route but the API description needs one."""
+"""Bearer tokens for the HTTP API: every route but the API description, the console's files and ``/healthz``
+needs one. The ``--token-file`` is read at start and again on SIGHUP (:class:`TokenFile`)."""
 from __future__ import annotations
 
 import hmac
@@ -9,9 +10,8 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
-TOKENS = web.AppKey("tokens", frozenset)
-#: the API description and the console's own files hold no data: they are served without a token
-PUBLIC_PATHS = frozenset({"/", "/openapi.json"})
+#: the API description, the console's own files and the bare up-or-down health hold no data: no token needed
+PUBLIC_PATHS = frozenset({"/", "/openapi.json", "/healthz"})
 PUBLIC_PREFIXES = ("/static/",)
 
 
@@ -35,6 +35,33 @@ def load_tokens(path: str) -> frozenset[str]:
     return tokens
 
 
+class TokenFile:
+    """The tokens of ``--token-file``; :meth:`reload` reads the file again (SIGHUP), keeping the tokens it had
+    when the file cannot be read or holds none, so a bad edit locks nobody out. No path: no authentication
+    (``--insecure``) and an empty set."""
+
+    def __init__(self, path: str | None = None, tokens: frozenset[str] | None = None) -> None:
+        self.path = path
+        self.tokens = tokens if tokens is not None else (load_tokens(path) if path else frozenset())
+
+    def reload(self) -> None:
+        if self.path is None:
+            log.info("SIGHUP: no --token-file to read again (--insecure)")
+            return
+        try:
+            tokens = load_tokens(self.path)
+        except TokenFileError as exc:
+            log.error("SIGHUP: %s; the %d tokens read before stay in force", exc, len(self.tokens))
+            return
+        added, removed = len(tokens - self.tokens), len(self.tokens - tokens)
+        self.tokens = tokens
+        log.warning("SIGHUP: token file %s read again: %d tokens (%d new, %d removed)", self.path, len(tokens),
+                    added, removed)
+
+
+TOKENS = web.AppKey("tokens", TokenFile)
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(32)
 
@@ -53,7 +80,7 @@ def token_ok(header: str | None, tokens: frozenset[str]) -> bool:
 
 @web.middleware
 async def require_token(request: web.Request, handler) -> web.StreamResponse:
-    tokens = request.app[TOKENS]
+    tokens = request.app[TOKENS].tokens
     if tokens and not is_public(request.path) and not token_ok(request.headers.get("Authorization"), tokens):
         log.warning("401 %s %s from %s", request.method, request.path, request.remote)
         return web.json_response({"error": "authorization: missing or wrong bearer token", "field": None}, status=401,

@@ -21,7 +21,7 @@ from mschedule.utils.defaults import (
 )
 from mschedule.utils.keys import KeyFileError, client_keypair_arg, public_key_arg
 from mschedule.webserver import MasterBridge, build_app
-from mschedule.webserver.auth import TokenFileError, load_tokens
+from mschedule.webserver.auth import TokenFile, TokenFileError
 
 log = logging.getLogger("mschedule.webserver")
 
@@ -71,13 +71,13 @@ def parse_args(argv: list[str] | None = None):
     return args
 
 
-def security(args) -> tuple[CurveClientKeys | None, frozenset[str], ssl.SSLContext | None]:
+def security(args) -> tuple[CurveClientKeys | None, TokenFile, ssl.SSLContext | None]:
     """The admin credential, the HTTP tokens and the TLS context the flags ask for; one clear line if not."""
-    curve, tokens, tls = None, frozenset(), None
+    curve, tokens, tls = None, TokenFile(), None
     try:
         if not args.insecure:
             curve = CurveClientKeys(public_key_arg(args.master_key), *client_keypair_arg(args.client_key))
-            tokens = load_tokens(args.token_file)
+            tokens = TokenFile(args.token_file)
         if args.tls_cert:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(args.tls_cert, args.tls_key)
@@ -127,6 +127,7 @@ async def serve(args) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, tokens.reload)  # was the default: the process died
         try:
             await stop.wait()
             log.info("web tier stopping")

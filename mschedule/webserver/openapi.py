@@ -312,6 +312,11 @@ OPENAPI: dict = {
             {"name": "before", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": MAX_TIME},
              "description": "created time (Unix seconds) of the last row of the previous page"}])},
         "/job/": {"post": {"summary": "an empty job name: always 400", "responses": {"400": _ERROR}}},
+        "/healthz": {"get": {"summary": "up or down, without a token (for load balancers and systemd): 200 when the "
+                                        "web tier and both master endpoints answer, 503 otherwise",
+                             "security": [],
+                             "responses": {"200": _json("#/components/schemas/Any"),
+                                           "503": _json("#/components/schemas/Any")}}},
         "/schedules": {
             "post": _op("schedule a job's runs on a cron expression",
                         _json("#/components/schemas/ScheduleId", "created"), "201",

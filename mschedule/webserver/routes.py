@@ -26,7 +26,7 @@ from mschedule.transport import TRANSPORT_ERRORS
 from mschedule.utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_RESULT_WAIT
 from mschedule.utils.exceptions import MScheduleError, ValidationError
 from mschedule.utils.selectors import matches, parse_label_filters
-from mschedule.webserver.auth import TOKENS, require_token
+from mschedule.webserver.auth import TOKENS, TokenFile, require_token
 from mschedule.webserver.metrics import METRICS, WebMetrics, measure
 from mschedule.webserver.openapi import OPENAPI
 from mschedule.webserver.rpc_bridge import MasterBridge
@@ -217,6 +217,17 @@ async def health(request: web.Request) -> web.Response:
     master makes); 503 with the details otherwise."""
     master = await call_master(request, "ping")
     return web.json_response({"web": "ok", "master": master}, status=200 if master.get("ok") else 503)
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """For load balancers and systemd, without a token: 200 ``{"status": "ok"}`` when the web tier and both
+    master endpoints answer, 503 ``{"status": "down"}`` otherwise; nothing else (``/health`` has the details)."""
+    try:
+        up = bool((await call_master(request, "ping", timeout=5)).get("ok"))
+    except ApiError:
+        up = False
+    return web.json_response({"status": "ok" if up else "down"}, status=200 if up else 503)
 
 
 @routes.get("/task/targets")
@@ -596,8 +607,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def build_app(bridge: MasterBridge, max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
-              tokens: frozenset[str] = frozenset()) -> web.Application:
-    """The HTTP API; ``tokens`` empty means no authentication (--insecure only)."""
+              tokens: TokenFile | frozenset[str] = frozenset()) -> web.Application:
+    """The HTTP API; no tokens means no authentication (--insecure only)."""
     # a JSON-escaped script can be up to ~2x its size (\n, \", unicode escapes)
     app = web.Application(middlewares=[measure, json_errors, require_token],
                           client_max_size=max_script_bytes * 2 + 65536)
@@ -605,6 +616,6 @@ def build_app(bridge: MasterBridge, max_script_bytes: int = DEFAULT_MAX_SCRIPT_B
     app[METRICS] = WebMetrics()
     app[MAX_SCRIPT_BYTES] = max_script_bytes
     app[STREAMS] = {"open": 0}
-    app[TOKENS] = frozenset(tokens)
+    app[TOKENS] = tokens if isinstance(tokens, TokenFile) else TokenFile(tokens=frozenset(tokens))
     app.add_routes(routes)
     return app
