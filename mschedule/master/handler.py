@@ -10,6 +10,7 @@ the field it is about, and a log line; it never reaches the state.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sqlite3
 import uuid
@@ -18,11 +19,13 @@ from typing import Any
 
 from mschedule.master import live, metrics
 from mschedule.master.admission import Admission, Unauthorized
+from mschedule.master.audit import AuditLog
 from mschedule.master.jobs import Jobs
 from mschedule.master.metrics import MasterMetrics
 from mschedule.master.scheduler import Scheduler
 from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock, Schedules
 from mschedule.master.storage import KeyState, TargetRecord, TaskRecord
+from mschedule.master.tokens import Tokens
 from mschedule.utils import messages
 from mschedule.utils.defaults import (
     DEFAULT_MAX_RESULT_BYTES,
@@ -92,6 +95,17 @@ def _wait_seconds(value: Any, cap: float, name: str = "wait") -> float:
 def _result_wait(value: Any) -> float:
     """``wait`` of a ``get_result``: 0 to MAX_RESULT_WAIT seconds."""
     return float(number(value, "wait", 0, int(MAX_RESULT_WAIT), default=0, hint="seconds"))
+
+
+def _actor(actor: Any) -> tuple[str | None, dict | None]:
+    """``(user, scope)`` of an ``actor`` the web tier sends: ``{"user": name, "selector": {...} or null}``
+    (None: a caller that is no user, such as the master's own ``keys`` command)."""
+    if actor is None:
+        return None, None
+    if not isinstance(actor, dict) or not isinstance(actor.get("user"), str) or len(actor["user"]) > 256:
+        raise ValidationError("actor: expected {user, selector}", field="actor")
+    scope = actor.get("selector")
+    return actor["user"], (validate_selector(scope, "actor.selector") if scope is not None else None)
 
 
 def output_tail(output: bytes, limit: int | None) -> bytes:
@@ -236,7 +250,8 @@ class AdminHandler:
                  max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
                  max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, max_targets: int = DEFAULT_MAX_TARGETS,
                  health: Callable[[], dict] | None = None, metrics: Callable[[], str] | None = None,
-                 schedule_clock: ScheduleClock | None = None, schedule_grace: float = DEFAULT_GRACE) -> None:
+                 schedule_clock: ScheduleClock | None = None, schedule_grace: float = DEFAULT_GRACE,
+                 audit_log: str | None = None) -> None:
         self._scheduler = scheduler
         self._health = health
         #: the text of the master's metrics (the server's registry, which has its endpoints too)
@@ -247,23 +262,48 @@ class AdminHandler:
         self._max_result_bytes = max_result_bytes
         self._max_targets = max_targets
         self._jobs = Jobs(self._storage, max_script_bytes, max_targets)
+        self.tokens = Tokens(self._storage)
+        #: the housekeeper prunes it (``--keep-audit-days``)
+        self.audit = AuditLog(self._storage, audit_log)
         #: the server runs its firing loop (``schedules.run``)
         self.schedules = Schedules(self._storage, self._jobs, self._submit, self._checked_targets,
                                    clock=schedule_clock, grace=schedule_grace)
 
     @commits
-    def add_task(self, task: Any) -> str:
+    def add_task(self, task: Any, actor: Any = None) -> str:
         """Create a task from the HTTP body as it came: ``{script (text), targets, selector, timeout, ...}``.
 
-        The master is the one place that validates it (TaskSpec); the web tier only parses JSON.
+        The master is the one place that validates it (TaskSpec); the web tier only parses JSON. ``actor``
+        (:func:`_actor`) is who asks: the task records it, and an operator's selector bounds its targets.
         """
         spec = TaskSpec.from_request(task, max_script_bytes=self._max_script_bytes, max_targets=self._max_targets)
-        return self._submit(spec).id
+        return self._submit(spec, actor).id
 
-    def _submit(self, spec: TaskSpec) -> TaskRecord:
+    def _submit(self, spec: TaskSpec, actor: Any = None) -> TaskRecord:
         """The task ``spec`` asks for, its targets checked: every task is made here (a request, a job run, a
         retry, a schedule's tick)."""
-        return self._scheduler.submit(self._checked_targets(spec))
+        user, scope = _actor(actor)
+        spec = self._checked_targets(spec)
+        if scope is not None:
+            self._check_scope(spec, scope)
+        task = self._scheduler.submit(spec)
+        task.created_by = user
+        return task
+
+    def _check_scope(self, spec: TaskSpec, scope: dict) -> None:
+        """Every target of ``spec`` must match ``scope`` (an operator token's selector)."""
+        try:
+            allowed = set(self._scheduler.select(scope, field="scope"))
+            targets = self._scheduler.resolve_targets(spec)
+        except NotFound as exc:
+            raise ValidationError(exc.message, field=exc.field) from None
+        outside = [a for a in targets if a not in allowed]
+        if outside:
+            agents = self._storage.agents
+            shown = ", ".join(f"{a} ({agents[a].hostname})" if a in agents else a for a in outside[:10])
+            raise Unauthorized(f"targets: {len(outside)} agents are outside what your token may target "
+                               f"({json.dumps(scope, sort_keys=True)}): {shown}{' ...' if len(outside) > 10 else ''}",
+                               field="targets")
 
     def _checked_targets(self, spec: TaskSpec) -> TaskSpec:
         """``spec`` with hostnames in its targets resolved to agent ids, each target with an accepted key.
@@ -283,14 +323,21 @@ class AdminHandler:
         return spec
 
     @commits
-    def cancel_task(self, task_id: Any) -> dict:
-        """Cancel a task (see Scheduler.cancel); answers its summary."""
+    def cancel_task(self, task_id: Any, actor: Any = None) -> dict:
+        """Cancel a task (see Scheduler.cancel); answers its summary; the task records who cancelled it."""
         if not isinstance(task_id, str) or not task_id:
             raise ValidationError("task_id: expected a non-empty string", field="task_id")
-        return self._scheduler.cancel(task_id).summary()
+        user, _ = _actor(actor)
+        task = self._storage.get_task(task_id)
+        first = task is not None and task.state is not State.CANCELLED
+        task = self._scheduler.cancel(task_id)
+        if first:
+            task.cancelled_by = user
+            self._storage.save_task(task)
+        return task.summary()
 
     @commits
-    def retry_task(self, task_id: Any, body: Any = None) -> dict:
+    def retry_task(self, task_id: Any, body: Any = None, actor: Any = None) -> dict:
         """A new task with the script and parameters of an ended one, on its targets in the ``only`` states.
 
         ``body``: ``{"only": ["FAILED", "CANCELLED"]}`` (the default: both). The new task keeps the old one's
@@ -321,7 +368,7 @@ class AdminHandler:
                         fail_rate=old.fail_rate, fail_count=old.fail_count, batch_by=old.batch_by,
                         batch_order=order or None, env=self._retry_env(old, body), secrets=list(old.secrets),
                         params=list(old.params), notify=list(old.notify))
-        task = self._submit(spec)
+        task = self._submit(spec, actor)
         task.job, task.job_version, task.retry_of = old.job, old.job_version, old.id
         self._storage.save_task(task)
         log.info("task %s retries %d targets of task %s", task.id, len(targets), old.id)
@@ -482,12 +529,38 @@ class AdminHandler:
         return self._jobs.rollback(name, version)
 
     @commits
-    def job_run(self, name: Any, body: Any = None) -> dict:
+    def job_run(self, name: Any, body: Any = None, actor: Any = None) -> dict:
         spec, version = self._jobs.spec_for_run(name, body)
-        task = self._submit(spec)
+        task = self._submit(spec, actor)
         task.job, task.job_version = name, version
         self._storage.save_task(task)
         return {"task_id": task.id, "job": name, "version": version}
+
+    # ---- tokens and audit ---------------------------------------------------------------------
+    @commits
+    def token_create(self, body: Any, actor: Any = None) -> dict:
+        """A new API token (mschedule/master/tokens.py): its secret is in this answer only."""
+        return self.tokens.create(body, created_by=_actor(actor)[0])
+
+    def tokens_list(self) -> list[dict]:
+        return self.tokens.list()
+
+    @commits
+    def token_delete(self, token_id: Any) -> dict:
+        return self.tokens.delete(token_id)
+
+    def authenticate(self, token: Any) -> dict:
+        """Who a bearer token is, ``{user, role, token_id, selector}``; Unauthenticated (401) if nobody."""
+        return self.tokens.authenticate(token)
+
+    @commits
+    def audit_record(self, entry: Any) -> dict:
+        """One audit record from the web tier, committed before it answers the request it is about."""
+        return self.audit.record(entry)
+
+    def audit_query(self, filters: Any = None) -> list[dict]:
+        """Audit records, newest first: ``filters`` user, action, since (Unix seconds), limit (1 to 1000)."""
+        return self.audit.query(filters)
 
     # ---- schedules --------------------------------------------------------------------------
     @commits

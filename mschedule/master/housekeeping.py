@@ -53,10 +53,12 @@ CLOCK_JUMP = 1.0
 class Retention:
     keep_tasks: int | None = None
     keep_days: float | None = None
+    #: the audit trail's own (task retention never touches it)
+    keep_audit_days: float | None = None
 
     @property
     def active(self) -> bool:
-        return self.keep_tasks is not None or bool(self.keep_days)
+        return self.keep_tasks is not None or bool(self.keep_days) or bool(self.keep_audit_days)
 
 
 class Housekeeper:
@@ -104,6 +106,11 @@ class Housekeeper:
         if self.retention.active and now - self._last_prune >= PRUNE_INTERVAL:
             self._last_prune = now
             self.scheduler.prune(self.retention.keep_tasks, self.retention.keep_days)
+            if self.retention.keep_audit_days:
+                pruned = self.storage.prune_audit(self._wall() - self.retention.keep_audit_days * 86400)
+                if pruned:
+                    log.info("retention: %d audit records older than %g days pruned", pruned,
+                             self.retention.keep_audit_days)
         if now - self._last_flush >= FLUSH_INTERVAL:
             self._last_flush = now
             self.storage.flush()

@@ -1,11 +1,14 @@
 """mschedule master: ``python appserver.py``; agent keys: ``python appserver.py keys list|accept|reject|delete``
-(accept, reject and delete take several agent ids, or ``--all-pending`` for accept and reject)."""
+(accept, reject and delete take several agent ids, or ``--all-pending`` for accept and reject); API tokens:
+``python appserver.py tokens list|create|delete``."""
 from __future__ import annotations
 
 import argparse
 import os
 import sqlite3
 import sys
+import time
+from typing import Any
 
 from mschedule import __version__
 from mschedule.master import MasterKeys, MasterServer
@@ -85,6 +88,15 @@ def parse_args(argv: list[str] | None = None):
                              "at most 10 minutes [MSCHEDULE_WEBHOOK_RETRY_BASE]")
     parser.add_argument("--webhook-retry-for", type=float, default=env("WEBHOOK_RETRY_FOR", DEFAULT_RETRY_FOR, float),
                         help="seconds after its first attempt that a webhook is given up [MSCHEDULE_WEBHOOK_RETRY_FOR]")
+    parser.add_argument("--audit-log", default=env("AUDIT_LOG", None),
+                        help="also append every audit record to this file as a JSON line, for a SIEM "
+                             "[MSCHEDULE_AUDIT_LOG]")
+    parser.add_argument("--keep-audit-days", type=float, default=env("KEEP_AUDIT_DAYS", None, float),
+                        help="prune audit records older than this many days (default: keep all; task retention "
+                             "never prunes them) [MSCHEDULE_KEEP_AUDIT_DAYS]")
+    parser.add_argument("--user", help="with 'tokens create': the token's user")
+    parser.add_argument("--role", choices=("viewer", "operator", "admin"), help="with 'tokens create': its role")
+    parser.add_argument("--expires-in", type=float, help="with 'tokens create': seconds until it expires")
     parser.add_argument("--auto-accept", action="store_true", default=env("AUTO_ACCEPT", False, flag),
                         help="accept every new agent key at once (labs only) [MSCHEDULE_AUTO_ACCEPT]")
     parser.add_argument("--max-pending", type=int, default=env("MAX_PENDING", DEFAULT_MAX_PENDING, int),
@@ -92,9 +104,10 @@ def parse_args(argv: list[str] | None = None):
                              "are accepted, rejected or deleted [MSCHEDULE_MAX_PENDING]")
     parser.add_argument("--insecure", action="store_true", default=env("INSECURE", False, flag),
                         help="plain TCP, no keys: for local experiments only [MSCHEDULE_INSECURE]")
-    parser.add_argument("command", nargs="*", metavar="keys ACTION [AGENT_ID ...]",
+    parser.add_argument("command", nargs="*", metavar="keys|tokens ACTION [ID ...]",
                         help="manage agent keys on a running master: keys list | keys accept|reject|delete ID "
-                             "[ID ...] | keys accept|reject --all-pending")
+                             "[ID ...] | keys accept|reject --all-pending; API tokens: tokens list | tokens create "
+                             "--user NAME --role ROLE [--expires-in S] | tokens delete TOKEN_ID")
     parser.add_argument("--all-pending", action="store_true",
                         help="with 'keys accept' or 'keys reject': every key waiting for a decision")
     add_logging_flags(parser)
@@ -119,9 +132,27 @@ def parse_args(argv: list[str] | None = None):
         ScheduleClock.parse(args.schedule_clock)
     except ValueError:
         parser.error("--schedule-clock: expected START:SPEED (Unix seconds and a factor)")
-    if args.command or args.all_pending:
+    if args.keep_audit_days is not None and args.keep_audit_days <= 0:
+        parser.error("--keep-audit-days must be > 0")
+    if args.command and args.command[0] == "tokens":
+        check_tokens_command(parser, args)
+    elif args.command or args.all_pending:
         check_keys_command(parser, args)
     return args
+
+
+def check_tokens_command(parser, args) -> None:
+    """``tokens list``, ``tokens create --user NAME --role ROLE [--expires-in S]``, ``tokens delete ID``."""
+    command = args.command
+    action = command[1] if len(command) > 1 else None
+    if action == "list" and len(command) == 2:
+        return
+    if action == "create" and len(command) == 2 and args.user and args.role:
+        return
+    if action == "delete" and len(command) == 3:
+        return
+    parser.error("usage: appserver.py tokens list | tokens create --user NAME --role viewer|operator|admin "
+                 "[--expires-in SECONDS] | tokens delete TOKEN_ID")
 
 
 def check_keys_command(parser, args) -> None:
@@ -140,33 +171,59 @@ def check_keys_command(parser, args) -> None:
                      f"{' (not both)' if ids else ''}")
 
 
-def keys_command(args, state_dir: str) -> int:
-    """``keys ...``: one call to the running master's admin endpoint with the admin credential.
-
-    accept, reject and delete take several ids (or --all-pending) in one call, which the master commits
-    once; each id gets a line, and the exit code is 1 when any of them failed.
-    """
+def admin_call(args, state_dir: str, *call: Any) -> Any:
+    """One call to the running master's admin endpoint with the admin credential of ``state_dir``."""
     from mschedule.transport import TRANSPORT_ERRORS, CurveClientKeys, make_client
 
-    action, ids = args.command[1], args.command[2:]
-    if action == "list":
-        call: tuple = ("keys_list",)
-    else:
-        body = {"all_pending": True} if args.all_pending else {"agent_ids": ids}
-        call = ("keys_delete_many", body) if action == "delete" else ("keys_decide_many", action, body)
     curve = None
     if not args.insecure:
         keys = MasterKeys.load_or_create(state_dir)
         curve = CurveClientKeys(keys.public, keys.admin_public, keys.admin_secret)
     client = make_client(args.admin_bind.split(",")[0].strip(), timeout=30, curve=curve)
     try:
-        reply = client(*call)
+        return client(*call)
     except TRANSPORT_ERRORS:
         fail(f"master admin endpoint {args.admin_bind} unreachable", code=1)
     except Exception as exc:  # zerorpc.RemoteError: the master's answer, e.g. a bad request
         fail(getattr(exc, "msg", str(exc)), code=1)
     finally:
         client.close()
+
+
+def tokens_command(args, state_dir: str) -> int:
+    """``tokens ...`` on the master's host: how the first admin gets a token (the secret is printed once)."""
+    action = args.command[1]
+    if action == "list":
+        for token in admin_call(args, state_dir, "tokens_list"):
+            expires = time.strftime("%Y-%m-%d %H:%M", time.localtime(token["expires"])) if token["expires"] else "never"
+            sys.stdout.write(f"{token['token_id']}  {token['user']:20} {token['role']:9} expires {expires}\n")
+        return 0
+    if action == "create":
+        body = {"user": args.user, "role": args.role}
+        if args.expires_in:
+            body["expires_in"] = args.expires_in
+        made = admin_call(args, state_dir, "token_create", body, {"user": "appserver.py", "selector": None})
+        sys.stderr.write(f"token {made['token_id']} for {made['user']} ({made['role']}); shown once:\n")
+        sys.stdout.write(made["token"] + "\n")
+        return 0
+    admin_call(args, state_dir, "token_delete", args.command[2])
+    sys.stdout.write(f"deleted   {args.command[2]}\n")
+    return 0
+
+
+def keys_command(args, state_dir: str) -> int:
+    """``keys ...``: one call to the running master's admin endpoint with the admin credential.
+
+    accept, reject and delete take several ids (or --all-pending) in one call, which the master commits
+    once; each id gets a line, and the exit code is 1 when any of them failed.
+    """
+    action, ids = args.command[1], args.command[2:]
+    if action == "list":
+        call: tuple = ("keys_list",)
+    else:
+        body = {"all_pending": True} if args.all_pending else {"agent_ids": ids}
+        call = ("keys_delete_many", body) if action == "delete" else ("keys_decide_many", action, body)
+    reply = admin_call(args, state_dir, *call)
     if action == "list":
         for key in reply:
             sys.stdout.write(f"{key['state']:9} {key['agent_id']}  {key['hostname']:20} {','.join(key['ip']):16} "
@@ -191,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     except StateDirError as exc:
         fail(str(exc))
     if args.command:
-        sys.exit(keys_command(args, state_dir))
+        sys.exit(tokens_command(args, state_dir) if args.command[0] == "tokens" else keys_command(args, state_dir))
     try:
         keys = None if args.insecure else MasterKeys.load_or_create(state_dir)
     except OSError as exc:
@@ -209,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         keep_days=args.keep_days, schedule_grace=args.schedule_grace, schedule_clock=args.schedule_clock,
         webhook_secret_file=args.webhook_secret_file or os.path.join(state_dir, "webhook.secret"),
         public_url=args.public_url, webhook_retry_base=args.webhook_retry_base,
-        webhook_retry_for=args.webhook_retry_for)
+        webhook_retry_for=args.webhook_retry_for, audit_log=args.audit_log, keep_audit_days=args.keep_audit_days)
     try:
         server = MasterServer(settings, storage=storage, keys=keys)
     except (OSError, ValueError) as exc:  # the webhook secret's file cannot be read or made

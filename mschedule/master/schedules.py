@@ -384,7 +384,7 @@ class Schedules:
             log.warning("schedule %s: tick %s not fired: %s", record.id, _iso(tick, record.timezone), exc)
             return
         task.job, task.job_version = record.job, record.version or len(self.storage.jobs[record.job])
-        task.schedule_id, task.schedule_tick = record.id, tick
+        task.schedule_id, task.schedule_tick, task.created_by = record.id, tick, f"schedule:{record.id}"
         self.storage.save_task(task)
         record.fired += 1
         metrics.schedule_ticks("fired")

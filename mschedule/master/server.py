@@ -145,6 +145,9 @@ class MasterSettings:
     public_url: str | None = None
     webhook_retry_base: float = DEFAULT_RETRY_BASE
     webhook_retry_for: float = DEFAULT_RETRY_FOR
+    #: the audit trail's copy as JSON lines, and its retention (mschedule/master/audit.py)
+    audit_log: str | None = None
+    keep_audit_days: float | None = None
 
 
 class MasterServer:
@@ -168,7 +171,8 @@ class MasterServer:
                                            retry_for=settings.webhook_retry_for)
         self.scheduler.on_finish = self.notifications.task_ended
         self.scheduler.restore()
-        self.housekeeper = Housekeeper(self.scheduler, self.storage, Retention(settings.keep_tasks, settings.keep_days))
+        self.housekeeper = Housekeeper(self.scheduler, self.storage, Retention(settings.keep_tasks, settings.keep_days,
+                                                                                settings.keep_audit_days))
         self.admission = (Admission(self.storage, keys.admin_public, settings.auto_accept, settings.max_pending)
                           if keys else None)
         self._zap = ZapHandler(zerorpc.Context.get_instance(), self.admission) if self.admission else None
@@ -179,7 +183,7 @@ class MasterServer:
                                           max_targets=settings.max_targets,
                                           health=self.endpoints_health, metrics=self.metrics.text,
                                           schedule_clock=ScheduleClock.parse(settings.schedule_clock),
-                                          schedule_grace=settings.schedule_grace)
+                                          schedule_grace=settings.schedule_grace, audit_log=settings.audit_log)
         self._agents = RpcServer(self.agent_handler, "agents", inline=answer_inline, peer_hook=set_current_key,
                                  on_giveup=self._give_up, max_calls_per_peer=AGENT_CALLS_PER_KEY,
                                  heartbeat=RPC_HEARTBEAT)

@@ -33,6 +33,7 @@ from mschedule.master.storage import (
     Storage,
     TargetRecord,
     TaskRecord,
+    TokenRecord,
 )
 from mschedule.utils.greenlets import capture, unwrap
 from mschedule.utils.statedir import private_file, tighten
@@ -63,6 +64,11 @@ CREATE TABLE IF NOT EXISTS job_versions (
     sha256 TEXT NOT NULL, script BLOB NOT NULL, params TEXT NOT NULL, PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY, time REAL NOT NULL, user TEXT NOT NULL, action TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
 CREATE TABLE IF NOT EXISTS keys (
     agent_id TEXT PRIMARY KEY, key TEXT NOT NULL, state TEXT NOT NULL, hostname TEXT NOT NULL,
     ip TEXT NOT NULL, first_seen REAL NOT NULL, decided REAL
@@ -89,6 +95,9 @@ class SQLiteStorage(Storage):
         self._keys: dict[str, tuple | None] = {}
         self._groups: dict[str, str | None] = {}
         self._schedules: dict[str, tuple | None] = {}
+        self._tokens: dict[str, tuple | None] = {}
+        self._audit: list[tuple] = []
+        self._audit_seq = 0
         self._job_versions: list[tuple] = []
         self._deleted_tasks: list[str] = []
         self._seq = 0
@@ -121,7 +130,9 @@ class SQLiteStorage(Storage):
     # ---- load -----------------------------------------------------------------------------
     def load(self) -> None:
         """Read everything back into memory (at start, before serving)."""
-        agents, tasks, targets, keys, groups, jobs, schedules = self._run(self._read_all)
+        agents, tasks, targets, keys, groups, jobs, schedules, tokens, audit_seq = self._run(self._read_all)
+        self.tokens = {row[0]: TokenRecord.from_json(json.loads(row[1])) for row in tokens}
+        self._audit_seq = audit_seq
         self.schedules = {row[0]: ScheduleRecord.from_json(json.loads(row[1])) for row in schedules}
         for name, version, created_at, message, sha256, script, params in jobs:
             self.jobs.setdefault(name, []).append({"name": name, "version": version, "created_at": created_at,
@@ -162,7 +173,9 @@ class SQLiteStorage(Storage):
         groups = cur.execute("SELECT name, body FROM groups").fetchall()
         jobs = cur.execute("SELECT * FROM job_versions ORDER BY name, version").fetchall()
         schedules = cur.execute("SELECT id, body FROM schedules ORDER BY seq").fetchall()
-        return agents, tasks, targets, keys, groups, jobs, schedules
+        tokens = cur.execute("SELECT id, body FROM tokens").fetchall()
+        audit_seq = cur.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0]
+        return agents, tasks, targets, keys, groups, jobs, schedules, tokens, audit_seq
 
     # ---- write-through hooks --------------------------------------------------------------
     def save_agent(self, agent: AgentRecord) -> None:
@@ -237,6 +250,41 @@ class SQLiteStorage(Storage):
         self._saved += 1
         self._schedules[schedule_id] = None
 
+    def save_token(self, record: TokenRecord) -> None:
+        super().save_token(record)
+        self._saved += 1
+        self._tokens[record.token_id] = (record.token_id, json.dumps(record.to_json()))
+
+    def delete_token(self, token_id: str) -> None:
+        super().delete_token(token_id)
+        self._saved += 1
+        self._tokens[token_id] = None
+
+    def add_audit(self, entry: dict) -> None:
+        """Appended to the database only (the trail is read back from there, not kept in memory)."""
+        self._saved += 1
+        self._audit_seq += 1
+        entry["seq"] = self._audit_seq
+        self._audit.append((entry["seq"], entry["time"], entry["user"], entry["action"], json.dumps(entry)))
+
+    def query_audit(self, user: str | None, action: str | None, since: float | None, limit: int) -> list[dict]:
+        """Newest first, read on the database thread (after the commits before it)."""
+        sql, args = "SELECT body FROM audit WHERE 1", []
+        for column, value in (("user", user), ("action", action)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if since is not None:
+            sql += " AND time >= ?"
+            args.append(since)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        rows = self._run(lambda: self._conn.execute(sql, args).fetchall())
+        return [json.loads(row[0]) for row in rows]
+
+    def prune_audit(self, before: float) -> int:
+        return self._run(lambda: self._conn.execute("DELETE FROM audit WHERE time < ?", (before,)).rowcount)
+
     @staticmethod
     def _task_row(task: TaskRecord, seq: int | None) -> tuple:
         return (task.id, seq, task.script, task.timeout, task.parallel, task.fail_rate, task.fail_count,
@@ -251,7 +299,7 @@ class SQLiteStorage(Storage):
     @property
     def dirty(self) -> bool:
         return bool(self._agents or self._tasks or self._targets or self._keys or self._groups or self._job_versions
-                    or self._deleted_tasks or self._schedules)
+                    or self._deleted_tasks or self._schedules or self._tokens or self._audit)
 
     def flush(self) -> None:
         """Return once every change saved before this call is committed to disk.
@@ -273,8 +321,9 @@ class SQLiteStorage(Storage):
     def _commit_pending(self) -> None:
         upto = self._saved
         batch = (self._agents, self._tasks, self._targets, self._keys, self._groups, self._job_versions,
-                 self._deleted_tasks, self._schedules)
+                 self._deleted_tasks, self._schedules, self._tokens, self._audit)
         self._agents, self._tasks, self._targets, self._keys, self._groups, self._schedules = {}, {}, {}, {}, {}, {}
+        self._tokens, self._audit = {}, []
         self._job_versions, self._deleted_tasks = [], []
         done = self._inflight = AsyncResult()
         start = time.perf_counter()
@@ -291,6 +340,8 @@ class SQLiteStorage(Storage):
             self._job_versions = batch[5] + self._job_versions
             self._deleted_tasks = batch[6] + self._deleted_tasks
             self._schedules = {**batch[7], **self._schedules}
+            self._tokens = {**batch[8], **self._tokens}
+            self._audit = batch[9] + self._audit
             self.last_error = f"{type(exc).__name__}: {exc}"
             done.set_exception(exc)
             raise
@@ -304,7 +355,8 @@ class SQLiteStorage(Storage):
 
     def _commit(self, agents: dict, tasks: dict, targets: dict[tuple[str, str], tuple],
                 keys: dict[str, tuple | None], groups: dict[str, str | None], job_versions: list[tuple],
-                deleted_tasks: list[str], schedules: dict[str, tuple | None]) -> None:
+                deleted_tasks: list[str], schedules: dict[str, tuple | None], tokens: dict[str, tuple | None],
+                audit: list[tuple]) -> None:
         cur = self._conn.cursor()
         cur.execute("BEGIN")
         try:
@@ -332,6 +384,10 @@ class SQLiteStorage(Storage):
             cur.executemany("INSERT OR REPLACE INTO schedules VALUES (?, ?, ?)",
                             [r for r in schedules.values() if r is not None])
             cur.executemany("DELETE FROM schedules WHERE id = ?", [(k,) for k, r in schedules.items() if r is None])
+            cur.executemany("INSERT OR REPLACE INTO tokens VALUES (?, ?)",
+                            [r for r in tokens.values() if r is not None])
+            cur.executemany("DELETE FROM tokens WHERE id = ?", [(k,) for k, r in tokens.items() if r is None])
+            cur.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?)", audit)
             cur.execute("COMMIT")
         except BaseException:
             if self._conn.in_transaction:  # SQLite may have rolled back by itself (a full disk does)

@@ -118,6 +118,9 @@ class TaskRecord:
     #: the schedule that fired this task, and the tick (Unix seconds) it fired for
     schedule_id: str | None = None
     schedule_tick: float | None = None
+    #: the user whose token made it (``schedule:ID`` for a schedule's tick), and who cancelled it
+    created_by: str | None = None
+    cancelled_by: str | None = None
 
     def __post_init__(self) -> None:
         if not self.counts:
@@ -143,11 +146,11 @@ class TaskRecord:
                 "job": self.job, "job_version": self.job_version, "retry_of": self.retry_of, "env": env,
                 "secrets": self.secrets, "params": self.params, "notify": self.notify,
                 "notifications": self.notifications, "schedule_id": self.schedule_id,
-                "schedule_tick": self.schedule_tick}
+                "schedule_tick": self.schedule_tick, "created_by": self.created_by, "cancelled_by": self.cancelled_by}
 
     #: the :attr:`extra` keys a persistent backend gives back to the constructor as they are
     EXTRA_FIELDS = ("selector", "batch_by", "batch", "job", "job_version", "retry_of", "env", "secrets", "params",
-                    "notify", "notifications", "schedule_id", "schedule_tick")
+                    "notify", "notifications", "schedule_id", "schedule_tick", "created_by", "cancelled_by")
 
     @property
     def secret_values(self) -> list[str]:
@@ -210,6 +213,8 @@ class TaskRecord:
             "schedule_tick": self.schedule_tick,
             "notify": self.notify,
             "notifications": self.notifications,
+            "created_by": self.created_by,
+            "cancelled_by": self.cancelled_by,
         }
 
 
@@ -291,6 +296,44 @@ class ScheduleRecord:
         return cls(**{k: v for k, v in body.items() if k in cls.__dataclass_fields__})
 
 
+class Role(StrEnum):
+    """What a token may do (mschedule/master/tokens.py; the table in docs/security.md)."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+@dataclass
+class TokenRecord:
+    """An API token of a user: only its SHA-256 is kept."""
+
+    token_id: str
+    user: str
+    role: str
+    digest: str
+    created: float
+    expires: float | None = None
+    last_used: float | None = None
+    #: an operator's token may target only the agents this selector matches
+    selector: dict | None = None
+    created_by: str | None = None
+
+    def view(self) -> dict:
+        """What ``GET /tokens`` shows: everything but the digest."""
+        return {k: v for k, v in asdict(self).items() if k != "digest"}
+
+    def identity(self) -> dict:
+        return {"user": self.user, "role": self.role, "token_id": self.token_id, "selector": self.selector}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: dict) -> TokenRecord:
+        return cls(**{k: v for k, v in body.items() if k in cls.__dataclass_fields__})
+
+
 class Storage:
     """In-memory agents and tasks, with the write-through hooks a persistent backend implements."""
 
@@ -309,6 +352,11 @@ class Storage:
         self.jobs: dict[str, list[dict]] = {}
         #: schedule id -> its record (mschedule/master/schedules.py), oldest first
         self.schedules: dict[str, ScheduleRecord] = {}
+        #: token id -> its record (mschedule/master/tokens.py)
+        self.tokens: dict[str, TokenRecord] = {}
+        #: the audit trail, oldest first (mschedule/master/audit.py); a persistent backend keeps only the newest
+        #: in memory and the rest on disk
+        self.audit: list[dict] = []
 
     # agents
     def get_agent(self, agent_id: str) -> AgentRecord | None:
@@ -366,6 +414,36 @@ class Storage:
 
     def delete_schedule(self, schedule_id: str) -> None:
         self.schedules.pop(schedule_id, None)
+
+    # tokens
+    def save_token(self, record: TokenRecord) -> None:
+        self.tokens[record.token_id] = record
+
+    def delete_token(self, token_id: str) -> None:
+        self.tokens.pop(token_id, None)
+
+    # audit
+    def add_audit(self, entry: dict) -> None:
+        """Append one audit record (its ``seq`` set here)."""
+        entry["seq"] = (self.audit[-1]["seq"] + 1) if self.audit else 1
+        self.audit.append(entry)
+
+    def query_audit(self, user: str | None, action: str | None, since: float | None, limit: int) -> list[dict]:
+        """Newest first."""
+        out = []
+        for entry in reversed(self.audit):
+            if since is not None and entry["time"] < since:
+                break
+            if (user is None or entry["user"] == user) and (action is None or entry["action"] == action):
+                out.append(entry)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def prune_audit(self, before: float) -> int:
+        kept = [e for e in self.audit if e["time"] >= before]
+        pruned, self.audit = len(self.audit) - len(kept), kept
+        return pruned
 
     # groups
     def save_group(self, name: str, body: dict) -> None:

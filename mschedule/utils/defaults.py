@@ -106,3 +106,6 @@ under the master's agent timeout, which is also the grace a restarted master giv
 
 TIMEOUT_EXIT_CODE = 124
 """Exit code reported for a script killed by its timeout (as GNU ``timeout`` does)."""
+
+TOKEN_PREFIX = "ms_"
+"""How every API token the master makes starts; the web tier asks the master only about tokens that do."""

@@ -52,6 +52,13 @@ class Unauthorized(MScheduleError):
     log_level = logging.WARNING
 
 
+class Unauthenticated(MScheduleError):
+    """No valid credential: a token that is missing, unknown, expired or revoked (HTTP 401)."""
+
+    http_status = 401
+    log_level = logging.WARNING
+
+
 class KeyPending(Unauthorized):
     """The agent's key waits for an operator's decision: it may register and heartbeat, nothing else yet.
 
@@ -79,7 +86,7 @@ class NotDurable(MScheduleError):
 
 ERRORS: dict[str, type[MScheduleError]] = {
     cls.__name__: cls for cls in (ValidationError, MessageError, NotFound, Conflict, Unauthorized, KeyPending,
-                                  NotDurable)
+                                  NotDurable, Unauthenticated)
 }
 
 #: remote error names the web tier maps to HTTP statuses

@@ -121,6 +121,12 @@ OPENAPI: dict = {
                     "env": _ENV,
                 },
             },
+            "TokenRequest": {"type": "object", "required": ["user", "role"], "additionalProperties": False,
+                             "properties": {
+                                 "user": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"},
+                                 "role": {"type": "string", "enum": ["viewer", "operator", "admin"]},
+                                 "expires_in": {"type": "number", "minimum": 1, "description": "seconds"},
+                                 "selector": {"$ref": "#/components/schemas/Selector"}}},
             "ScheduleRequest": {"type": "object", "required": ["job", "cron"], "additionalProperties": False,
                                 "properties": {"job": {"type": "string"}, **_SCHEDULE_FIELDS}},
             "ScheduleChange": {"type": "object", "additionalProperties": False, "properties": _SCHEDULE_FIELDS},
@@ -317,6 +323,21 @@ OPENAPI: dict = {
                              "security": [],
                              "responses": {"200": _json("#/components/schemas/Any"),
                                            "503": _json("#/components/schemas/Any")}}},
+        "/tokens": {
+            "post": _op("a new API token of a user with a role (admin): its secret is in this answer only",
+                        _json("#/components/schemas/Any", "created"), "201", "#/components/schemas/TokenRequest"),
+            "get": _op("every token (admin): id, user, role, created, expires, last used; never the secret",
+                       _json("#/components/schemas/Any"))},
+        "/tokens/{token_id}": {"delete": _op("revoke a token (admin): refused from the next request on",
+                                             _json("#/components/schemas/Any"), params=[
+                                                 {"name": "token_id", "in": "path", "required": True,
+                                                  "schema": {"type": "string"}}])},
+        "/audit": {"get": _op("the audit trail, newest first (admin)", _json("#/components/schemas/Any"), params=[
+            {"name": "user", "in": "query", "schema": {"type": "string"}},
+            {"name": "action", "in": "query", "schema": {"type": "string"}},
+            {"name": "since", "in": "query", "schema": {"type": "number"}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
+        "/whoami": {"get": _op("who this token is: user, role, token_id, selector", _json("#/components/schemas/Any"))},
         "/schedules": {
             "post": _op("schedule a job's runs on a cron expression",
                         _json("#/components/schemas/ScheduleId", "created"), "201",

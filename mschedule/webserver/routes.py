@@ -26,7 +26,8 @@ from mschedule.transport import TRANSPORT_ERRORS
 from mschedule.utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_RESULT_WAIT
 from mschedule.utils.exceptions import MScheduleError, ValidationError
 from mschedule.utils.selectors import matches, parse_label_filters
-from mschedule.webserver.auth import TOKENS, TokenFile, require_token
+from mschedule.webserver.access import IDENTITY, access, actor
+from mschedule.webserver.auth import TOKENS, TokenFile
 from mschedule.webserver.metrics import METRICS, WebMetrics, measure
 from mschedule.webserver.openapi import OPENAPI
 from mschedule.webserver.rpc_bridge import MasterBridge
@@ -248,7 +249,7 @@ async def targets(request: web.Request) -> web.Response:
 @routes.post("/task")
 async def submit_task(request: web.Request) -> web.Response:
     """The body goes to the master as it came: the master validates it (one owner for the task's rules)."""
-    task_id = await call_master(request, "add_task", await read_json(request))
+    task_id = await call_master(request, "add_task", await read_json(request), actor(request))
     log.info("task %s submitted over HTTP from %s", task_id, request.remote)
     return web.json_response({"task_id": task_id}, status=201)
 
@@ -422,7 +423,7 @@ async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
 @routes.post("/task/{task_id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
     task_id = request.match_info["task_id"]
-    summary = await call_master(request, "cancel_task", task_id)
+    summary = await call_master(request, "cancel_task", task_id, actor(request))
     log.info("task %s cancel requested over HTTP from %s", task_id, request.remote)
     return web.json_response(summary)
 
@@ -431,8 +432,8 @@ async def cancel(request: web.Request) -> web.Response:
 async def retry(request: web.Request) -> web.Response:
     """``{"only": ["FAILED", "CANCELLED"]}`` (optional): the master makes the new task and checks the body."""
     task_id = request.match_info["task_id"]
-    body = await read_json(request) if request.can_read_body else None
-    answer = await call_master(request, "retry_task", task_id, body)
+    body = await read_json(request) if request.body_exists else None
+    answer = await call_master(request, "retry_task", task_id, body, actor(request))
     log.info("task %s retried as %s over HTTP from %s", task_id, answer["task_id"], request.remote)
     return web.json_response(answer, status=201)
 
@@ -512,8 +513,9 @@ async def job_rollback(request: web.Request) -> web.Response:
 
 @routes.post("/job/{name}/run")
 async def job_run(request: web.Request) -> web.Response:
-    body = await read_json(request) if request.can_read_body else {}
-    return web.json_response(await call_master(request, "job_run", request.match_info["name"], body), status=201)
+    body = await read_json(request) if request.body_exists else {}
+    return web.json_response(await call_master(request, "job_run", request.match_info["name"], body, actor(request)),
+                             status=201)
 
 
 @routes.post("/schedules")
@@ -531,6 +533,36 @@ async def schedules_list(request: web.Request) -> web.Response:
 async def schedule_update(request: web.Request) -> web.Response:
     body = await read_json(request)
     return web.json_response(await call_master(request, "schedule_update", request.match_info["schedule_id"], body))
+
+
+@routes.post("/tokens")
+async def token_create(request: web.Request) -> web.Response:
+    """A new API token: its secret is in this answer only."""
+    made = await call_master(request, "token_create", await read_json(request), actor(request))
+    return web.json_response(made, status=201)
+
+
+@routes.get("/tokens")
+async def tokens_list(request: web.Request) -> web.Response:
+    return web.json_response(await call_master(request, "tokens_list"))
+
+
+@routes.get("/audit")
+async def audit(request: web.Request) -> web.Response:
+    """Newest first; ``?user=&action=&since=&limit=``."""
+    filters: dict = {k: request.query[k] for k in ("user", "action") if k in request.query}
+    if "since" in request.query:
+        filters["since"] = query_number(request.query["since"])
+    if "limit" in request.query:
+        filters["limit"] = query_int(request.query["limit"], "limit")
+    return web.json_response(await call_master(request, "audit_query", filters))
+
+
+@routes.get("/whoami")
+async def whoami(request: web.Request) -> web.Response:
+    """Who this token is: ``{user, role, token_id, selector}`` (the console shows it)."""
+    return web.json_response(request.get(IDENTITY) or {"user": None, "role": "admin", "token_id": None,
+                                                       "selector": None})
 
 
 @routes.get("/keys")
@@ -551,6 +583,7 @@ routes.post("/keys/{agent_id}/accept")(_forward("keys_accept", "agent_id"))
 routes.post("/keys/{agent_id}/reject")(_forward("keys_reject", "agent_id"))
 routes.delete("/keys/{agent_id}")(_forward("keys_delete", "agent_id"))
 routes.get("/schedule/{schedule_id}")(_forward("schedule_get", "schedule_id"))
+routes.delete("/tokens/{token_id}")(_forward("token_delete", "token_id"))
 routes.delete("/schedule/{schedule_id}")(_forward("schedule_delete", "schedule_id"))
 
 
@@ -610,7 +643,7 @@ def build_app(bridge: MasterBridge, max_script_bytes: int = DEFAULT_MAX_SCRIPT_B
               tokens: TokenFile | frozenset[str] = frozenset()) -> web.Application:
     """The HTTP API; no tokens means no authentication (--insecure only)."""
     # a JSON-escaped script can be up to ~2x its size (\n, \", unicode escapes)
-    app = web.Application(middlewares=[measure, json_errors, require_token],
+    app = web.Application(middlewares=[measure, access, json_errors],
                           client_max_size=max_script_bytes * 2 + 65536)
     app[BRIDGE] = bridge
     app[METRICS] = WebMetrics()

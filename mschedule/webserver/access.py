@@ -1,0 +1,224 @@
+"""Who may call what, and the audit record of every call that changes something.
+
+One middleware (:func:`access`) does, for every request but the public paths:
+
+1. **Who**: the bearer token is one of ``--token-file`` (an admin of the user ``token-file``) or one the
+   master made (``authenticate``: user, role, token id, and an operator's selector). None: 401.
+2. **May they**: :data:`POLICY` names each state-changing route's action and the least role it needs
+   (``viewer`` < ``operator`` < ``admin``); every read is a viewer's, but ``/tokens`` and ``/audit`` are an
+   admin's. Too low: 403 saying what is needed. An operator's selector is the master's to check (it resolves
+   the targets): a task reaching outside is its 403.
+3. **Recorded**: a request of an action, allowed or refused (403) and whatever its outcome, is recorded with the
+   master (``audit_record``, committed) *before* it is answered; if that fails the answer is 503. Requests
+   without a valid token are logged, not recorded, so an anonymous flood cannot fill the trail.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import zerorpc
+from aiohttp import web
+
+from mschedule.transport import TRANSPORT_ERRORS
+from mschedule.utils.defaults import TOKEN_PREFIX
+from mschedule.webserver.auth import TOKENS, is_public
+
+log = logging.getLogger(__name__)
+
+IDENTITY = "mschedule.identity"
+BODY = "mschedule.body"
+RANK = {"viewer": 0, "operator": 1, "admin": 2}
+FILE_USER = "token-file"
+
+
+@dataclass(frozen=True)
+class Rule:
+    action: str
+    role: str
+
+
+POLICY: dict[tuple[str, str], Rule] = {
+    ("POST", "/task"): Rule("task.submit", "operator"),
+    ("POST", "/task/{task_id}/cancel"): Rule("task.cancel", "operator"),
+    ("POST", "/task/{task_id}/retry"): Rule("task.retry", "operator"),
+    ("POST", "/job/{name}/run"): Rule("job.run", "operator"),
+    ("POST", "/job/{name}"): Rule("job.save", "admin"),
+    ("POST", "/job/"): Rule("job.save", "admin"),
+    ("POST", "/job/{name}/rollback"): Rule("job.rollback", "admin"),
+    ("POST", "/keys/{agent_id}/accept"): Rule("key.accept", "admin"),
+    ("POST", "/keys/{agent_id}/reject"): Rule("key.reject", "admin"),
+    ("DELETE", "/keys/{agent_id}"): Rule("key.delete", "admin"),
+    ("POST", "/keys/accept"): Rule("key.accept", "admin"),
+    ("POST", "/keys/reject"): Rule("key.reject", "admin"),
+    ("POST", "/keys/delete"): Rule("key.delete", "admin"),
+    ("PUT", "/group/{name}"): Rule("group.put", "admin"),
+    ("DELETE", "/group/{name}"): Rule("group.delete", "admin"),
+    ("POST", "/schedules"): Rule("schedule.create", "admin"),
+    ("PATCH", "/schedule/{schedule_id}"): Rule("schedule.update", "admin"),
+    ("DELETE", "/schedule/{schedule_id}"): Rule("schedule.delete", "admin"),
+    ("POST", "/tokens"): Rule("token.create", "admin"),
+    ("DELETE", "/tokens/{token_id}"): Rule("token.delete", "admin"),
+}
+"""Every route that changes state. A route not here is a read (``POST /result`` included): a viewer's, except
+:data:`ADMIN_READS`."""
+ADMIN_READS = frozenset({"/tokens", "/audit"})
+OBJECT_KEYS = ("task_id", "schedule_id", "token_id", "agent_id", "name")
+
+
+def _rule(request: web.Request, body: Any) -> Rule | None:
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else request.path
+    rule = POLICY.get((request.method, canonical))
+    if rule is None and canonical in ADMIN_READS:
+        return Rule("read", "admin")
+    if rule is not None and rule.action == "schedule.update" and isinstance(body, dict) and set(body) == {"enabled"}:
+        # enabling or disabling is an operator's; changing what a schedule runs is an admin's
+        return Rule("schedule.enable" if body["enabled"] is True else "schedule.disable", "operator")
+    return rule
+
+
+def _file_identity(token: str, tokens: frozenset[str]) -> dict | None:
+    offered = token.encode()
+    if any([hmac.compare_digest(offered, t.encode()) for t in tokens]):
+        return {"user": FILE_USER, "role": "admin", "token_id": "file:" + hashlib.sha256(offered).hexdigest()[:12],
+                "selector": None}
+    return None
+
+
+def actor(request: web.Request) -> dict | None:
+    """What a route hands the master as the caller: ``{user, selector}`` (None with --insecure)."""
+    identity = request.get(IDENTITY)
+    return None if identity is None else {"user": identity["user"], "selector": identity["selector"]}
+
+
+async def _body(request: web.Request) -> Any:
+    if not request.body_exists:
+        return None
+    try:
+        return json.loads(await request.read())
+    except (ValueError, RecursionError):
+        return None  # the route answers the bad body
+
+
+def _detail(rule: Rule, body: Any) -> dict:
+    """A short, secret-free description of what was asked."""
+    if not isinstance(body, dict):
+        return {}
+    if rule.action == "task.submit":
+        script = body.get("script")
+        detail: dict = {"targets": len(body["targets"]) if isinstance(body.get("targets"), list) else 0,
+                        "selector": isinstance(body.get("selector"), dict)}
+        if isinstance(script, str):
+            detail["script_sha256"] = hashlib.sha256(script.encode("utf-8", "replace")).hexdigest()
+        return detail
+    if rule.action in ("job.run", "task.retry") and isinstance(body.get("params"), dict):
+        return {"params": sorted(str(k) for k in body["params"])[:64]}  # names only, never values
+    if rule.action == "token.create":
+        return {k: body.get(k) for k in ("user", "role", "expires_in") if isinstance(body.get(k), (str, int, float))}
+    return {}
+
+
+def _object(request: web.Request, response: web.StreamResponse | None) -> str | None:
+    for key in OBJECT_KEYS:
+        if key in request.match_info:
+            return request.match_info[key]
+    if isinstance(response, web.Response) and response.content_type == "application/json" and response.body:
+        try:
+            answer = json.loads(response.body)
+        except (ValueError, TypeError):
+            return None
+        if isinstance(answer, dict):
+            for key in OBJECT_KEYS:
+                if isinstance(answer.get(key), str):
+                    return answer[key]
+    return None
+
+
+def _error(status: int, message: str) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="mschedule"'} if status == 401 else None
+    return web.json_response({"error": message, "field": None}, status=status, headers=headers)
+
+
+@web.middleware
+async def access(request: web.Request, handler) -> web.StreamResponse:
+    """Who, may they, recorded (the module's docstring); a failure of its own is a JSON 500, never a traceback."""
+    try:
+        return await _access(request, handler)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("%s %s: access check failed", request.method, request.path)
+        return _error(500, "internal error in the web tier's access check (see its log)")
+
+
+async def _access(request: web.Request, handler) -> web.StreamResponse:
+    tokens = request.app[TOKENS].tokens
+    if not tokens or is_public(request.path):  # --insecure: nobody is asked
+        return await handler(request)
+    from mschedule.webserver.routes import BRIDGE, MAX_SCRIPT_BYTES  # routes imports this module
+
+    header = request.headers.get("Authorization") or ""
+    token = header[len("Bearer "):].strip() if header.startswith("Bearer ") else ""
+    identity = _file_identity(token, tokens) if token else None
+    bridge = request.app[BRIDGE]
+    if identity is None and token.startswith(TOKEN_PREFIX):  # anything else is no token the master made
+        try:
+            identity = await bridge.call("authenticate", token)
+        except zerorpc.RemoteError as exc:
+            if exc.name != "Unauthenticated":
+                log.error("authenticate failed on the master: %s: %s", exc.name, exc.msg)
+                return _error(502, f"master error: {exc.name}")
+            return _refused(request, exc.msg)
+        except TRANSPORT_ERRORS:
+            return _error(503, f"master unreachable at {bridge.endpoint}: cannot check the token")
+    if identity is None:
+        return _refused(request, "authorization: missing or wrong bearer token")
+    request[IDENTITY] = identity
+    too_large = None
+    response: web.StreamResponse
+    try:
+        body = await _body(request) if request.method in ("POST", "PUT", "PATCH", "DELETE") else None
+    except web.HTTPRequestEntityTooLarge as exc:  # the route could not read it either: answered here
+        body, too_large = None, exc
+    rule = _rule(request, body)
+    if too_large is not None:
+        response = web.json_response({"error": f"body: larger than the limit of {request.app[MAX_SCRIPT_BYTES] * 2} "
+                                               "bytes", "field": "body"}, status=413)
+    elif rule is not None and RANK.get(identity["role"], -1) < RANK[rule.role]:
+        response = _error(403, f"role: {rule.action} needs the {rule.role} role; "
+                                                   f"{identity['user']}'s token is {identity['role']}")
+    else:
+        response = await handler(request)
+    if rule is None or rule.action == "read":
+        return response
+    entry = {"user": identity["user"], "token_id": identity["token_id"], "role": identity["role"],
+             "action": rule.action, "object": _object(request, response), "client": request.remote,
+             "status": response.status, "detail": _detail(rule, body)}
+    try:
+        await bridge.call("audit_record", entry)
+    except zerorpc.RemoteError as exc:
+        if exc.name == "NotDurable":  # kept by the master, committed with the change once its disk has room
+            log.error("audit record of %s %s by %s not committed yet: %s", rule.action, entry["object"],
+                      entry["user"], exc.msg)
+            return response
+        return _audit_failed(rule, entry, response, exc)
+    except TRANSPORT_ERRORS as exc:
+        return _audit_failed(rule, entry, response, exc)
+    return response
+
+
+def _audit_failed(rule: Rule, entry: dict, response: web.StreamResponse, exc: Exception) -> web.Response:
+    log.error("audit record of %s %s by %s not committed: %s", rule.action, entry["object"], entry["user"], exc)
+    undone = response.status in (400, 401, 403, 404, 405, 409, 413)
+    return _error(503, f"audit: the record of this {rule.action} could not be committed; the action "
+                       f"{'was not done' if undone else 'may have been done'}: check before retrying")
+
+
+def _refused(request: web.Request, message: str) -> web.Response:
+    log.warning("401 %s %s from %s", request.method, request.path, request.remote)
+    return _error(401, message)
