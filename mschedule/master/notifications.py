@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import os
@@ -100,7 +101,8 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float = TIMEOU
             return answer.status, None
     except urllib.error.HTTPError as exc:
         return exc.code, f"HTTP {exc.code} {exc.reason}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        # HTTPException: an answer that is not HTTP (a bad status line, a header too long, a broken chunk)
         reason = getattr(exc, "reason", exc)
         return None, f"{type(exc).__name__}: {reason}"
 
@@ -191,7 +193,11 @@ class Notifications:
                        "X-Mschedule-Attempt": str(delivery["attempts"] + 1),
                        "X-Mschedule-Signature": sign(self.secret, body)}
             start = self.clock()
-            status, error = self._pool.apply(self._send, (delivery["url"], body, headers))
+            try:
+                status, error = self._pool.apply(self._send, (delivery["url"], body, headers))
+            except Exception as exc:  # noqa: BLE001 - an attempt not recorded would be retried at once, forever
+                log.exception("task %s: notification to %s: the attempt raised", task.id, delivery["url"])
+                status, error = None, f"{type(exc).__name__}: {exc}"
             self._record(task, delivery, start, status, error)
         finally:
             self._sending.discard(delivery["id"])

@@ -2,6 +2,7 @@
 import hashlib
 import hmac
 import json
+import threading
 import time
 import urllib.request
 
@@ -131,3 +132,57 @@ def test_bad_notify_entries_are_400(stack):
         status, body = api.post("/task", {"script": "true", "targets": ids, "notify": notify})
         assert status == 400 and body["field"] == field, (notify, body)
     assert api.run("true", ids)["state"] == "SUCCEED"
+
+
+class RawReceiver:
+    """A TCP server that answers every connection with ``answer`` (not necessarily HTTP) and counts them."""
+
+    def __init__(self, answer: bytes) -> None:
+        import socket
+        self.answer = answer
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            try:
+                conn.recv(65536)
+                conn.sendall(self.answer)
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("answer", [b"HELLO\r\n\r\n", b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n",
+                                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+                         ids=["bad-status-line", "header-too-long", "bad-chunk"])
+def test_a_receiver_that_does_not_speak_http_is_a_failed_attempt_retried_with_backoff(stack, answer):
+    receiver = RawReceiver(answer)
+    try:
+        stack.master(*FAST)
+        stack.web()
+        stack.agents(1)
+        ids = stack.online_agents()
+        api = stack.api
+        task = api.run("true", ids, notify=[{"url": receiver.url}])
+        wait_until(lambda: _notifications(api, task["task_id"])[0]["attempts"] >= 2, 10, what="two attempts")
+        time.sleep(1)
+        shown = _notifications(api, task["task_id"])[0]
+        assert shown["state"] == "pending" and shown["last_error"] and shown["last_status"] is None, shown
+        # retried after 0.5 s, then 1 s, 2 s...: a handful of connections, not a request as fast as it answers
+        assert receiver.connections <= 6, receiver.connections
+        assert api.run("true", ids)["state"] == "SUCCEED"
+    finally:
+        receiver.close()
