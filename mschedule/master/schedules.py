@@ -201,7 +201,7 @@ class Schedules:
             raise ValidationError(f"cron: {cron!r} never fires in the next 50 years", field="cron") from None
         for name, kind in (("overlap", Overlap), ("catchup", Catchup)):
             value = body.get(name)
-            if value is not None and value not in {k.value for k in kind}:
+            if value is not None and (not isinstance(value, str) or value not in {k.value for k in kind}):
                 raise ValidationError(f"{name}: expected one of {', '.join(k.value for k in kind)}", field=name)
         enabled = body.get("enabled", True)
         if not isinstance(enabled, bool):

@@ -130,3 +130,16 @@ def test_a_tick_that_cannot_run_is_recorded_and_the_next_one_tried(world):
     clock.t += 60
     admin.schedules.fire_due()
     assert scheduler.storage.schedules[sid].fired == 1
+
+
+@pytest.mark.parametrize("field", ["overlap", "catchup"])
+@pytest.mark.parametrize("value", [[], {}, ["skip"], 1])
+def test_an_overlap_or_catchup_of_another_type_is_a_400_naming_it(world, field, value):
+    admin, scheduler, _ = world
+    with pytest.raises(ValidationError) as exc:
+        admin.schedule_create({"job": "j", "cron": "* * * * *", field: value})
+    assert exc.value.field == field
+    sid = admin.schedule_create({"job": "j", "cron": "* * * * *"})["schedule_id"]
+    with pytest.raises(ValidationError) as exc:
+        admin.schedule_update(sid, {field: value})
+    assert exc.value.field == field and scheduler.storage.schedules[sid].overlap == "skip"
