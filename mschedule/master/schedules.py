@@ -275,10 +275,15 @@ class Schedules:
         return view
 
     def _secrets(self, record: ScheduleRecord) -> set[str]:
-        try:
-            return {d["name"] for d in self.jobs.declarations(record.job, record.version) if d["secret"]}
-        except NotFound:
-            return set(record.params)  # its job is not known: show no value
+        """The parameters whose values the schedule keeps as secrets: those secret in *any* version of its job.
+
+        Not only the version it runs: a value given for a secret stays one when a later version of the job
+        declares the parameter plain, or no longer declares it (versions are never removed).
+        """
+        versions = self.storage.jobs.get(record.job)
+        if not versions:
+            return set(record.params)  # unknown: show nothing
+        return {d["name"] for version in versions for d in version["params"].get("params", []) if d["secret"]}
 
     def _next(self, record: ScheduleRecord) -> datetime | None:
         try:
@@ -378,6 +383,8 @@ class Schedules:
         try:
             spec = self._spec(record.job, record.version, record.targets, record.selector, record.params,
                               record.notify)
+            kept = self._secrets(record)  # a value kept as a secret is masked and never stored by its task too
+            spec.secrets = spec.secrets + [n for n in spec.env if n in kept and n not in spec.secrets]
             task = self._submit(spec)
         except MScheduleError as exc:  # the job or its targets changed since: the tick is dealt with, not run
             self._skip(record, tick, f"error: {exc}", 1)

@@ -143,3 +143,19 @@ def test_an_overlap_or_catchup_of_another_type_is_a_400_naming_it(world, field, 
     with pytest.raises(ValidationError) as exc:
         admin.schedule_update(sid, {field: value})
     assert exc.value.field == field and scheduler.storage.schedules[sid].overlap == "skip"
+
+
+@pytest.mark.parametrize("later", [[{"name": "PW"}], []], ids=["declared-plain", "no-longer-declared"])
+def test_a_value_kept_as_a_secret_stays_masked_when_a_later_job_version_is_not_secret(world, later):
+    admin, scheduler, clock = world
+    admin.job_save("s", {"script": "echo $PW", "targets": ["a0"], "params": [{"name": "PW", "secret": True}]})
+    sid = admin.schedule_create({"job": "s", "cron": "* * * * *", "params": {"PW": "hunter2"}})["schedule_id"]
+    admin.job_save("s", {"script": "echo $PW", "targets": ["a0"], "params": later})
+    assert admin.schedule_get(sid)["params"] == {"PW": "***"}
+    assert admin.schedules_list()[-1]["params"] == {"PW": "***"}
+    if later:  # still declared: the tick runs, and its task keeps the value as a secret
+        clock.t += 60
+        admin.schedules.fire_due()
+        task = scheduler.storage.tasks[scheduler.storage.schedules[sid].runs[-1]["task_id"]]
+        assert task.summary()["env"] == {"PW": "***"} and task.extra["env"] == {"PW": "***"}
+        assert task.env == {"PW": "hunter2"}  # in memory, for the agent
