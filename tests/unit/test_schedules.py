@@ -159,3 +159,43 @@ def test_a_value_kept_as_a_secret_stays_masked_when_a_later_job_version_is_not_s
         task = scheduler.storage.tasks[scheduler.storage.schedules[sid].runs[-1]["task_id"]]
         assert task.summary()["env"] == {"PW": "***"} and task.extra["env"] == {"PW": "***"}
         assert task.env == {"PW": "hunter2"}  # in memory, for the agent
+
+
+def _during_next_flush(storage, action):
+    """Run ``action`` inside the next commit of ``storage``, as a request served while the loop's commit yields."""
+    flush = storage.flush
+
+    def flushing():
+        storage.flush = flush
+        action()
+        flush()
+    storage.flush = flushing
+
+
+def test_a_cron_changed_while_its_tick_commits_fires_on_the_new_cron(world):
+    admin, scheduler, clock = world
+    sid = admin.schedule_create({"job": "j", "cron": "1 10 * * *", "overlap": "allow"})["schedule_id"]
+    clock.t += 35  # 10:01:05: the daily tick is due
+    _during_next_flush(scheduler.storage, lambda: admin.schedule_update(sid, {"cron": "* * * * *"}))
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].fired == 1 and scheduler.storage.schedules[sid].cron == "* * * * *"
+    clock.t += 60  # 10:02:05: a tick of the new expression, not tomorrow's 10:01
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].fired == 2
+
+
+def test_a_change_made_while_a_queued_tick_commits_is_kept(world):
+    admin, scheduler, clock = world
+    sid = admin.schedule_create({"job": "j", "cron": "* * * * *", "overlap": "queue"})["schedule_id"]
+    for _ in range(2):  # 10:01 fires, 10:02 waits for it
+        clock.t += 60
+        admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].queued_tick is not None
+    _finish_all(scheduler)
+    clock.t += 60  # 10:03: the queued tick fires; a PATCH arrives while it commits
+    _during_next_flush(scheduler.storage, lambda: admin.schedule_update(sid, {"description": "changed"}))
+    admin.schedules.fire_due()
+    record = scheduler.storage.schedules[sid]
+    assert record.description == "changed"
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].description == "changed"
