@@ -328,16 +328,16 @@ class Schedules:
 
     def _deal(self, record: ScheduleRecord, now: float) -> float | None:
         """Deal with ``record``'s ticks up to ``now``; returns its next tick's time."""
-        counted, newest, nxt = 0, None, None
+        counted, newest, previous, nxt = 0, None, None, None
         for moment in ticks(record.cron, record.timezone, record.last_tick if record.last_tick is not None else now):
             t = moment.timestamp()
             if t > now:
                 nxt = t
                 break
-            counted, newest = counted + 1, t  # only the newest may fire; the others are counted
+            counted, newest, previous = counted + 1, t, newest  # only the newest may fire; the others are counted
             if counted >= MAX_COUNTED:  # a tick a minute for 70 days: count no further, jump to now
                 start = datetime.fromtimestamp(now, ZoneInfo(record.timezone))
-                newest = next(CronSim(cron_expression(record.cron), start, reverse=True)).timestamp()
+                newest, previous = next(CronSim(cron_expression(record.cron), start, reverse=True)).timestamp(), newest
                 nxt = next(ticks(record.cron, record.timezone, now), None)
                 nxt = nxt.timestamp() if nxt else None
                 break
@@ -348,8 +348,8 @@ class Schedules:
         if late > LATE and not (record.catchup == Catchup.LAST and late <= self.grace):
             self._skip(record, newest, "missed", missed + 1)
             return nxt
-        if missed:
-            self._note(record, newest, "missed", missed)
+        if missed:  # recorded at the newest of the missed ticks, as when all are missed
+            self._note(record, previous if previous is not None else newest, "missed", missed)
         self._fire(record, newest, catchup=late > LATE)
         return nxt
 

@@ -199,3 +199,14 @@ def test_a_change_made_while_a_queued_tick_commits_is_kept(world):
     assert record.description == "changed"
     admin.schedules.fire_due()
     assert scheduler.storage.schedules[sid].description == "changed"
+
+
+def test_a_catch_up_records_as_missed_a_tick_that_was_missed_not_the_one_it_fires(world):
+    admin, scheduler, clock = world
+    sid = admin.schedule_create({"job": "j", "cron": "* * * * *", "overlap": "allow"})["schedule_id"]
+    clock.t += 150  # 10:03:00 is 0 s late, 10:02:00 and 10:01:00 were missed: the master was stopped
+    admin.schedules.fire_due()
+    record = scheduler.storage.schedules[sid]
+    fired = record.runs[-1]["tick"]
+    assert record.fired == 1 and record.missed == 2
+    assert record.skips == [{"tick": fired - 60, "reason": "missed", "count": 2}]  # the newest missed one
