@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import secrets
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -89,22 +91,78 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+#: the sockets the attempt running on this thread opened, for its deadline to shut them down
+_attempt = threading.local()
+
+
+def _tracked_connection(*args, **kwargs) -> socket.socket:
+    sock = socket.create_connection(*args, **kwargs)
+    _attempt.sockets.append(sock)
+    return sock
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = _tracked_connection
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = _tracked_connection
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_HTTPSConnection, req, context=self._context)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect, _HTTPHandler, _HTTPSHandler)
+
+
+def _shut(sockets: list[socket.socket], expired: threading.Event) -> None:
+    expired.set()
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # a read blocked on it returns at once
+        except OSError:
+            pass
 
 
 def post(url: str, body: bytes, headers: dict[str, str], timeout: float = TIMEOUT) -> tuple[int | None, str | None]:
-    """One attempt (blocking: run it on a thread): ``(status, error)``; error None for a 2xx."""
+    """One attempt (blocking: run it on a thread): ``(status, error)``; error None for a 2xx.
+
+    ``timeout`` bounds the whole attempt, not each read: a receiver that trickles its answer a byte at a time
+    would otherwise hold the attempt (and one of the threads) as long as it likes.
+    """
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    _attempt.sockets = sockets = []
+    expired = threading.Event()
+    deadline = threading.Timer(timeout, _shut, (sockets, expired))
+    deadline.daemon = True
+    deadline.start()
     try:
         with _OPENER.open(request, timeout=timeout) as answer:
             answer.read(65536)
-            return answer.status, None
+            status = answer.status
+        error = None
     except urllib.error.HTTPError as exc:
-        return exc.code, f"HTTP {exc.code} {exc.reason}"
+        status, error = exc.code, f"HTTP {exc.code} {exc.reason}"
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         # HTTPException: an answer that is not HTTP (a bad status line, a header too long, a broken chunk)
-        reason = getattr(exc, "reason", exc)
-        return None, f"{type(exc).__name__}: {reason}"
+        status, error = None, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    finally:
+        deadline.cancel()
+        _attempt.sockets = []
+    if expired.is_set():  # cut short: whatever was read of it, not an answer (a retry is at least once)
+        status, error = None, f"TimeoutError: no complete answer within {timeout:g}s"
+    return status, error
 
 
 class Notifications:
