@@ -231,7 +231,16 @@ class Schedules:
             run["targets"] = targets
         if selector is not None:
             run["selector"] = selector
-        spec, _ = self.jobs.spec_for_run(job, {k: v for k, v in run.items() if v is not None})
+        try:
+            spec, _ = self.jobs.spec_for_run(job, {k: v for k, v in run.items() if v is not None})
+        except MScheduleError as exc:  # a version declaring a kept secret plain shows its value: never say it
+            message = exc.message
+            for name in self._kept_secrets(job, params) if isinstance(params, dict) else ():
+                if isinstance(params.get(name), str) and params[name] and params[name] != MASK:
+                    message = message.replace(params[name], MASK)
+            if message == exc.message:
+                raise
+            raise type(exc)(message, field=exc.field) from None
         urls = {n["url"] for n in spec.notify}
         spec.notify = spec.notify + [n for n in notify if n["url"] not in urls]  # the job's, and the schedule's
         return spec
@@ -275,14 +284,17 @@ class Schedules:
         return view
 
     def _secrets(self, record: ScheduleRecord) -> set[str]:
-        """The parameters whose values the schedule keeps as secrets: those secret in *any* version of its job.
+        return self._kept_secrets(record.job, record.params)
+
+    def _kept_secrets(self, job: Any, params: Any) -> set[str]:
+        """The parameters whose values a schedule keeps as secrets: those secret in *any* version of its job.
 
         Not only the version it runs: a value given for a secret stays one when a later version of the job
         declares the parameter plain, or no longer declares it (versions are never removed).
         """
-        versions = self.storage.jobs.get(record.job)
+        versions = self.storage.jobs.get(job) if isinstance(job, str) else None
         if not versions:
-            return set(record.params)  # unknown: show nothing
+            return set(params) if isinstance(params, dict) else set()  # unknown: show nothing
         return {d["name"] for version in versions for d in version["params"].get("params", []) if d["secret"]}
 
     def _next(self, record: ScheduleRecord) -> datetime | None:

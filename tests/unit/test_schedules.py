@@ -210,3 +210,21 @@ def test_a_catch_up_records_as_missed_a_tick_that_was_missed_not_the_one_it_fire
     fired = record.runs[-1]["tick"]
     assert record.fired == 1 and record.missed == 2
     assert record.skips == [{"tick": fired - 60, "reason": "missed", "count": 2}]  # the newest missed one
+
+
+def test_an_error_about_a_kept_secret_never_says_its_value(world):
+    admin, scheduler, clock = world
+    admin.job_save("s", {"script": "echo $PW", "targets": ["a0"], "params": [{"name": "PW", "secret": True}]})
+    sid = admin.schedule_create({"job": "s", "cron": "* * * * *", "params": {"PW": "hunter2"}})["schedule_id"]
+    admin.job_save("s", {"script": "echo $PW", "targets": ["a0"], "params": [{"name": "PW", "pattern": "[0-9]+"}]})
+    for change in ({"description": "x"}, {"params": {"PW": "***"}}):  # the value kept, checked against v2
+        with pytest.raises(ValidationError) as exc:
+            admin.schedule_update(sid, change)
+        assert exc.value.field == "params.PW" and "hunter2" not in str(exc.value) and "***" in str(exc.value)
+    clock.t += 60
+    admin.schedules.fire_due()  # the tick cannot run: its reason is recorded, without the value
+    record = scheduler.storage.schedules[sid]
+    assert record.fired == 0 and record.skips[-1]["reason"].startswith("error: params.PW")
+    assert "hunter2" not in str(admin.schedule_get(sid))
+    with pytest.raises(ValidationError):
+        admin.schedule_create({"job": "s", "cron": "* * * * *", "params": ["PW"]})
