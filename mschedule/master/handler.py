@@ -267,7 +267,7 @@ class AdminHandler:
         self.audit = AuditLog(self._storage, audit_log)
         #: the server runs its firing loop (``schedules.run``)
         self.schedules = Schedules(self._storage, self._jobs, self._submit, self._checked_targets,
-                                   clock=schedule_clock, grace=schedule_grace)
+                                   clock=schedule_clock, grace=schedule_grace, settle=scheduler.agent_timeout)
 
     @commits
     def add_task(self, task: Any, actor: Any = None) -> str:

@@ -48,6 +48,8 @@ DEFAULT_GRACE = 3600.0
 MAX_WAKE = 1.0
 """Longest sleep of the firing loop (real seconds): it notices a queued tick's previous run ending, a clock
 jump and a change made meanwhile within this."""
+SETTLE_POLL = 0.2
+"""Real seconds between two looks at a tick waiting for the agents to report after a start."""
 KEPT = 20
 """Runs and skips each schedule keeps in its record (newest)."""
 MAX_SCHEDULES = 10000
@@ -114,7 +116,7 @@ class Schedules:
 
     def __init__(self, storage: Storage, jobs: Jobs, submit: Callable[[TaskSpec], TaskRecord],
                  check: Callable[[TaskSpec], TaskSpec], clock: ScheduleClock | None = None,
-                 grace: float = DEFAULT_GRACE) -> None:
+                 grace: float = DEFAULT_GRACE, settle: float = 0.0) -> None:
         self.storage = storage
         self.jobs = jobs
         #: make a task of a spec (targets resolved and their keys checked), as a request's task is made
@@ -127,6 +129,12 @@ class Schedules:
         #: schedule id -> its next tick (schedule clock), so the loop evaluates a cron expression only when a
         #: tick is due, not for every schedule at every wake; dropped when the schedule changes
         self._due: dict[str, float | None] = {}
+        #: the tasks not ended when this master started (its records, restored): their agents may have finished
+        #: them meanwhile (a result in the spool) or be about to run them, and report once they reconnect, within
+        #: ``settle`` seconds (the agent timeout, after which a silent agent's targets fail); until then the
+        #: ``overlap`` of the schedules they belong to waits
+        self._unfinished_at_start = {t.id for t in storage.tasks.values() if not t.state.is_finished or t.running}
+        self._settle_until = time.monotonic() + settle
 
     # ---- records ---------------------------------------------------------------------------
     def create(self, body: Any) -> dict:
@@ -360,6 +368,8 @@ class Schedules:
         if late > LATE and not (record.catchup == Catchup.LAST and late <= self.grace):
             self._skip(record, newest, "missed", missed + 1)
             return nxt
+        if record.overlap != Overlap.ALLOW and self._settling(record):
+            return now + self.clock.speed * SETTLE_POLL  # dealt with once the previous run's agents reported
         if missed:  # recorded at the newest of the missed ticks, as when all are missed
             self._note(record, previous if previous is not None else newest, "missed", missed)
         self._fire(record, newest, catchup=late > LATE)
@@ -370,6 +380,13 @@ class Schedules:
             return False
         task = self.storage.tasks.get(record.runs[-1]["task_id"])
         return task is not None and (not task.state.is_finished or task.running > 0)
+
+    def _settling(self, record: ScheduleRecord) -> bool:
+        """Whether the previous run had not ended when the master started and still has not, its agents not
+        yet given the time to reconnect and report (a result kept in an agent's spool while the master was
+        down, a target dispatched again)."""
+        return (time.monotonic() < self._settle_until and bool(record.runs)
+                and record.runs[-1]["task_id"] in self._unfinished_at_start and self._previous_running(record))
 
     def _fire(self, record: ScheduleRecord, tick: float, catchup: bool = False) -> None:
         if record.overlap != Overlap.ALLOW and self._previous_running(record):

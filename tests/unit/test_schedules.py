@@ -228,3 +228,68 @@ def test_an_error_about_a_kept_secret_never_says_its_value(world):
     assert "hunter2" not in str(admin.schedule_get(sid))
     with pytest.raises(ValidationError):
         admin.schedule_create({"job": "s", "cron": "* * * * *", "params": ["PW"]})
+
+
+def _restarted(scheduler, clock, settle):
+    """A master started again on the same records: a new handler (and schedules) over the restored storage,
+    its agents' timeout ``settle``."""
+    from mschedule.master.handler import AdminHandler
+    scheduler.restore()
+    scheduler.agent_timeout = settle
+    return AdminHandler(scheduler, schedule_clock=clock)
+
+
+def _start_running(scheduler, task_id):
+    from mschedule.utils.states import State
+    task = scheduler.storage.tasks[task_id]
+    for target in task.targets.values():
+        task.set_target_state(target, State.RUNNING)
+
+
+def test_after_a_start_overlap_waits_for_the_agents_of_a_run_that_was_running(world):
+    """The master died while the previous run ran; its agent finished it meanwhile and reports once it
+    reconnects, a moment after the start: the tick due at the start fires, it is not skipped for overlap."""
+    import time
+    admin, scheduler, clock = world
+    sid = admin.schedule_create({"job": "j", "cron": "* * * * *", "catchup": "last"})["schedule_id"]
+    clock.t += 60
+    admin.schedules.fire_due()
+    record = scheduler.storage.schedules[sid]
+    _start_running(scheduler, record.runs[-1]["task_id"])
+    clock.t += 120  # down over a tick
+    admin = _restarted(scheduler, clock, settle=0.5)
+    admin.schedules.fire_due()
+    record = scheduler.storage.schedules[sid]
+    assert record.fired == 1 and record.skipped == 0  # undecided while the agent may still report
+    _finish_all(scheduler)  # its result, from the agent's spool
+    clock.t += 1  # the loop's next look
+    admin.schedules.fire_due()
+    record = scheduler.storage.schedules[sid]
+    assert record.fired == 2 and record.skipped == 0 and record.missed == 1
+    # a run that is really still running: after the settle time, overlap skips as ever
+    _start_running(scheduler, record.runs[-1]["task_id"])
+    clock.t += 60
+    admin = _restarted(scheduler, clock, settle=0.3)
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].skipped == 0
+    time.sleep(0.35)
+    clock.t += 1
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].skipped == 1 and scheduler.storage.schedules[sid].fired == 2
+
+
+def test_after_a_start_overlap_waits_for_a_previous_run_still_waiting_for_its_agent(world):
+    """The master died before its agent heard of the previous run: it runs that run as soon as the agent
+    reconnects; the tick due at the start is not skipped for it meanwhile."""
+    admin, scheduler, clock = world
+    sid = admin.schedule_create({"job": "j", "cron": "* * * * *"})["schedule_id"]
+    clock.t += 60
+    admin.schedules.fire_due()
+    clock.t += 60
+    admin = _restarted(scheduler, clock, settle=0.5)
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].skipped == 0
+    _finish_all(scheduler)
+    clock.t += 1
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].fired == 2 and scheduler.storage.schedules[sid].skipped == 0
