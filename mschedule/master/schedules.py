@@ -224,6 +224,11 @@ class Schedules:
         except NotFound as exc:  # a body field, so a 400
             raise ValidationError(exc.message, field="job" if exc.field == "name" else exc.field) from None
         params = body.get("params") or {}
+        if isinstance(params, dict):  # *** is how a kept secret is shown; as a value it would be the password
+            for name in sorted(self._kept_secrets(body["job"], params)):
+                if params.get(name) == MASK:
+                    raise ValidationError(f"params.{name}: {MASK} stands for a secret's kept value, and this "
+                                          "schedule keeps none for it: give the value", field=f"params.{name}")
         self._check(self._spec(body["job"], version, body.get("targets"), body.get("selector"), params,
                                validate_notify(body.get("notify"))))
         record.job, record.version, record.cron, record.timezone = body["job"], version, cron.strip(), tz

@@ -293,3 +293,20 @@ def test_after_a_start_overlap_waits_for_a_previous_run_still_waiting_for_its_ag
     clock.t += 1
     admin.schedules.fire_due()
     assert scheduler.storage.schedules[sid].fired == 2 and scheduler.storage.schedules[sid].skipped == 0
+
+
+def test_the_mask_is_not_taken_as_a_secret_value_the_schedule_does_not_keep(world):
+    admin, scheduler, _ = world
+    admin.job_save("s", {"script": "echo $PW", "targets": ["a0"], "params": [{"name": "PW", "secret": True},
+                                                                            {"name": "V"}]})
+    with pytest.raises(ValidationError) as exc:  # a schedule's answer copied into a new one: no value to keep
+        admin.schedule_create({"job": "s", "cron": "* * * * *", "params": {"PW": "***"}})
+    assert exc.value.field == "params.PW"
+    sid = admin.schedule_create({"job": "s", "cron": "* * * * *", "params": {"V": "***"}})["schedule_id"]
+    assert scheduler.storage.schedules[sid].params == {"V": "***"}  # a plain value may be anything
+    with pytest.raises(ValidationError) as exc:
+        admin.schedule_update(sid, {"params": {"PW": "***", "V": "1"}})
+    assert exc.value.field == "params.PW"
+    admin.schedule_update(sid, {"params": {"PW": "hunter2"}})
+    admin.schedule_update(sid, {"params": {"PW": "***", "V": "2"}})  # sent back: kept
+    assert scheduler.storage.schedules[sid].params == {"PW": "hunter2", "V": "2"}
