@@ -145,6 +145,8 @@ def validate_declarations(raw: Any, field: str = "params") -> list[dict]:
 def check_param(decl: dict, value: Any, field: str) -> str:
     """``value`` of the declared parameter ``decl``, checked against its choices and pattern."""
     value = check_value(value, field)
+    if decl["secret"] and value == MASK:  # what every answer shows for it: copied back, it is no password
+        raise ValidationError(f"{field}: {MASK} is how a secret is shown, not its value: give the value", field=field)
     if decl["choices"] is not None and value not in decl["choices"]:
         shown = value if not decl["secret"] else MASK
         raise ValidationError(f"{field}: {shown!r} is not one of {', '.join(decl['choices'])}", field=field)

@@ -56,3 +56,32 @@ def test_stream_mask_reads_a_large_output_with_large_secrets_in_linear_time():
     assert time.process_time() - begun < 0.5
     m = StreamMask(["abc" * 100])
     assert m.feed(b"-" + b"abc" * 50) == b"-" and m.feed(b"abc" * 50 + b"!") == b"***!"
+
+
+def test_the_mask_is_refused_as_a_secret_s_value_in_a_run_and_a_retry():
+    """*** is how every answer shows a secret: sent back (a task's params copied into a run or a retry), it
+    would run the script with the password "***", and a restarted master would take it for a lost value."""
+    from mschedule.master.handler import AdminHandler
+    from mschedule.master.scheduler import Scheduler
+    from mschedule.master.storage import Storage
+    from mschedule.utils.messages import AgentInfo
+    from mschedule.utils.states import State
+
+    decls = validate_declarations([{"name": "PW", "secret": True}, {"name": "V"}])
+    with pytest.raises(ValidationError) as err:
+        resolve_params(decls, {"PW": "***"})
+    assert err.value.field == "params.PW"
+    assert resolve_params(decls, {"PW": "x", "V": "***"})[0] == {"PW": "x", "V": "***"}  # a plain value may
+    scheduler = Scheduler(Storage(), agent_timeout=10)
+    scheduler.agent_seen(AgentInfo(id="a0", hostname="h-a0", session="s1"))
+    admin = AdminHandler(scheduler)
+    admin.job_save("j", {"script": "true", "targets": ["a0"], "params": [{"name": "PW", "secret": True}]})
+    task_id = admin.job_run("j", {"params": {"PW": "hunter2"}})["task_id"]
+    task = scheduler.storage.tasks[task_id]
+    for target in task.targets.values():
+        task.set_target_state(target, State.FAILED)
+    scheduler._finish(task, State.FAILED)
+    with pytest.raises(ValidationError) as err:
+        admin.retry_task(task_id, {"params": {"PW": "***"}})
+    assert err.value.field == "params.PW"
+    assert admin.retry_task(task_id, {"params": {"PW": "hunter2"}})["retry_of"] == task_id
