@@ -135,6 +135,8 @@ class Schedules:
         #: ``overlap`` of the schedules they belong to waits
         self._unfinished_at_start = {t.id for t in storage.tasks.values() if not t.state.is_finished or t.running}
         self._settle_until = time.monotonic() + settle
+        #: job name -> (its number of versions, the names secret in any of them), for :meth:`_kept_secrets`
+        self._secret_names: dict[str, tuple[int, frozenset[str]]] = {}
 
     # ---- records ---------------------------------------------------------------------------
     def create(self, body: Any) -> dict:
@@ -308,7 +310,11 @@ class Schedules:
         versions = self.storage.jobs.get(job) if isinstance(job, str) else None
         if not versions:
             return set(params) if isinstance(params, dict) else set()  # unknown: show nothing
-        return {d["name"] for version in versions for d in version["params"].get("params", []) if d["secret"]}
+        known = self._secret_names.get(job)
+        if known is None or known[0] != len(versions):  # versions are only ever added: their count says it all
+            names = {d["name"] for version in versions for d in version["params"].get("params", []) if d["secret"]}
+            known = self._secret_names[job] = (len(versions), frozenset(names))
+        return set(known[1])
 
     def _next(self, record: ScheduleRecord) -> datetime | None:
         try:

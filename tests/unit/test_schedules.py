@@ -310,3 +310,12 @@ def test_the_mask_is_not_taken_as_a_secret_value_the_schedule_does_not_keep(worl
     admin.schedule_update(sid, {"params": {"PW": "hunter2"}})
     admin.schedule_update(sid, {"params": {"PW": "***", "V": "2"}})  # sent back: kept
     assert scheduler.storage.schedules[sid].params == {"PW": "hunter2", "V": "2"}
+
+
+def test_a_parameter_made_secret_by_a_new_version_is_masked_at_once(world):
+    admin, _, _ = world
+    admin.job_save("s", {"script": "echo $PW", "targets": ["a0"], "params": [{"name": "PW"}]})
+    sid = admin.schedule_create({"job": "s", "cron": "* * * * *", "params": {"PW": "plain"}})["schedule_id"]
+    assert admin.schedule_get(sid)["params"] == {"PW": "plain"}
+    admin.job_save("s", {"script": "echo $PW", "targets": ["a0"], "params": [{"name": "PW", "secret": True}]})
+    assert admin.schedule_get(sid)["params"] == {"PW": "***"}
