@@ -168,6 +168,9 @@ class Schedules:
         self._apply(changed, {**{k: v for k, v in record.to_json().items() if k in FIELDS}, **body})
         if changed.enabled and not was_enabled:
             changed.last_tick = max(changed.last_tick or 0, self.clock.now())  # disabled ticks are not caught up
+            if changed.queued_tick is not None:  # nor one that waited for overlap when it was disabled
+                self._note(changed, changed.queued_tick, "overlap", 1)
+                changed.queued_tick = None
         if (changed.cron, changed.timezone) != (record.cron, record.timezone):
             changed.queued_tick = None
         self.storage.schedules[record.id] = changed

@@ -319,3 +319,24 @@ def test_a_parameter_made_secret_by_a_new_version_is_masked_at_once(world):
     assert admin.schedule_get(sid)["params"] == {"PW": "plain"}
     admin.job_save("s", {"script": "echo $PW", "targets": ["a0"], "params": [{"name": "PW", "secret": True}]})
     assert admin.schedule_get(sid)["params"] == {"PW": "***"}
+
+
+def test_a_tick_queued_before_a_schedule_was_disabled_does_not_fire_when_it_is_enabled_again(world):
+    admin, scheduler, clock = world
+    sid = admin.schedule_create({"job": "j", "cron": "0 11 * * *", "overlap": "queue"})["schedule_id"]
+    clock.t += 3600  # 11:00:30 today fires
+    admin.schedules.fire_due()
+    clock.t += 86400  # 11:00:30 tomorrow: the first run still runs: queued
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].queued_tick is not None
+    admin.schedule_update(sid, {"enabled": False})
+    _finish_all(scheduler)
+    clock.t += 7 * 86400 - 3600  # a week later, at 10:00:30, enabled again
+    admin.schedule_update(sid, {"enabled": True})
+    admin.schedules.fire_due()
+    record = scheduler.storage.schedules[sid]
+    assert record.fired == 1 and record.queued_tick is None  # not a run for a tick of a week ago
+    assert record.skipped == 1 and record.skips[-1]["reason"] == "overlap"
+    clock.t += 3600
+    admin.schedules.fire_due()
+    assert scheduler.storage.schedules[sid].fired == 2  # today's 11:00 does
