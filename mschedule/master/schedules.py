@@ -165,7 +165,14 @@ class Schedules:
             body = {**body, "params": {k: record.params[k] if v == MASK and k in record.params else v
                                        for k, v in body["params"].items()}}
         changed = ScheduleRecord.from_json(record.to_json())
-        self._apply(changed, {**{k: v for k, v in record.to_json().items() if k in FIELDS}, **body})
+        try:
+            self._apply(changed, {**{k: v for k, v in record.to_json().items() if k in FIELDS}, **body})
+        except ValidationError:
+            # its job or hosts changed since, so that it cannot run: it may still be stopped (and is checked
+            # again when enabled)
+            if body != {"enabled": False}:
+                raise
+            changed.enabled = False
         if changed.enabled and not was_enabled:
             changed.last_tick = max(changed.last_tick or 0, self.clock.now())  # disabled ticks are not caught up
             if changed.queued_tick is not None:  # nor one that waited for overlap when it was disabled

@@ -340,3 +340,15 @@ def test_a_tick_queued_before_a_schedule_was_disabled_does_not_fire_when_it_is_e
     clock.t += 3600
     admin.schedules.fire_due()
     assert scheduler.storage.schedules[sid].fired == 2  # today's 11:00 does
+
+
+def test_a_schedule_its_job_no_longer_fits_can_still_be_disabled(world):
+    admin, scheduler, _ = world
+    sid = admin.schedule_create({"job": "j", "cron": "* * * * *"})["schedule_id"]
+    admin.job_save("j", {"script": "true", "targets": ["a0"], "params": [{"name": "X", "required": True}]})
+    assert admin.schedule_update(sid, {"enabled": False})["enabled"] is False  # stop it while it is fixed
+    assert scheduler.storage.schedules[sid].enabled is False
+    with pytest.raises(ValidationError) as exc:  # enabled again only once it can run
+        admin.schedule_update(sid, {"enabled": True})
+    assert exc.value.field == "params.X" and scheduler.storage.schedules[sid].enabled is False
+    assert admin.schedule_update(sid, {"enabled": True, "params": {"X": "1"}})["enabled"] is True
