@@ -135,6 +135,8 @@ class Schedules:
         #: ``overlap`` of the schedules they belong to waits
         self._unfinished_at_start = {t.id for t in storage.tasks.values() if not t.state.is_finished or t.running}
         self._settle_until = time.monotonic() + settle
+        #: schedule id -> when (schedule clock) its tick was first left waiting for the agents after the start
+        self._waiting: dict[str, float] = {}
         #: job name -> (its number of versions, the names secret in any of them), for :meth:`_kept_secrets`
         self._secret_names: dict[str, tuple[int, frozenset[str]]] = {}
 
@@ -183,6 +185,7 @@ class Schedules:
         self.storage.schedules[record.id] = changed
         self.storage.save_schedule(changed)
         self._due.pop(record.id, None)
+        self._waiting.pop(record.id, None)
         self._changed.set()
         log.info("schedule %s changed: %s", record.id, ", ".join(sorted(body)))
         return self.get(record.id)
@@ -191,6 +194,7 @@ class Schedules:
         record = self._get(schedule_id)
         self.storage.delete_schedule(record.id)
         self._due.pop(record.id, None)
+        self._waiting.pop(record.id, None)
         log.info("schedule %s deleted", record.id)
         return {"schedule_id": record.id, "deleted": True}
 
@@ -385,12 +389,15 @@ class Schedules:
         if newest is None:
             return nxt
         missed = counted - 1
-        late = now - newest
+        late = self._waiting.get(record.id, now) - newest  # a tick left waiting is as late as when first seen
         if late > LATE and not (record.catchup == Catchup.LAST and late <= self.grace):
+            self._waiting.pop(record.id, None)
             self._skip(record, newest, "missed", missed + 1)
             return nxt
         if record.overlap != Overlap.ALLOW and self._settling(record):
+            self._waiting.setdefault(record.id, now)
             return now + self.clock.speed * SETTLE_POLL  # dealt with once the previous run's agents reported
+        self._waiting.pop(record.id, None)
         if missed:  # recorded at the newest of the missed ticks, as when all are missed
             self._note(record, previous if previous is not None else newest, "missed", missed)
         self._fire(record, newest, catchup=late > LATE)

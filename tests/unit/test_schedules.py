@@ -352,3 +352,19 @@ def test_a_schedule_its_job_no_longer_fits_can_still_be_disabled(world):
         admin.schedule_update(sid, {"enabled": True})
     assert exc.value.field == "params.X" and scheduler.storage.schedules[sid].enabled is False
     assert admin.schedule_update(sid, {"enabled": True, "params": {"X": "1"}})["enabled"] is True
+
+
+def test_a_tick_left_waiting_for_the_agents_after_a_start_is_not_made_late_by_the_wait(world):
+    admin, scheduler, clock = world
+    sid = admin.schedule_create({"job": "j", "cron": "*/5 * * * *"})["schedule_id"]
+    clock.t += 300  # 10:05:30 fires
+    admin.schedules.fire_due()
+    _start_running(scheduler, scheduler.storage.schedules[sid].runs[-1]["task_id"])
+    clock.t += 300  # restarted at 10:10:30: 30 s after the tick, in time
+    admin = _restarted(scheduler, clock, settle=5)
+    admin.schedules.fire_due()
+    clock.t += 45  # the agents report 45 s later (a large --agent-timeout): 75 s after the tick
+    _finish_all(scheduler)
+    admin.schedules.fire_due()
+    record = scheduler.storage.schedules[sid]
+    assert record.fired == 2 and record.missed == 0, record.skips  # judged as seen at the start: in time
