@@ -69,12 +69,13 @@ def hosts(stack: Stack) -> dict[str, str]:
     return {agent_id: info["hostname"] for agent_id, info in stack.api.agents().items()}
 
 
-def open_console(page, stack: Stack, view: str = "") -> None:
-    """Load the page; it asks for the token once (the API wants one) and then shows the agents."""
+def open_console(page, stack: Stack, view: str = "", token: str | None = None) -> None:
+    """Load the page; it asks for the token once (the API wants one; the stack's admin file token unless
+    ``token``) and then shows the agents."""
     page.goto(f"{stack.api.base}/{view}")
     dialog = page.locator("#token-dialog")
     expect(dialog).to_be_visible()
-    page.fill("#token-input", stack.token)
+    page.fill("#token-input", token or stack.token)
     page.click("#token-form button[type=submit]")
     expect(dialog).to_be_hidden()
 
@@ -881,3 +882,139 @@ def test_a_task_s_notifications_are_shown_until_delivered(stack, page):
         assert len(receiver.calls) == 2
     finally:
         receiver.close()
+
+
+def expect_hidden(locator) -> None:
+    """On the page (so a view not drawn yet does not pass) and not shown: the role may not use it."""
+    expect(locator).to_be_attached()
+    expect(locator).to_be_hidden()
+
+
+def make_token(stack: Stack, user: str, role: str) -> str:
+    """A token of ``user`` with ``role``, made through the API with the stack's admin file token."""
+    status, made = stack.api.post("/tokens", {"user": user, "role": role})
+    assert status == 201, made
+    return made["token"]
+
+
+def test_a_viewer_sees_who_they_are_and_no_button_that_changes_anything(console_stack, page):
+    agent_id = sorted(hosts(console_stack))[0]
+    failed = console_stack.api.submit("exit 3", [agent_id])  # ended FAILED: Retry would be offered
+    console_stack.api.wait_task(failed)
+    assert console_stack.api.post("/job/viewed", {"script": "true", "targets": [agent_id]})[0] == 201
+    status, schedule = console_stack.api.post("/schedules", {"job": "viewed", "cron": "@yearly", "enabled": False})
+    assert status == 201, schedule
+    open_console(page, console_stack, token=make_token(console_stack, "vera", "viewer"))
+    expect(page.locator("#whoami")).to_have_text("vera \u00b7 viewer")
+    expect(page.locator("#forget-token")).to_be_visible()
+    expect(page.locator("#agents tbody tr[data-agent]")).to_have_count(3)  # reading is a viewer's
+    expect_hidden(page.locator("#run-selected"))
+    expect_hidden(page.locator("#nav-audit"))
+    screenshot(page, "20-viewer-agents")
+
+    page.goto(f"{console_stack.api.base}/#/task/{failed}")
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("FAILED")
+    for control in ("#cancel-task", "#retry-task", "#rerun"):
+        expect_hidden(page.locator(control))
+    expect(page.locator("#view .role-note")).to_have_text(
+        "Cancelling, retrying or running again needs the operator role.")
+
+    page.goto(f"{console_stack.api.base}/#/run")
+    expect(page.locator("#run-form-script")).to_be_visible()
+    expect_hidden(page.locator("#run-form button[type=submit]"))
+    expect(page.locator("#run-form .role-note")).to_have_text("Running a script needs the operator role.")
+    page.goto(f"{console_stack.api.base}/#/schedules")
+    row = page.locator(f"#schedules tr[data-schedule='{schedule['schedule_id']}']")
+    for control in ("button.toggle-schedule", "button.delete-schedule"):
+        expect_hidden(row.locator(control))
+    expect_hidden(page.locator("#schedule-form"))
+    expect_hidden(page.locator("#new-schedule-heading"))
+    page.goto(f"{console_stack.api.base}/#/job/viewed")
+    expect(page.locator("#version-script")).to_have_text("true")
+    for control in ("#run-version", "#job-form", "#new-schedule"):
+        expect_hidden(page.locator(control))
+    expect(page.locator("#run-version-form .role-note")).to_have_text("Running a job needs the operator role.")
+    screenshot(page, "21-viewer-job")
+    page.goto(f"{console_stack.api.base}/#/jobs")
+    expect_hidden(page.locator("#new-job"))
+
+    # a call refused anyway still shows the master's 403, which says what role is needed
+    page.goto(f"{console_stack.api.base}/#/audit")
+    expect(page.locator("#view .error")).to_have_text("role: read needs the admin role; vera's token is viewer")
+
+
+def test_an_operator_runs_and_disables_but_decides_no_key_and_the_admin_audits_it(stack, browser, page):
+    stack.master(auto_accept=False)
+    stack.web()
+    stack.agents(1, wait=False, extra=("--hostname", "worker-{i}"))
+    agent_id = wait_until(lambda: [k["agent_id"] for k in stack.api.get("/keys")[1] if k["state"] == "pending"],
+                          20, what="a pending key")[0]
+    assert stack.api.post(f"/keys/{agent_id}/accept")[0] == 200
+    wait_until(lambda: agent_id in stack.online_agents(), 20, what="the accepted agent online")
+    flood_pending_keys(stack, 1, "newcomer-{i}")
+    assert stack.api.post("/job/deploy", {"script": "echo deploy", "targets": [agent_id]})[0] == 201
+    status, schedule = stack.api.post("/schedules", {"job": "deploy", "cron": "@daily"})
+    assert status == 201, schedule
+
+    open_console(page, stack, token=make_token(stack, "otto", "operator"))
+    expect(page.locator("#whoami")).to_have_text("otto \u00b7 operator")
+    pending = page.locator("#pending-keys tr[data-key]")
+    expect(pending).to_have_count(1)
+    expect(pending).to_contain_text("newcomer-0")
+    for control in ("button.accept", "button.reject", "#pending-accept-selected", "#pending-reject-selected"):
+        expect_hidden(page.locator(f"#pending-keys {control}").first)
+    expect(page.locator("#pending-keys .role-note")).to_have_text(
+        "Accepting or rejecting a key needs the admin role.")
+    expect_hidden(page.locator("#nav-audit"))
+    screenshot(page, "22-operator-agents")
+
+    tick(page, [agent_id])
+    page.click("#run-selected")
+    task_id = submit_run(page, "echo from-otto")
+    wait_task_done(page)
+    expect(page.locator("#task-state")).to_have_text("SUCCEED")
+    expect(page.locator("#rerun")).to_be_visible()
+
+    page.goto(f"{stack.api.base}/#/schedules")
+    row = page.locator(f"#schedules tr[data-schedule='{schedule['schedule_id']}']")
+    expect_hidden(row.locator("button.delete-schedule"))
+    expect_hidden(page.locator("#schedule-form"))
+    row.locator("button.toggle-schedule").click()  # enabling and disabling is an operator's
+    expect(row.locator("td.enabled")).to_have_text("disabled")
+    page.goto(f"{stack.api.base}/#/job/deploy")
+    expect(page.locator("#run-version")).to_be_visible()
+    expect_hidden(page.locator("#job-form"))
+    expect_hidden(page.locator("#new-schedule"))
+
+    # the admin's Audit view lists what otto did, newest first, and filters it
+    context = browser.new_context(viewport={"width": 1300, "height": 850})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        admin = context.new_page()
+        open_console(admin, stack)
+        expect(admin.locator("#whoami")).to_have_text("token-file \u00b7 admin")
+        admin.click("#nav-audit")
+        submitted = admin.locator("#audit tr[data-action='task.submit'][data-user='otto']")
+        expect(submitted).to_have_count(1)
+        expect(submitted.locator("td.object a")).to_have_text(task_id)
+        expect(submitted).to_contain_text("operator")
+        expect(submitted).to_contain_text("201")
+        expect(submitted).to_contain_text("done")
+        disabled = admin.locator("#audit tr[data-action='schedule.disable']")
+        expect(disabled.locator("td.object a")).to_have_attribute("href", f"#/schedule/{schedule['schedule_id']}")
+        expect(admin.locator("#audit tr[data-user='token-file']").first).to_be_visible()  # the keys, job, ...
+        screenshot(admin, "23-audit")
+
+        admin.fill("#audit-user", "otto")
+        admin.press("#audit-user", "Tab")
+        expect(admin.locator("#audit tr[data-user='token-file']")).to_have_count(0)
+        otto = [e["action"] for e in stack.api.get("/audit?user=otto")[1]]
+        assert otto == ["schedule.disable", "task.submit"], otto
+        expect(admin.locator("#audit tbody td.action")).to_have_text(otto)  # newest first, as the API
+        admin.select_option("#audit-action", "task.submit")
+        expect(admin.locator("#audit tbody tr")).to_have_count(1)
+        admin.fill("#audit-since", "2099-01-01T00:00")
+        expect(admin.locator("#audit tbody")).to_have_text("No record matches.")
+    finally:
+        context.close()

@@ -1,6 +1,6 @@
 // mschedule web console: one page over the HTTP API. No build step, nothing loaded from elsewhere.
 // Views are picked by the URL's hash (#/agents, #/run, #/task/ID, #/history, #/jobs, #/job/NAME, #/schedules,
-// #/schedule/ID).
+// #/schedule/ID, #/audit).
 // Everything from the API is put on the page as text (textContent), never as HTML: scripts' outputs are
 // whatever the hosts printed.
 'use strict';
@@ -148,6 +148,50 @@ function showTokenButton() {
   $('#forget-token').hidden = !sessionStorage.getItem(TOKEN_KEY);
 }
 
+// ---- who is signed in, and what their role may do ----------------------------------------------------
+
+/** ``GET /whoami`` of the token in use: {user, role, token_id, selector}; null until known. */
+let identity = null;
+let identityLoading = null;
+
+/**
+ * Ask who the token is and show it in the header; the page's role (``body[data-role]``) hides every control
+ * marked ``data-needs`` that the role may not use (console.css). The master decides: a call refused anyway
+ * shows its 403 message. Should /whoami fail (a master that cannot check the token), nothing is hidden.
+ */
+function loadIdentity() {
+  if (!identityLoading) {
+    identityLoading = api('GET', '/whoami').then((me) => { identity = me; }, () => { identity = null; })
+      .finally(() => { identityLoading = null; showIdentity(); });
+  }
+  return identityLoading;
+}
+
+function showIdentity() {
+  const who = $('#whoami');
+  if (identity && identity.role) {
+    document.body.dataset.role = identity.role;
+    who.textContent = `${identity.user || 'no token needed'} \u00b7 ${identity.role}`;
+    who.title = identity.selector ? `may run on ${JSON.stringify(identity.selector)} only` : '';
+  } else {
+    delete document.body.dataset.role;
+    who.textContent = '';
+    who.title = '';
+  }
+}
+
+/** Mark a control as needing ``role``: hidden from a lower role (a viewer, or an operator for "admin"). */
+function needs(role, el) {
+  el.dataset.needs = role;
+  return el;
+}
+
+/** A line shown only to a role below ``role``, saying why a view's buttons are missing. */
+function lacking(role, what) {
+  return h('p', { class: 'muted role-note', 'data-lacks': role,
+    text: `${what} needs the ${role} role.` });
+}
+
 /** JSON in, JSON out; a 4xx/5xx becomes an ApiError carrying the API's own error text. */
 async function api(method, path, body) {
   for (;;) {
@@ -172,6 +216,7 @@ async function api(method, path, body) {
       if (sessionStorage.getItem(TOKEN_KEY) === token) {
         sessionStorage.removeItem(TOKEN_KEY);
         await askToken(token ? 'That token was refused. Try again.' : 'This console needs an API token.');
+        if (path !== '/whoami') { identity = null; loadIdentity(); }  // another token: maybe another role
       }
       continue;
     }
@@ -317,7 +362,8 @@ function agentsView(main, args, query, ctx) {
   const autoRefresh = h('input', { type: 'checkbox', id: 'auto-refresh', checked: true });
   const selectAll = h('input', { type: 'checkbox', id: 'select-all', title: 'tick every agent shown' });
   const shown = h('span', { class: 'muted', id: 'agents-shown' });
-  const runButton = h('button', { type: 'button', class: 'primary', id: 'run-selected', onclick: () => { location.hash = '#/run'; } });
+  const runButton = needs('operator', h('button', { type: 'button', class: 'primary', id: 'run-selected',
+    onclick: () => { location.hash = '#/run'; } }));
   const clearButton = h('button', { type: 'button', text: 'Clear ticks', onclick: () => { setSelection([]); render(); } });
   const tbody = h('tbody');
   const error = viewError(ctx);
@@ -401,10 +447,10 @@ function pendingKeysPanel(ctx) {
   const filter = h('input', { type: 'search', id: 'pending-filter', placeholder: 'filter: id, hostname, IP, key',
     'aria-label': 'filter the pending keys' });
   const shown = h('span', { class: 'muted', id: 'pending-shown' });
-  const selectAll = h('input', { type: 'checkbox', id: 'pending-select-all', title: 'tick every key shown',
-    'aria-label': 'tick every key shown' });
-  const acceptSelected = h('button', { type: 'button', class: 'primary', id: 'pending-accept-selected' });
-  const rejectSelected = h('button', { type: 'button', id: 'pending-reject-selected' });
+  const selectAll = needs('admin', h('input', { type: 'checkbox', id: 'pending-select-all', title: 'tick every key shown',
+    'aria-label': 'tick every key shown' }));
+  const acceptSelected = needs('admin', h('button', { type: 'button', class: 'primary', id: 'pending-accept-selected' }));
+  const rejectSelected = needs('admin', h('button', { type: 'button', id: 'pending-reject-selected' }));
   const note = h('p', { class: 'note', id: 'pending-note', role: 'status' });
   const error = h('p', { class: 'error', id: 'pending-error', role: 'alert' });
   const tbody = h('tbody');
@@ -414,7 +460,7 @@ function pendingKeysPanel(ctx) {
     h('p', { class: 'muted', text: 'An agent runs nothing until its key is accepted. Compare the key with '
       + "the one in the agent's state directory (agent.key) before accepting." }),
     h('div', { class: 'toolbar' }, filter, shown, h('span', { class: 'spacer' }), acceptSelected, rejectSelected),
-    note, error,
+    lacking('admin', 'Accepting or rejecting a key'), note, error,
     h('div', { class: 'pending-scroll' },
       h('table', { id: 'pending-table' }, h('colgroup', {}, columns),
         tableHead([selectAll, 'Agent', 'Hostname', 'IPs', 'Key', 'First seen', '']), tbody))));
@@ -429,17 +475,17 @@ function pendingKeysPanel(ctx) {
   const clipped = (text, cls) => h('td', { class: `clip ${cls}`, text, title: text });
 
   function row(k) {
-    const box = h('input', { type: 'checkbox', class: 'pick', checked: ticked.has(k.agent_id),
+    const box = needs('admin', h('input', { type: 'checkbox', class: 'pick', checked: ticked.has(k.agent_id),
       'aria-label': `tick the key of ${k.agent_id}`,
-      onchange: () => { if (box.checked) ticked.add(k.agent_id); else ticked.delete(k.agent_id); update(); } });
+      onchange: () => { if (box.checked) ticked.add(k.agent_id); else ticked.delete(k.agent_id); update(); } }));
     box.dataset.id = k.agent_id;
     return h('tr', { 'data-key': k.agent_id },
       h('td', {}, box),
       clipped(k.agent_id, 'mono'), clipped(k.hostname || '', 'hostname'), clipped((k.ip || []).join(', '), 'mono'),
       h('td', { class: 'mono key', text: k.key }), clipped(formatTime(k.first_seen), ''),
       h('td', { class: 'actions-cell' },
-        h('button', { type: 'button', class: 'primary accept', text: 'Accept', onclick: decideOne(k.agent_id, 'accept') }), ' ',
-        h('button', { type: 'button', class: 'reject', text: 'Reject', onclick: decideOne(k.agent_id, 'reject') })));
+        needs('admin', h('button', { type: 'button', class: 'primary accept', text: 'Accept', onclick: decideOne(k.agent_id, 'accept') })), ' ',
+        needs('admin', h('button', { type: 'button', class: 'reject', text: 'Reject', onclick: decideOne(k.agent_id, 'reject') }))));
   }
 
   function draw() {
@@ -736,7 +782,7 @@ function declTable(id) {
  * The fields of a task: script, targets, selector, limits. ``onSubmit(body)`` sends it; an ApiError it
  * throws is shown next to the field the API's answer names (its ``field``).
  */
-function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = null }) {
+function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = null, role = 'operator', what = 'Running a script' }) {
   // a job version declares parameters; a plain task gets environment variables (a job run may not)
   const text = (name, placeholder) => h('input', { type: 'text', id: `${id}-${name}`, name, placeholder, autocomplete: 'off' });
   const script = scriptEditor(`${id}-script`);
@@ -752,7 +798,7 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
   const decls = withMessage ? declTable(id) : null;
   const general = errorBox();
   const note = h('p', { class: 'note' });
-  const submit = h('button', { type: 'submit', class: 'primary', text: submitLabel });
+  const submit = needs(role, h('button', { type: 'submit', class: 'primary', text: submitLabel }));
   const params = PARAMS.map((p) => ({ ...p, input: h('input', { type: 'text', id: `${id}-${p.name}`, name: p.name, inputmode: 'decimal', value: p.def }) }));
 
   const form = h('form', { class: 'task-form', id, novalidate: true },
@@ -773,7 +819,7 @@ function taskForm({ id, submitLabel, onSubmit, withMessage = false, draftKey = n
       field('batch_order', 'Batch order', batchOrder, 'The label values to roll out first, in order.'),
       params.map((p) => field(p.name, p.label, p.input, `${p.hint} Default ${p.def}.`)),
       general, note,
-      h('div', { class: 'actions' }, submit)));
+      h('div', { class: 'actions' }, submit, lacking(role, what))));
 
   // a group filled in before the list of groups has loaded is kept in dataset.want until the operator picks
   group.addEventListener('change', () => { delete group.dataset.want; });
@@ -946,10 +992,11 @@ function taskView(main, args, query, ctx) {
   const meta = h('div', { class: 'meta' });
   const barSlot = h('div', { id: 'task-progress' });
   const counts = h('div', { id: 'task-counts' });
-  const cancel = h('button', { type: 'button', class: 'danger', id: 'cancel-task', text: 'Cancel task' });
-  const rerun = h('a', { href: `#/run?from=${encodeURIComponent(taskId)}`, id: 'rerun', text: 'Run again with the same parameters' });
-  const retry = h('button', { type: 'button', id: 'retry-task', text: 'Retry failed', hidden: true,
-    title: 'a new task with the same script and parameters on the targets that FAILED or were CANCELLED' });
+  const cancel = needs('operator', h('button', { type: 'button', class: 'danger', id: 'cancel-task', text: 'Cancel task' }));
+  const rerun = needs('operator', h('a', { href: `#/run?from=${encodeURIComponent(taskId)}`, id: 'rerun',
+    text: 'Run again with the same parameters' }));
+  const retry = needs('operator', h('button', { type: 'button', id: 'retry-task', text: 'Retry failed', hidden: true,
+    title: 'a new task with the same script and parameters on the targets that FAILED or were CANCELLED' }));
   const error = viewError(ctx);
   const scriptPre = h('pre', { class: 'script' });
   const tbody = h('tbody');
@@ -958,7 +1005,7 @@ function taskView(main, args, query, ctx) {
     STATES.map((s) => h('option', { value: s, text: `only ${s}` })));
   const textFilter = h('input', { type: 'search', id: 'target-filter', placeholder: 'filter: agent, host, output' });
   const shown = h('span', { class: 'muted', id: 'targets-shown' });
-  const secretsBox = h('div', { id: 'retry-secrets', class: 'card', hidden: true });
+  const secretsBox = needs('operator', h('div', { id: 'retry-secrets', class: 'card', hidden: true }));
   const inputsSlot = h('div', { id: 'task-inputs', class: 'card two-col', hidden: true });
   const notifySlot = h('div', { id: 'task-notify' });
   let retrySecrets = null;
@@ -966,7 +1013,8 @@ function taskView(main, args, query, ctx) {
   let notifyDue = null;
 
   main.append(title, meta, barSlot, counts,
-    h('div', { class: 'actions' }, cancel, retry, rerun), secretsBox, error, inputsSlot,
+    h('div', { class: 'actions' }, cancel, retry, rerun, lacking('operator', 'Cancelling, retrying or running again')),
+    secretsBox, error, inputsSlot,
     h('details', { class: 'card' }, h('summary', { text: 'Script' }), scriptPre), notifySlot,
     h('div', { class: 'toolbar' }, stateFilter, textFilter, shown),
     h('table', { id: 'targets' },
@@ -1249,7 +1297,7 @@ function jobsView(main, args, query, ctx) {
   const nameInput = h('input', { type: 'text', id: 'new-job-name', placeholder: 'deploy-web', autocomplete: 'off' });
   const nameError = h('p', { class: 'error', 'data-error-for': 'name' });
   const { form } = taskForm({
-    id: 'new-job-form', submitLabel: 'Save job', withMessage: true,
+    id: 'new-job-form', submitLabel: 'Save job', withMessage: true, role: 'admin', what: 'Saving a job',
     onSubmit: async (body, { note }) => {
       const name = nameInput.value.trim();
       nameError.textContent = '';
@@ -1266,8 +1314,10 @@ function jobsView(main, args, query, ctx) {
   main.append(h('h2', { text: 'Jobs' }), error,
     h('table', { id: 'jobs' },
       tableHead(['Job', 'Latest version', 'Saved', 'Message']), tbody),
-    h('h3', { text: 'New job' }),
-    h('div', { class: 'card' }, h('div', { class: 'field' }, h('label', { for: 'new-job-name', text: 'Name' }), nameInput, nameError), form));
+    needs('admin', h('h3', { id: 'new-job-heading', text: 'New job' })),
+    needs('admin', h('div', { class: 'card', id: 'new-job' },
+      h('div', { class: 'field' }, h('label', { for: 'new-job-name', text: 'Name' }), nameInput, nameError), form)),
+    lacking('admin', 'Saving a job'));
 
   api('GET', '/jobs').then((jobs) => {
     tbody.replaceChildren(...jobs.map((j) => h('tr', { 'data-job': j.name },
@@ -1293,7 +1343,7 @@ function jobView(main, args, query, ctx) {
   const diffSlot = h('div', { id: 'diff-slot' });
   const versionSlot = h('div', { class: 'card', id: 'version-detail' });
   const { form, fill } = taskForm({
-    id: 'job-form', submitLabel: 'Save new version', withMessage: true,
+    id: 'job-form', submitLabel: 'Save new version', withMessage: true, role: 'admin', what: 'Saving a job',
     onSubmit: async (body, { note }) => {
       const saved = await saveJobVersion(name, body, note);
       if (saved.created) fill({ message: '' });
@@ -1301,7 +1351,8 @@ function jobView(main, args, query, ctx) {
     },
   });
   const schedulesBody = h('tbody');
-  const newSchedule = h('a', { href: `#/schedules?job=${encodeURIComponent(name)}`, id: 'new-schedule', class: 'button', text: 'New schedule' });
+  const newSchedule = needs('admin', h('a', { href: `#/schedules?job=${encodeURIComponent(name)}`, id: 'new-schedule',
+    class: 'button', text: 'New schedule' }));
   main.append(h('h2', {}, 'Job ', h('span', { class: 'mono', text: name })), error,
     h('table', { id: 'versions' }, tableHead(['Version', 'Saved', 'Message', 'sha256', 'from', 'to', '']), versionsBody),
     h('div', { class: 'actions' }, diffButton, h('span', { class: 'muted', text: 'pick two versions, then Diff' })),
@@ -1309,7 +1360,8 @@ function jobView(main, args, query, ctx) {
     h('h3', { text: 'Schedules' }),
     h('table', { id: 'job-schedules' }, tableHead(['Schedule', 'Cron', 'Timezone', 'Next run', 'Last run', 'Enabled']), schedulesBody),
     h('div', { class: 'actions' }, newSchedule),
-    h('h3', { text: 'Save a new version' }), form);
+    needs('admin', h('h3', { id: 'save-version-heading', text: 'Save a new version' })), needs('admin', form),
+    lacking('admin', 'Saving a new version'));
 
   // "Run again" of a job task comes here: that version's run form, with the task's params and hosts
   const fromTask = query.get('from');
@@ -1318,7 +1370,8 @@ function jobView(main, args, query, ctx) {
   async function showVersion(version) {
     const job = await api('GET', `${path}/versions/${version}`);
     const runError = errorBox();
-    const runButton = h('button', { type: 'submit', class: 'primary', id: 'run-version', text: `Run version ${job.version}` });
+    const runButton = needs('operator', h('button', { type: 'submit', class: 'primary', id: 'run-version',
+      text: `Run version ${job.version}` }));
     const who = selection.size ? `on the ${selection.size} agent(s) ticked in Agents` : "on the job's own targets";
     const p = job.params || {};
     const again = rerunOf && rerunOf.job_version === job.version ? rerunOf : null;
@@ -1326,7 +1379,8 @@ function jobView(main, args, query, ctx) {
     const runForm = h('form', { id: 'run-version-form', novalidate: true },
       again ? h('p', { class: 'muted', id: 'rerun-of' }, 'Again, with the parameters and hosts of task ', taskLink(again.task_id), '.') : null,
       inputs.fields.length ? h('fieldset', { id: 'run-params' }, h('legend', { text: 'Parameters' }), inputs.fields) : null,
-      h('div', { class: 'actions' }, runButton, h('span', { class: 'muted', text: who })), runError);
+      h('div', { class: 'actions' }, runButton, needs('operator', h('span', { class: 'muted', text: who })),
+        lacking('operator', 'Running a job')), runError);
     runForm.addEventListener('submit', async (event) => {
       event.preventDefault();
       clearErrors(runForm);
@@ -1448,8 +1502,8 @@ function enabledBadge(enabled) {
  */
 function scheduleButtons(ctx, sc, error, done, deleted) {
   const path = `/schedule/${encodeURIComponent(sc.schedule_id)}`;
-  const toggle = h('button', { type: 'button', class: 'toggle-schedule', text: sc.enabled ? 'Disable' : 'Enable' });
-  const remove = h('button', { type: 'button', class: 'danger delete-schedule', text: 'Delete' });
+  const toggle = needs('operator', h('button', { type: 'button', class: 'toggle-schedule', text: sc.enabled ? 'Disable' : 'Enable' }));
+  const remove = needs('admin', h('button', { type: 'button', class: 'danger delete-schedule', text: 'Delete' }));
   toggle.addEventListener('click', async () => {
     toggle.disabled = true;
     try {
@@ -1492,7 +1546,7 @@ function scheduleForm(ctx, wantJob, onCreated) {
   const paramsSlot = h('div', { id: `${id}-params` });
   const general = errorBox();
   const note = h('p', { class: 'note' });
-  const submit = h('button', { type: 'submit', class: 'primary', text: 'Create schedule' });
+  const submit = needs('admin', h('button', { type: 'submit', class: 'primary', text: 'Create schedule' }));
   let inputs = paramInputs(id, []);
   const form = h('form', { id, class: 'card', novalidate: true },
     h('div', { class: 'two-col' },
@@ -1553,7 +1607,8 @@ function schedulesView(main, args, query, ctx) {
   main.append(h('h2', { text: 'Schedules' }), error,
     h('table', { id: 'schedules' },
       tableHead(['Schedule', 'Job', 'Cron', 'Timezone', 'Next run', 'Last run', 'Enabled', '']), tbody),
-    h('h3', { id: 'new-schedule-heading', text: 'New schedule from a job' }), form);
+    needs('admin', h('h3', { id: 'new-schedule-heading', text: 'New schedule from a job' })), needs('admin', form),
+    lacking('admin', 'Creating a schedule'));
 
   let listed = '';
   async function load() {
@@ -1630,6 +1685,76 @@ function scheduleView(main, args, query, ctx) {
   every(ctx, SCHEDULES_REFRESH_MS, async () => { await load(); return true; });
 }
 
+// ---- the audit trail (admins) ---------------------------------------------------------------------------
+
+const AUDIT_ACTIONS = ['task.submit', 'task.cancel', 'task.retry', 'job.run', 'job.save', 'job.rollback', 'key.accept',
+  'key.reject', 'key.delete', 'group.put', 'group.delete', 'schedule.create', 'schedule.update', 'schedule.enable',
+  'schedule.disable', 'schedule.delete', 'token.create', 'token.delete'];
+const AUDIT_PAGE = 100;
+const AUDIT_MAX = 1000;  // the most GET /audit answers at once
+
+/** The object of an audit record, a link where the console has a page for it (a task, a job, a schedule). */
+function auditObject(entry) {
+  const object = entry.object;
+  if (!object) return '';
+  const kind = entry.action.split('.')[0];
+  if (kind === 'task') return taskLink(object);
+  if (kind === 'schedule') return scheduleLink(object);
+  if (kind === 'job') return h('a', { href: `#/job/${encodeURIComponent(object)}`, class: 'mono', text: object });
+  return h('span', { class: 'mono', text: object });
+}
+
+/**
+ * ``GET /audit``, newest first, filtered by user, action and since. The API pages by ``limit`` only (``since``
+ * is a lower bound), so "Load more" asks again for 100 more records, up to its 1000.
+ */
+function auditView(main, args, query, ctx) {
+  const userInput = h('input', { type: 'text', id: 'audit-user', placeholder: 'user', autocomplete: 'off', 'aria-label': 'user' });
+  const actionSelect = h('select', { id: 'audit-action', 'aria-label': 'action' }, h('option', { value: '', text: 'any action' }),
+    AUDIT_ACTIONS.map((a) => h('option', { value: a, text: a })));
+  const sinceInput = h('input', { type: 'datetime-local', id: 'audit-since', step: 1, 'aria-label': "since (this browser's time)",
+    title: "since (this browser's time)" });
+  const refresh = h('button', { type: 'button', id: 'audit-refresh', text: 'Refresh' });
+  const more = h('button', { type: 'button', id: 'audit-more', text: 'Load more', hidden: true });
+  const shown = h('span', { class: 'muted', id: 'audit-shown' });
+  const tbody = h('tbody');
+  const error = viewError(ctx);
+  let limit = AUDIT_PAGE;
+  main.append(h('h2', { text: 'Audit' }),
+    h('div', { class: 'toolbar' }, userInput, actionSelect, h('label', {}, 'since ', sinceInput), refresh, shown), error,
+    h('table', { id: 'audit' },
+      tableHead(['Time', 'User', 'Role', 'Action', 'Object', 'Client', 'Status', 'Outcome']), tbody),
+    h('div', { class: 'actions' }, more));
+
+  async function load() {
+    const params = new URLSearchParams({ limit: String(limit) });
+    if (userInput.value.trim()) params.set('user', userInput.value.trim());
+    if (actionSelect.value) params.set('action', actionSelect.value);
+    const since = sinceInput.value ? new Date(sinceInput.value).getTime() / 1000 : NaN;
+    if (Number.isFinite(since)) params.set('since', String(since));
+    const list = await api('GET', `/audit?${params}`);
+    error.textContent = '';
+    tbody.replaceChildren(...list.map((e) => h('tr', { 'data-seq': e.seq ?? '', 'data-action': e.action, 'data-user': e.user },
+      h('td', { text: formatTime(e.time) }), h('td', { class: 'user', text: e.user }), h('td', { text: e.role || '' }),
+      h('td', { class: 'mono action', text: e.action,
+        title: e.detail && Object.keys(e.detail).length ? JSON.stringify(e.detail) : null }),
+      h('td', { class: 'object' }, auditObject(e)), h('td', { class: 'mono', text: e.client || '' }),
+      h('td', { class: 'num', text: e.status ?? '' }),
+      h('td', {}, h('span', { class: `badge outcome-${e.outcome}`, text: e.outcome || '' })))));
+    if (!list.length) tbody.append(h('tr', {}, h('td', { colspan: 8, class: 'empty', text: 'No record matches.' })));
+    shown.textContent = `${list.length} record${list.length === 1 ? '' : 's'}, newest first`;
+    more.hidden = list.length < limit || limit >= AUDIT_MAX;
+    main.dataset.loaded = params.toString();
+  }
+  const again = () => { limit = AUDIT_PAGE; load().catch(ctx.showError); };
+  userInput.addEventListener('change', again);
+  actionSelect.addEventListener('change', again);
+  sinceInput.addEventListener('change', again);
+  refresh.addEventListener('click', () => load().catch(ctx.showError));
+  more.addEventListener('click', () => { limit = Math.min(AUDIT_MAX, limit + AUDIT_PAGE); load().catch(ctx.showError); });
+  load().catch(ctx.showError);
+}
+
 function notFoundView(main) {
   main.append(h('h2', { text: 'No such view' }), h('p', {}, h('a', { href: '#/agents', text: 'Back to the agents' })));
 }
@@ -1638,7 +1763,7 @@ function notFoundView(main) {
 
 const VIEWS = {
   agents: agentsView, run: runView, task: taskView, history: historyView, jobs: jobsView, job: jobView,
-  schedules: schedulesView, schedule: scheduleView,
+  schedules: schedulesView, schedule: scheduleView, audit: auditView,
 };
 let leaveView = null;
 
@@ -1661,9 +1786,15 @@ function route() {
 
 document.addEventListener('DOMContentLoaded', () => {
   $('#token-dialog').addEventListener('cancel', (event) => event.preventDefault());
-  $('#forget-token').addEventListener('click', () => { sessionStorage.removeItem(TOKEN_KEY); showTokenButton(); route(); });
+  $('#forget-token').addEventListener('click', () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    identity = null;
+    showTokenButton();
+    showIdentity();
+    loadIdentity().finally(route);  // asks for a token, then shows whose it is
+  });
   showTokenButton();
   saveSelection();
   window.addEventListener('hashchange', route);
-  route();
+  loadIdentity().finally(route);  // the role is known before a view draws its buttons
 });
