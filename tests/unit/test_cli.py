@@ -413,7 +413,8 @@ def test_a_followed_task_gets_its_details_from_the_summary_without_outputs():
     streamed = snapshot({"a1": "SUCCEED"}, {"a1": "h"}, "SUCCEED", 13.0)
     client = Answering()
     client.answer = {**streamed, "env": {"A": "1"}, "secrets": [], "params": {}, "schedule_id": None,
-                     "schedule_tick": None, "notify": [], "notifications": [], "script": "not taken"}
+                     "schedule_tick": None, "notify": [], "notifications": [], "created_by": "alice",
+                     "cancelled_by": None, "script": "not taken"}
     task = with_details(client, streamed)
     assert client.calls == [("GET", "/task/t1", {"output_limit": 0})]
     assert task["env"] == {"A": "1"} and "script" not in task and task["targets"] is streamed["targets"]
@@ -595,3 +596,10 @@ def test_a_stream_that_keeps_breaking_falls_back_to_polling_after_its_retries():
     assert [p for p, _ in server.seen] == ["/task/t1/events"] * 3 + ["/result"]
     assert [h for _, h in server.seen[:3]] == [None, "ep-1", "ep-1"]
     assert [s["state"] for s in snapshots] == ["RUNNING"] * 3 + ["SUCCEED"]
+
+
+def test_a_task_shows_who_submitted_and_who_cancelled_it():
+    task = snapshot({"a1": "CANCELLED"}, {"a1": "web-1"}, "CANCELLED", 13.0)
+    assert details(task) == []  # a task from before issue 16
+    task.update(created_by="schedule:5c1d", cancelled_by="olga")
+    assert details(task) == ["created by: schedule:5c1d", "cancelled by: olga"]
