@@ -364,7 +364,8 @@ def notification_text(n: dict) -> str:
 
 
 #: the task summary's fields :func:`details` shows (the event stream's task has none of them)
-DETAIL_FIELDS = ("env", "secrets", "params", "schedule_id", "schedule_tick", "notify", "notifications")
+DETAIL_FIELDS = ("env", "secrets", "params", "schedule_id", "schedule_tick", "notify", "notifications",
+                 "created_by", "cancelled_by")
 
 
 def with_details(client: Client, task: dict) -> dict:
@@ -382,11 +383,13 @@ def with_details(client: Client, task: dict) -> dict:
 
 
 def details(task: dict) -> list[str]:
-    """What a task ran with beyond its script and hosts, the lines of what it has: its job parameters, the rest
+    """What a task ran with beyond its script and hosts, the lines of what it has: who submitted it and who
+    cancelled it (the audit trail's users: ``schedule:ID`` for a schedule's tick), its job parameters, the rest
     of its environment (a job run's parameters are in its environment too: shown once), the schedule that
     fired it, and its notifications: each delivery, and each URL without one (its ``on`` states: a running task
     notifies them when it ends in one, an ended one did not)."""
-    lines = []
+    lines = [f"{label}: {task[key]}" for key, label in (("created_by", "created by"), ("cancelled_by", "cancelled by"))
+             if task.get(key)]
     secrets = task.get("secrets") or ()
     params = task.get("params") or {}
     env = {k: v for k, v in (task.get("env") or {}).items() if k not in params}

@@ -13,7 +13,9 @@ import datetime
 import getpass
 import json
 import os
+import re
 import sys
+import time
 import zoneinfo
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -88,6 +90,35 @@ def states_list(text: str) -> list[str]:
     if not states:
         raise argparse.ArgumentTypeError(f"expected states separated by commas, got {text!r}")
     return states
+
+
+#: seconds per unit of a duration (``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w``)
+UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+
+
+def duration(text: str) -> int | float:
+    """``--expires-in 3600``, ``12h``, ``7d``: seconds (an int when whole). Only the shape is checked here; the
+    limits are the master's (its 400 names ``expires_in``)."""
+    match = DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected seconds or a duration such as 90s, 15m, 12h, 7d, got {text!r}")
+    seconds = float(match.group(1)) * UNITS[match.group(2)]
+    return int(seconds) if seconds.is_integer() else seconds
+
+
+def moment(text: str) -> tuple[str, float]:
+    """``--since``: a duration back from now (``("ago", seconds)``: ``3600``, ``12h``, ``7d``) or a date and time
+    (``("at", unix time)``: ``2026-12-01``, ``2026-12-01T10:30``, local time unless it names its offset)."""
+    try:
+        return "ago", float(duration(text))
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        return "at", datetime.datetime.fromisoformat(text.strip()).timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 12h or 7d, or a date and time such as "
+                                         f"2026-12-01T10:30, got {text!r}") from None
 
 
 # ---- what the flags mean in a request --------------------------------------------------------------------
@@ -698,6 +729,112 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return EXIT_FAILED if answer["failed"] else 0
 
 
+# ---- users, roles and the audit trail ----------------------------------------------------------------------
+def token_body(args: argparse.Namespace) -> dict:
+    """The ``POST /tokens`` body of ``tokens create``: user, role, ``expires_in`` seconds when given, and an
+    operator's ``selector`` of ``--host``, ``--label`` and ``--group`` (which roles may have one is the
+    master's rule)."""
+    body: dict[str, Any] = {"user": args.user, "role": args.role}
+    if args.expires_in is not None:
+        body["expires_in"] = args.expires_in
+    selector: dict[str, Any] = {}
+    if args.host:
+        selector["hostname"] = args.host
+    if args.label:
+        selector["labels"] = labels_of(args.label)
+    if args.group:
+        selector["group"] = args.group
+    if selector:
+        body["selector"] = selector
+    return body
+
+
+def audit_query(args: argparse.Namespace, now: float | None = None) -> dict:
+    """The ``GET /audit`` query: ``--since`` as Unix seconds (a duration counted back from ``now``)."""
+    query: dict[str, Any] = {"user": args.user, "action": args.action, "limit": args.limit}
+    if args.since is not None:
+        kind, value = args.since
+        query["since"] = max(0.0, (time.time() if now is None else now) - value) if kind == "ago" else value
+    return query
+
+
+def selector_text(selector: dict | None) -> str:
+    """An operator's selector on one line: ``hostname=web-* labels=dc=bj group=g``; ``-`` for none."""
+    if not selector:
+        return "-"
+    parts = [f"hostname={selector['hostname']}"] if selector.get("hostname") else []
+    if selector.get("labels"):
+        parts.append("labels=" + ",".join(f"{k}={v}" for k, v in sorted(selector["labels"].items())))
+    if selector.get("group"):
+        parts.append(f"group={selector['group']}")
+    return " ".join(parts) or json.dumps(selector, sort_keys=True)
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    me = make_client(args).get("/whoami")
+    if args.json:
+        emit_json(me)
+        return 0
+    print(f"user:     {me.get('user') or '- (the web tier runs --insecure: no tokens)'}")
+    print(f"role:     {me.get('role')}")
+    print(f"token:    {me.get('token_id') or '-'}")
+    print(f"selector: {selector_text(me.get('selector'))}")
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    action = args.tokens_action
+    if action == "list":
+        tokens = client.get("/tokens")
+        if args.json:
+            emit_json(tokens)
+        else:
+            rows = [[t["token_id"], t["user"], t["role"], when(t.get("created")),
+                     when(t["expires"]) if t.get("expires") is not None else "never", when(t.get("last_used")),
+                     t.get("created_by") or "-", selector_text(t.get("selector"))]
+                    for t in sorted(tokens, key=lambda t: (t.get("created") or 0, t["token_id"]))]
+            print(table(["ID", "USER", "ROLE", "CREATED", "EXPIRES", "LAST USED", "CREATED BY", "SELECTOR"], rows))
+        return 0
+    if action == "create":
+        made = client.post("/tokens", token_body(args))
+        if args.json:
+            emit_json(made)
+            return 0
+        expires = f"expires {when(made['expires'])}" if made.get("expires") is not None else "never expires"
+        sys.stderr.write(f"token {made['token_id']} for {made['user']} ({made['role']}), {expires}; the token is "
+                         "shown this once (the master keeps only its hash): store it now\n")
+        print(made["token"])
+        return 0
+    failed, answers = 0, []
+    for token_id in dict.fromkeys(args.ids):  # each its own request: one missing id does not stop the others
+        try:
+            answer = client.delete(f"/tokens/{client.quote(token_id)}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise  # not an admin, or the master is down: the same for every id
+            print(f"mschedule: {exc.message}", file=sys.stderr)
+            failed += 1
+            continue
+        answers.append(answer)
+        if not args.json:
+            print(f"token {answer['token_id']} deleted")
+    if args.json:
+        emit_json(answers)  # one JSON document: the ids deleted
+    return EXIT_ERROR if failed else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    records = make_client(args).get("/audit", query=audit_query(args))
+    if args.json:
+        emit_json(records)
+        return 0
+    print(table(["TIME", "USER", "ROLE", "ACTION", "OBJECT", "STATUS", "OUTCOME"],
+                [[when(r.get("time")), r.get("user"), r.get("role"), r.get("action"), r.get("object"),
+                  r.get("status"), r.get("outcome")] for r in records]))
+    return 0
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
     if argcomplete is None:
         raise CliError("completion needs argcomplete: pip install argcomplete==3.7.2")
@@ -723,6 +860,17 @@ TASK_IDS = _remote_completer("/tasks", lambda tasks: [t["task_id"] for t in task
 AGENT_IDS = _remote_completer("/task/targets", lambda agents: list(agents))
 SCHEDULE_IDS = _remote_completer("/schedules", lambda schedules: [s["schedule_id"] for s in schedules])
 PENDING_KEYS = _remote_completer("/keys", lambda keys: [k["agent_id"] for k in keys if k["state"] == "pending"])
+TOKEN_IDS = _remote_completer("/tokens", lambda tokens: [t["token_id"] for t in tokens])
+#: the actions the audit trail records (docs/security.md), offered on TAB; --action sends any text as given
+AUDIT_ACTIONS = ("task.submit", "task.cancel", "task.retry", "job.run", "job.save", "job.rollback", "key.accept",
+                 "key.reject", "key.delete", "group.put", "group.delete", "schedule.create", "schedule.update",
+                 "schedule.enable", "schedule.disable", "schedule.delete", "token.create", "token.delete")
+
+
+def _choices_completer(choices: Iterable[str]) -> Callable[..., list[str]]:
+    def complete(prefix: str, **_: Any) -> list[str]:
+        return [c for c in choices if c.startswith(prefix)]
+    return complete
 
 
 def _completer(action: argparse.Action, completer: Callable[..., list[str]]) -> argparse.Action:
@@ -920,6 +1068,38 @@ def build_parser() -> Parser:
         _completer(k.add_argument("ids", nargs="*", metavar="ID"), PENDING_KEYS)
         k.add_argument("--all-pending", action="store_true", help=f"{action} every pending key")
         k.add_argument("--json", action="store_true")
+
+    p = command("whoami", cmd_whoami, "who the token is: user, role, token id, an operator's selector")
+    p.add_argument("--json", action="store_true")
+
+    p = command("tokens", cmd_tokens, "API tokens of users and their roles (admin)")
+    tokens = p.add_subparsers(dest="tokens_action", required=True, metavar="ACTION")
+    t = tokens.add_parser("list", parents=[common], help="every token (never its secret)")
+    t.add_argument("--json", action="store_true")
+    t = tokens.add_parser("create", parents=[common], help="a token for a user: printed on stdout, shown once")
+    t.add_argument("--user", required=True, metavar="NAME", help="whose token it is")
+    t.add_argument("--role", required=True, choices=("viewer", "operator", "admin"),
+                   help="viewer reads; operator also runs tasks and jobs; admin does everything")
+    t.add_argument("--expires-in", type=duration, metavar="DURATION",
+                   help="expire after this long: seconds, or 15m, 12h, 7d, 2w (default never)")
+    g = t.add_argument_group("an operator's selector (the only agents its tasks may reach; all must match)")
+    g.add_argument("--host", metavar="GLOB", help="hostname glob")
+    g.add_argument("--label", action="append", type=label, metavar="K=V", help="label that must match (repeatable)")
+    g.add_argument("--group", metavar="NAME", help="a group stored on the master")
+    t.add_argument("--json", action="store_true", help="print the API's whole answer (the token included)")
+    t = tokens.add_parser("delete", parents=[common], help="revoke tokens: the next request with one is a 401")
+    _completer(t.add_argument("ids", nargs="+", metavar="TOKEN_ID"), TOKEN_IDS)
+    t.add_argument("--json", action="store_true")
+
+    p = command("audit", cmd_audit, "the audit trail: every request that changed something or was refused, "
+                                    "newest first (admin)")
+    p.add_argument("--user", metavar="NAME", help="only this user's")
+    _completer(p.add_argument("--action", metavar="ACTION", help="only this action, e.g. task.submit"),
+               _choices_completer(AUDIT_ACTIONS))
+    p.add_argument("--since", type=moment, metavar="DURATION|TIME",
+                   help="only since then: a duration back from now (3600, 12h, 7d) or a time (2026-12-01T10:30)")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N records (default 100)")
+    p.add_argument("--json", action="store_true")
 
     p = command("login", cmd_login, "check a token and store it with the URL in the config file")
     p.add_argument("login_url", metavar="URL")

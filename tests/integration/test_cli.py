@@ -493,3 +493,73 @@ def test_notify_posts_the_outcome_and_task_shows_the_delivery(fleet, tmp_path):
     finally:
         hook.close()
     assert len(hook.calls) == 1, hook.calls  # none for the SUCCEED of the second task
+
+
+def test_tokens_roles_whoami_and_the_audit_trail(fleet, tmp_path):
+    """An admin (the web tier's file token) makes a viewer's token with the CLI; the viewer is who whoami says,
+    may not run a task (one line, exit 3, naming the role), the refusal is in the audit trail, and once the
+    token is deleted it is refused."""
+    made = mschedule(fleet, tmp_path, "tokens", "create", "--user", "vera", "--role", "viewer", "--expires-in", "1h")
+    assert made.returncode == 0, made
+    token = made.stdout.strip()
+    assert made.stdout == token + "\n" and token.startswith("ms_")  # only the token: TOKEN=$(...) captures it
+    assert "shown this once" in made.stderr and token not in made.stderr
+    listed = mschedule(fleet, tmp_path, "tokens", "list", "--json")
+    assert listed.returncode == 0, listed
+    [record] = [t for t in json.loads(listed.stdout) if t["user"] == "vera"]
+    token_id = record["token_id"]
+    assert record["role"] == "viewer" and record["created_by"] == "token-file" and token not in listed.stdout
+    assert f"token {token_id} for vera (viewer), expires " in made.stderr
+    table_rows = mschedule(fleet, tmp_path, "tokens", "list").stdout.splitlines()
+    assert table_rows[0].split()[:3] == ["ID", "USER", "ROLE"]
+    assert any(row.split()[:3] == [token_id, "vera", "viewer"] and "token-file" in row for row in table_rows)
+
+    me = mschedule(fleet, tmp_path, "whoami", MSCHEDULE_TOKEN=token)
+    assert me.returncode == 0, me
+    assert me.stdout.splitlines() == ["user:     vera", "role:     viewer", f"token:    {token_id}", "selector: -"]
+    before = _task_count(fleet)
+    refused = mschedule(fleet, tmp_path, "run", "true", "--host", "cli-a", MSCHEDULE_TOKEN=token)
+    assert refused.returncode == 3, refused
+    assert refused.stderr == "mschedule: role: task.submit needs the operator role; vera's token is viewer\n"
+    assert refused.stdout == "" and _task_count(fleet) == before
+    not_admin = mschedule(fleet, tmp_path, "audit", MSCHEDULE_TOKEN=token)
+    assert (not_admin.returncode, not_admin.stderr) == (3, "mschedule: role: read needs the admin role; vera's token "
+                                                           "is viewer\n")
+
+    audit = mschedule(fleet, tmp_path, "audit", "--user", "vera", "--since", "10m")
+    assert audit.returncode == 0, audit
+    lines = audit.stdout.splitlines()
+    assert lines[0].split() == ["TIME", "USER", "ROLE", "ACTION", "OBJECT", "STATUS", "OUTCOME"]
+    assert [line.split()[2:] for line in lines[1:]] == [["vera", "viewer", "task.submit", "-", "403", "refused"]]
+    records = json.loads(mschedule(fleet, tmp_path, "audit", "--action", "token.create", "--json").stdout)
+    assert any(r["object"] == token_id and r["user"] == "token-file" and r["outcome"] == "done" for r in records)
+
+    deleted = mschedule(fleet, tmp_path, "tokens", "delete", token_id)
+    assert (deleted.returncode, deleted.stdout) == (0, f"token {token_id} deleted\n"), deleted
+    gone = mschedule(fleet, tmp_path, "whoami", MSCHEDULE_TOKEN=token)
+    assert gone.returncode == 3 and gone.stderr == (
+        "mschedule: authorization: missing or wrong bearer token (check --token, MSCHEDULE_TOKEN or "
+        "'mschedule login')\n"), gone
+    again = mschedule(fleet, tmp_path, "tokens", "delete", token_id)
+    assert (again.returncode, again.stderr) == (3, f"mschedule: token '{token_id}' not found\n"), again
+
+
+def test_an_operators_token_runs_inside_its_selector_and_task_shows_who(fleet, tmp_path):
+    made = mschedule(fleet, tmp_path, "tokens", "create", "--user", "olga", "--role", "operator",
+                     "--label", "role=web")
+    assert made.returncode == 0, made
+    olga = made.stdout.strip()
+    me = mschedule(fleet, tmp_path, "whoami", MSCHEDULE_TOKEN=olga)
+    assert me.returncode == 0 and me.stdout.splitlines()[1::2] == ["role:     operator", "selector: labels=role=web"]
+    outside = mschedule(fleet, tmp_path, "run", "true", "--host", "cli-b", MSCHEDULE_TOKEN=olga)
+    assert outside.returncode == 3 and len(outside.stderr.splitlines()) == 1, outside
+    assert outside.stderr.startswith("mschedule: ") and fleet.ids["cli-b"] in outside.stderr
+    started = mschedule(fleet, tmp_path, "run", "sleep 30", "--host", "cli-a", "--detach", MSCHEDULE_TOKEN=olga)
+    assert started.returncode == 0, started
+    task_id = started.stdout.strip()
+    cancelled = mschedule(fleet, tmp_path, "cancel", task_id)  # the admin's file token
+    assert cancelled.returncode == 0, cancelled
+    shown = mschedule(fleet, tmp_path, "task", task_id)
+    assert shown.returncode == 0, shown
+    assert "created by: olga" in shown.stdout.splitlines() and "cancelled by: token-file" in shown.stdout.splitlines()
+    wait_until(lambda: fleet.api.get(f"/task/{task_id}")[1]["finished"] is not None, 15, what="the cancel")

@@ -2,6 +2,7 @@
 and how a followed task is shown (tests/integration/test_cli.py runs it against the real stack)."""
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import http.server
 import io
@@ -413,7 +414,8 @@ def test_a_followed_task_gets_its_details_from_the_summary_without_outputs():
     streamed = snapshot({"a1": "SUCCEED"}, {"a1": "h"}, "SUCCEED", 13.0)
     client = Answering()
     client.answer = {**streamed, "env": {"A": "1"}, "secrets": [], "params": {}, "schedule_id": None,
-                     "schedule_tick": None, "notify": [], "notifications": [], "script": "not taken"}
+                     "schedule_tick": None, "notify": [], "notifications": [], "created_by": "alice",
+                     "cancelled_by": None, "script": "not taken"}
     task = with_details(client, streamed)
     assert client.calls == [("GET", "/task/t1", {"output_limit": 0})]
     assert task["env"] == {"A": "1"} and "script" not in task and task["targets"] is streamed["targets"]
@@ -595,3 +597,155 @@ def test_a_stream_that_keeps_breaking_falls_back_to_polling_after_its_retries():
     assert [p for p, _ in server.seen] == ["/task/t1/events"] * 3 + ["/result"]
     assert [h for _, h in server.seen[:3]] == [None, "ep-1", "ep-1"]
     assert [s["state"] for s in snapshots] == ["RUNNING"] * 3 + ["SUCCEED"]
+
+
+# ---- users, roles and the audit trail (issue 16) ------------------------------------------------------------
+def test_tokens_create_body_durations_and_an_operators_selector():
+    args = parse("tokens", "create", "--user", "alice", "--role", "operator", "--expires-in", "12h",
+                 "--host", "web-*", "--label", "dc=bj", "--label", "role=web", "--group", "g")
+    assert cli.token_body(args) == {"user": "alice", "role": "operator", "expires_in": 43200,
+                                    "selector": {"hostname": "web-*", "labels": {"dc": "bj", "role": "web"},
+                                                 "group": "g"}}
+    # only what was given: no expiry, no selector (which roles may have one is the master's rule)
+    assert cli.token_body(parse("tokens", "create", "--user", "vera", "--role", "viewer")) == {
+        "user": "vera", "role": "viewer"}
+    for text, seconds in (("3600", 3600), ("90s", 90), ("15m", 900), ("12h", 43200), ("7d", 604800),
+                          ("2w", 1209600), ("1.5h", 5400), (" 7D ", 604800), ("0.5", 0.5)):
+        assert cli.duration(text) == seconds, text
+        assert type(cli.duration(text)) is type(seconds), text
+
+
+@pytest.mark.parametrize("argv,error", [
+    (["tokens", "create", "--user", "a", "--role", "root"], "argument --role: invalid choice: 'root'"),
+    (["tokens", "create", "--role", "viewer"], "the following arguments are required: --user"),
+    (["tokens", "create", "--user", "a", "--role", "viewer", "--expires-in", "soon"],
+     "argument --expires-in: expected seconds or a duration such as 90s, 15m, 12h, 7d, got 'soon'"),
+    (["tokens", "create", "--user", "a", "--role", "viewer", "--expires-in", "-5"], "argument --expires-in"),
+    (["tokens", "create", "--user", "a", "--role", "operator", "--label", "dc"], "argument --label: expected KEY"),
+    (["tokens", "delete"], "the following arguments are required: TOKEN_ID"),
+    (["tokens"], "the following arguments are required: ACTION"),
+    (["audit", "--since", "yesterday"], "argument --since: expected a duration such as 12h or 7d, or a date"),
+    (["audit", "--limit", "many"], "argument --limit: invalid int value"),
+    (["whoami", "extra"], "unrecognized arguments: extra"),
+])
+def test_tokens_audit_and_whoami_usage_errors_exit_3_before_any_request(argv, error, capsys, monkeypatch):
+    monkeypatch.setattr(Client, "request", lambda *a, **kw: pytest.fail("no request for a usage error"))
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert f"mschedule: error: {error}" in err and "Traceback" not in err
+
+
+def test_audit_query_since_a_duration_or_a_time():
+    args = parse("audit", "--user", "vera", "--action", "task.submit", "--since", "1h", "--limit", "5")
+    assert cli.audit_query(args, now=10000.0) == {"user": "vera", "action": "task.submit", "limit": 5,
+                                                  "since": 6400.0}
+    assert cli.audit_query(parse("audit", "--since", "2026-12-01T10:30:00+00:00"), now=0) == {
+        "user": None, "action": None, "limit": None, "since": 1796121000.0}
+    local = parse("audit", "--since", "2026-12-01").since  # no offset: local time, as the table shows times
+    assert local == ("at", datetime.datetime(2026, 12, 1).timestamp())
+    assert cli.audit_query(parse("audit", "--since", "7d"), now=5.0)["since"] == 0.0  # not before 1970
+    assert cli.audit_query(parse("audit")) == {"user": None, "action": None, "limit": None}
+
+
+class Answers:
+    """``Client.request`` answering from a dict ``(method, path) -> answer`` (an exception is raised)."""
+
+    def __init__(self, answers: dict) -> None:
+        self.answers = answers
+        self.calls: list[tuple] = []
+
+    def __call__(self, method, path, body=None, query=None, **kw):
+        self.calls.append((method, path, body, query))
+        answer = self.answers[(method, path)]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.fixture()
+def answering(monkeypatch):
+    monkeypatch.setenv("MSCHEDULE_URL", "http://sched:1")
+    monkeypatch.setenv("MSCHEDULE_TOKEN", "ms_x")
+
+    def install(answers: dict) -> Answers:
+        fake = Answers(answers)
+        monkeypatch.setattr(Client, "request", lambda self, *args, **kw: fake(*args, **kw))
+        return fake
+    return install
+
+
+def test_tokens_create_prints_only_the_token_on_stdout(answering, capsys):
+    fake = answering({("POST", "/tokens"): {"token_id": "9f1c", "token": "ms_secret", "user": "vera",
+                                            "role": "viewer", "created": 0.0, "expires": None}})
+    assert cli.main(["tokens", "create", "--user", "vera", "--role", "viewer"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "ms_secret\n"  # TOKEN=$(mschedule tokens create ...) captures it alone
+    assert err == ("token 9f1c for vera (viewer), never expires; the token is shown this once (the master keeps "
+                   "only its hash): store it now\n")
+    assert fake.calls == [("POST", "/tokens", {"user": "vera", "role": "viewer"}, None)]
+
+
+def test_whoami_tokens_list_and_audit_tables(answering, capsys):
+    answering({
+        ("GET", "/whoami"): {"user": "olga", "role": "operator", "token_id": "77aa",
+                             "selector": {"hostname": "web-*", "labels": {"dc": "bj"}}},
+        ("GET", "/tokens"): [
+            {"token_id": "77aa", "user": "olga", "role": "operator", "created": 20.0, "expires": 86420.0,
+             "last_used": None, "selector": {"group": "g"}, "created_by": "token-file"},
+            {"token_id": "9f1c", "user": "vera", "role": "viewer", "created": 10.0, "expires": None,
+             "last_used": 30.0, "selector": None, "created_by": None}],
+        ("GET", "/audit"): [{"seq": 2, "time": 40.0, "user": "vera", "token_id": "9f1c", "role": "viewer",
+                             "action": "task.submit", "object": None, "client": "127.0.0.1", "status": 403,
+                             "outcome": "refused", "detail": {}}]})
+    assert cli.main(["whoami"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "user:     olga", "role:     operator", "token:    77aa", "selector: hostname=web-* labels=dc=bj"]
+    assert cli.main(["tokens", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("  ")[0] == "ID" and [c for c in lines[0].split("  ") if c] == [
+        "ID", "USER", "ROLE", "CREATED", "EXPIRES", "LAST USED", "CREATED BY", "SELECTOR"]
+    assert lines[1].split()[:3] == ["9f1c", "vera", "viewer"] and "never" in lines[1]  # oldest first
+    assert lines[2].endswith("token-file  group=g") and when(86420.0) in lines[2]
+    assert cli.main(["audit", "--user", "vera"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["TIME", "USER", "ROLE", "ACTION", "OBJECT", "STATUS", "OUTCOME"]
+    assert lines[1] == f"{when(40.0)}  vera  viewer  task.submit  -       403     refused"
+
+
+def test_tokens_delete_each_id_and_a_403_is_one_line_exit_3(answering, capsys):
+    fake = answering({("DELETE", "/tokens/a1"): {"token_id": "a1", "deleted": True},
+                      ("DELETE", "/tokens/nope"): ApiError(404, "token 'nope' not found", "token_id"),
+                      ("DELETE", "/tokens/b2"): {"token_id": "b2", "deleted": True}})
+    assert cli.main(["tokens", "delete", "a1", "nope", "b2", "a1"]) == 3  # every id tried; one refused
+    out, err = capsys.readouterr()
+    assert out == "token a1 deleted\ntoken b2 deleted\n" and err == "mschedule: token 'nope' not found\n"
+    assert [c[1] for c in fake.calls] == ["/tokens/a1", "/tokens/nope", "/tokens/b2"]
+    assert cli.main(["tokens", "delete", "a1", "b2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"token_id": "a1", "deleted": True},
+                                                   {"token_id": "b2", "deleted": True}]
+    refused = ApiError(403, "role: token.delete needs the admin role; vera's token is viewer")
+    fake = answering({("DELETE", "/tokens/a1"): refused, ("GET", "/audit"): refused})
+    assert cli.main(["tokens", "delete", "a1", "b2"]) == 3
+    assert capsys.readouterr().err == "mschedule: role: token.delete needs the admin role; vera's token is viewer\n"
+    assert len(fake.calls) == 1  # the role is the same for every id: stop at the first
+    assert cli.main(["audit"]) == 3
+    assert capsys.readouterr().err == "mschedule: role: token.delete needs the admin role; vera's token is viewer\n"
+
+
+def test_token_ids_and_audit_actions_complete(monkeypatch):
+    monkeypatch.setenv("MSCHEDULE_URL", "http://sched:1")
+    monkeypatch.setattr(Client, "get", lambda self, path, **kw: [{"token_id": "77aa"}, {"token_id": "9f1c"}])
+    assert cli.TOKEN_IDS("7", parse("tokens", "delete", "x")) == ["77aa"]
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    tokens = next(a for a in commands["tokens"]._actions if a.dest == "tokens_action").choices
+    assert next(a for a in tokens["delete"]._actions if a.dest == "ids").completer is cli.TOKEN_IDS
+    action = next(a for a in commands["audit"]._actions if a.dest == "action")
+    assert action.completer("task.c") == ["task.cancel"]
+
+
+def test_a_task_shows_who_submitted_and_who_cancelled_it():
+    task = snapshot({"a1": "CANCELLED"}, {"a1": "web-1"}, "CANCELLED", 13.0)
+    assert details(task) == []  # a task from before issue 16
+    task.update(created_by="schedule:5c1d", cancelled_by="olga")
+    assert details(task) == ["created by: schedule:5c1d", "cancelled by: olga"]
