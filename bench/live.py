@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.report import spread, write_section  # noqa: E402
+from bench.report import publish, spread  # noqa: E402
 from bench.run import cpu_seconds, log, machine, rss_mb, start_fleet  # noqa: E402
 from tests.integration.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 from tests.integration.harness import PYTHON, ROOT, Stack, wait_until  # noqa: E402
@@ -169,11 +169,7 @@ def main() -> int:
                 runs.append([one_mode(stack, ids, mode, args.seconds) for mode in MODES])
         finally:
             stack.close()
-    Path(args.out).write_text(json.dumps(runs, indent=2) + "\n")
-    text = report(runs, args.seconds)
-    if args.write:
-        write_section(BEGIN, END, text)
-    print(text)
+    publish(runs, args.out, report(runs, args.seconds), (BEGIN, END), args.write)
     return 0
 
 

@@ -14,7 +14,6 @@ Three ways an idle agent can keep its poll open, each on its own master with the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fleet import POLL_MODES, start_fleet, usage  # noqa: E402
-from bench.report import spread, write_section  # noqa: E402
+from bench.report import publish, spread  # noqa: E402
 from mschedule.master.liveness import HeartbeatPolicy  # noqa: E402
 from mschedule.utils.defaults import CONNECT_JITTER, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLL_WAIT  # noqa: E402
 from tests.integration.harness import Stack  # noqa: E402
@@ -100,11 +99,7 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix="mschedule-polls-") as tmp:
                 run.append(one(Path(tmp), args.agents, mode, args.window))
         runs.append(run)
-    Path(args.out).write_text(json.dumps(runs, indent=2) + "\n")
-    text = report(runs, args.agents, args.window)
-    if args.write:
-        write_section(BEGIN, END, text)
-    print(text)
+    publish(runs, args.out, report(runs, args.agents, args.window), (BEGIN, END), args.write)
     return 0
 
 

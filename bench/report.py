@@ -1,6 +1,7 @@
 """What the benchmarks share to report: a median with its run-to-run range, and a section of results.md."""
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -37,3 +38,12 @@ def write_section(begin: str, end: str, text: str, path: Path = RESULTS, first: 
     else:
         new = old.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(new)
+
+
+def publish(runs: list, out: str | Path, text: str, markers: tuple[str, str], write: bool) -> None:
+    """What every benchmark does at its end: the raw runs to ``out`` (JSON), the report ``text`` into its
+    section of results.md (between ``markers``) when asked, and the text on stdout."""
+    Path(out).write_text(json.dumps(runs, indent=2) + "\n")
+    if write:
+        write_section(*markers, text)
+    print(text)

@@ -28,7 +28,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fleet import usage  # noqa: E402
-from bench.report import percentile, spread, write_section  # noqa: E402
+from bench.report import percentile, publish, spread  # noqa: E402
 from tests.integration.harness import Stack, wait_until  # noqa: E402
 from tests.integration.receiver import Receiver  # noqa: E402
 
@@ -189,11 +189,7 @@ def main() -> int:
             run["webhooks"] = webhooks(Path(tmp))
         runs.append(run)
         say(json.dumps(run))
-    Path(args.out).write_text(json.dumps(runs, indent=2) + "\n")
-    text = report(runs)
-    if args.write:
-        write_section(BEGIN, END, text)
-    print(text)
+    publish(runs, args.out, report(runs), (BEGIN, END), args.write)
     return 0
 
 

@@ -11,7 +11,6 @@ must be 0), and the master's CPU and RSS. Agents run with production settings (h
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import percentile, spread, write_section  # noqa: E402
+from bench.report import percentile, publish, spread  # noqa: E402
 from bench.run import cpu_seconds, rss_mb, wait_for  # noqa: E402
 from tests.integration.harness import Stack, wait_until  # noqa: E402
 from tests.integration.zpc import RawPeer  # noqa: E402
@@ -211,11 +210,7 @@ def main() -> int:
             continue
         with tempfile.TemporaryDirectory(prefix="mschedule-storm-") as tmp:
             runs.append(one_run(Path(tmp), args.agents, args.sleep))
-    Path(args.out).write_text(json.dumps(runs, indent=2) + "\n")
-    text = report(runs)
-    if args.write:
-        write_section(BEGIN, END, text)
-    print(text)
+    publish(runs, args.out, report(runs), (BEGIN, END), args.write)
     return 0 if all(r["targets_failed"] == 0 and r["restart_registered_s"] is not None for r in runs) else 1
 
 
