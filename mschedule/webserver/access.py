@@ -30,8 +30,7 @@ from mschedule.webserver.auth import TOKENS, is_public
 
 log = logging.getLogger(__name__)
 
-IDENTITY = "mschedule.identity"
-BODY = "mschedule.body"
+IDENTITY = web.RequestKey("identity", dict)
 RANK = {"viewer": 0, "operator": 1, "admin": 2}
 FILE_USER = "token-file"
 
