@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,32 @@ POLICY: dict[tuple[str, str], Rule] = {
 :data:`ADMIN_READS`."""
 ADMIN_READS = frozenset({"/tokens", "/audit"})
 OBJECT_KEYS = ("task_id", "schedule_id", "token_id", "agent_id", "name")
+MAX_TEXT = 256
+"""Most characters of a text the master keeps in a record (mschedule/master/audit.py): longer ones are cut here."""
+MAX_PARAM_NAMES = 32
+"""Most parameter names a record lists (each cut to 64 characters): the detail stays under the master's 4 KB."""
+WIRE_INT = 2 ** 63
+
+
+def _text(value: str, limit: int = MAX_TEXT) -> str:
+    """``value`` as UTF-8 text (a lone surrogate written as ``\\ud800``) of at most ``limit`` characters.
+
+    A record is built from what the request holds; one the master refuses (too long) or msgpack cannot carry
+    (a surrogate) would leave the request unrecorded and answered 503 or 500: cut it rather than lose it."""
+    text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _scalar(value: Any) -> Any:
+    """A body's value as a record may hold it: text cut, a number msgpack and strict JSON can carry, else its
+    text (``NaN``, ``Infinity`` and integers of more than 64 bits are not JSON a browser reads)."""
+    if isinstance(value, str):
+        return _text(value, 64)
+    if isinstance(value, bool) or (isinstance(value, int) and -WIRE_INT <= value < WIRE_INT):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return _text(repr(value), 32)
 
 
 def _rule(request: web.Request, body: Any) -> Rule | None:
@@ -117,16 +144,19 @@ def _detail(rule: Rule, body: Any) -> dict:
             detail["script_sha256"] = hashlib.sha256(script.encode("utf-8", "replace")).hexdigest()
         return detail
     if rule.action in ("job.run", "task.retry") and isinstance(body.get("params"), dict):
-        return {"params": sorted(str(k) for k in body["params"])[:64]}  # names only, never values
+        names = sorted(_text(str(k), 64) for k in body["params"])  # names only, never values
+        return {"params": names[:MAX_PARAM_NAMES], **({"params_count": len(names)} if len(names) > MAX_PARAM_NAMES
+                                                      else {})}
     if rule.action == "token.create":
-        return {k: body.get(k) for k in ("user", "role", "expires_in") if isinstance(body.get(k), (str, int, float))}
+        return {k: _scalar(body.get(k)) for k in ("user", "role", "expires_in")
+                if isinstance(body.get(k), (str, int, float))}
     return {}
 
 
 def _object(request: web.Request, response: web.StreamResponse | None) -> str | None:
     for key in OBJECT_KEYS:
         if key in request.match_info:
-            return request.match_info[key]
+            return _text(request.match_info[key])
     if isinstance(response, web.Response) and response.content_type == "application/json" and response.body:
         try:
             answer = json.loads(response.body)
@@ -135,7 +165,7 @@ def _object(request: web.Request, response: web.StreamResponse | None) -> str | 
         if isinstance(answer, dict):
             for key in OBJECT_KEYS:
                 if isinstance(answer.get(key), str):
-                    return answer[key]
+                    return _text(answer[key])
     return None
 
 

@@ -1,0 +1,69 @@
+"""Attacks on users, roles and the audit trail through the real web tier and master: requests a stranger or a
+low role could send to escape the trail, break it, or reach outside its token."""
+import http.client
+import json
+
+from tests.integration.harness import Api
+
+
+def _token(stack, **body) -> tuple[str, Api]:
+    status, made = stack.api.post("/tokens", body)
+    assert status == 201, made
+    return made["token"], Api(stack.web_port, made["token"])
+
+
+def _raw(port: int, method: str, path: str, token: str | None = None, body: bytes | None = None,
+         headers: dict | None = None) -> tuple[int, bytes]:
+    """One request sent as given (a path or header urllib would refuse or rewrite)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putheader("Content-Type", "application/json")
+        if token:
+            conn.putheader("Authorization", "Bearer " + token)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        conn.putheader("Content-Length", str(len(body or b"")))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _audit(stack, **query) -> list[dict]:
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    status, rows = stack.api.get(f"/audit?{qs}")
+    assert status == 200, rows
+    return rows
+
+
+def test_every_refused_request_is_recorded_whatever_its_path_or_body_holds(stack):
+    """The web tier builds the record from the request: a 300-character id, a lone surrogate, a NaN, a number of
+    100 digits or long parameter names must not make the master refuse it (no record, a 503 or a 500), and the
+    trail must stay strict JSON (a NaN in it broke the console's Audit view for every admin)."""
+    stack.master()
+    stack.web()
+    viewer_token, viewer = _token(stack, user="vera", role="viewer")
+    port = stack.web_port
+    asks = [
+        ("POST", f"/task/{'a' * 300}/cancel", None, 403),
+        ("DELETE", f"/tokens/{'t' * 300}", None, 403),
+        ("POST", "/tokens", b'{"user": "x", "role": "admin", "expires_in": NaN}', 403),
+        ("POST", "/tokens", b'{"user": "\\ud800", "role": "admin"}', 403),
+        ("POST", "/tokens", b'{"user": "x", "role": "admin", "expires_in": 1' + b"0" * 100 + b"}", 403),
+        ("POST", "/tokens", json.dumps({"user": "u" * 5000, "role": "admin"}).encode(), 403),
+        ("POST", "/job/j/run", json.dumps({"params": {f"p{i}" * 30: 1 for i in range(64)}}).encode(), 403),
+        ("POST", "/job/j/run", b'{"params": {"\\ud800": 1}}', 403),
+    ]
+    for method, path, body, status in asks:
+        assert _raw(port, method, path, viewer_token, body)[0] == status, (method, path[:30], body and body[:40])
+    raw_status, raw_rows = _raw(port, "GET", f"/audit?user=vera&limit={len(asks)}", stack.token)
+    rows = json.loads(raw_rows, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} in the audit")))
+    assert raw_status == 200 and len(rows) == len(asks)
+    assert all(r["status"] == 403 and r["outcome"] == "refused" for r in rows)
+    assert all(len(r["object"] or "") <= 256 for r in rows)
+    # an admin's own failures are recorded too, with the status they got
+    assert _raw(port, "POST", f"/task/{'a' * 300}/cancel", stack.token)[0] == 404
+    assert _audit(stack, action="task.cancel", limit=1)[0]["status"] == 404
+    assert viewer.get("/whoami")[0] == 200
