@@ -109,6 +109,14 @@ def _rule(request: web.Request, body: Any) -> Rule | None:
     return rule
 
 
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _file_identity(token: str, tokens: frozenset[str]) -> dict | None:
     offered = token.encode()
     if any([hmac.compare_digest(offered, t.encode()) for t in tokens]):
@@ -194,6 +202,8 @@ async def _access(request: web.Request, handler) -> web.StreamResponse:
 
     header = request.headers.get("Authorization") or ""
     token = header[len("Bearer "):].strip() if header.startswith("Bearer ") else ""
+    if not _is_text(token):  # bytes that are not UTF-8 (aiohttp keeps them as surrogates): no token of ours
+        return _refused(request, "authorization: missing or wrong bearer token")
     identity = _file_identity(token, tokens) if token else None
     bridge = request.app[BRIDGE]
     if identity is None and token.startswith(TOKEN_PREFIX):  # anything else is no token the master made

@@ -67,3 +67,12 @@ def test_every_refused_request_is_recorded_whatever_its_path_or_body_holds(stack
     assert _raw(port, "POST", f"/task/{'a' * 300}/cancel", stack.token)[0] == 404
     assert _audit(stack, action="task.cancel", limit=1)[0]["status"] == 404
     assert viewer.get("/whoami")[0] == 200
+
+
+def test_a_bearer_token_that_is_not_utf8_is_a_401_not_a_500(stack):
+    stack.master()
+    stack.web()
+    for token in ("\u00ff\u00fe", "ms_\u00ff" + "x" * 40):  # sent as latin-1 bytes: not UTF-8
+        status, body = _raw(stack.web_port, "GET", "/task/targets", token)
+        assert status == 401, body
+    assert stack.api.get("/task/targets")[0] == 200
