@@ -76,3 +76,11 @@ def test_a_bearer_token_that_is_not_utf8_is_a_401_not_a_500(stack):
         status, body = _raw(stack.web_port, "GET", "/task/targets", token)
         assert status == 401, body
     assert stack.api.get("/task/targets")[0] == 200
+
+
+def test_a_role_that_is_not_a_string_is_a_400_naming_role(stack):
+    stack.master()
+    stack.web()
+    for role in (["viewer"], {"x": 1}):
+        status, body = stack.api.post("/tokens", {"user": "a", "role": role})
+        assert (status, body["field"]) == (400, "role"), body
