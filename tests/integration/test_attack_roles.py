@@ -84,3 +84,22 @@ def test_a_role_that_is_not_a_string_is_a_400_naming_role(stack):
     for role in (["viewer"], {"x": 1}):
         status, body = stack.api.post("/tokens", {"user": "a", "role": role})
         assert (status, body["field"]) == (400, "role"), body
+
+
+def test_an_audit_record_the_master_cannot_keep_as_json_is_a_400_over_raw_rpc(stack):
+    """The admin RPC takes any msgpack value: bytes in the detail crashed the store (a TypeError, a traceback
+    in the master's log), a NaN was kept and made GET /audit invalid JSON."""
+    from tests.integration.zpc import RawPeer
+
+    stack.master()
+    stack.web()
+    keys = stack.keys
+    peer = RawPeer(stack.admin_endpoint, keys.public, (keys.admin_public, keys.admin_secret))
+    try:
+        for detail in ({"a": b"\xff"}, {"a": float("nan")}, {"a": [float("inf")]}):
+            name, args = peer.call("audit_record", {"action": "x", "status": 200, "detail": detail}, timeout=5)
+            assert (name, args[0], args[1].split(":")[0]) == ("ERR", "ValidationError", "entry.detail"), args
+    finally:
+        peer.close()
+    status, raw = _raw(stack.web_port, "GET", "/audit", stack.token)
+    assert status == 200 and b"NaN" not in raw and b"Infinity" not in raw
