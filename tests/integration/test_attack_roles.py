@@ -103,3 +103,25 @@ def test_an_audit_record_the_master_cannot_keep_as_json_is_a_400_over_raw_rpc(st
         peer.close()
     status, raw = _raw(stack.web_port, "GET", "/audit", stack.token)
     assert status == 200 and b"NaN" not in raw and b"Infinity" not in raw
+
+
+def test_an_operator_cannot_cancel_a_task_outside_its_selector(stack):
+    """The selector bounds what an operator's token may touch: cancelling stops scripts on every target, so a
+    task reaching outside it is as much a 403 as submitting or retrying one."""
+    stack.master()
+    stack.web()
+    stack.agents(1, extra=("--label", "dc=bj"))
+    stack.agents(1, extra=("--label", "dc=sh"))
+    agents = stack.api.agents()
+    bj = [a for a, info in agents.items() if info["labels"].get("dc") == "bj"]
+    sh = [a for a, info in agents.items() if info["labels"].get("dc") == "sh"]
+    _, beijing = _token(stack, user="bo", role="operator", selector={"labels": {"dc": "bj"}})
+    theirs = stack.api.submit("sleep 30", sh + bj)
+    status, body = beijing.post(f"/task/{theirs}/cancel")
+    assert status == 403 and body["field"] == "targets" and sh[0] in body["error"], body
+    assert stack.api.get(f"/task/{theirs}")[1]["state"] != "CANCELLED"
+    row = _audit(stack, user="bo", action="task.cancel")[0]
+    assert (row["outcome"], row["object"]) == ("refused", theirs)
+    mine = beijing.submit("sleep 30", bj)
+    assert beijing.post(f"/task/{mine}/cancel")[1]["cancelled_by"] == "bo"
+    assert stack.api.post(f"/task/{theirs}/cancel")[0] == 200
