@@ -10,7 +10,8 @@ One middleware (:func:`access`) does, for every request but the public paths:
    the targets): a task reaching outside is its 403.
 3. **Recorded**: a request of an action, allowed or refused (403) and whatever its outcome, is recorded with the
    master (``audit_record``, committed) *before* it is answered; if that fails the answer is 503. Requests
-   without a valid token are logged, not recorded, so an anonymous flood cannot fill the trail.
+   without a valid token are logged (one line per REFUSAL_LOG_EVERY seconds), not recorded, so an anonymous
+   flood can fill neither the trail nor the log.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import hmac
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,6 +261,30 @@ def _audit_failed(rule: Rule, entry: dict, response: web.StreamResponse, exc: Ex
                        f"{'was not done' if undone else 'may have been done'}: check before retrying")
 
 
+REFUSAL_LOG_EVERY = 10.0
+"""Seconds between two WARNING lines about 401s: anyone can send them in a loop, and one line each filled the
+disk (about 100 bytes per request, thousands a second); the next line says how many were not logged."""
+
+
+class _RefusalLog:
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.last = -REFUSAL_LOG_EVERY
+        self.skipped = 0
+
+    def warn(self, request: web.Request) -> None:
+        now = self.clock()
+        if now - self.last < REFUSAL_LOG_EVERY:
+            self.skipped += 1
+            return
+        self.last, skipped, self.skipped = now, self.skipped, 0
+        log.warning("401 %s %s from %s%s", request.method, request.path[:200], request.remote,
+                    f" (and {skipped} more 401s in the last {REFUSAL_LOG_EVERY:.0f}s, not logged)" if skipped else "")
+
+
+_REFUSALS = _RefusalLog()
+
+
 def _refused(request: web.Request, message: str) -> web.Response:
-    log.warning("401 %s %s from %s", request.method, request.path, request.remote)
+    _REFUSALS.warn(request)
     return _error(401, message)

@@ -125,3 +125,38 @@ def test_an_operator_cannot_cancel_a_task_outside_its_selector(stack):
     mine = beijing.submit("sleep 30", bj)
     assert beijing.post(f"/task/{mine}/cancel")[1]["cancelled_by"] == "bo"
     assert stack.api.post(f"/task/{theirs}/cancel")[0] == 200
+
+
+def test_an_anonymous_flood_fills_neither_the_trail_nor_the_web_tier_s_log(stack):
+    """2000 requests with random ms_ tokens: each a 401, the master answers the real ones all along, the trail
+    gets nothing and the web tier's log a few lines that count the others (it wrote one line each)."""
+    import os
+    import secrets
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack.master()
+    web = stack.web()
+    before = len(_audit(stack, limit=1000))
+    size = os.path.getsize(web.log_path)
+
+    def flood(_: int) -> set[int]:
+        conn = http.client.HTTPConnection("127.0.0.1", stack.web_port, timeout=30)
+        statuses = set()
+        for _ in range(250):
+            conn.request("POST", "/tokens", body=b'{"user": "x", "role": "admin"}',
+                         headers={"Authorization": "Bearer ms_" + secrets.token_urlsafe(32)})
+            response = conn.getresponse()
+            response.read()
+            statuses.add(response.status)
+        conn.close()
+        return statuses
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        statuses = set().union(*pool.map(flood, range(8)))
+        answered = stack.api.get("/task/targets")[0]
+    assert statuses == {401} and answered == 200
+    assert len(_audit(stack, limit=1000)) == before
+    grown = os.path.getsize(web.log_path) - size
+    assert grown < 4000 * (1 + (time.monotonic() - started) / 10), f"{grown} bytes of log for 2000 refusals"
