@@ -34,6 +34,7 @@ from mschedule.webserver.auth import TOKENS, is_public
 log = logging.getLogger(__name__)
 
 IDENTITY = "mschedule.identity"
+TOKEN = "mschedule.token"
 BODY = "mschedule.body"
 RANK = {"viewer": 0, "operator": 1, "admin": 2}
 FILE_USER = "token-file"
@@ -221,6 +222,7 @@ async def _access(request: web.Request, handler) -> web.StreamResponse:
     if identity is None:
         return _refused(request, "authorization: missing or wrong bearer token")
     request[IDENTITY] = identity
+    request[TOKEN] = token
     too_large = None
     response: web.StreamResponse
     try:
@@ -252,6 +254,29 @@ async def _access(request: web.Request, handler) -> web.StreamResponse:
     except TRANSPORT_ERRORS as exc:
         return _audit_failed(rule, entry, response, exc)
     return response
+
+
+async def revoked(request: web.Request) -> str | None:
+    """The 401 message once the request's token is no longer valid (revoked, expired, gone from the token
+    file), else None; for a request that outlives the check made when it came (an event stream), which asks
+    again now and then. A master that cannot answer revokes nothing: the stream's own next call will fail."""
+    identity = request.get(IDENTITY)
+    if identity is None:  # --insecure
+        return None
+    from mschedule.webserver.routes import BRIDGE  # routes imports this module
+
+    token = request.get(TOKEN, "")
+    if str(identity.get("token_id", "")).startswith("file:"):
+        if _file_identity(token, request.app[TOKENS].tokens) is None:
+            return "authorization: the token was removed from the token file"
+        return None
+    try:
+        await request.app[BRIDGE].call("authenticate", token)
+    except zerorpc.RemoteError as exc:
+        return exc.msg if exc.name == "Unauthenticated" else None
+    except TRANSPORT_ERRORS:
+        return None
+    return None
 
 
 def _audit_failed(rule: Rule, entry: dict, response: web.StreamResponse, exc: Exception) -> web.Response:

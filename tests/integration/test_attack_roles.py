@@ -160,3 +160,29 @@ def test_an_anonymous_flood_fills_neither_the_trail_nor_the_web_tier_s_log(stack
     assert len(_audit(stack, limit=1000)) == before
     grown = os.path.getsize(web.log_path) - size
     assert grown < 4000 * (1 + (time.monotonic() - started) / 10), f"{grown} bytes of log for 2000 refusals"
+
+
+def test_an_event_stream_ends_once_its_token_is_revoked(stack):
+    """Every request is checked, but an event stream is one request that can last as long as its task: a
+    revoked viewer kept reading a running task's output for as long as it ran."""
+    import time
+
+    ids = stack.up(1)
+    made = stack.api.post("/tokens", {"user": "vera", "role": "viewer"})[1]
+    task = stack.api.submit("for i in $(seq 1 200); do echo line $i; sleep 0.1; done", ids)
+    conn = http.client.HTTPConnection("127.0.0.1", stack.web_port, timeout=30)
+    conn.request("GET", f"/task/{task}/events", headers={"Authorization": "Bearer " + made["token"]})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.readline()  # the stream runs
+    assert stack.api.request("DELETE", f"/tokens/{made['token_id']}")[0] == 200
+    revoked = time.monotonic()
+    tail = b""
+    while time.monotonic() - revoked < 12:
+        line = response.readline()
+        if not line:
+            break
+        tail = (tail + line)[-2000:]
+    conn.close()
+    assert time.monotonic() - revoked < 12, "the stream still ran 12 s after its token was revoked"
+    assert b"event: error" in tail and b"authorization" in tail, tail
