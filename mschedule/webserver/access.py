@@ -143,8 +143,13 @@ async def _body(request: web.Request) -> Any:
         return None  # the route answers the bad body
 
 
-def _detail(rule: Rule, body: Any) -> dict:
-    """A short, secret-free description of what was asked."""
+def _detail(rule: Rule, body: Any, response: web.StreamResponse | None = None) -> dict:
+    """A short, secret-free description of what was asked (and, for a bulk key decision, which agents it
+    decided: ``all_pending`` names none)."""
+    if rule.action.startswith("key.") and isinstance(response, web.Response):
+        decided = _bulk_results(response)
+        if decided is not None:
+            return decided
     if not isinstance(body, dict):
         return {}
     if rule.action == "task.submit":
@@ -162,6 +167,22 @@ def _detail(rule: Rule, body: Any) -> dict:
         return {k: _scalar(body.get(k)) for k in ("user", "role", "expires_in")
                 if isinstance(body.get(k), (str, int, float))}
     return {}
+
+
+def _bulk_results(response: web.Response) -> dict | None:
+    """``{agents, done, failed}`` of a bulk key answer (``{"done", "failed", "results": [{agent_id, ok}]}``); None
+    for any other answer. At most MAX_PARAM_NAMES agents are named (``done`` counts them all)."""
+    if response.content_type != "application/json" or not response.body:
+        return None
+    try:
+        answer = json.loads(response.body)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(answer, dict) or not isinstance(answer.get("results"), list):
+        return None
+    agents = [_text(str(r.get("agent_id")), 64) for r in answer["results"] if isinstance(r, dict) and r.get("ok")]
+    return {"agents": agents[:MAX_PARAM_NAMES], "done": _scalar(answer.get("done")),
+            "failed": _scalar(answer.get("failed"))}
 
 
 def _object(request: web.Request, response: web.StreamResponse | None) -> str | None:
@@ -242,7 +263,7 @@ async def _access(request: web.Request, handler) -> web.StreamResponse:
         return response
     entry = {"user": identity["user"], "token_id": identity["token_id"], "role": identity["role"],
              "action": rule.action, "object": _object(request, response), "client": request.remote,
-             "status": response.status, "detail": _detail(rule, body)}
+             "status": response.status, "detail": _detail(rule, body, response)}
     try:
         await bridge.call("audit_record", entry)
     except zerorpc.RemoteError as exc:

@@ -3,7 +3,7 @@ low role could send to escape the trail, break it, or reach outside its token.""
 import http.client
 import json
 
-from tests.integration.harness import Api
+from tests.integration.harness import Api, wait_until
 
 
 def _token(stack, **body) -> tuple[str, Api]:
@@ -186,3 +186,21 @@ def test_an_event_stream_ends_once_its_token_is_revoked(stack):
     conn.close()
     assert time.monotonic() - revoked < 12, "the stream still ran 12 s after its token was revoked"
     assert b"event: error" in tail and b"authorization" in tail, tail
+
+
+def test_a_bulk_key_decision_s_record_names_the_agents_it_decided(stack):
+    """POST /keys/accept {"all_pending": true} accepts keys nobody named in the request: its record had no object
+    and an empty detail, so the trail could not say which agents were let in."""
+    stack.master(auto_accept=False)
+    stack.web()
+    stack.agents(2, wait=False)
+
+    def pending() -> list[str]:
+        return sorted(k["agent_id"] for k in stack.api.get("/keys")[1] if k["state"] == "pending")
+
+    ids = wait_until(lambda: len(pending()) == 2 and pending(), 20, what="two keys pending")
+    assert stack.api.post("/keys/accept", {"all_pending": True})[0] == 200
+    row = _audit(stack, action="key.accept", limit=1)[0]
+    assert sorted(row["detail"]["agents"]) == ids and row["detail"]["done"] == 2, row
+    assert stack.api.post("/keys/delete", {"agent_ids": ids[:1]})[0] == 200
+    assert _audit(stack, action="key.delete", limit=1)[0]["detail"]["agents"] == ids[:1]
