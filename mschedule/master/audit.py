@@ -54,9 +54,13 @@ class AuditLog:
         clean["outcome"] = ("refused" if clean["status"] in (401, 403) else
                             "done" if clean["status"] < 400 else "failed")
         detail = entry.get("detail") or {}
-        if not isinstance(detail, dict) or len(json.dumps(detail, default=str)) > MAX_DETAIL:
-            raise ValidationError(f"entry.detail: expected an object of at most {MAX_DETAIL} bytes as JSON",
-                                  field="entry.detail")
+        try:  # strict JSON: bytes could not be stored, a NaN would make GET /audit JSON no browser reads
+            size = len(json.dumps(detail, allow_nan=False)) if isinstance(detail, dict) else None
+        except (TypeError, ValueError, RecursionError):
+            size = None
+        if size is None or size > MAX_DETAIL:
+            raise ValidationError(f"entry.detail: expected an object of at most {MAX_DETAIL} bytes as strict JSON "
+                                  "(text, finite numbers, true, false, null, arrays, objects)", field="entry.detail")
         clean["detail"] = detail
         self.storage.add_audit(clean)
         self._append(clean)

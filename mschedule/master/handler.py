@@ -293,8 +293,15 @@ class AdminHandler:
     def _check_scope(self, spec: TaskSpec, scope: dict) -> None:
         """Every target of ``spec`` must match ``scope`` (an operator token's selector)."""
         try:
-            allowed = set(self._scheduler.select(scope, field="scope"))
             targets = self._scheduler.resolve_targets(spec)
+        except NotFound as exc:
+            raise ValidationError(exc.message, field=exc.field) from None
+        self._check_scope_of(targets, scope)
+
+    def _check_scope_of(self, targets: list[str], scope: dict) -> None:
+        """Unauthorized (403, ``targets``) naming the agents of ``targets`` that ``scope`` does not pick."""
+        try:
+            allowed = set(self._scheduler.select(scope, field="scope"))
         except NotFound as exc:
             raise ValidationError(exc.message, field=exc.field) from None
         outside = [a for a in targets if a not in allowed]
@@ -324,11 +331,14 @@ class AdminHandler:
 
     @commits
     def cancel_task(self, task_id: Any, actor: Any = None) -> dict:
-        """Cancel a task (see Scheduler.cancel); answers its summary; the task records who cancelled it."""
+        """Cancel a task (see Scheduler.cancel); answers its summary; the task records who cancelled it. An
+        operator's selector must pick every target of it (Unauthorized otherwise)."""
         if not isinstance(task_id, str) or not task_id:
             raise ValidationError("task_id: expected a non-empty string", field="task_id")
-        user, _ = _actor(actor)
+        user, scope = _actor(actor)
         task = self._storage.get_task(task_id)
+        if task is not None and scope is not None:  # an operator stops only what it could have started
+            self._check_scope_of([a for a in task.targets if a in self._storage.agents], scope)
         first = task is not None and task.state is not State.CANCELLED
         task = self._scheduler.cancel(task_id)
         if first:

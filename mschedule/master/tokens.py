@@ -58,7 +58,7 @@ class Tokens:
         if not isinstance(user, str) or not USER.fullmatch(user):
             raise ValidationError("user: expected a user name of 1 to 64 letters, digits and . _ @ -", field="user")
         role = body.get("role")
-        if role not in {r.value for r in Role}:
+        if not isinstance(role, str) or role not in {r.value for r in Role}:
             raise ValidationError(f"role: expected one of {', '.join(r.value for r in Role)}", field="role")
         expires_in = number(body.get("expires_in"), "expires_in", 1, MAX_EXPIRES_IN, default=None, hint="seconds")
         selector = validate_selector(body.get("selector"))

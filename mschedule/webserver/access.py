@@ -10,7 +10,8 @@ One middleware (:func:`access`) does, for every request but the public paths:
    the targets): a task reaching outside is its 403.
 3. **Recorded**: a request of an action, allowed or refused (403) and whatever its outcome, is recorded with the
    master (``audit_record``, committed) *before* it is answered; if that fails the answer is 503. Requests
-   without a valid token are logged, not recorded, so an anonymous flood cannot fill the trail.
+   without a valid token are logged (one line per REFUSAL_LOG_EVERY seconds), not recorded, so an anonymous
+   flood can fill neither the trail nor the log.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import hashlib
 import hmac
 import json
 import logging
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,7 @@ from mschedule.webserver.auth import TOKENS, is_public
 log = logging.getLogger(__name__)
 
 IDENTITY = web.RequestKey("identity", dict)
+TOKEN = web.RequestKey("token", str)
 RANK = {"viewer": 0, "operator": 1, "admin": 2}
 FILE_USER = "token-file"
 
@@ -67,6 +71,32 @@ POLICY: dict[tuple[str, str], Rule] = {
 :data:`ADMIN_READS`."""
 ADMIN_READS = frozenset({"/tokens", "/audit"})
 OBJECT_KEYS = ("task_id", "schedule_id", "token_id", "agent_id", "name")
+MAX_TEXT = 256
+"""Most characters of a text the master keeps in a record (mschedule/master/audit.py): longer ones are cut here."""
+MAX_PARAM_NAMES = 32
+"""Most parameter names a record lists (each cut to 64 characters): the detail stays under the master's 4 KB."""
+WIRE_INT = 2 ** 63
+
+
+def _text(value: str, limit: int = MAX_TEXT) -> str:
+    """``value`` as UTF-8 text (a lone surrogate written as ``\\ud800``) of at most ``limit`` characters.
+
+    A record is built from what the request holds; one the master refuses (too long) or msgpack cannot carry
+    (a surrogate) would leave the request unrecorded and answered 503 or 500: cut it rather than lose it."""
+    text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _scalar(value: Any) -> Any:
+    """A body's value as a record may hold it: text cut, a number msgpack and strict JSON can carry, else its
+    text (``NaN``, ``Infinity`` and integers of more than 64 bits are not JSON a browser reads)."""
+    if isinstance(value, str):
+        return _text(value, 64)
+    if isinstance(value, bool) or (isinstance(value, int) and -WIRE_INT <= value < WIRE_INT):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return _text(repr(value), 32)
 
 
 def _rule(request: web.Request, body: Any) -> Rule | None:
@@ -79,6 +109,14 @@ def _rule(request: web.Request, body: Any) -> Rule | None:
         # enabling or disabling is an operator's; changing what a schedule runs is an admin's
         return Rule("schedule.enable" if body["enabled"] is True else "schedule.disable", "operator")
     return rule
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _file_identity(token: str, tokens: frozenset[str]) -> dict | None:
@@ -104,8 +142,13 @@ async def _body(request: web.Request) -> Any:
         return None  # the route answers the bad body
 
 
-def _detail(rule: Rule, body: Any) -> dict:
-    """A short, secret-free description of what was asked."""
+def _detail(rule: Rule, body: Any, response: web.StreamResponse | None = None) -> dict:
+    """A short, secret-free description of what was asked (and, for a bulk key decision, which agents it
+    decided: ``all_pending`` names none)."""
+    if rule.action.startswith("key.") and isinstance(response, web.Response):
+        decided = _bulk_results(response)
+        if decided is not None:
+            return decided
     if not isinstance(body, dict):
         return {}
     if rule.action == "task.submit":
@@ -116,16 +159,35 @@ def _detail(rule: Rule, body: Any) -> dict:
             detail["script_sha256"] = hashlib.sha256(script.encode("utf-8", "replace")).hexdigest()
         return detail
     if rule.action in ("job.run", "task.retry") and isinstance(body.get("params"), dict):
-        return {"params": sorted(str(k) for k in body["params"])[:64]}  # names only, never values
+        names = sorted(_text(str(k), 64) for k in body["params"])  # names only, never values
+        return {"params": names[:MAX_PARAM_NAMES], **({"params_count": len(names)} if len(names) > MAX_PARAM_NAMES
+                                                      else {})}
     if rule.action == "token.create":
-        return {k: body.get(k) for k in ("user", "role", "expires_in") if isinstance(body.get(k), (str, int, float))}
+        return {k: _scalar(body.get(k)) for k in ("user", "role", "expires_in")
+                if isinstance(body.get(k), (str, int, float))}
     return {}
+
+
+def _bulk_results(response: web.Response) -> dict | None:
+    """``{agents, done, failed}`` of a bulk key answer (``{"done", "failed", "results": [{agent_id, ok}]}``); None
+    for any other answer. At most MAX_PARAM_NAMES agents are named (``done`` counts them all)."""
+    if response.content_type != "application/json" or not response.body:
+        return None
+    try:
+        answer = json.loads(response.body)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(answer, dict) or not isinstance(answer.get("results"), list):
+        return None
+    agents = [_text(str(r.get("agent_id")), 64) for r in answer["results"] if isinstance(r, dict) and r.get("ok")]
+    return {"agents": agents[:MAX_PARAM_NAMES], "done": _scalar(answer.get("done")),
+            "failed": _scalar(answer.get("failed"))}
 
 
 def _object(request: web.Request, response: web.StreamResponse | None) -> str | None:
     for key in OBJECT_KEYS:
         if key in request.match_info:
-            return request.match_info[key]
+            return _text(request.match_info[key])
     if isinstance(response, web.Response) and response.content_type == "application/json" and response.body:
         try:
             answer = json.loads(response.body)
@@ -134,7 +196,7 @@ def _object(request: web.Request, response: web.StreamResponse | None) -> str | 
         if isinstance(answer, dict):
             for key in OBJECT_KEYS:
                 if isinstance(answer.get(key), str):
-                    return answer[key]
+                    return _text(answer[key])
     return None
 
 
@@ -163,6 +225,8 @@ async def _access(request: web.Request, handler) -> web.StreamResponse:
 
     header = request.headers.get("Authorization") or ""
     token = header[len("Bearer "):].strip() if header.startswith("Bearer ") else ""
+    if not _is_text(token):  # bytes that are not UTF-8 (aiohttp keeps them as surrogates): no token of ours
+        return _refused(request, "authorization: missing or wrong bearer token")
     identity = _file_identity(token, tokens) if token else None
     bridge = request.app[BRIDGE]
     if identity is None and token.startswith(TOKEN_PREFIX):  # anything else is no token the master made
@@ -178,6 +242,7 @@ async def _access(request: web.Request, handler) -> web.StreamResponse:
     if identity is None:
         return _refused(request, "authorization: missing or wrong bearer token")
     request[IDENTITY] = identity
+    request[TOKEN] = token
     too_large = None
     response: web.StreamResponse
     try:
@@ -197,7 +262,7 @@ async def _access(request: web.Request, handler) -> web.StreamResponse:
         return response
     entry = {"user": identity["user"], "token_id": identity["token_id"], "role": identity["role"],
              "action": rule.action, "object": _object(request, response), "client": request.remote,
-             "status": response.status, "detail": _detail(rule, body)}
+             "status": response.status, "detail": _detail(rule, body, response)}
     try:
         await bridge.call("audit_record", entry)
     except zerorpc.RemoteError as exc:
@@ -211,6 +276,29 @@ async def _access(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
+async def revoked(request: web.Request) -> str | None:
+    """The 401 message once the request's token is no longer valid (revoked, expired, gone from the token
+    file), else None; for a request that outlives the check made when it came (an event stream), which asks
+    again now and then. A master that cannot answer revokes nothing: the stream's own next call will fail."""
+    identity = request.get(IDENTITY)
+    if identity is None:  # --insecure
+        return None
+    from mschedule.webserver.routes import BRIDGE  # routes imports this module
+
+    token = request.get(TOKEN, "")
+    if str(identity.get("token_id", "")).startswith("file:"):
+        if _file_identity(token, request.app[TOKENS].tokens) is None:
+            return "authorization: the token was removed from the token file"
+        return None
+    try:
+        await request.app[BRIDGE].call("authenticate", token)
+    except zerorpc.RemoteError as exc:
+        return exc.msg if exc.name == "Unauthenticated" else None
+    except TRANSPORT_ERRORS:
+        return None
+    return None
+
+
 def _audit_failed(rule: Rule, entry: dict, response: web.StreamResponse, exc: Exception) -> web.Response:
     log.error("audit record of %s %s by %s not committed: %s", rule.action, entry["object"], entry["user"], exc)
     undone = response.status in (400, 401, 403, 404, 405, 409, 413)
@@ -218,6 +306,30 @@ def _audit_failed(rule: Rule, entry: dict, response: web.StreamResponse, exc: Ex
                        f"{'was not done' if undone else 'may have been done'}: check before retrying")
 
 
+REFUSAL_LOG_EVERY = 10.0
+"""Seconds between two WARNING lines about 401s: anyone can send them in a loop, and one line each filled the
+disk (about 100 bytes per request, thousands a second); the next line says how many were not logged."""
+
+
+class _RefusalLog:
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.last = -REFUSAL_LOG_EVERY
+        self.skipped = 0
+
+    def warn(self, request: web.Request) -> None:
+        now = self.clock()
+        if now - self.last < REFUSAL_LOG_EVERY:
+            self.skipped += 1
+            return
+        self.last, skipped, self.skipped = now, self.skipped, 0
+        log.warning("401 %s %s from %s%s", request.method, request.path[:200], request.remote,
+                    f" (and {skipped} more 401s in the last {REFUSAL_LOG_EVERY:.0f}s, not logged)" if skipped else "")
+
+
+_REFUSALS = _RefusalLog()
+
+
 def _refused(request: web.Request, message: str) -> web.Response:
-    log.warning("401 %s %s from %s", request.method, request.path, request.remote)
+    _REFUSALS.warn(request)
     return _error(401, message)

@@ -106,6 +106,8 @@ async def serve(args) -> None:
     if args.max_targets is not None:
         log.warning("--max-targets %d is deprecated and ignored by the web tier: the master validates tasks, "
                     "give the master --max-targets (or MSCHEDULE_MAX_TARGETS)", args.max_targets)
+    # from the start, not once serving: a SIGHUP while waiting for the master (a log rotation) killed the process
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, tokens.reload)
     bridge = MasterBridge(args.master, timeout=args.rpc_timeout, curve=curve)
     bridge.start()
     try:
@@ -127,7 +129,6 @@ async def serve(args) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, tokens.reload)  # was the default: the process died
         try:
             await stop.wait()
             log.info("web tier stopping")

@@ -16,6 +16,7 @@ import codecs
 import json
 import logging
 import socket
+import time
 from typing import Any
 
 import zerorpc
@@ -26,7 +27,7 @@ from mschedule.transport import TRANSPORT_ERRORS
 from mschedule.utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_RESULT_WAIT
 from mschedule.utils.exceptions import MScheduleError, ValidationError
 from mschedule.utils.selectors import matches, parse_label_filters
-from mschedule.webserver.access import IDENTITY, access, actor
+from mschedule.webserver.access import IDENTITY, access, actor, revoked
 from mschedule.webserver.auth import TOKENS, TokenFile
 from mschedule.webserver.metrics import METRICS, WebMetrics, measure
 from mschedule.webserver.openapi import OPENAPI
@@ -311,6 +312,9 @@ STREAM_SEND_BUFFER = 64 * 1024
 kernel (100 streams: hundreds of MB) and a write only blocks, and times out, once they are full."""
 STREAM_WAIT = 15.0
 """Seconds each poll of a stream waits on the master; a quiet stream gets a keep-alive comment this often."""
+STREAM_RECHECK = 5.0
+"""Seconds between two checks that a stream's token is still valid: a stream lasts as long as its task, and a
+revoked or expired token must stop reading it (the stream ends with an ``error`` event)."""
 
 
 def _sse(event: dict) -> bytes:
@@ -377,6 +381,7 @@ def _cursor_header(request: web.Request) -> str | None:
 async def _stream_task_events(request: web.Request, cursor: str | None) -> web.StreamResponse:
     task_id = request.match_info["task_id"]
     text = _OutputText()
+    checked = time.monotonic()
     # the first answer before the response starts: an unknown task is a JSON 404 like any other
     answer = await call_master(request, "task_events", task_id, cursor, 0)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
@@ -403,6 +408,14 @@ async def _stream_task_events(request: web.Request, cursor: str | None) -> web.S
             transport = request.transport
             if transport is None or transport.is_closing():
                 break
+            if time.monotonic() - checked >= STREAM_RECHECK:
+                checked = time.monotonic()
+                refusal = await revoked(request)
+                if refusal is not None:
+                    log.info("events of task %s: the token is no longer valid (%s); stream closed", task_id, refusal)
+                    await _write_quietly(response, _sse({"id": cursor, "event": "error",
+                                                         "data": {"error": refusal, "field": "authorization"}}))
+                    break
             answer = await call_master(request, "task_events", task_id, cursor, STREAM_WAIT,
                                        timeout=STREAM_WAIT + RPC_WAIT_MARGIN)
     except ApiError as exc:  # the response has started: the error goes as an event, then the stream ends

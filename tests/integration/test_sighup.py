@@ -5,7 +5,7 @@ import json
 import signal
 import time
 
-from tests.integration.harness import Api, wait_until
+from tests.integration.harness import Api, _port_open, scaled, wait_until
 from tests.integration.receiver import Receiver
 
 
@@ -68,3 +68,20 @@ def test_healthz_needs_no_token_and_says_only_up_or_down(stack):
     assert anonymous.get("/healthz") == (503, {"status": "down"})
     stack.master()
     wait_until(lambda: anonymous.get("/healthz")[0] == 200, 15, what="healthz up again")
+
+
+def test_sighup_while_the_web_tier_waits_for_its_master_does_not_kill_it(stack):
+    """The web tier waits up to --master-wait for the master before it serves; a SIGHUP then (a log rotation,
+    systemd's reload) was the default action: the process died."""
+    web = stack._start("web", ["appwebserver.py", "--master", stack.admin_endpoint, "--port", str(stack.web_port),
+                               "--master-key", stack.keys.public_path, "--client-key", stack.keys.admin_secret_path,
+                               "--token-file", str(stack.token_file), "--master-wait", "30"])
+    time.sleep(scaled(2))  # started, waiting for a master that is not there
+    for _ in range(20):
+        web.popen.send_signal(signal.SIGHUP)
+        time.sleep(0.01)
+    time.sleep(0.5)
+    assert web.alive(), web.log()
+    stack.master()
+    wait_until(lambda: _port_open(stack.web_port) and _status(stack.api) == 200, 30,
+               what="the web tier serving once the master is up")
