@@ -190,6 +190,17 @@ def admin_call(args, state_dir: str, *call: Any) -> Any:
         client.close()
 
 
+CLI_USER = "appserver.py"
+"""The audit trail's user for what is done with the master's own command line (its host's admin credential)."""
+
+
+def audit_cli(args, state_dir: str, action: str, obj: str | None, detail: dict | None = None) -> None:
+    """Record a change made from the master's command line before telling the operator it is done, as the web
+    tier does for HTTP (the record's client is the master's host)."""
+    admin_call(args, state_dir, "audit_record", {"user": CLI_USER, "role": "admin", "action": action, "object": obj,
+                                                 "client": "master-host", "status": 200, "detail": detail or {}})
+
+
 def tokens_command(args, state_dir: str) -> int:
     """``tokens ...`` on the master's host: how the first admin gets a token (the secret is printed once)."""
     action = args.command[1]
@@ -202,11 +213,13 @@ def tokens_command(args, state_dir: str) -> int:
         body = {"user": args.user, "role": args.role}
         if args.expires_in:
             body["expires_in"] = args.expires_in
-        made = admin_call(args, state_dir, "token_create", body, {"user": "appserver.py", "selector": None})
+        made = admin_call(args, state_dir, "token_create", body, {"user": CLI_USER, "selector": None})
+        audit_cli(args, state_dir, "token.create", made["token_id"], {"user": made["user"], "role": made["role"]})
         sys.stderr.write(f"token {made['token_id']} for {made['user']} ({made['role']}); shown once:\n")
         sys.stdout.write(made["token"] + "\n")
         return 0
     admin_call(args, state_dir, "token_delete", args.command[2])
+    audit_cli(args, state_dir, "token.delete", args.command[2])
     sys.stdout.write(f"deleted   {args.command[2]}\n")
     return 0
 
@@ -224,6 +237,10 @@ def keys_command(args, state_dir: str) -> int:
         body = {"all_pending": True} if args.all_pending else {"agent_ids": ids}
         call = ("keys_delete_many", body) if action == "delete" else ("keys_decide_many", action, body)
     reply = admin_call(args, state_dir, *call)
+    if action != "list":
+        done = [r["agent_id"] for r in reply["results"] if r["ok"]]
+        audit_cli(args, state_dir, f"key.{action}", None, {"agents": done[:32], "done": reply["done"],
+                                                           "failed": reply["failed"]})
     if action == "list":
         for key in reply:
             sys.stdout.write(f"{key['state']:9} {key['agent_id']}  {key['hostname']:20} {','.join(key['ip']):16} "

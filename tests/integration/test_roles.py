@@ -123,4 +123,7 @@ def test_the_first_admin_token_from_the_master_s_command_line_and_the_audit_log_
     assert "root" in listed.stdout and "admin" in listed.stdout and made.stdout.strip() not in listed.stdout
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert any(r["user"] == "root" and r["action"] == "task.submit" for r in lines)
+    # what the master's own command line changed is in the trail too, before it printed the token
+    created = [r for r in lines if r["action"] == "token.create"]
+    assert created and created[0]["user"] == "appserver.py" and created[0]["detail"]["user"] == "root"
     assert oct(log.stat().st_mode & 0o777) == "0o600"
