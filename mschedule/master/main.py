@@ -12,6 +12,7 @@ from typing import Any
 
 from mschedule import __version__
 from mschedule.master import MasterKeys, MasterServer
+from mschedule.master.migrations import SchemaTooNew
 from mschedule.master.notifications import DEFAULT_RETRY_BASE, DEFAULT_RETRY_FOR
 from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock
 from mschedule.master.server import BindError, MasterSettings, ServingLoopDied
@@ -275,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
         storage = open_storage(db)
     except sqlite3.Error as exc:
         fail(f"cannot open database {db}: {exc}")
+    except SchemaTooNew as exc:
+        fail(str(exc))
     settings = MasterSettings(
         bind=args.bind, admin_bind=args.admin_bind, agent_timeout=args.agent_timeout,
         heartbeat_interval=args.heartbeat_interval, max_heartbeat_rate=args.max_heartbeat_rate,

@@ -25,6 +25,7 @@ from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 
 from mschedule.master import metrics
+from mschedule.master.migrations import migrate
 from mschedule.master.storage import (
     AgentRecord,
     KeyRecord,
@@ -121,10 +122,11 @@ class SQLiteStorage(Storage):
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # an acknowledged result survives a power cut too
-        conn.executescript(SCHEMA)
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
-        if "extra" not in columns:  # a database from before selectors and batches
-            conn.execute("ALTER TABLE tasks ADD COLUMN extra TEXT")
+        try:
+            migrate(conn, SCHEMA, self.path)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     # ---- load -----------------------------------------------------------------------------
