@@ -111,8 +111,17 @@ def test_ctrl_c_detaches_then_follow_and_cancel_exit_2(fleet, tmp_path):
     try:
         task = wait_until(lambda: (t := _newest_task(fleet)) and t["task_id"] != before and t["state"] == "RUNNING"
                           and t, 15, what="the task running")
+        # the task may run before the CLI has its POST's answer (a loaded machine): a Ctrl-C then interrupts the
+        # submit, not the follow. Wait for the follow's first progress line (no terminal: a plain line on stderr)
+        seen = ""
+        deadline = time.monotonic() + 15
+        while task["task_id"] not in seen and time.monotonic() < deadline:
+            if select.select([follower.stderr], [], [], 0.2)[0]:
+                seen += follower.stderr.readline()
+        assert task["task_id"] in seen, seen
         follower.send_signal(signal.SIGINT)  # no terminal: detach, do not cancel
         out, err = follower.communicate(timeout=10)
+        err = seen + err
     finally:
         follower.kill()
     assert follower.returncode == 130, (out, err)
