@@ -16,13 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 from mschedule.master.storage import Storage
+from mschedule.utils.defaults import MAX_AUDIT_TEXT
 from mschedule.utils.exceptions import ValidationError
 from mschedule.utils.validate import describe, integer, number
 
 log = logging.getLogger(__name__)
 
 FIELDS = {"user": str, "token_id": str, "role": str, "action": str, "object": str, "client": str}
-MAX_TEXT = 256
+MAX_TEXT = MAX_AUDIT_TEXT
 MAX_DETAIL = 4096
 MAX_LIMIT = 1000
 

@@ -109,3 +109,7 @@ TIMEOUT_EXIT_CODE = 124
 
 TOKEN_PREFIX = "ms_"
 """How every API token the master makes starts; the web tier asks the master only about tokens that do."""
+
+MAX_AUDIT_TEXT = 256
+"""Most characters of each text field of an audit record: the master refuses longer ones (mschedule/master/audit.py),
+the web tier cuts what it records to fit (mschedule/webserver/access.py)."""

@@ -28,7 +28,7 @@ import zerorpc
 from aiohttp import web
 
 from mschedule.transport import TRANSPORT_ERRORS
-from mschedule.utils.defaults import TOKEN_PREFIX
+from mschedule.utils.defaults import MAX_AUDIT_TEXT, TOKEN_PREFIX
 from mschedule.webserver.auth import TOKENS, is_public
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,7 @@ POLICY: dict[tuple[str, str], Rule] = {
 :data:`ADMIN_READS`."""
 ADMIN_READS = frozenset({"/tokens", "/audit"})
 OBJECT_KEYS = ("task_id", "schedule_id", "token_id", "agent_id", "name")
-MAX_TEXT = 256
-"""Most characters of a text the master keeps in a record (mschedule/master/audit.py): longer ones are cut here."""
+MAX_TEXT = MAX_AUDIT_TEXT
 MAX_PARAM_NAMES = 32
 """Most parameter names a record lists (each cut to 64 characters): the detail stays under the master's 4 KB."""
 WIRE_INT = 2 ** 63
