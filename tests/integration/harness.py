@@ -255,6 +255,17 @@ class Stack:
         return "\n".join(f"----- {p.name} ({p.log_path}) -----\n{p.log()[-6000:]}" for p in self.procs)
 
 
+def two_datacenters(stack) -> tuple[list[str], list[str]]:
+    """A master, a web tier and one agent labelled dc=bj, one dc=sh: their ids."""
+    stack.master()
+    stack.web()
+    stack.agents(1, extra=("--label", "dc=bj"))
+    stack.agents(1, extra=("--label", "dc=sh"))
+    agents = stack.api.agents()
+    bj, sh = ([a for a, info in agents.items() if info["labels"].get("dc") == dc] for dc in ("bj", "sh"))
+    return bj, sh
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)

@@ -3,7 +3,7 @@ low role could send to escape the trail, break it, or reach outside its token.""
 import http.client
 import json
 
-from tests.integration.harness import Api, wait_until
+from tests.integration.harness import Api, two_datacenters, wait_until
 
 
 def _token(stack, **body) -> tuple[str, Api]:
@@ -108,13 +108,7 @@ def test_an_audit_record_the_master_cannot_keep_as_json_is_a_400_over_raw_rpc(st
 def test_an_operator_cannot_cancel_a_task_outside_its_selector(stack):
     """The selector bounds what an operator's token may touch: cancelling stops scripts on every target, so a
     task reaching outside it is as much a 403 as submitting or retrying one."""
-    stack.master()
-    stack.web()
-    stack.agents(1, extra=("--label", "dc=bj"))
-    stack.agents(1, extra=("--label", "dc=sh"))
-    agents = stack.api.agents()
-    bj = [a for a, info in agents.items() if info["labels"].get("dc") == "bj"]
-    sh = [a for a, info in agents.items() if info["labels"].get("dc") == "sh"]
+    bj, sh = two_datacenters(stack)
     _, beijing = _token(stack, user="bo", role="operator", selector={"labels": {"dc": "bj"}})
     theirs = stack.api.submit("sleep 30", sh + bj)
     status, body = beijing.post(f"/task/{theirs}/cancel")

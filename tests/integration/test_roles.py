@@ -1,7 +1,7 @@
 """Users, roles and the audit trail, through the real web tier and master."""
 import time
 
-from tests.integration.harness import Api, wait_until
+from tests.integration.harness import Api, two_datacenters, wait_until
 
 
 def _token(stack, **body) -> tuple[str, Api]:
@@ -48,13 +48,7 @@ def test_roles_decide_what_a_token_may_do_and_every_change_is_audited(stack):
 
 
 def test_an_operator_s_selector_bounds_its_targets(stack):
-    stack.master()
-    stack.web()
-    stack.agents(1, extra=("--label", "dc=bj"))
-    stack.agents(1, extra=("--label", "dc=sh"))
-    agents = stack.api.agents()
-    bj = [a for a, info in agents.items() if info["labels"].get("dc") == "bj"]
-    sh = [a for a, info in agents.items() if info["labels"].get("dc") == "sh"]
+    bj, sh = two_datacenters(stack)
     _, beijing = _token(stack, user="bo", role="operator", selector={"labels": {"dc": "bj"}})
     assert beijing.run("true", bj)["state"] == "SUCCEED"
     status, body = beijing.post("/task", {"script": "true", "targets": bj + sh})
