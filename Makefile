@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv run test lint unit clean browser dist wheelhouse
+.PHONY: venv run test lint unit clean browser postgres dist wheelhouse
 
 venv: $(STAMP)
 
@@ -26,7 +26,7 @@ unit: venv
 
 # three test files at a time (pytest-xdist; a file's tests stay together, in order, on one worker)
 TEST_WORKERS ?= 3
-test: venv lint browser
+test: venv lint browser postgres
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Debian's Chromium for the console's browser tests; without root or apt they skip and say why
@@ -35,6 +35,15 @@ browser:
 	    echo "installing Debian's chromium for the browser tests"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	        || echo "apt could not install chromium: the browser tests will skip"; \
+	fi
+
+# Debian's PostgreSQL for the tests of a master on PostgreSQL (each starts a throwaway cluster, tests/pg.py); without
+# root or apt they skip and say why
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's postgresql for the PostgreSQL tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	        || echo "apt could not install postgresql: the PostgreSQL tests will skip"; \
 	fi
 
 # the wheel (pyproject.toml): dist/mschedule-<version>-py3-none-any.whl; docs/install.md installs it

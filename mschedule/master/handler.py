@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sqlite3
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,7 @@ from mschedule.master.jobs import Jobs
 from mschedule.master.metrics import MasterMetrics
 from mschedule.master.scheduler import Scheduler
 from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock, Schedules
-from mschedule.master.storage import KeyState, TargetRecord, TaskRecord
+from mschedule.master.storage import KeyState, StorageError, TargetRecord, TaskRecord
 from mschedule.master.tokens import Tokens
 from mschedule.utils import messages
 from mschedule.utils.defaults import (
@@ -69,7 +68,7 @@ def commits(method: Callable[..., Any]) -> Callable[..., Any]:
         answer = method(self, *args, **kwargs)
         try:
             self._storage.flush()
-        except sqlite3.Error as exc:  # the caller must not take a change for refused, nor for durable
+        except StorageError as exc:  # the caller must not take a change for refused, nor for durable
             raise NotDurable(f"the change was made but could not be committed ({exc}); it will be when the "
                              "master's disk has room, and is lost if the master stops first: check its state "
                              "before retrying") from exc

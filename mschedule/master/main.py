@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import sys
 import time
 from typing import Any
@@ -16,7 +15,8 @@ from mschedule.master.migrations import SchemaTooNew
 from mschedule.master.notifications import DEFAULT_RETRY_BASE, DEFAULT_RETRY_FOR
 from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock
 from mschedule.master.server import BindError, MasterSettings, ServingLoopDied
-from mschedule.master.sqlite_storage import open_storage
+from mschedule.master.sql_storage import open_storage
+from mschedule.master.storage import StorageError
 from mschedule.transport.guard import exit_unless_pinned
 from mschedule.utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
 from mschedule.utils.defaults import (
@@ -24,6 +24,7 @@ from mschedule.utils.defaults import (
     DEFAULT_AGENT_TIMEOUT,
     DEFAULT_BIND,
     DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_LEASE,
     DEFAULT_MAX_HEARTBEAT_RATE,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RESULT_BYTES,
@@ -57,7 +58,12 @@ def parse_args(argv: list[str] | None = None):
                              "that is not writable) [MSCHEDULE_STATE_DIR]")
     parser.add_argument("--db", default=env("DB", None),
                         help="SQLite file (default <state-dir>/master.db); ':memory:' keeps nothing across "
-                             "restarts [MSCHEDULE_DB]")
+                             "restarts; postgresql://USER@HOST:PORT/DBNAME is shared by several masters, one "
+                             "leading and the others standing by (docs/ha.md) [MSCHEDULE_DB]")
+    parser.add_argument("--leader-lease", type=float, default=env("LEADER_LEASE", DEFAULT_LEASE, float),
+                        help="with PostgreSQL: seconds a leader may go without a round trip to the database "
+                             "before it stops serving, and after which PostgreSQL ends its silent session so a "
+                             "standby takes over [MSCHEDULE_LEADER_LEASE]")
     parser.add_argument("--max-script-bytes", type=int,
                         default=env("MAX_SCRIPT_BYTES", DEFAULT_MAX_SCRIPT_BYTES, int),
                         help="largest script accepted [MSCHEDULE_MAX_SCRIPT_BYTES]")
@@ -127,6 +133,8 @@ def parse_args(argv: list[str] | None = None):
         parser.error("--webhook-retry-base must be > 0 and --webhook-retry-for >= 0")
     if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):
         parser.error("--public-url: expected an http:// or https:// address")
+    if args.leader_lease < 2:
+        parser.error("--leader-lease must be >= 2 seconds")
     if args.schedule_grace < 0:
         parser.error("--schedule-grace must be >= 0")
     try:
@@ -273,9 +281,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"cannot create the master's keys in {state_dir}/keys: {exc.strerror}")
     db = args.db or os.path.join(state_dir, "master.db")
     try:
-        storage = open_storage(db)
-    except sqlite3.Error as exc:
-        fail(f"cannot open database {db}: {exc}")
+        storage = open_storage(db, lease=args.leader_lease)
+    except StorageError as exc:
+        fail(str(exc))
     except SchemaTooNew as exc:
         fail(str(exc))
     settings = MasterSettings(

@@ -334,6 +334,10 @@ class TokenRecord:
         return cls(**{k: v for k, v in body.items() if k in cls.__dataclass_fields__})
 
 
+class StorageError(Exception):
+    """A commit to the database failed (its changes stay pending for the next one); the message says why."""
+
+
 class Storage:
     """In-memory agents and tasks, with the write-through hooks a persistent backend implements."""
 

@@ -113,3 +113,7 @@ TOKEN_PREFIX = "ms_"
 MAX_AUDIT_TEXT = 256
 """Most characters of each text field of an audit record: the master refuses longer ones (mschedule/master/audit.py),
 the web tier cuts what it records to fit (mschedule/webserver/access.py)."""
+
+DEFAULT_LEASE = 10.0
+"""Seconds a master on PostgreSQL may go without a round trip to its database before it stops serving (and
+PostgreSQL ends its silent session, releasing the leader lock to a standby: mschedule/master/leadership.py)."""

@@ -17,7 +17,8 @@ import pytest
 from mschedule.master.admission import Admission, set_current_key
 from mschedule.master.handler import AdminHandler, AgentHandler, changes_state
 from mschedule.master.scheduler import Scheduler
-from mschedule.master.sqlite_storage import SQLiteStorage, open_storage
+from mschedule.master.sql_storage import open_storage
+from mschedule.master.sqlite_storage import SQLiteStorage
 from mschedule.master.storage import KeyState, Storage, TargetRecord
 from mschedule.utils.messages import AgentInfo, ResultMessage
 from mschedule.utils.states import State

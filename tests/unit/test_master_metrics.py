@@ -14,7 +14,7 @@ from mschedule.master.handler import AdminHandler, AgentHandler
 from mschedule.master.metrics import MasterMetrics, StateCollector
 from mschedule.master.scheduler import Scheduler
 from mschedule.master.sqlite_storage import SQLiteStorage
-from mschedule.master.storage import AgentRecord, KeyState, Storage
+from mschedule.master.storage import AgentRecord, KeyState, Storage, StorageError
 from mschedule.transport.metrics import TransportCollector
 from mschedule.transport.stats import DROP_REASONS, TransportStats
 from mschedule.utils.messages import AgentInfo, ResultMessage, heartbeat_message, register_message
@@ -193,7 +193,7 @@ def test_each_sqlite_commit_is_timed_and_a_failed_one_counted(tmp_path, monkeypa
 
         monkeypatch.setattr(storage, "_commit", broken)
         storage.add_agent(AgentRecord(id="b", hostname="h"))
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(StorageError, match="disk I/O error"):
             storage.flush()
         assert moved("mschedule_master_db_commit_errors_total") == 1
         assert moved("mschedule_master_db_commit_seconds_count") == 1

@@ -1,0 +1,181 @@
+"""The master's state in PostgreSQL (``--db postgresql://...``), shared by the masters of a cluster.
+
+One connection does everything: it holds the leader lock (a session-level ``pg_try_advisory_lock``, see
+mschedule/master/leadership.py), loads the state and commits every change. So a write can only ever commit
+while this master holds the lock: once its session is gone (the master killed, frozen, or cut off, and
+PostgreSQL ended the session), a later commit of a batch it still has in memory fails on the dead connection
+instead of overwriting what the next leader did.
+
+The session is set to end by itself once it has been idle for the lease (``idle_session_timeout`` and
+``idle_in_transaction_session_timeout``): the leader touches it every lease / 5, so the lock outlives neither a
+master that stopped touching it (a SIGSTOP, a hung host, a cut network: the server ends the session on its own
+clock) nor, through TCP, one that died. This needs PostgreSQL 14 or newer.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import gevent
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from mschedule.master.migrations import PostgresVersions, check_version, migrate
+from mschedule.master.sql_storage import SQLStorage, one_line
+from mschedule.master.storage import StorageError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    id TEXT PRIMARY KEY, hostname TEXT NOT NULL, ip TEXT NOT NULL, labels TEXT NOT NULL,
+    registered DOUBLE PRECISION, heartbeat DOUBLE PRECISION, online INTEGER NOT NULL, session TEXT
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, seq BIGINT NOT NULL, script BYTEA NOT NULL, timeout DOUBLE PRECISION NOT NULL,
+    parallel INTEGER NOT NULL, fail_rate DOUBLE PRECISION NOT NULL, fail_count INTEGER NOT NULL,
+    created DOUBLE PRECISION NOT NULL, state TEXT NOT NULL, started DOUBLE PRECISION, finished DOUBLE PRECISION,
+    extra TEXT
+);
+CREATE TABLE IF NOT EXISTS targets (
+    task_id TEXT NOT NULL, agent_id TEXT NOT NULL, pos INTEGER NOT NULL, state TEXT NOT NULL,
+    code INTEGER, output BYTEA NOT NULL, started DOUBLE PRECISION, finished DOUBLE PRECISION,
+    timed_out INTEGER NOT NULL, truncated INTEGER NOT NULL,
+    PRIMARY KEY (task_id, agent_id)
+);
+CREATE INDEX IF NOT EXISTS tasks_seq ON tasks (seq);
+CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS job_versions (
+    name TEXT NOT NULL, version INTEGER NOT NULL, created_at DOUBLE PRECISION NOT NULL, message TEXT NOT NULL,
+    sha256 TEXT NOT NULL, script BYTEA NOT NULL, params TEXT NOT NULL, PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, seq BIGINT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGINT PRIMARY KEY, time DOUBLE PRECISION NOT NULL, "user" TEXT NOT NULL, action TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE TABLE IF NOT EXISTS keys (
+    agent_id TEXT PRIMARY KEY, key TEXT NOT NULL, state TEXT NOT NULL, hostname TEXT NOT NULL,
+    ip TEXT NOT NULL, first_seen DOUBLE PRECISION NOT NULL, decided DOUBLE PRECISION
+);
+"""
+"""Version 1 of the schema: the SQLite schema's tables and columns, in the same order, in PostgreSQL's types."""
+
+LEADER_LOCK = 0x6D73_6368_6C65_6164
+"""The advisory lock whose holder leads (bigint ``pg_try_advisory_lock`` key): one cluster per database."""
+
+MIN_SERVER_VERSION = 140000
+"""PostgreSQL 14: the first with ``idle_session_timeout``, which ends a silent leader's session."""
+
+STANDBY_POLL = 1.0
+"""Seconds between two tries of a standby for the leader lock."""
+
+
+def redact(dsn: str) -> str:
+    """``dsn`` without its password, for messages."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[-1]}"))
+
+
+class PostgresStorage(SQLStorage):
+    """:class:`mschedule.master.sql_storage.SQLStorage` in PostgreSQL, on the session that holds the leader lock."""
+
+    driver_errors = (psycopg.Error,)
+    placeholder = "%s"
+
+    def __init__(self, dsn: str, lease: float) -> None:
+        self.dsn = dsn
+        self.lease = lease
+        #: monotonic time at which the newest statement that succeeded was sent: the server cannot have ended
+        #: the session for idleness before this plus the lease (mschedule/master/leadership.py)
+        self.last_contact = 0.0
+        #: set once this master no longer leads: nothing more is sent on the session
+        self.fenced = False
+        super().__init__(redact(dsn))
+
+    def _run(self, fn, *args):
+        if self.fenced:
+            raise StorageError("this master no longer holds the leader lock: nothing more is written")
+
+        def timed():
+            sent = time.monotonic()
+            value = fn(*args)
+            self.last_contact = max(self.last_contact, sent)
+            return value
+
+        return super()._run(timed)
+
+    def _open(self) -> psycopg.Connection:
+        name = f"mschedule-master {socket.gethostname()} {os.getpid()}"[:63]
+        conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10, application_name=name,
+                               keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3)
+        try:
+            if conn.info.server_version < MIN_SERVER_VERSION:
+                raise StorageError(f"{self.path}: PostgreSQL {conn.info.server_version // 10000} is too old; the "
+                                   "master needs 14 or newer (idle_session_timeout ends a silent leader's session)")
+            ms = max(1000, int(self.lease * 1000))
+            conn.execute(f"SET idle_session_timeout = {ms:d}")
+            conn.execute(f"SET idle_in_transaction_session_timeout = {ms:d}")
+            check_version(conn, PostgresVersions(SCHEMA), self.path)  # a standby refuses a newer one at once too
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _in_transaction(self) -> bool:
+        return self._conn.info.transaction_status != TransactionStatus.IDLE
+
+    # ---- leadership -----------------------------------------------------------------------
+    def lead(self, waiting: Callable[[str], None] | None = None) -> None:
+        """Return once this session holds the leader lock, with the schema migrated; until then stand by.
+
+        ``waiting(holder)`` is called once, when the lock is found taken (``holder``: who has it).
+        """
+        told = False
+        while not self._run(self._try_lock):
+            if not told:
+                told = True
+                holder = self._run(self._holder)
+                log.warning("standing by: %s leads on %s; this master takes over when that session ends",
+                            holder, self.path)
+                if waiting is not None:
+                    waiting(holder)
+            gevent.sleep(STANDBY_POLL)
+        self._run(migrate, self._conn, PostgresVersions(SCHEMA), self.path)
+        log.info("leading: this master holds the leader lock on %s", self.path)
+
+    def _try_lock(self) -> bool:
+        return self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()[0]
+
+    def _holder(self) -> str:
+        row = self._conn.execute(
+            "SELECT a.application_name, a.client_addr FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND ((l.classid::bigint << 32) | l.objid::bigint) = %s", (LEADER_LOCK,)).fetchone()
+        if row is None:
+            return "another master"
+        return f"{row[0] or 'a session'}" + (f" from {row[1]}" if row[1] else "")
+
+    def ping(self) -> None:
+        """One round trip on the session (it renews :attr:`last_contact`).
+
+        Raises:
+            StorageError: the session is gone.
+        """
+        try:
+            self._run(lambda: self._conn.execute("SELECT 1").fetchone())
+        except psycopg.Error as exc:
+            raise StorageError(f"{type(exc).__name__}: {one_line(exc)}") from exc
+
+    def fence(self) -> None:
+        """Send nothing more (the caller found this master no longer leads)."""
+        self.fenced = True

@@ -1,0 +1,71 @@
+"""PostgreSQL as the shared store of several masters: the leader lock, its lease, and what a lost session fences.
+
+A throwaway cluster (tests/pg.py); skipped, saying why, where PostgreSQL is not installed."""
+import subprocess
+
+import gevent
+import pytest
+
+from mschedule.master.migrations import LATEST, SchemaTooNew
+from mschedule.master.sql_storage import open_storage
+from mschedule.master.storage import AgentRecord, StorageError
+from tests.integration.harness import PYTHON, ROOT
+
+
+def test_a_second_master_stands_by_until_the_leaders_session_ends(pg_url):
+    first = open_storage(pg_url)
+    first.add_agent(AgentRecord(id="a1", hostname="h1"))
+    first.flush()
+    told = []
+    second = gevent.spawn(open_storage, pg_url, None, told.append)
+    gevent.sleep(2.5)
+    assert not second.ready(), "the second master took the lock while the first held it"
+    assert len(told) == 1 and "mschedule-master" in told[0]  # who leads, as pg_stat_activity names it
+    first.close()  # the leader's session ends: the lock is free
+    taken = second.get(timeout=5)
+    try:
+        assert "a1" in taken.agents  # the new leader loaded what the old one committed
+    finally:
+        taken.close()
+
+
+def test_postgres_ends_a_silent_leaders_session_and_its_later_writes_fail(pg_url):
+    first = open_storage(pg_url, lease=2)
+    gevent.sleep(3.5)  # frozen, as far as the database can tell: nothing sent for longer than the lease
+    second = gevent.spawn(open_storage, pg_url, 2)
+    taken = second.get(timeout=5)  # without the session's idle timeout this waits for good
+    try:
+        first.add_agent(AgentRecord(id="late", hostname="h"))
+        with pytest.raises(StorageError):
+            first.flush()  # the old leader's batch cannot land on the new leader's state
+        assert "late" not in open_storage(":memory:").agents
+    finally:
+        taken.close()
+        first._pool.kill()
+
+
+def test_a_postgres_database_newer_than_the_master_is_refused_in_one_line(pg_cluster, pg_url, tmp_path):
+    open_storage(pg_url).close()
+    pg_cluster.sql(pg_url, "UPDATE mschedule_schema SET version = %s", LATEST + 1)
+    with pytest.raises(SchemaTooNew, match=f"schema version {LATEST + 1}, newer than this master's {LATEST}"):
+        open_storage(pg_url)
+    proc = subprocess.run([PYTHON, "appserver.py", "--insecure", "--db", pg_url, "--state-dir", str(tmp_path),
+                           "--bind", "tcp://127.0.0.1:0", "--admin-bind", "tcp://127.0.0.1:0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [f"mschedule: database {pg_url} has schema version {LATEST + 1}, "
+                                                f"newer than this master's {LATEST}: it was written by a newer "
+                                                "mschedule; upgrade this one, or give it another --db"]
+
+
+def test_an_unreachable_database_is_one_line_without_its_password(tmp_path):
+    from tests.integration.harness import free_port
+
+    url = f"postgresql://ops:hunter2@127.0.0.1:{free_port()}/mschedule"
+    proc = subprocess.run([PYTHON, "appserver.py", "--insecure", "--db", url, "--state-dir", str(tmp_path),
+                           "--bind", "tcp://127.0.0.1:0", "--admin-bind", "tcp://127.0.0.1:0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("mschedule: cannot open database postgresql://ops:***@127.0.0.1:"), lines
+    assert "hunter2" not in proc.stderr
