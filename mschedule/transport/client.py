@@ -13,6 +13,7 @@ from zerorpc.heartbeat import HeartBeatOnChannel
 
 from mschedule.transport import errors
 from mschedule.transport.dispatch import Multiplexer
+from mschedule.transport.events import DirectSender
 from mschedule.transport.guard import require_pinned_zerorpc
 from mschedule.transport.stats import TransportStats
 from mschedule.utils.defaults import RPC_HEARTBEAT, RPC_TIMEOUT
@@ -71,20 +72,44 @@ class CurveClientKeys:
     secret: bytes
 
 
+FOLLOW_HEARTBEAT_MS = 1000
+FOLLOW_HEARTBEAT_TIMEOUT_MS = 3000
+"""A client of several masters pings each connection (ZMTP heartbeats) every second and drops one silent for 3 s:
+a master that died or froze without closing its connections stops taking requests."""
+FOLLOW_RECONNECT_MS = (1000, 4000)
+"""How often a client of several masters tries a master that does not listen (a standby): from 1 s, doubling up to
+4 s, so a fleet does not hammer a standby's port, and a new leader is reached at most 4 s after it listens."""
+
+
 def make_client(endpoint: str, timeout: float = RPC_TIMEOUT, heartbeat: int = RPC_HEARTBEAT,
                 curve: CurveClientKeys | None = None) -> SafeClient:
     """A connected client that drops unsent requests when closed; CURVE-encrypted when ``curve`` is given.
 
+    ``endpoint`` may name several masters, comma separated (``tcp://m1:9000,tcp://m2:9000``): the client then
+    connects to all of them and sends each request only to one whose connection is complete. Of the masters of a
+    cluster only the leader listens (mschedule/master/leadership.py), so requests reach it, whichever it is,
+    without the client knowing which; a request made while none listens fails at its timeout and is never sent
+    later (it might have been a submit the caller was told failed).
+
     A client with the wrong server key never completes the handshake: its calls time out.
     """
+    endpoints = [e.strip() for e in endpoint.split(",") if e.strip()]
     client = SafeClient(timeout=timeout, heartbeat=heartbeat)
     sock = client._events._socket
     sock.linger = 0
+    if len(endpoints) > 1:
+        sock.immediate = True  # queue only on complete connections: not on a standby's, which never completes
+        sock.heartbeat_ivl = FOLLOW_HEARTBEAT_MS
+        sock.heartbeat_timeout = FOLLOW_HEARTBEAT_TIMEOUT_MS
+        sock.reconnect_ivl, sock.reconnect_ivl_max = FOLLOW_RECONNECT_MS
+        client._events._send.close()  # zerorpc's sending greenlet would hold a request until some master listens
+        client._events._send = DirectSender(sock)
     if curve is not None:
         sock.curve_publickey = curve.public
         sock.curve_secretkey = curve.secret
         sock.curve_serverkey = curve.server_public
-    client.connect(endpoint)
+    for each in endpoints:
+        client.connect(each)
     return client
 
 

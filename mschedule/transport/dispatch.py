@@ -55,8 +55,10 @@ class Multiplexer(ChannelMultiplexer):
     """
 
     def __init__(self, events, stats: TransportStats, router: bool, ignore_broadcast: bool = False,
-                 on_giveup: Callable[[str], None] | None = None) -> None:
+                 on_giveup: Callable[[str], None] | None = None, gate: Callable[[], bool] | None = None) -> None:
         self.stats = stats
+        #: while it says False every received event is dropped unread (a master that may no longer lead)
+        self._gate = gate
         self._router = router
         self._on_giveup = on_giveup
         self._socket = events._socket
@@ -86,6 +88,9 @@ class Multiplexer(ChannelMultiplexer):
                 gevent.sleep(0)
 
     def _route(self, frames) -> None:
+        if self._gate is not None and not self._gate():
+            self.stats.drop("not_leading")
+            return
         try:
             event = parse(frames, self._router)
         except BadEvent as exc:

@@ -9,6 +9,7 @@ those loops can digest; anything else is dropped and counted by the caller.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import msgpack
 import zmq
@@ -108,18 +109,27 @@ def peer_of(event: Event | None) -> tuple[bytes, ...] | None:
 
 
 class DirectSender:
-    """Replaces zerorpc's sender greenlet on a ROUTER socket: a multipart message is sent at once, from the
-    calling greenlet, one C-level non-blocking send per frame.
+    """Replaces zerorpc's sender greenlet on a ROUTER socket (and on a client's DEALER that knows several masters:
+    mschedule.transport.client.make_client): a multipart message is sent at once, from the calling greenlet, one
+    C-level non-blocking send per frame, or dropped.
 
     zerorpc queues every outgoing message to a greenlet that sends each frame through gevent_zmq's
     cooperative ``send``: about a fifth of an idle master's CPU. A ROUTER never blocks on send (it drops a
     message for a peer whose queue is full, which a peer that stopped reading deserves).
     """
 
-    def __init__(self, sock: zmq.Socket) -> None:
+    def __init__(self, sock: zmq.Socket, gate: Callable[[], bool] | None = None,
+                 on_shut: Callable[[], None] | None = None) -> None:
         self._sock = sock
+        #: while it says False nothing is sent (``on_shut`` is told): a master that may no longer lead
+        self._gate = gate
+        self._on_shut = on_shut
 
     def __call__(self, parts, timeout=None) -> None:
+        if self._gate is not None and not self._gate():
+            if self._on_shut is not None:
+                self._on_shut()
+            return
         sock, last = self._sock, len(parts) - 1
         try:
             for i, part in enumerate(parts):

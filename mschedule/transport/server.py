@@ -43,6 +43,9 @@ class RpcServer(zerorpc.Server):
       a traceback, and answered with the field they are about (:mod:`mschedule.transport.errors`), on every path.
     - ``peer_hook(user)`` is told the caller's authenticated user (its CURVE key, from ZAP) before each call,
       in the greenlet serving it.
+    - While ``gate()`` says False nothing is taken and nothing is sent: every received message is dropped unread
+      and every reply, even one computed before, is dropped (counted as ``not_leading``). A master on PostgreSQL
+      shuts it the moment it may no longer lead (mschedule/master/leadership.py).
     - Every call is counted (:data:`mschedule.transport.metrics.RPC_CALLS`, by endpoint and method) on all three paths
       (inline, spawned, refused), and every error answer (:data:`mschedule.transport.metrics.RPC_ERRORS`, by error
       name): one counter increment each, whose children are made here so a heartbeat pays no label lookup.
@@ -51,7 +54,7 @@ class RpcServer(zerorpc.Server):
     def __init__(self, methods: Any, name: str, inline: Callable[[str, Any], bool] | None = None,
                  peer_hook: Callable[[str | None], None] | None = None,
                  on_giveup: Callable[[str], None] | None = None, max_calls_per_peer: int | None = None,
-                 **kwargs: Any) -> None:
+                 gate: Callable[[], bool] | None = None, **kwargs: Any) -> None:
         require_pinned_zerorpc()
         super().__init__(methods, name=name, **kwargs)
         errors.install(self._context)
@@ -71,9 +74,9 @@ class RpcServer(zerorpc.Server):
         #: the method a spawned call's greenlet serves, for zerorpc's error hook (_print_traceback)
         self._serving = gevent.local.local()
         self._multiplexer.close()  # zerorpc's dispatcher, not started yet
-        self._multiplexer = Multiplexer(self._events, self.stats, router=True, on_giveup=on_giveup)
+        self._multiplexer = Multiplexer(self._events, self.stats, router=True, on_giveup=on_giveup, gate=gate)
         self._events._send.close()  # zerorpc's sending greenlet
-        self._events._send = DirectSender(self._events._socket)
+        self._events._send = DirectSender(self._events._socket, gate, lambda: self.stats.drop("not_leading"))
 
     @property
     def socket(self) -> zmq.Socket:

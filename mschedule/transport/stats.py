@@ -11,7 +11,7 @@ DROP_LOG_INTERVAL = 10.0
 """Seconds between two INFO lines about dropped events of one endpoint (each drop is also a DEBUG line)."""
 
 DROP_REASONS = ("malformed", "unknown_channel", "foreign_channel", "duplicate_message_id", "channel_full",
-                "unroutable", "too_many_calls", "error")
+                "unroutable", "too_many_calls", "not_leading", "error")
 """Every reason an event is dropped for (the metrics export each from zero)."""
 LOOPS = ("dispatcher", "acceptor")
 """The supervised serving loops of a server (mschedule.transport.supervise)."""
@@ -24,7 +24,8 @@ class TransportStats:
     assumes), ``unknown_channel`` (a ``response_to`` naming no open channel: a late heartbeat or reply of a
     call that ended, or anyone's crafted event), ``foreign_channel`` (a channel of another peer),
     ``duplicate_message_id``, ``channel_full``, ``unroutable``, ``too_many_calls`` (a request refused: its
-    caller had ``max_calls_per_peer`` calls in progress), ``error`` (:data:`DROP_REASONS`).
+    caller had ``max_calls_per_peer`` calls in progress), ``not_leading`` (received or to be sent while the server's
+    gate is shut: a master that may no longer lead), ``error`` (:data:`DROP_REASONS`).
     Prometheus reads them at scrape time (:class:`mschedule.transport.metrics.TransportCollector`).
     """
 

@@ -501,3 +501,95 @@ def test_refused_calls_do_not_flood_the_log(served, caplog):
                 client.refuse("here")
     refused = [r for r in caplog.records if "rpc refused" in r.getMessage()]
     assert len(refused) == 2, [r.getMessage() for r in refused]
+
+
+def test_a_shut_gate_takes_nothing_and_sends_nothing():
+    """A master that may no longer lead (mschedule/master/leadership.py) shuts its endpoints' gate: a request is
+    dropped unread, and a reply made before the gate shut is not sent."""
+    endpoint = random_ipc_endpoint()
+    methods = Methods()
+    gate = {"open": True}
+    server = RpcServer(methods, "test", inline=lambda name, args: name == "add", heartbeat=1,
+                       gate=lambda: gate["open"])
+    server.bind(endpoint)
+    server.start()
+    client = SafeClient(timeout=1.5, heartbeat=1)
+    client.connect(endpoint)
+    try:
+        assert client("add", 1, 2) == 3
+        slow = gevent.spawn(client, "slow", 0.5)
+        gevent.sleep(0.2)  # running now
+        gate["open"] = False
+        with pytest.raises(zerorpc.TimeoutExpired):
+            slow.get()  # its reply was made after the gate shut: not sent
+        before = methods.slow_calls
+        for method, args in (("add", (1, 2)), ("slow", (0,))):
+            with pytest.raises(zerorpc.TimeoutExpired):
+                client(method, *args)
+        assert methods.slow_calls == before  # nothing was run either
+        assert server.stats.dropped["not_leading"] >= 3
+    finally:
+        client.close()
+        server.stop()
+        server.close()
+
+
+def _tcp_endpoint() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _serve(endpoint: str, methods) -> RpcServer:
+    server = RpcServer(methods, "test", heartbeat=1)
+    server.bind(endpoint)
+    server.start()
+    return server
+
+
+def test_a_client_of_several_masters_reaches_the_one_that_listens():
+    from mschedule.transport.client import make_client
+
+    standby, leader = _tcp_endpoint(), _tcp_endpoint()  # the standby does not listen
+    server = _serve(leader, Methods())
+    client = make_client(f"{standby},{leader}", timeout=2, heartbeat=1)
+    try:
+        gevent.sleep(0.3)
+        assert [client("add", i, 1) for i in range(20)] == [i + 1 for i in range(20)]  # none sent to the standby
+    finally:
+        client.close()
+        server.stop()
+        server.close()
+
+
+def test_a_client_of_several_masters_follows_a_new_leader_and_replays_nothing():
+    from mschedule.transport.client import make_client
+
+    first_ep, second_ep = _tcp_endpoint(), _tcp_endpoint()
+    first = _serve(first_ep, Methods())
+    client = make_client(f"{first_ep},{second_ep}", timeout=1, heartbeat=1)
+    try:
+        gevent.sleep(0.3)
+        assert client("add", 1, 1) == 2
+        first.stop()
+        first.close()  # the leader is gone; nobody listens
+        gevent.sleep(1)  # and the client has seen its connection close
+        with pytest.raises(zerorpc.TimeoutExpired):
+            client("slow", 0)  # made while no master listened: must never reach the next one
+        methods = Methods()
+        second = _serve(second_ep, methods)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert client("add", 2, 2) == 4
+                break
+            except zerorpc.TimeoutExpired:
+                assert time.monotonic() < deadline, "the client never reached the new leader"
+        gevent.sleep(1)
+        assert methods.slow_calls == 0, "a request that failed before the new leader listened was replayed on it"
+        second.stop()
+        second.close()
+    finally:
+        client.close()
