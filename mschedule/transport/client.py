@@ -8,12 +8,12 @@ from typing import Any
 
 import gevent
 import zerorpc
+import zmq
 from zerorpc.channel import BufferedChannel
 from zerorpc.heartbeat import HeartBeatOnChannel
 
 from mschedule.transport import errors
 from mschedule.transport.dispatch import Multiplexer
-from mschedule.transport.events import DirectSender
 from mschedule.transport.guard import require_pinned_zerorpc
 from mschedule.transport.stats import TransportStats
 from mschedule.utils.defaults import RPC_HEARTBEAT, RPC_TIMEOUT
@@ -72,6 +72,42 @@ class CurveClientKeys:
     secret: bytes
 
 
+class BoundedSender:
+    """Sends a client's message within ``wait`` seconds or never (replaces zerorpc's sending greenlet, which holds
+    a message until the socket can take it, however late): while no connection is complete (no master listens
+    yet, or the handshake is under way) it looks again every SEND_RETRY seconds, then drops the message. The call
+    it belonged to has timed out by then, and its request must not reach a master that comes later."""
+
+    def __init__(self, sock: zmq.Socket, wait: float) -> None:
+        self._sock = sock
+        self._wait = wait
+
+    def __call__(self, parts, timeout=None) -> None:
+        sock, last = self._sock, len(parts) - 1
+        deadline = time.monotonic() + self._wait
+        while True:
+            try:
+                # a DEALER takes a multipart message whole or not at all: the first frame decides
+                for i, part in enumerate(parts):
+                    zmq.Socket.send(sock, part, zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0))
+                break
+            except zmq.Again:
+                if time.monotonic() >= deadline:
+                    log.debug("request not sent within %.1fs: no master connection is complete", self._wait)
+                    break
+                gevent.sleep(SEND_RETRY)
+            except zmq.ZMQError as exc:  # the socket is closing
+                log.debug("request not sent: %s", exc)
+                break
+        sock._on_state_changed()  # as gevent_zmq's own send does: a send may consume a readiness event
+
+    def close(self) -> None:
+        pass
+
+
+SEND_RETRY = 0.05
+"""Seconds between two tries of a :class:`BoundedSender` to send on a socket that has no complete connection."""
+
 FOLLOW_HEARTBEAT_MS = 1000
 FOLLOW_HEARTBEAT_TIMEOUT_MS = 3000
 """A client of several masters pings each connection (ZMTP heartbeats) every second and drops one silent for 3 s:
@@ -103,7 +139,7 @@ def make_client(endpoint: str, timeout: float = RPC_TIMEOUT, heartbeat: int = RP
         sock.heartbeat_timeout = FOLLOW_HEARTBEAT_TIMEOUT_MS
         sock.reconnect_ivl, sock.reconnect_ivl_max = FOLLOW_RECONNECT_MS
         client._events._send.close()  # zerorpc's sending greenlet would hold a request until some master listens
-        client._events._send = DirectSender(sock)
+        client._events._send = BoundedSender(sock, timeout)
     if curve is not None:
         sock.curve_publickey = curve.public
         sock.curve_secretkey = curve.secret
