@@ -53,7 +53,8 @@ def parse_args(argv: list[str] | None = None):
     parser = new_parser("mschedule agent: dials the master, pulls tasks and runs them (#! interpreter, else /bin/sh).")
     parser.add_argument("--version", action="version", version=f"mschedule-agent {__version__}")
     parser.add_argument("--master", default=env("MASTER", DEFAULT_MASTER),
-                        help="master zerorpc endpoint [MSCHEDULE_MASTER]")
+                        help="master zerorpc endpoint; several masters of a cluster comma separated "
+                             "(tcp://m1:9000,tcp://m2:9000): the agent follows whichever leads [MSCHEDULE_MASTER]")
     parser.add_argument("--master-key", default=env("MASTER_KEY", None),
                         help="the master's public key (Z85 text or a path to master.key); the agent talks to no "
                              "master without it [MSCHEDULE_MASTER_KEY]")

@@ -11,11 +11,12 @@ from typing import Any
 
 from mschedule import __version__
 from mschedule.master import MasterKeys, MasterServer
+from mschedule.master.leadership import Leadership
 from mschedule.master.migrations import SchemaTooNew
 from mschedule.master.notifications import DEFAULT_RETRY_BASE, DEFAULT_RETRY_FOR
 from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock
 from mschedule.master.server import BindError, MasterSettings, ServingLoopDied
-from mschedule.master.sql_storage import open_storage
+from mschedule.master.sql_storage import SQLStorage, open_storage
 from mschedule.master.storage import StorageError
 from mschedule.transport.guard import exit_unless_pinned
 from mschedule.utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
@@ -295,8 +296,9 @@ def main(argv: list[str] | None = None) -> None:
         webhook_secret_file=args.webhook_secret_file or os.path.join(state_dir, "webhook.secret"),
         public_url=args.public_url, webhook_retry_base=args.webhook_retry_base,
         webhook_retry_for=args.webhook_retry_for, audit_log=args.audit_log, keep_audit_days=args.keep_audit_days)
+    leadership = Leadership(storage) if isinstance(storage, SQLStorage) and storage.shared else None
     try:
-        server = MasterServer(settings, storage=storage, keys=keys)
+        server = MasterServer(settings, storage=storage, keys=keys, leadership=leadership)
     except (OSError, ValueError) as exc:  # the webhook secret's file cannot be read or made
         fail(f"cannot read or create the webhook secret {settings.webhook_secret_file}: {exc}")
     try:

@@ -91,6 +91,7 @@ class PostgresStorage(SQLStorage):
 
     driver_errors = (psycopg.Error,)
     placeholder = "%s"
+    shared = True
 
     def __init__(self, dsn: str, lease: float) -> None:
         self.dsn = dsn

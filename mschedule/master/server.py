@@ -17,6 +17,7 @@ import zmq
 from mschedule.master.admission import ADMIN_DOMAIN, AGENTS_DOMAIN, Admission, ZapHandler, set_current_key
 from mschedule.master.handler import AdminHandler, AgentHandler
 from mschedule.master.housekeeping import Housekeeper, Retention
+from mschedule.master.leadership import EXIT_NOT_LEADING, Leadership
 from mschedule.master.liveness import HeartbeatPolicy
 from mschedule.master.metrics import MasterMetrics
 from mschedule.master.notifications import DEFAULT_RETRY_BASE, DEFAULT_RETRY_FOR, Notifications, load_secret
@@ -154,8 +155,14 @@ class MasterServer:
     """Binds both endpoints and runs until stopped. ``keys`` None means --insecure (plain TCP)."""
 
     def __init__(self, settings: MasterSettings, storage: Storage | None = None,
-                 keys: MasterKeys | None = None) -> None:
+                 keys: MasterKeys | None = None, leadership: Leadership | None = None) -> None:
+        """``leadership``: this master leads a cluster on PostgreSQL (its storage holds the leader lock); its lease
+        is the gate of both endpoints, and the process exits when it is lost."""
         self.settings = settings
+        self.leadership = leadership
+        gate = leadership.serving if leadership is not None else None
+        if leadership is not None:
+            leadership.on_lost = self._not_leading
         self.bind_endpoint = settings.bind
         self.admin_endpoint = settings.admin_bind
         # room for the largest script or output (base64: 4/3) plus the message around it
@@ -186,8 +193,9 @@ class MasterServer:
                                           schedule_grace=settings.schedule_grace, audit_log=settings.audit_log)
         self._agents = RpcServer(self.agent_handler, "agents", inline=answer_inline, peer_hook=set_current_key,
                                  on_giveup=self._give_up, max_calls_per_peer=AGENT_CALLS_PER_KEY,
-                                 heartbeat=RPC_HEARTBEAT)
-        self._admin = RpcServer(self.admin_handler, "admin", on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT)
+                                 heartbeat=RPC_HEARTBEAT, gate=gate)
+        self._admin = RpcServer(self.admin_handler, "admin", on_giveup=self._give_up, heartbeat=RPC_HEARTBEAT,
+                                gate=gate)
         self.metrics.watch(self._agents.stats, self._admin.stats)
         self._housekeeper: gevent.Greenlet | None = None
         self._schedules: gevent.Greenlet | None = None
@@ -244,6 +252,10 @@ class MasterServer:
         database = {"ok": self.storage.last_error is None}
         if self.storage.last_error is not None:
             database["error"] = f"the last commit failed: {self.storage.last_error}"
+        if self.leadership is not None:
+            database["leader"] = True  # a standby does not listen: whoever answers leads
+            database["lease_s"] = self.leadership.lease
+            database["last_round_trip_s"] = round(time.monotonic() - self.leadership.storage.last_contact, 2)
         return {"agents": {**agents, **self._agents.stats.snapshot()},
                 "admin": {"ok": True, **self._admin.stats.snapshot()}, "database": database}
 
@@ -253,6 +265,8 @@ class MasterServer:
         Raises:
             ServingLoopDied: a serving loop kept dying; the process must exit non-zero, not live on deaf.
         """
+        if self.leadership is not None:
+            self.leadership.start()
         self._housekeeper = gevent.spawn(self.housekeeper.run)
         self._schedules = gevent.spawn(self.admin_handler.schedules.run)
         self._notifier = gevent.spawn(self.notifications.run)
@@ -286,6 +300,16 @@ class MasterServer:
         if not self._done.ready():
             self._done.set(None)
 
+    def _not_leading(self, why: str) -> None:
+        """The lease is lost (mschedule/master/leadership.py): the gate is shut already; exit at once, without the
+        final commit of close(), since another master may lead by now (and this session is gone or about to be)."""
+        for handler in logging.getLogger().handlers:
+            try:
+                handler.flush()
+            except Exception:  # a log that cannot be flushed must not keep a fenced master alive
+                pass
+        os._exit(EXIT_NOT_LEADING)
+
     def _give_up(self, loop: str) -> None:
         if not self._done.ready():
             self._done.set_exception(ServingLoopDied(f"serving loop {loop} keeps dying; the master exits"))
@@ -297,6 +321,8 @@ class MasterServer:
             server.stop()
 
     def close(self) -> None:
+        if self.leadership is not None:
+            self.leadership.stop()
         for loop in (self._housekeeper, self._schedules, self._notifier):
             if loop is not None:
                 loop.kill(block=False)

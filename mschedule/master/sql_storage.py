@@ -75,6 +75,8 @@ class SQLStorage(Storage):
     driver_errors: tuple[type[BaseException], ...] = ()
     #: the backend's placeholder, put in place of each ``?`` of the statements above
     placeholder = "?"
+    #: several masters share the database, one leading (mschedule/master/leadership.py)
+    shared = False
 
     def __init__(self, where: str) -> None:
         super().__init__()

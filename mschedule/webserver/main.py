@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None):
     parser = new_parser("mschedule web tier: HTTP API in front of the master.")
     parser.add_argument("--version", action="version", version=f"mschedule-web {__version__}")
     parser.add_argument("--master", default=env("MASTER", DEFAULT_ADMIN),
-                        help="the master's admin endpoint [MSCHEDULE_MASTER]")
+                        help="the master's admin endpoint; several masters of a cluster comma separated "
+                             "(tcp://m1:9001,tcp://m2:9001): the web tier follows whichever leads [MSCHEDULE_MASTER]")
     parser.add_argument("--master-key", default=env("MASTER_KEY", None),
                         help="the master's public key (Z85 text or a path to master.key) [MSCHEDULE_MASTER_KEY]")
     parser.add_argument("--client-key", default=env("CLIENT_KEY", None),

@@ -203,9 +203,10 @@ class Stack:
         assert proc.alive(), proc.log()
         return proc
 
-    def web(self, *extra: str) -> Proc:
-        proc = self._start("web", ["appwebserver.py", "--master", self.admin_endpoint, "--port", str(self.web_port),
-                                   "--master-key", self.keys.public_path, "--client-key", self.keys.admin_secret_path,
+    def web(self, *extra: str, master: str | None = None) -> Proc:
+        proc = self._start("web", ["appwebserver.py", "--master", master or self.admin_endpoint,
+                                   "--port", str(self.web_port), "--master-key", self.keys.public_path,
+                                   "--client-key", self.keys.admin_secret_path,
                                    "--token-file", str(self.token_file), *extra])
         wait_until(lambda: _port_open(self.web_port) or not proc.alive(), 15, what="web port")
         assert proc.alive(), proc.log()

@@ -2,10 +2,12 @@
 
 A throwaway cluster (tests/pg.py); skipped, saying why, where PostgreSQL is not installed."""
 import subprocess
+import time
 
 import gevent
 import pytest
 
+from mschedule.master.leadership import Leadership
 from mschedule.master.migrations import LATEST, SchemaTooNew
 from mschedule.master.sql_storage import open_storage
 from mschedule.master.storage import AgentRecord, StorageError
@@ -42,6 +44,39 @@ def test_postgres_ends_a_silent_leaders_session_and_its_later_writes_fail(pg_url
     finally:
         taken.close()
         first._pool.kill()
+
+
+def test_the_gate_closes_before_the_lease_can_end_and_the_watchdog_fences(pg_url):
+    storage = open_storage(pg_url, lease=2)
+    lost = []
+    leadership = Leadership(storage, on_lost=lost.append)
+    try:
+        storage.ping()
+        assert leadership.serving()
+        time.sleep(2 - leadership.margin + 0.1)  # a SIGSTOP, as the monotonic clock sees it: nothing ran
+        assert not leadership.serving(), "a leader went on serving past its lease minus the margin"
+        leadership.start()
+        gevent.sleep(0.5)
+        assert len(lost) == 1 and "no round trip to the database" in lost[0]
+        with pytest.raises(StorageError, match="no longer holds the leader lock"):
+            storage.ping()  # fenced: nothing more is sent on the session
+    finally:
+        leadership.stop()
+        storage._pool.kill()
+        storage._conn.close()
+
+
+def test_a_leader_keeps_its_lease_while_it_renews_it(pg_url):
+    storage = open_storage(pg_url, lease=2)
+    lost = []
+    leadership = Leadership(storage, on_lost=lost.append)
+    leadership.start()
+    try:
+        gevent.sleep(5)  # two and a half leases
+        assert lost == [] and leadership.serving()
+    finally:
+        leadership.stop()
+        storage.close()
 
 
 def test_a_postgres_database_newer_than_the_master_is_refused_in_one_line(pg_cluster, pg_url, tmp_path):

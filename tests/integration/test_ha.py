@@ -1,0 +1,140 @@
+"""Several masters on one PostgreSQL: one leads, a standby takes over when it dies or freezes (docs/ha.md).
+
+Real processes: a throwaway PostgreSQL cluster (tests/pg.py), two masters sharing one key pair, a web tier and
+agents that know both masters' endpoints. Skipped, saying why, where PostgreSQL is not installed."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+import gevent
+import pytest
+import zerorpc
+
+from mschedule.transport import CurveClientKeys, make_client
+from tests.integration.harness import AGENT_INTERVAL, AGENT_TIMEOUT, Stack, _port_open, free_port, scaled, wait_until
+
+LEASE = 3.0
+
+
+class Masters:
+    """Masters of one cluster, each with its own ports and state directory (holding a copy of the cluster's keys,
+    as an operator copies them: docs/ha.md)."""
+
+    def __init__(self, stack: Stack, db: str, names=("master1", "master2")) -> None:
+        self.stack, self.db = stack, db
+        self.ports = {name: (free_port(), free_port()) for name in names}
+        self.procs = {}
+
+    def start(self, name: str):
+        bind, admin = self.ports[name]
+        state = self.stack.tmp / f"{name}-state"
+        if not state.exists():
+            shutil.copytree(self.stack.state / "keys", state / "keys")
+        self.procs[name] = self.stack._start(name, [
+            "appserver.py", "--bind", f"tcp://127.0.0.1:{bind}", "--admin-bind", f"tcp://127.0.0.1:{admin}",
+            "--state-dir", str(state), "--db", self.db, "--leader-lease", str(LEASE),
+            "--agent-timeout", str(scaled(AGENT_TIMEOUT)), "--heartbeat-interval", str(scaled(AGENT_INTERVAL)),
+            "--auto-accept"])
+        return self.procs[name]
+
+    def leads(self, name: str) -> bool:
+        """It listens: only the leader does."""
+        return _port_open(self.ports[name][0])
+
+    def agents_endpoints(self) -> str:
+        return ",".join(f"tcp://127.0.0.1:{bind}" for bind, _ in self.ports.values())
+
+    def admin_endpoints(self) -> str:
+        return ",".join(f"tcp://127.0.0.1:{admin}" for _, admin in self.ports.values())
+
+
+@pytest.fixture
+def cluster(tmp_path, pg_url):
+    stack = Stack(tmp_path)
+    masters = Masters(stack, pg_url)
+    first = masters.start("master1")
+    wait_until(lambda: masters.leads("master1") or not first.alive(), 20, what="the first master leading")
+    assert first.alive(), first.log()
+    second = masters.start("master2")
+    wait_until(lambda: "standing by" in second.log() or not second.alive(), 20, what="the second master standing by")
+    assert second.alive() and not masters.leads("master2"), second.log()
+    stack.web(master=masters.admin_endpoints())
+    yield stack, masters
+    stack.close()
+
+
+def _task(stack: Stack, task_id: str) -> dict | None:
+    try:
+        status, body = stack.api.get(f"/task/{task_id}?output_limit=0", timeout=5)
+    except OSError:
+        return None
+    return body if status == 200 else None
+
+
+def test_kill9_of_the_leader_mid_rollout_every_target_runs_once_and_succeeds(cluster):
+    stack, masters = cluster
+    web = next(p for p in stack.procs if p.name == "web")
+    stack.agents(20, master=masters.agents_endpoints())
+    agents = sorted(stack.online_agents())
+    assert len(agents) == 20
+    ran = stack.tmp / "ran"
+    ran.mkdir()
+    task_id = stack.api.submit(f'sleep 1; echo ran >> "{ran}/$MSCHEDULE_AGENT_ID"', agents, parallel=5, timeout=60)
+    wait_until(lambda: (_task(stack, task_id) or {}).get("counts", {}).get("SUCCEED", 0) >= 5, 30,
+               what="a quarter of the rollout done")
+    masters.procs["master1"].kill9()
+    killed = time.monotonic()
+    wait_until(lambda: masters.leads("master2") and _task(stack, task_id), 30, interval=0.1,
+               what="the standby serving")
+    took = time.monotonic() - killed
+    assert took < 15, f"the standby served {took:.1f}s after the leader's kill -9"
+    done = stack.api.wait_task(task_id, timeout=90)
+    assert done["counts"]["SUCCEED"] == 20, done["counts"]
+    counts = {agent: (ran / agent).read_text().count("ran") if (ran / agent).exists() else 0 for agent in agents}
+    assert set(counts.values()) == {1}, f"runs per agent (each script must run exactly once): {counts}"
+    assert web.alive() and web.popen.returncode is None  # the same web tier all along
+    assert "no longer leads" not in masters.procs["master2"].log()
+
+
+def test_a_frozen_leader_resumed_after_its_session_ended_does_not_serve(cluster):
+    stack, masters = cluster
+    old = masters.procs["master1"]
+    stack.agents(2, master=masters.agents_endpoints())
+    agents = sorted(stack.online_agents())
+    os.kill(old.pid, signal.SIGSTOP)
+    try:
+        # PostgreSQL ends the silent session after the lease; the standby takes the lock, loads, listens
+        wait_until(lambda: masters.leads("master2") and _task_ok(stack), 30, interval=0.1,
+                   what="the standby leading while the old leader is frozen")
+        first = stack.api.run("echo under the new leader", agents, wait_for=60)
+        assert first["counts"]["SUCCEED"] == 2
+        # a call queued for the old leader while it is frozen: its answer would come from a stale master
+        keys = stack.keys
+        client = make_client(f"tcp://127.0.0.1:{masters.ports['master1'][0]}", timeout=8,
+                             curve=CurveClientKeys(keys.public, keys.admin_public, keys.admin_secret))
+        call = gevent.spawn(client, "ping")
+        gevent.sleep(0.5)
+    finally:
+        os.kill(old.pid, signal.SIGCONT)
+    try:
+        with pytest.raises((zerorpc.TimeoutExpired, zerorpc.LostRemote)):
+            call.get(timeout=15)
+    finally:
+        client.close()
+    old.popen.wait(15)
+    assert old.popen.returncode == 75, old.log()
+    assert "this master no longer leads" in old.log()
+    again = stack.api.run("echo still served", agents, wait_for=60)  # the new leader's state is intact
+    assert again["counts"]["SUCCEED"] == 2
+    status, listed = stack.api.get("/tasks?limit=10")
+    assert status == 200 and first["task_id"] in [t["task_id"] for t in listed], listed
+
+
+def _task_ok(stack: Stack) -> bool:
+    try:
+        return stack.api.get("/task/targets", timeout=5)[0] == 200
+    except OSError:
+        return False
