@@ -46,10 +46,10 @@ _TARGET_DURATION = Histogram(
     "started are not observed)", ("state",), namespace=NAMESPACE, registry=None,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600, 86400))
 _DB_COMMIT = Histogram(
-    "db_commit_seconds", "seconds one SQLite commit takes, from the batch handed to the database thread to its "
+    "db_commit_seconds", "seconds one database commit takes, from the batch handed to the database thread to its "
     "fsync done (what a flush waits for)", namespace=NAMESPACE, registry=None,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-DB_COMMIT_ERRORS = Counter("db_commit_errors", "SQLite commits that failed (their changes stay pending)",
+DB_COMMIT_ERRORS = Counter("db_commit_errors", "database commits that failed (their changes stay pending)",
                            namespace=NAMESPACE, registry=None)
 
 _SCHEDULE_TICKS = Counter("schedule_ticks", "schedule ticks dealt with, by outcome: fired, skipped (overlap or an "
@@ -104,7 +104,7 @@ def target_ended(state: State, started: float | None = None, finished: float | N
 
 
 def db_committed(seconds: float) -> None:
-    """One SQLite commit succeeded after ``seconds``."""
+    """One database commit succeeded after ``seconds``."""
     _DB_COMMIT.observe(seconds)
 
 
