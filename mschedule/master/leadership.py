@@ -62,6 +62,13 @@ class Leadership:
         return self.lost is None and time.monotonic() < self.storage.last_contact + self.lease - self.margin
 
     def start(self) -> None:
+        """Renew and watch the lease from now on, after one round trip: the last one may be old (loading a large
+        state is one long statement, and the lease counts from when a statement was sent)."""
+        try:
+            self.storage.ping()
+        except StorageError as exc:
+            self._lose(f"its database session failed ({exc})")
+            return
         self._greenlets = [gevent.spawn(self._renew_forever), gevent.spawn(self._watch_forever)]
 
     def stop(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from mschedule import __version__
 from mschedule.master import MasterKeys, MasterServer
-from mschedule.master.leadership import Leadership
+from mschedule.master.leadership import EXIT_NOT_LEADING, Leadership
 from mschedule.master.migrations import SchemaTooNew
 from mschedule.master.notifications import DEFAULT_RETRY_BASE, DEFAULT_RETRY_FOR
 from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock
@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     db = args.db or os.path.join(state_dir, "master.db")
     try:
         storage = open_storage(db, lease=args.leader_lease)
-    except StorageError as exc:
-        fail(str(exc))
+    except StorageError as exc:  # a database server that does not answer yet: the supervisor tries again
+        fail(str(exc), code=EXIT_NOT_LEADING if exc.temporary else 2)
     except SchemaTooNew as exc:
         fail(str(exc))
     settings = MasterSettings(

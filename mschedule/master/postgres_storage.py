@@ -135,6 +135,11 @@ class PostgresStorage(SQLStorage):
     def _in_transaction(self) -> bool:
         return self._conn.info.transaction_status != TransactionStatus.IDLE
 
+    def temporary(self, exc: BaseException) -> bool:
+        """A server that does not answer or went away may be back later (an OperationalError, which is also
+        what a refused login raises); a URL that cannot be read or a database of another kind will not."""
+        return isinstance(exc, psycopg.OperationalError)
+
     # ---- leadership -----------------------------------------------------------------------
     def lead(self, waiting: Callable[[str], None] | None = None) -> None:
         """Return once this session holds the leader lock, with the schema migrated; until then stand by.

@@ -88,7 +88,7 @@ class SQLStorage(Storage):
             self._conn = self._run(self._open)
         except self.driver_errors as exc:
             self._pool.kill()
-            raise StorageError(f"cannot open database {self.path}: {one_line(exc)}") from exc
+            raise StorageError(f"cannot open database {self.path}: {one_line(exc)}", self.temporary(exc)) from exc
         except BaseException:
             self._pool.kill()
             raise
@@ -120,6 +120,10 @@ class SQLStorage(Storage):
 
     def _in_transaction(self) -> bool:
         raise NotImplementedError
+
+    def temporary(self, exc: BaseException) -> bool:
+        """Whether ``exc`` of the driver may go away by itself (the master's supervisor should try again)."""
+        return False
 
     def _sql(self, statement: str) -> str:
         """``statement`` with the backend's placeholder."""
@@ -404,6 +408,14 @@ class SQLStorage(Storage):
                     log.debug("rollback after a failed commit failed too", exc_info=True)
             raise
 
+    def abandon(self) -> None:
+        """Let the connection and its thread go without a last commit."""
+        try:
+            self._run(self._conn.close)
+        except BaseException:  # noqa: BLE001 - closing a broken connection may fail in any way; it is let go anyway
+            log.debug("closing an abandoned connection failed", exc_info=True)
+        self._pool.kill()
+
     def close(self) -> None:
         try:
             self.flush()
@@ -430,10 +442,15 @@ def open_storage(db: str, lease: float | None = None, waiting=None) -> Storage:
         from mschedule.master.postgres_storage import PostgresStorage  # psycopg only where it is used
 
         storage = PostgresStorage(db, lease or DEFAULT_LEASE)
-        storage.lead(waiting)
     else:
         from mschedule.master.sqlite_storage import SQLiteStorage
 
         storage = SQLiteStorage(db)
-    storage.load()
+    try:
+        if storage.shared:
+            storage.lead(waiting)
+        storage.load()
+    except storage.driver_errors as exc:  # e.g. the database server went away while this master stood by
+        storage.abandon()
+        raise StorageError(f"database {storage.path}: {one_line(exc)}", storage.temporary(exc)) from exc
     return storage

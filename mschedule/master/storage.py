@@ -335,7 +335,13 @@ class TokenRecord:
 
 
 class StorageError(Exception):
-    """A commit to the database failed (its changes stay pending for the next one); the message says why."""
+    """The database cannot be opened, or a commit to it failed (its changes stay pending for the next one); the
+    message says why. ``temporary``: trying again later may work (a database server that does not answer now),
+    unlike a file that cannot be made or a URL that cannot be read."""
+
+    def __init__(self, message: str, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 class Storage:

@@ -138,3 +138,31 @@ def _task_ok(stack: Stack) -> bool:
         return stack.api.get("/task/targets", timeout=5)[0] == 200
     except OSError:
         return False
+
+
+def test_masters_exit_75_in_one_line_when_postgresql_goes_away(tmp_path):
+    """The database stopped under a leader and a standby: neither goes on (the leader cannot commit, the standby
+    cannot wait for the lock); both say why in one line and exit 75, which systemd restarts."""
+    from tests import pg
+
+    why = pg.unavailable()
+    if why:
+        pytest.skip(why)
+    server = pg.Cluster()
+    stack = Stack(tmp_path)
+    try:
+        masters = Masters(stack, server.database())
+        leader = masters.start("master1")
+        wait_until(lambda: masters.leads("master1") or not leader.alive(), 20, what="the first master leading")
+        standby = masters.start("master2")
+        wait_until(lambda: "standing by" in standby.log() or not standby.alive(), 20, what="a standby")
+        server.close()
+        for proc in (leader, standby):
+            proc.popen.wait(scaled(LEASE * 3))
+            assert proc.popen.returncode == 75, proc.log()
+            assert "Traceback" not in proc.log(), proc.log()
+        assert "no longer leads" in leader.log()
+        assert standby.log().strip().splitlines()[-1].startswith("mschedule: database postgresql://"), standby.log()
+    finally:
+        stack.close()
+        server.close()

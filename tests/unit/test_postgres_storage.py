@@ -51,13 +51,14 @@ def test_the_gate_closes_before_the_lease_can_end_and_the_watchdog_fences(pg_url
     lost = []
     leadership = Leadership(storage, on_lost=lost.append)
     try:
-        storage.ping()
-        assert leadership.serving()
-        time.sleep(2 - leadership.margin + 0.1)  # a SIGSTOP, as the monotonic clock sees it: nothing ran
-        assert not leadership.serving(), "a leader went on serving past its lease minus the margin"
         leadership.start()
-        gevent.sleep(0.5)
-        assert len(lost) == 1 and "no round trip to the database" in lost[0]
+        assert leadership.serving()
+        # a SIGSTOP, as the process sees it: the loop does not run (time.sleep does not yield), the clock goes on
+        time.sleep(2 - leadership.margin + 0.1)
+        assert not leadership.serving(), "a leader went on serving past its lease minus the margin"
+        time.sleep(leadership.margin + 1.5)  # PostgreSQL has ended the silent session by now
+        gevent.sleep(1)
+        assert len(lost) == 1, lost  # the watchdog saw the lease gone, or the renewal found the session gone
         with pytest.raises(StorageError, match="no longer holds the leader lock"):
             storage.ping()  # fenced: nothing more is sent on the session
     finally:
@@ -100,7 +101,7 @@ def test_an_unreachable_database_is_one_line_without_its_password(tmp_path):
     proc = subprocess.run([PYTHON, "appserver.py", "--insecure", "--db", url, "--state-dir", str(tmp_path),
                            "--bind", "tcp://127.0.0.1:0", "--admin-bind", "tcp://127.0.0.1:0"], cwd=ROOT,
                           capture_output=True, text=True, timeout=30)
-    assert proc.returncode != 0
+    assert proc.returncode == 75  # a server that does not answer may yet: systemd starts the master again
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("mschedule: cannot open database postgresql://ops:***@127.0.0.1:"), lines
     assert "hunter2" not in proc.stderr
