@@ -96,6 +96,11 @@ bench-polls: venv
 bench-schedules: venv
 	$(PY) bench/schedules.py --write $(BENCH_ARGS)
 
+# PostgreSQL (fsync on) beside SQLite: latency, fan-out 100, throughput; failover of two masters, kill -9 and SIGSTOP
+.PHONY: bench-ha
+bench-ha: venv postgres
+	$(PY) bench/ha.py --write $(BENCH_ARGS)
+
 # live output: 1,000 real agents printing a line a second, with and without a console and the CLI following
 .PHONY: bench-live
 bench-live: venv browser
