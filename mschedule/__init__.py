@@ -2,4 +2,4 @@
 ``utils``... in site-packages: the web tier (mschedule.webserver), the master (mschedule.master), the agents
 (mschedule.agent), the RPC layer (mschedule.transport) and shared code (mschedule.utils)."""
 
-__version__ = "0.15.0"
+__version__ = "0.16.0"
