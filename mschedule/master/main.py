@@ -1,6 +1,7 @@
 """mschedule master: ``python appserver.py``; agent keys: ``python appserver.py keys list|accept|reject|delete``
 (accept, reject and delete take several agent ids, or ``--all-pending`` for accept and reject); API tokens:
-``python appserver.py tokens list|create|delete``."""
+``python appserver.py tokens list|create|delete``; a database into another (SQLite to PostgreSQL and back):
+``python appserver.py db copy SOURCE --db TARGET``."""
 from __future__ import annotations
 
 import argparse
@@ -112,10 +113,12 @@ def parse_args(argv: list[str] | None = None):
                              "are accepted, rejected or deleted [MSCHEDULE_MAX_PENDING]")
     parser.add_argument("--insecure", action="store_true", default=env("INSECURE", False, flag),
                         help="plain TCP, no keys: for local experiments only [MSCHEDULE_INSECURE]")
-    parser.add_argument("command", nargs="*", metavar="keys|tokens ACTION [ID ...]",
+    parser.add_argument("command", nargs="*", metavar="keys|tokens|db ACTION [ID ...]",
                         help="manage agent keys on a running master: keys list | keys accept|reject|delete ID "
                              "[ID ...] | keys accept|reject --all-pending; API tokens: tokens list | tokens create "
-                             "--user NAME --role ROLE [--expires-in S] | tokens delete TOKEN_ID")
+                             "--user NAME --role ROLE [--expires-in S] | tokens delete TOKEN_ID; with every master "
+                             "stopped: db copy SOURCE copies the database SOURCE into --db, which must be empty "
+                             "(SQLite to PostgreSQL and back)")
     parser.add_argument("--all-pending", action="store_true",
                         help="with 'keys accept' or 'keys reject': every key waiting for a decision")
     add_logging_flags(parser)
@@ -144,7 +147,10 @@ def parse_args(argv: list[str] | None = None):
         parser.error("--schedule-clock: expected START:SPEED (Unix seconds and a factor)")
     if args.keep_audit_days is not None and args.keep_audit_days <= 0:
         parser.error("--keep-audit-days must be > 0")
-    if args.command and args.command[0] == "tokens":
+    if args.command and args.command[0] == "db":
+        if len(args.command) != 3 or args.command[1] != "copy":
+            parser.error("usage: appserver.py db copy SOURCE --db TARGET (every master of both stopped)")
+    elif args.command and args.command[0] == "tokens":
         check_tokens_command(parser, args)
     elif args.command or args.all_pending:
         check_keys_command(parser, args)
@@ -266,6 +272,19 @@ def keys_command(args, state_dir: str) -> int:
     return 1 if reply["failed"] else 0
 
 
+def db_command(args, state_dir: str) -> int:
+    """``db copy SOURCE``: every record of SOURCE into ``--db`` (docs/ha.md, "move from SQLite")."""
+    from mschedule.master.dbcopy import copy_database
+
+    source, target = args.command[2], args.db or os.path.join(state_dir, "master.db")
+    try:
+        copied = copy_database(source, target)
+    except (StorageError, SchemaTooNew) as exc:
+        fail(str(exc))
+    sys.stdout.write("copied " + ", ".join(f"{n} {kind}" for kind, n in copied.items()) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     exit_unless_pinned()
     args = parse_args(argv)
@@ -274,6 +293,8 @@ def main(argv: list[str] | None = None) -> None:
         state_dir = resolve_state_dir(args.state_dir)
     except StateDirError as exc:
         fail(str(exc))
+    if args.command and args.command[0] == "db":
+        sys.exit(db_command(args, state_dir))
     if args.command:
         sys.exit(tokens_command(args, state_dir) if args.command[0] == "tokens" else keys_command(args, state_dir))
     try:

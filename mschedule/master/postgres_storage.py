@@ -92,6 +92,7 @@ class PostgresStorage(SQLStorage):
     driver_errors = (psycopg.Error,)
     placeholder = "%s"
     shared = True
+    snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ"
 
     def __init__(self, dsn: str, lease: float) -> None:
         self.dsn = dsn
@@ -141,13 +142,19 @@ class PostgresStorage(SQLStorage):
         return isinstance(exc, psycopg.OperationalError)
 
     # ---- leadership -----------------------------------------------------------------------
-    def lead(self, waiting: Callable[[str], None] | None = None) -> None:
+    def lead(self, waiting: Callable[[str], None] | None = None, wait: bool = True) -> None:
         """Return once this session holds the leader lock, with the schema migrated; until then stand by.
 
         ``waiting(holder)`` is called once, when the lock is found taken (``holder``: who has it).
+
+        Raises:
+            StorageError: the lock is taken and ``wait`` is false.
         """
         told = False
         while not self._run(self._try_lock):
+            if not wait:
+                raise StorageError(f"{self.path}: {self._run(self._holder)} leads on this database: stop every "
+                                   "master that uses it first")
             if not told:
                 told = True
                 holder = self._run(self._holder)

@@ -77,6 +77,8 @@ class SQLStorage(Storage):
     placeholder = "?"
     #: several masters share the database, one leading (mschedule/master/leadership.py)
     shared = False
+    #: how a read of everything begins its transaction (one snapshot for all tables)
+    snapshot = "BEGIN"
 
     def __init__(self, where: str) -> None:
         super().__init__()
@@ -169,8 +171,15 @@ class SQLStorage(Storage):
             self._seq = max(self._seq, row[1])
         log.info("loaded %d agents and %d tasks from %s", len(self.agents), len(self.tasks), self.path)
 
-    def _read_all(self) -> tuple[list, list, list]:
+    def _read_all(self) -> tuple:
         cur = self._conn.cursor()
+        cur.execute(self.snapshot)  # one consistent view, whatever another process commits meanwhile
+        try:
+            return self._select_all(cur)
+        finally:
+            cur.execute("COMMIT")
+
+    def _select_all(self, cur) -> tuple:
         agents = cur.execute("SELECT id, hostname, ip, labels, registered, heartbeat, online, session "
                              "FROM agents").fetchall()
         tasks = cur.execute("SELECT id, seq, script, timeout, parallel, fail_rate, fail_count, created, state, "
@@ -425,11 +434,11 @@ class SQLStorage(Storage):
         self._pool.kill()
 
 
-def open_storage(db: str, lease: float | None = None, waiting=None) -> Storage:
+def open_storage(db: str, lease: float | None = None, waiting=None, wait: bool = True) -> Storage:
     """The master's storage for ``--db``, loaded: ``:memory:`` keeps everything in memory only; a
     ``postgresql://`` URL is shared by the masters of a cluster (this call returns once this master leads, with
-    ``waiting(holder)`` told if it has to stand by first; ``lease``: mschedule/master/leadership.py); anything
-    else is an SQLite file.
+    ``waiting(holder)`` told if it has to stand by first, or StorageError at once if ``wait`` is false; ``lease``:
+    mschedule/master/leadership.py); anything else is an SQLite file.
 
     Raises:
         StorageError: the database cannot be opened.
@@ -448,7 +457,7 @@ def open_storage(db: str, lease: float | None = None, waiting=None) -> Storage:
         storage = SQLiteStorage(db)
     try:
         if storage.shared:
-            storage.lead(waiting)
+            storage.lead(waiting, wait)
         storage.load()
     except storage.driver_errors as exc:  # e.g. the database server went away while this master stood by
         storage.abandon()
