@@ -5,10 +5,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
+
+import gevent
 
 from mschedule import __version__
 from mschedule.master import MasterKeys, MasterServer
@@ -297,6 +301,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(db_command(args, state_dir))
     if args.command:
         sys.exit(tokens_command(args, state_dir) if args.command[0] == "tokens" else keys_command(args, state_dir))
+    # SIGHUP's default kills, and systemd does not restart a process a SIGHUP ended: a `systemctl reload` of a
+    # standby (which may wait for hours) or of a master loading a large database must find it alive
+    early_hup = gevent.signal_handler(signal.SIGHUP, lambda: logging.getLogger("mschedule.master").warning(
+        "SIGHUP: nothing to read again yet (the master is starting or standing by)"))
     try:
         keys = None if args.insecure else MasterKeys.load_or_create(state_dir)
     except OSError as exc:
@@ -326,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         server.bind()
     except BindError as exc:
         fail(str(exc))
+    early_hup.cancel()  # the server's own handler takes over in run()
     try:
         server.run()
     except ServingLoopDied as exc:

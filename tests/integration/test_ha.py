@@ -166,3 +166,17 @@ def test_masters_exit_75_in_one_line_when_postgresql_goes_away(tmp_path):
     finally:
         stack.close()
         server.close()
+
+
+def test_a_standby_lives_through_sighup(cluster):
+    """systemctl reload sends SIGHUP: a standby, waiting for the lock, must not die of it (systemd would not
+    start again a process a SIGHUP ended)."""
+    stack, masters = cluster
+    standby = masters.procs["master2"]
+    for _ in range(3):
+        os.kill(standby.pid, signal.SIGHUP)
+        time.sleep(0.3)
+    assert standby.alive(), standby.log()
+    assert "SIGHUP: nothing to read again yet" in standby.log()
+    masters.procs["master1"].kill9()
+    wait_until(lambda: masters.leads("master2") and _task_ok(stack), 30, interval=0.1, what="the standby leading")
