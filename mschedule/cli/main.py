@@ -412,10 +412,10 @@ def cmd_login(args: argparse.Namespace) -> int:
     token = token.strip()
     if not token:
         raise CliError("login: no token given")
-    Client(url, token).get("/task/targets")  # the token and the master answer, or this raises
+    me = Client(url, token).get("/whoami")  # the token and the master answer, or this raises
     path = config_path()
     write_config(path, url, token)
-    print(f"logged in to {url}; settings written to {path}")
+    print(f"logged in to {url} as {me.get('user')} ({me.get('role')}); settings written to {path}")
     return 0
 
 

@@ -170,6 +170,7 @@ def test_login_writes_a_0600_file_that_later_commands_use(fleet, tmp_path):
     assert wrong.returncode == 3 and not config.exists()
     done = mschedule(None, tmp_path, "login", fleet.api.base, stdin=fleet.token + "\n")
     assert done.returncode == 0, done
+    assert done.stdout.startswith(f"logged in to {fleet.api.base} as token-file (admin);"), done.stdout
     assert stat.S_IMODE(config.stat().st_mode) == 0o600 and fleet.token in config.read_text()
     agents = mschedule(None, tmp_path, "agents", "--json")  # no URL nor token in the environment
     assert agents.returncode == 0, agents
