@@ -751,7 +751,7 @@ def token_body(args: argparse.Namespace) -> dict:
 
 def audit_query(args: argparse.Namespace, now: float | None = None) -> dict:
     """The ``GET /audit`` query: ``--since`` as Unix seconds (a duration counted back from ``now``)."""
-    query: dict[str, Any] = {"user": args.user, "action": args.action, "limit": args.limit}
+    query: dict[str, Any] = {"user": args.user, "action": args.action, "limit": args.limit, "before": args.before}
     if args.since is not None:
         kind, value = args.since
         query["since"] = max(0.0, (time.time() if now is None else now) - value) if kind == "ago" else value
@@ -829,8 +829,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(records)
         return 0
-    print(table(["TIME", "USER", "ROLE", "ACTION", "OBJECT", "STATUS", "OUTCOME"],
-                [[when(r.get("time")), r.get("user"), r.get("role"), r.get("action"), r.get("object"),
+    print(table(["SEQ", "TIME", "USER", "ROLE", "ACTION", "OBJECT", "STATUS", "OUTCOME"],
+                [[r.get("seq"), when(r.get("time")), r.get("user"), r.get("role"), r.get("action"), r.get("object"),
                   r.get("status"), r.get("outcome")] for r in records]))
     return 0
 
@@ -1099,6 +1099,8 @@ def build_parser() -> Parser:
     p.add_argument("--since", type=moment, metavar="DURATION|TIME",
                    help="only since then: a duration back from now (3600, 12h, 7d) or a time (2026-12-01T10:30)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N records (default 100)")
+    p.add_argument("--before", type=int, metavar="SEQ", help="only records older than record SEQ: the next page "
+                                                            "after a listing whose last record is SEQ")
     p.add_argument("--json", action="store_true")
 
     p = command("login", cmd_login, "check a token and store it with the URL in the config file")

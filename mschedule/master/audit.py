@@ -87,7 +87,9 @@ class AuditLog:
                 raise ValidationError(f"{name}: expected a string, got {describe(value)}", field=name)
         since = number(filters.get("since"), "since", 0, 1e10, default=None, hint="Unix seconds")
         limit = integer(filters.get("limit"), "limit", 1, MAX_LIMIT, default=100)
-        return self.storage.query_audit(user, action, since, limit)
+        # the next page: records older than the oldest one shown (its seq); seqs only grow, so a page never repeats
+        before = integer(filters.get("before"), "before", 1, 2 ** 62, default=None)
+        return self.storage.query_audit(user, action, since, limit, before)
 
     def prune(self, keep_days: float | None) -> int:
         if not keep_days:

@@ -285,8 +285,10 @@ class SQLStorage(Storage):
         entry["seq"] = self._audit_seq
         self._audit.append((entry["seq"], entry["time"], entry["user"], entry["action"], json.dumps(entry)))
 
-    def query_audit(self, user: str | None, action: str | None, since: float | None, limit: int) -> list[dict]:
-        """Newest first, read on the database thread (after the commits before it)."""
+    def query_audit(self, user: str | None, action: str | None, since: float | None, limit: int,
+                    before: int | None = None) -> list[dict]:
+        """Newest first, read on the database thread (after the commits before it); ``before``: only records
+        older than the one of this ``seq``."""
         sql, args = "SELECT body FROM audit WHERE TRUE", []
         for column, value in (('"user"', user), ("action", action)):
             if value is not None:
@@ -295,6 +297,9 @@ class SQLStorage(Storage):
         if since is not None:
             sql += " AND time >= ?"
             args.append(since)
+        if before is not None:
+            sql += " AND seq < ?"
+            args.append(before)
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit)
         rows = self._run(lambda: self._conn.execute(self._sql(sql), args).fetchall())

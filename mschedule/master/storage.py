@@ -438,10 +438,13 @@ class Storage:
         entry["seq"] = (self.audit[-1]["seq"] + 1) if self.audit else 1
         self.audit.append(entry)
 
-    def query_audit(self, user: str | None, action: str | None, since: float | None, limit: int) -> list[dict]:
-        """Newest first."""
+    def query_audit(self, user: str | None, action: str | None, since: float | None, limit: int,
+                    before: int | None = None) -> list[dict]:
+        """Newest first; ``before``: only records older than the one of this ``seq`` (the next page)."""
         out = []
         for entry in reversed(self.audit):
+            if before is not None and entry["seq"] >= before:
+                continue
             if since is not None and entry["time"] < since:
                 break
             if (user is None or entry["user"] == user) and (action is None or entry["action"] == action):

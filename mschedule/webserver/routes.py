@@ -562,12 +562,13 @@ async def tokens_list(request: web.Request) -> web.Response:
 
 @routes.get("/audit")
 async def audit(request: web.Request) -> web.Response:
-    """Newest first; ``?user=&action=&since=&limit=``."""
+    """Newest first; ``?user=&action=&since=&limit=&before=`` (``before``: the seq the next page is older than)."""
     filters: dict = {k: request.query[k] for k in ("user", "action") if k in request.query}
     if "since" in request.query:
         filters["since"] = query_number(request.query["since"])
-    if "limit" in request.query:
-        filters["limit"] = query_int(request.query["limit"], "limit")
+    for name in ("limit", "before"):
+        if name in request.query:
+            filters[name] = query_int(request.query[name], name)
     return web.json_response(await call_master(request, "audit_query", filters))
 
 

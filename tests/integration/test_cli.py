@@ -539,8 +539,11 @@ def test_tokens_roles_whoami_and_the_audit_trail(fleet, tmp_path):
     audit = mschedule(fleet, tmp_path, "audit", "--user", "vera", "--since", "10m")
     assert audit.returncode == 0, audit
     lines = audit.stdout.splitlines()
-    assert lines[0].split() == ["TIME", "USER", "ROLE", "ACTION", "OBJECT", "STATUS", "OUTCOME"]
-    assert [line.split()[2:] for line in lines[1:]] == [["vera", "viewer", "task.submit", "-", "403", "refused"]]
+    assert lines[0].split() == ["SEQ", "TIME", "USER", "ROLE", "ACTION", "OBJECT", "STATUS", "OUTCOME"]
+    assert [line.split()[3:] for line in lines[1:]] == [["vera", "viewer", "task.submit", "-", "403", "refused"]]
+    seq = int(lines[1].split()[0])
+    older = json.loads(mschedule(fleet, tmp_path, "audit", "--before", str(seq), "--json").stdout)
+    assert older and all(r["seq"] < seq for r in older)  # the next page
     records = json.loads(mschedule(fleet, tmp_path, "audit", "--action", "token.create", "--json").stdout)
     assert any(r["object"] == token_id and r["user"] == "token-file" and r["outcome"] == "done" for r in records)
 

@@ -1016,5 +1016,19 @@ def test_an_operator_runs_and_disables_but_decides_no_key_and_the_admin_audits_i
         expect(admin.locator("#audit tbody tr")).to_have_count(1)
         admin.fill("#audit-since", "2099-01-01T00:00")
         expect(admin.locator("#audit tbody")).to_have_text("No record matches.")
+
+        # more than a page: "Load more" adds the records older than the last one shown, none twice
+        for _ in range(105):
+            assert stack.api.post("/task", {})[0] == 400  # refused by the master: recorded all the same
+        admin.reload()  # the filters empty again (the token stays in this session)
+        admin.click("#nav-audit")
+        expect(admin.locator("#audit tbody tr")).to_have_count(100)
+        admin.click("#audit-more")
+        # by a cursor, not a longer list each time (which stopped at 1,000)
+        expect(admin.locator("#view")).to_have_attribute("data-loaded", re.compile(r"(^|&)before=\d+"))
+        total = len(stack.api.get("/audit?limit=1000")[1])
+        expect(admin.locator("#audit tbody tr")).to_have_count(min(total, 200))
+        seqs = [int(s) for s in admin.locator("#audit tbody tr").evaluate_all("rows => rows.map(r => r.dataset.seq)")]
+        assert seqs == sorted(set(seqs), reverse=True), seqs  # newest first, each once
     finally:
         context.close()

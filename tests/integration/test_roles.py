@@ -37,6 +37,14 @@ def test_roles_decide_what_a_token_may_do_and_every_change_is_audited(stack):
     assert done["object"] == task["task_id"] and done["outcome"] == "done" and done["detail"]["targets"] == 1
     assert len(done["detail"]["script_sha256"]) == 64 and done["client"] == "127.0.0.1"
     assert _audit(stack, user="otto", action="key.accept")[0]["outcome"] == "refused"
+    # pages: before= the seq of the last record shown; a cursor that is no number is a 400 naming it
+    first, = _audit(stack, limit=1)
+    older = _audit(stack, limit=3, before=first["seq"])
+    assert [r["seq"] for r in older] == sorted((r["seq"] for r in older), reverse=True)
+    assert older and all(r["seq"] < first["seq"] for r in older)
+    for bad in ("x", "0", "1.5"):
+        status, body = stack.api.get(f"/audit?before={bad}")
+        assert status == 400 and body["field"] == "before", (bad, body)
     # cancel records who cancelled
     running = operator.submit("sleep 30", ids)
     wait_until(lambda: operator.get(f"/task/{running}")[1]["counts"]["RUNNING"] == 1, 10)

@@ -638,13 +638,14 @@ def test_tokens_audit_and_whoami_usage_errors_exit_3_before_any_request(argv, er
 def test_audit_query_since_a_duration_or_a_time():
     args = parse("audit", "--user", "vera", "--action", "task.submit", "--since", "1h", "--limit", "5")
     assert cli.audit_query(args, now=10000.0) == {"user": "vera", "action": "task.submit", "limit": 5,
-                                                  "since": 6400.0}
+                                                  "before": None, "since": 6400.0}
     assert cli.audit_query(parse("audit", "--since", "2026-12-01T10:30:00+00:00"), now=0) == {
-        "user": None, "action": None, "limit": None, "since": 1796121000.0}
+        "user": None, "action": None, "limit": None, "before": None, "since": 1796121000.0}
     local = parse("audit", "--since", "2026-12-01").since  # no offset: local time, as the table shows times
     assert local == ("at", datetime.datetime(2026, 12, 1).timestamp())
     assert cli.audit_query(parse("audit", "--since", "7d"), now=5.0)["since"] == 0.0  # not before 1970
-    assert cli.audit_query(parse("audit")) == {"user": None, "action": None, "limit": None}
+    assert cli.audit_query(parse("audit")) == {"user": None, "action": None, "limit": None, "before": None}
+    assert cli.audit_query(parse("audit", "--before", "41"))["before"] == 41
 
 
 class Answers:
@@ -708,8 +709,8 @@ def test_whoami_tokens_list_and_audit_tables(answering, capsys):
     assert lines[2].endswith("token-file  group=g") and when(86420.0) in lines[2]
     assert cli.main(["audit", "--user", "vera"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["TIME", "USER", "ROLE", "ACTION", "OBJECT", "STATUS", "OUTCOME"]
-    assert lines[1] == f"{when(40.0)}  vera  viewer  task.submit  -       403     refused"
+    assert lines[0].split() == ["SEQ", "TIME", "USER", "ROLE", "ACTION", "OBJECT", "STATUS", "OUTCOME"]
+    assert lines[1] == f"2    {when(40.0)}  vera  viewer  task.submit  -       403     refused"
 
 
 def test_tokens_delete_each_id_and_a_403_is_one_line_exit_3(answering, capsys):

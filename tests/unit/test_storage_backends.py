@@ -211,6 +211,8 @@ def test_every_kind_of_record_comes_back(db):
         assert again.tokens["t1"].selector == {"dc": "bj"}
         assert [e["object"] for e in again.query_audit("vera", None, None, 10)] == ["o2", "o0"]
         assert [e["seq"] for e in again.query_audit(None, "task.submit", 101.0, 10)] == [3, 2]
+        assert [e["seq"] for e in again.query_audit(None, None, None, 1, before=3)] == [2]  # the next page
+        assert [e["seq"] for e in again.query_audit("vera", None, None, 10, before=3)] == [1]
         again.add_audit({"time": 200.0, "user": "otto", "action": "key.accept", "object": None})
         again.flush()
         assert again.query_audit(None, None, None, 1)[0]["seq"] == 4  # numbering goes on after a restart

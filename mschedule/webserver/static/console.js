@@ -1691,7 +1691,6 @@ const AUDIT_ACTIONS = ['task.submit', 'task.cancel', 'task.retry', 'job.run', 'j
   'key.reject', 'key.delete', 'group.put', 'group.delete', 'schedule.create', 'schedule.update', 'schedule.enable',
   'schedule.disable', 'schedule.delete', 'token.create', 'token.delete'];
 const AUDIT_PAGE = 100;
-const AUDIT_MAX = 1000;  // the most GET /audit answers at once
 
 /** The object of an audit record, a link where the console has a page for it (a task, a job, a schedule). */
 function auditObject(entry) {
@@ -1705,8 +1704,8 @@ function auditObject(entry) {
 }
 
 /**
- * ``GET /audit``, newest first, filtered by user, action and since. The API pages by ``limit`` only (``since``
- * is a lower bound), so "Load more" asks again for 100 more records, up to its 1000.
+ * ``GET /audit``, newest first, filtered by user, action and since, 100 at a time: "Load more" asks for the
+ * records older than the last one shown (``before``: its seq) and adds them below.
  */
 function auditView(main, args, query, ctx) {
   const userInput = h('input', { type: 'text', id: 'audit-user', placeholder: 'user', autocomplete: 'off', 'aria-label': 'user' });
@@ -1719,39 +1718,49 @@ function auditView(main, args, query, ctx) {
   const shown = h('span', { class: 'muted', id: 'audit-shown' });
   const tbody = h('tbody');
   const error = viewError(ctx);
-  let limit = AUDIT_PAGE;
+  let rows = 0;
+  let oldest = null;  // the seq of the last record shown: the next page is older
   main.append(h('h2', { text: 'Audit' }),
     h('div', { class: 'toolbar' }, userInput, actionSelect, h('label', {}, 'since ', sinceInput), refresh, shown), error,
     h('table', { id: 'audit' },
       tableHead(['Time', 'User', 'Role', 'Action', 'Object', 'Client', 'Status', 'Outcome']), tbody),
     h('div', { class: 'actions' }, more));
 
-  async function load() {
-    const params = new URLSearchParams({ limit: String(limit) });
+  async function load(next = false) {
+    const params = new URLSearchParams({ limit: String(AUDIT_PAGE) });
+    if (next && oldest !== null) params.set('before', String(oldest));
     if (userInput.value.trim()) params.set('user', userInput.value.trim());
     if (actionSelect.value) params.set('action', actionSelect.value);
     const since = sinceInput.value ? new Date(sinceInput.value).getTime() / 1000 : NaN;
     if (Number.isFinite(since)) params.set('since', String(since));
     const list = await api('GET', `/audit?${params}`);
     error.textContent = '';
-    tbody.replaceChildren(...list.map((e) => h('tr', { 'data-seq': e.seq ?? '', 'data-action': e.action, 'data-user': e.user },
+    const made = list.map((e) => h('tr', { 'data-seq': e.seq ?? '', 'data-action': e.action, 'data-user': e.user },
       h('td', { text: formatTime(e.time) }), h('td', { class: 'user', text: e.user }), h('td', { text: e.role || '' }),
       h('td', { class: 'mono action', text: e.action,
         title: e.detail && Object.keys(e.detail).length ? JSON.stringify(e.detail) : null }),
       h('td', { class: 'object' }, auditObject(e)), h('td', { class: 'mono', text: e.client || '' }),
       h('td', { class: 'num', text: e.status ?? '' }),
-      h('td', {}, h('span', { class: `badge outcome-${e.outcome}`, text: e.outcome || '' })))));
-    if (!list.length) tbody.append(h('tr', {}, h('td', { colspan: 8, class: 'empty', text: 'No record matches.' })));
-    shown.textContent = `${list.length} record${list.length === 1 ? '' : 's'}, newest first`;
-    more.hidden = list.length < limit || limit >= AUDIT_MAX;
+      h('td', {}, h('span', { class: `badge outcome-${e.outcome}`, text: e.outcome || '' }))));
+    if (next) {
+      tbody.append(...made);
+      rows += list.length;
+    } else {
+      tbody.replaceChildren(...made);
+      rows = list.length;
+    }
+    if (list.length) oldest = list[list.length - 1].seq;
+    if (!rows) tbody.append(h('tr', {}, h('td', { colspan: 8, class: 'empty', text: 'No record matches.' })));
+    shown.textContent = `${rows} record${rows === 1 ? '' : 's'}, newest first`;
+    more.hidden = list.length < AUDIT_PAGE;
     main.dataset.loaded = params.toString();
   }
-  const again = () => { limit = AUDIT_PAGE; load().catch(ctx.showError); };
+  const again = () => { oldest = null; load().catch(ctx.showError); };
   userInput.addEventListener('change', again);
   actionSelect.addEventListener('change', again);
   sinceInput.addEventListener('change', again);
-  refresh.addEventListener('click', () => load().catch(ctx.showError));
-  more.addEventListener('click', () => { limit = Math.min(AUDIT_MAX, limit + AUDIT_PAGE); load().catch(ctx.showError); });
+  refresh.addEventListener('click', again);
+  more.addEventListener('click', () => load(true).catch(ctx.showError));
   load().catch(ctx.showError);
 }
 
