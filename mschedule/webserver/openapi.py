@@ -336,7 +336,9 @@ OPENAPI: dict = {
             {"name": "user", "in": "query", "schema": {"type": "string"}},
             {"name": "action", "in": "query", "schema": {"type": "string"}},
             {"name": "since", "in": "query", "schema": {"type": "number"}},
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            {"name": "before", "in": "query", "description": "the next page: records older than this seq",
+             "schema": {"type": "integer", "minimum": 1}}])},
         "/whoami": {"get": _op("who this token is: user, role, token_id, selector", _json("#/components/schemas/Any"))},
         "/schedules": {
             "post": _op("schedule a job's runs on a cron expression",
