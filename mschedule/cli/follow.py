@@ -363,15 +363,16 @@ def notification_text(n: dict) -> str:
     return f"{n.get('url')}: {n.get('state')} ({', '.join(parts)})"
 
 
-#: the task summary's fields :func:`details` shows (the event stream's task has none of them)
+#: the task summary's fields :func:`details` shows: the event stream's ``end`` has them (from 0.16 on; a ``task``
+#: event, and an older master's ``end``, do not)
 DETAIL_FIELDS = ("env", "secrets", "params", "schedule_id", "schedule_tick", "notify", "notifications",
                  "created_by", "cancelled_by")
 
 
 def with_details(client: Client, task: dict) -> dict:
-    """``task`` (a snapshot of the event stream) with the :data:`DETAIL_FIELDS` of its summary, fetched without
-    outputs (``GET /task/{id}?output_limit=0``) when it lacks them. A failed fetch leaves them out: the task
-    ended, and its summary is still worth showing."""
+    """``task`` (the event stream's end) with the :data:`DETAIL_FIELDS` of its summary, fetched without outputs
+    (``GET /task/{id}?output_limit=0``) when it lacks them (a master before 0.16). A failed fetch leaves them
+    out: the task ended, and its summary is still worth showing."""
     if all(name in task for name in DETAIL_FIELDS):
         return task
     try:

@@ -148,6 +148,17 @@ def _task_data(task: TaskRecord) -> dict:
             "finished": task.finished, "counts": {state.value: task.counts[state] for state in State}}
 
 
+END_FIELDS = ("env", "secrets", "params", "schedule_id", "schedule_tick", "notify", "notifications", "created_by",
+              "cancelled_by")
+"""What the ``end`` event carries beyond the task's state: what it ran with and the webhooks it calls (as its
+summary shows them, secrets masked), so a follower can sum the task up without fetching it."""
+
+
+def _end_data(task: TaskRecord) -> dict:
+    summary = task.summary()
+    return {**_task_data(task), **{name: summary[name] for name in END_FIELDS}}
+
+
 class LiveOutput:
     """The tails of running targets and the event logs of followed tasks (module docstring)."""
 
@@ -259,7 +270,7 @@ class LiveOutput:
     @staticmethod
     def _maybe_end(task: TaskRecord, events: EventLog) -> None:
         if events.ended is None and task.state.is_finished and task.running == 0:
-            events.append("end", _task_data(task))
+            events.append("end", _end_data(task))
 
     def followed(self) -> int:
         """Tasks with an event log now."""
@@ -293,7 +304,7 @@ class LiveOutput:
                                field="task_id")
             events = EventLog(self.max_events, self.max_log_bytes)
             if finished:  # nothing will happen: a snapshot and the end, without keeping a log
-                events.append("end", _task_data(task))
+                events.append("end", _end_data(task))
                 return self._answer(events, None, task)
             self._logs[task.id] = events
             self._share_log_budget()

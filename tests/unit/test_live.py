@@ -92,6 +92,25 @@ def test_poll_gives_a_snapshot_then_each_change_then_the_end(world):
     assert len(sched.live) == 0  # no tail outlives its target
 
 
+def test_the_end_says_what_the_task_ran_with_secrets_masked():
+    sched = Scheduler(Storage(), agent_timeout=10)
+    sched.agent_seen(AgentInfo(id="a0", hostname="h", session="s1"))
+    task = sched.submit(TaskSpec(script=b"x", targets=["a0"], env={"REGION": "bj", "TOKEN": "hunter2"},
+                                 secrets=["TOKEN"], notify=[{"url": "http://127.0.0.1:9/hook"}]))
+    task.created_by = "otto"
+    cursor = sched.live.poll(task, None, 0)["cursor"]
+    sched.next_task("a0", "s1")
+    sched.apply_result(ResultMessage(id=task.id, agent_id="a0", code=0))
+    end = sched.live.poll(task, cursor, 0)["events"][-1]
+    assert end["event"] == "end"
+    data = end["data"]
+    assert data["env"] == {"REGION": "bj", "TOKEN": "***"} and data["secrets"] == ["TOKEN"]
+    assert data["created_by"] == "otto" and data["notify"][0]["url"] == "http://127.0.0.1:9/hook"
+    assert "hunter2" not in repr(end)
+    for name in ("params", "schedule_id", "schedule_tick", "notifications", "cancelled_by"):
+        assert name in data
+
+
 def test_a_poll_waits_until_something_happens(world):
     sched, task = world
     cursor = sched.live.poll(task, None, 0)["cursor"]
