@@ -311,7 +311,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"cannot create the master's keys in {state_dir}/keys: {exc.strerror}")
     db = args.db or os.path.join(state_dir, "master.db")
     try:
-        storage = open_storage(db, lease=args.leader_lease)
+        identity = ({"master_key": keys.public.decode(), "admin_key": keys.admin_public.decode()} if keys
+                    else {"master_key": "insecure", "admin_key": "insecure"})
+        storage = open_storage(db, lease=args.leader_lease, identity=identity)
     except StorageError as exc:  # a database server that does not answer yet: the supervisor tries again
         fail(str(exc), code=EXIT_NOT_LEADING if exc.temporary else 2)
     except SchemaTooNew as exc:

@@ -5,6 +5,9 @@ The database says its schema version (SQLite: ``PRAGMA user_version``; PostgreSQ
 after that version, and records the new one; a database whose version is newer than the newest this master
 knows (written by a newer mschedule) is refused with one line, since an older master would misread or damage it.
 
+Version 2 (mschedule 0.16) adds the table ``cluster``: what the masters sharing the database must agree on (their
+CURVE keys, mschedule/master/postgres_storage.py).
+
 Version 1 is the schema of mschedule 0.15 as a whole, on both backends. On SQLite: every table created if
 missing, and the ``tasks.extra`` column added to a database from before selectors and batches, so any earlier
 database (version 0, which SQLite reports for one that never set it) reaches it. On PostgreSQL (new in 0.16)
@@ -20,7 +23,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-LATEST = 1
+LATEST = 2
 """The newest schema version this master knows (every backend's migrations reach it)."""
 
 
@@ -32,6 +35,10 @@ def _statements(schema: str) -> list[str]:
     return [s for s in schema.split(";") if s.strip()]
 
 
+def _v2(conn) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS cluster (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
 class SQLiteVersions:
     """SQLite: the version in ``PRAGMA user_version``; ``schema`` is the base schema's SQL."""
 
@@ -39,6 +46,7 @@ class SQLiteVersions:
         self.schema = schema
         self.migrations: dict[int, tuple[str, Callable[[Any], None]]] = {
             1: ("the schema of mschedule 0.15 (every table; tasks.extra)", self._v1),
+            2: ("the cluster table (what the masters sharing the database agree on)", _v2),
         }
 
     def read(self, conn: sqlite3.Connection) -> int:
@@ -70,6 +78,7 @@ class PostgresVersions:
         self.schema = schema
         self.migrations: dict[int, tuple[str, Callable[[Any], None]]] = {
             1: ("the schema of mschedule 0.15 (every table)", self._v1),
+            2: ("the cluster table (what the masters sharing the database agree on)", _v2),
         }
 
     def read(self, conn) -> int:

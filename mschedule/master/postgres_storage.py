@@ -73,6 +73,10 @@ LEADER_LOCK = 0x6D73_6368_6C65_6164
 MIN_SERVER_VERSION = 140000
 """PostgreSQL 14: the first with ``idle_session_timeout``, which ends a silent leader's session."""
 
+IDENTITY_NAMES = {"master_key": "the master public key", "admin_key": "the admin credential's public key"}
+"""What the masters of a cluster share (mschedule/master/main.py fills them in from keys/; ``insecure`` for
+--insecure), as the refusal names them."""
+
 STANDBY_POLL = 1.0
 """Seconds between two tries of a standby for the leader lock."""
 
@@ -94,9 +98,13 @@ class PostgresStorage(SQLStorage):
     shared = True
     snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ"
 
-    def __init__(self, dsn: str, lease: float) -> None:
+    def __init__(self, dsn: str, lease: float, identity: dict[str, str] | None = None) -> None:
+        """``identity``: what every master of the cluster must share (CURVE public keys, IDENTITY_NAMES); the
+        first to lead records it in table ``cluster``, and a master with other values is refused at once, as a
+        standby too: after a failover to it no agent or web tier could talk to it."""
         self.dsn = dsn
         self.lease = lease
+        self.identity = identity or {}
         #: monotonic time at which the newest statement that succeeded was sent: the server cannot have ended
         #: the session for idleness before this plus the lease (mschedule/master/leadership.py)
         self.last_contact = 0.0
@@ -128,6 +136,7 @@ class PostgresStorage(SQLStorage):
             conn.execute(f"SET idle_session_timeout = {ms:d}")
             conn.execute(f"SET idle_in_transaction_session_timeout = {ms:d}")
             check_version(conn, PostgresVersions(SCHEMA), self.path)  # a standby refuses a newer one at once too
+            self._check_identity(conn)
         except BaseException:
             conn.close()
             raise
@@ -164,7 +173,27 @@ class PostgresStorage(SQLStorage):
                     waiting(holder)
             gevent.sleep(STANDBY_POLL)
         self._run(migrate, self._conn, PostgresVersions(SCHEMA), self.path)
+        self._run(self._record_identity)
         log.info("leading: this master holds the leader lock on %s", self.path)
+
+    def _check_identity(self, conn: psycopg.Connection) -> None:
+        """Refuse to join a cluster whose masters have other keys (a table from before version 2: none yet)."""
+        if not self.identity or conn.execute("SELECT to_regclass('cluster')").fetchone()[0] is None:
+            return
+        recorded = dict(conn.execute("SELECT name, value FROM cluster").fetchall())
+        for name, mine in self.identity.items():
+            theirs = recorded.get(name)
+            if theirs is not None and theirs != mine:
+                raise StorageError(f"database {self.path}: the masters of its cluster have {IDENTITY_NAMES[name]} "
+                                   f"{theirs}, this one has {mine}: copy keys/ from one of them to this master's "
+                                   "state directory (docs/ha.md), or give it another --db")
+
+    def _record_identity(self) -> None:
+        """The first leader's keys become the cluster's (then checked, in case another master recorded first)."""
+        for name, value in self.identity.items():
+            self._conn.execute("INSERT INTO cluster (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                               (name, value))
+        self._check_identity(self._conn)
 
     def _try_lock(self) -> bool:
         return self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()[0]

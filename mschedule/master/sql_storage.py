@@ -439,11 +439,13 @@ class SQLStorage(Storage):
         self._pool.kill()
 
 
-def open_storage(db: str, lease: float | None = None, waiting=None, wait: bool = True) -> Storage:
+def open_storage(db: str, lease: float | None = None, waiting=None, wait: bool = True,
+                 identity: dict[str, str] | None = None) -> Storage:
     """The master's storage for ``--db``, loaded: ``:memory:`` keeps everything in memory only; a
     ``postgresql://`` URL is shared by the masters of a cluster (this call returns once this master leads, with
     ``waiting(holder)`` told if it has to stand by first, or StorageError at once if ``wait`` is false; ``lease``:
-    mschedule/master/leadership.py); anything else is an SQLite file.
+    mschedule/master/leadership.py; ``identity``: the keys every master of the cluster must share,
+    mschedule/master/postgres_storage.py); anything else is an SQLite file.
 
     Raises:
         StorageError: the database cannot be opened.
@@ -455,7 +457,7 @@ def open_storage(db: str, lease: float | None = None, waiting=None, wait: bool =
     if db.startswith(("postgresql://", "postgres://")):
         from mschedule.master.postgres_storage import PostgresStorage  # psycopg only where it is used
 
-        storage = PostgresStorage(db, lease or DEFAULT_LEASE)
+        storage = PostgresStorage(db, lease or DEFAULT_LEASE, identity)
     else:
         from mschedule.master.sqlite_storage import SQLiteStorage
 

@@ -105,3 +105,22 @@ def test_an_unreachable_database_is_one_line_without_its_password(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("mschedule: cannot open database postgresql://ops:***@127.0.0.1:"), lines
     assert "hunter2" not in proc.stderr
+
+
+def test_a_master_with_other_keys_is_refused_at_once_even_as_a_standby(pg_url, tmp_path):
+    ours = {"master_key": "A" * 40, "admin_key": "B" * 40}
+    leader = open_storage(pg_url, identity=ours)  # the first leader's keys become the cluster's
+    try:
+        with pytest.raises(StorageError, match="leads on this database"):
+            open_storage(pg_url, wait=False, identity=ours)  # same keys: it would stand by
+        with pytest.raises(StorageError, match=f"the master public key {'A' * 40}, this one has {'C' * 40}"):
+            open_storage(pg_url, identity={"master_key": "C" * 40, "admin_key": "B" * 40})  # no waiting first
+        proc = subprocess.run([PYTHON, "appserver.py", "--db", pg_url, "--state-dir", str(tmp_path / "other"),
+                               "--bind", "tcp://127.0.0.1:0", "--admin-bind", "tcp://127.0.0.1:0"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=30)  # a master whose keys/ was not copied
+        assert proc.returncode == 2, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"mschedule: database {pg_url}: the masters of its cluster have the master public "
+                               f"key {'A' * 40}, this one has ") and "copy keys/" in last
+    finally:
+        leader.close()
