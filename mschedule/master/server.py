@@ -5,6 +5,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -253,7 +254,8 @@ class MasterServer:
         if self.storage.last_error is not None:
             database["error"] = f"the last commit failed: {self.storage.last_error}"
         if self.leadership is not None:
-            database["leader"] = True  # a standby does not listen: whoever answers leads
+            # a standby does not listen: whoever answers leads, and says who it is
+            database["leader"] = {"host": socket.gethostname(), "pid": os.getpid()}
             database["lease_s"] = self.leadership.lease
             database["last_round_trip_s"] = round(time.monotonic() - self.leadership.storage.last_contact, 2)
         return {"agents": {**agents, **self._agents.stats.snapshot()},

@@ -96,6 +96,9 @@ def test_kill9_of_the_leader_mid_rollout_every_target_runs_once_and_succeeds(clu
     counts = {agent: (ran / agent).read_text().count("ran") if (ran / agent).exists() else 0 for agent in agents}
     assert set(counts.values()) == {1}, f"runs per agent (each script must run exactly once): {counts}"
     assert web.alive() and web.popen.returncode is None  # the same web tier all along
+    status, health = stack.api.get("/health")
+    assert status == 200 and health["master"]["endpoints"]["database"]["leader"]["pid"] == \
+        masters.procs["master2"].pid, health  # which master leads, as an operator asks
     assert "no longer leads" not in masters.procs["master2"].log()
 
 
