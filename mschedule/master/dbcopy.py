@@ -35,7 +35,7 @@ def copy_database(source: str, target: str) -> dict[str, int]:
 
     Raises:
         StorageError: either cannot be opened, a master leads on one, or ``target`` is not empty.
-        SchemaTooNew: either was written by a newer mschedule.
+        SchemaRefused: either was written by a newer mschedule, or belongs to another application.
     """
     if source == target:
         raise StorageError("db copy: the source and the target are the same database")

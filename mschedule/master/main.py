@@ -17,7 +17,7 @@ import gevent
 from mschedule import __version__
 from mschedule.master import MasterKeys, MasterServer
 from mschedule.master.leadership import EXIT_NOT_LEADING, Leadership
-from mschedule.master.migrations import SchemaTooNew
+from mschedule.master.migrations import SchemaRefused
 from mschedule.master.notifications import DEFAULT_RETRY_BASE, DEFAULT_RETRY_FOR
 from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock
 from mschedule.master.server import BindError, MasterSettings, ServingLoopDied
@@ -283,7 +283,7 @@ def db_command(args, state_dir: str) -> int:
     source, target = args.command[2], args.db or os.path.join(state_dir, "master.db")
     try:
         copied = copy_database(source, target)
-    except (StorageError, SchemaTooNew) as exc:
+    except (StorageError, SchemaRefused) as exc:
         fail(str(exc))
     sys.stdout.write("copied " + ", ".join(f"{n} {kind}" for kind, n in copied.items()) + "\n")
     return 0
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         storage = open_storage(db, lease=args.leader_lease, identity=identity)
     except StorageError as exc:  # a database server that does not answer yet: the supervisor tries again
         fail(str(exc), code=EXIT_NOT_LEADING if exc.temporary else 2)
-    except SchemaTooNew as exc:
+    except SchemaRefused as exc:
         fail(str(exc))
     settings = MasterSettings(
         bind=args.bind, admin_bind=args.admin_bind, agent_timeout=args.agent_timeout,

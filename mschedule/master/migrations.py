@@ -17,6 +17,7 @@ for the same change: never edit a migration that has shipped.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -27,8 +28,16 @@ LATEST = 2
 """The newest schema version this master knows (every backend's migrations reach it)."""
 
 
-class SchemaTooNew(Exception):
+class SchemaRefused(Exception):
+    """The database is not one this master may use; the message says why."""
+
+
+class SchemaTooNew(SchemaRefused):
     """The database was written by a newer mschedule."""
+
+
+class NotOurDatabase(SchemaRefused):
+    """The database has no schema version but already has tables of the schema's names: another application's."""
 
 
 def _statements(schema: str) -> list[str]:
@@ -97,6 +106,14 @@ class PostgresVersions:
         conn.execute("INSERT INTO mschedule_schema (version) VALUES (%s)", (version,))
 
     def _v1(self, conn) -> None:
+        # CREATE TABLE IF NOT EXISTS would keep another application's table of the same name, and the master would
+        # fail later on a missing column, or worse write into it: a database without our version is created whole
+        ours = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", self.schema)
+        found = [name for name in ours if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None]
+        if found:
+            raise NotOurDatabase(f"has no mschedule schema version but already has tables named "
+                                 f"{', '.join(found)}: it belongs to another application; give the master a "
+                                 "database of its own (CREATE DATABASE mschedule)")
         for statement in _statements(self.schema):
             conn.execute(statement)
 
@@ -131,6 +148,9 @@ def migrate(conn, versions, where: str) -> int:
             step(conn)
             versions.write(conn, version)
             conn.execute("COMMIT")
+        except NotOurDatabase as exc:
+            conn.execute("ROLLBACK")
+            raise NotOurDatabase(f"database {where} {exc}") from None
         except BaseException:
             conn.execute("ROLLBACK")
             raise

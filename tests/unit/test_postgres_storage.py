@@ -124,3 +124,23 @@ def test_a_master_with_other_keys_is_refused_at_once_even_as_a_standby(pg_url, t
                                f"key {'A' * 40}, this one has ") and "copy keys/" in last
     finally:
         leader.close()
+
+
+def _appserver(tmp_path, db: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "appserver.py", "--insecure", "--db", db, "--state-dir", str(tmp_path),
+                           "--bind", "tcp://127.0.0.1:0", "--admin-bind", "tcp://127.0.0.1:0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_a_database_of_another_application_is_refused_in_one_line_and_left_alone(pg_cluster, pg_url, tmp_path):
+    # tables of our names (not our columns) and no schema version: CREATE TABLE IF NOT EXISTS kept them, and the
+    # master died on a missing column with a traceback
+    pg_cluster.sql(pg_url, "CREATE TABLE tasks (id SERIAL PRIMARY KEY, title TEXT)")
+    pg_cluster.sql(pg_url, "INSERT INTO tasks (title) VALUES ('buy milk')")
+    proc = _appserver(tmp_path, pg_url)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"mschedule: database {pg_url} has no mschedule schema version but already has tables named tasks: it "
+        "belongs to another application; give the master a database of its own (CREATE DATABASE mschedule)"]
+    assert pg_cluster.sql(pg_url, "SELECT to_regclass('mschedule_schema'), to_regclass('agents')") == [(None, None)]
+    assert pg_cluster.sql(pg_url, "SELECT title FROM tasks") == [("buy milk",)]
