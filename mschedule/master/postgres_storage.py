@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import gevent
 import psycopg
 from psycopg.pq import TransactionStatus
 
 from mschedule.master.migrations import PostgresVersions, check_version, migrate
-from mschedule.master.sql_storage import SQLStorage, one_line
+from mschedule.master.sql_storage import SQLStorage
 from mschedule.master.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,26 @@ STANDBY_POLL = 1.0
 
 
 def redact(dsn: str) -> str:
-    """``dsn`` without its password, for messages."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[-1]}"))
+    """``dsn`` without its password (in its user part or a ``password=`` parameter), for messages; a URL too
+    malformed to take apart is shown as its scheme only."""
+    try:
+        parts = urlsplit(dsn)
+        password = parts.password
+    except ValueError:  # e.g. "Invalid IPv6 URL"
+        return dsn.split("://", 1)[0] + "://..."
+    if password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        parts = parts._replace(netloc=f"{parts.username}:***@{netloc[-1]}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "password" for key, _ in query):
+        parts = parts._replace(query=urlencode([(k, "***" if k == "password" else v) for k, v in query], safe="*"))
+    return urlunsplit(parts)
+
+
+def passwords(dsn: str) -> list[str]:
+    """Every password ``dsn`` may hold (``user:PASSWORD@``, ``password=PASSWORD``), however malformed it is."""
+    found = re.findall(r"://[^/@:]*:([^/]*)@", dsn) + re.findall(r"[?&]password=([^&]*)", dsn)
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
 
 
 class PostgresStorage(SQLStorage):
@@ -146,9 +161,17 @@ class PostgresStorage(SQLStorage):
         return self._conn.info.transaction_status != TransactionStatus.IDLE
 
     def temporary(self, exc: BaseException) -> bool:
-        """A server that does not answer or went away may be back later (an OperationalError, which is also
-        what a refused login raises); a URL that cannot be read or a database of another kind will not."""
-        return isinstance(exc, psycopg.OperationalError)
+        """A server that does not answer, restarts or went away may be back later (an OperationalError, which is
+        also what a refused login raises); not a URL libpq refuses before connecting (``connection is bad:
+        invalid sslmode value``), nor a database of another kind."""
+        return isinstance(exc, psycopg.OperationalError) and not str(exc).startswith("connection is bad")
+
+    def describe(self, exc: BaseException) -> str:
+        """As :meth:`SQLStorage.describe`, without the password: libpq quotes a URL it cannot parse whole."""
+        text = super().describe(exc).replace(self.dsn, self.path)
+        for secret in passwords(self.dsn):
+            text = text.replace(secret, "***")
+        return text
 
     # ---- leadership -----------------------------------------------------------------------
     def lead(self, waiting: Callable[[str], None] | None = None, wait: bool = True) -> None:
@@ -216,7 +239,7 @@ class PostgresStorage(SQLStorage):
         try:
             self._run(lambda: self._conn.execute("SELECT 1").fetchone())
         except psycopg.Error as exc:
-            raise StorageError(f"{type(exc).__name__}: {one_line(exc)}") from exc
+            raise StorageError(f"{type(exc).__name__}: {self.describe(exc)}") from exc
 
     def fence(self) -> None:
         """Send nothing more (the caller found this master no longer leads)."""

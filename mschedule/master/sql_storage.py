@@ -90,7 +90,7 @@ class SQLStorage(Storage):
             self._conn = self._run(self._open)
         except self.driver_errors as exc:
             self._pool.kill()
-            raise StorageError(f"cannot open database {self.path}: {one_line(exc)}", self.temporary(exc)) from exc
+            raise StorageError(f"cannot open database {self.path}: {self.describe(exc)}", self.temporary(exc)) from exc
         except BaseException:
             self._pool.kill()
             raise
@@ -126,6 +126,10 @@ class SQLStorage(Storage):
     def temporary(self, exc: BaseException) -> bool:
         """Whether ``exc`` of the driver may go away by itself (the master's supervisor should try again)."""
         return False
+
+    def describe(self, exc: BaseException) -> str:
+        """The driver's error ``exc`` for a message: one line, nothing secret."""
+        return one_line(exc)
 
     def _sql(self, statement: str) -> str:
         """``statement`` with the backend's placeholder."""
@@ -365,7 +369,7 @@ class SQLStorage(Storage):
             self._schedules = {**batch[7], **self._schedules}
             self._tokens = {**batch[8], **self._tokens}
             self._audit = batch[9] + self._audit
-            self.last_error = f"{type(exc).__name__}: {one_line(exc)}"
+            self.last_error = f"{type(exc).__name__}: {self.describe(exc)}"
             error = StorageError(self.last_error)
             done.set_exception(error)
             raise error from exc
@@ -468,5 +472,5 @@ def open_storage(db: str, lease: float | None = None, waiting=None, wait: bool =
         storage.load()
     except storage.driver_errors as exc:  # e.g. the database server went away while this master stood by
         storage.abandon()
-        raise StorageError(f"database {storage.path}: {one_line(exc)}", storage.temporary(exc)) from exc
+        raise StorageError(f"database {storage.path}: {storage.describe(exc)}", storage.temporary(exc)) from exc
     return storage

@@ -144,3 +144,18 @@ def test_a_database_of_another_application_is_refused_in_one_line_and_left_alone
         "belongs to another application; give the master a database of its own (CREATE DATABASE mschedule)"]
     assert pg_cluster.sql(pg_url, "SELECT to_regclass('mschedule_schema'), to_regclass('agents')") == [(None, None)]
     assert pg_cluster.sql(pg_url, "SELECT title FROM tasks") == [("buy milk",)]
+
+
+@pytest.mark.parametrize("db", [
+    "postgresql://ops@127.0.0.1:{port}/mschedule?password=hunter2",  # a parameter, not the user part
+    "postgresql://ops:hunter2@[::1/mschedule",  # malformed: libpq quotes the whole URL back
+    "postgresql://ops:hunter2@127.0.0.1:{port}/mschedule?sslmode=bogus",
+])
+def test_no_form_of_a_bad_database_url_prints_its_password(tmp_path, db):
+    from tests.integration.harness import free_port
+
+    proc = _appserver(tmp_path, db.format(port=free_port()))
+    assert proc.returncode in (2, 75), proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mschedule: cannot open database postgresql://"), lines
+    assert "hunter2" not in proc.stderr and "Traceback" not in proc.stderr
