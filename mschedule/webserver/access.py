@@ -110,6 +110,13 @@ def _rule(request: web.Request, body: Any) -> Rule | None:
     return rule
 
 
+def action_of(request: web.Request) -> str | None:
+    """The action a request asks for (``task.submit``...), or None for a read."""
+    resource = request.match_info.route.resource
+    rule = POLICY.get((request.method, resource.canonical if resource is not None else request.path))
+    return rule.action if rule is not None else None
+
+
 def _is_text(value: str) -> bool:
     try:
         value.encode("utf-8")

@@ -27,7 +27,7 @@ from mschedule.transport import TRANSPORT_ERRORS
 from mschedule.utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_RESULT_WAIT
 from mschedule.utils.exceptions import MScheduleError, ValidationError
 from mschedule.utils.selectors import matches, parse_label_filters
-from mschedule.webserver.access import IDENTITY, access, actor, revoked
+from mschedule.webserver.access import IDENTITY, access, action_of, actor, revoked
 from mschedule.webserver.auth import TOKENS, TokenFile
 from mschedule.webserver.metrics import METRICS, WebMetrics, measure
 from mschedule.webserver.openapi import OPENAPI
@@ -101,6 +101,12 @@ async def call_master(request: web.Request, method: str, *args: Any, timeout: fl
             log.error("master error on %s: %s: %s", method, exc.name, exc.msg)
         raise error from None
     except TRANSPORT_ERRORS as exc:
+        action = action_of(request)
+        if action is not None:
+            # the request may have reached the master, which may have committed it and then lost its answer
+            # (killed, fenced in a failover, slow to commit): the caller must not take it as not done
+            raise ApiError(503, f"no answer from the master at {bridge.endpoint} ({type(exc).__name__}): this "
+                                f"{action} may have been done; check before retrying") from None
         raise ApiError(503, f"master unreachable at {bridge.endpoint} ({type(exc).__name__}); "
                             "is appserver.py running?") from None
 
