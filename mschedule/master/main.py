@@ -41,6 +41,9 @@ from mschedule.utils.statedir import StateDirError, resolve_state_dir
 
 KEY_ACTIONS = ("list", "accept", "reject", "delete")
 
+MAX_LEASE = 86400.0
+"""The longest --leader-lease (a day): a frozen leader holds off every standby that long."""
+
 
 def parse_args(argv: list[str] | None = None):
     parser = new_parser("mschedule master: keeps agents and tasks, hands tasks to agents.")
@@ -141,8 +144,8 @@ def parse_args(argv: list[str] | None = None):
         parser.error("--webhook-retry-base must be > 0 and --webhook-retry-for >= 0")
     if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):
         parser.error("--public-url: expected an http:// or https:// address")
-    if args.leader_lease < 2:
-        parser.error("--leader-lease must be >= 2 seconds")
+    if not 2 <= args.leader_lease <= MAX_LEASE:  # NaN too; PostgreSQL takes its timeouts in int milliseconds
+        parser.error(f"--leader-lease must be between 2 and {MAX_LEASE:g} seconds")
     if args.schedule_grace < 0:
         parser.error("--schedule-grace must be >= 0")
     try:

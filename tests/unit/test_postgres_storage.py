@@ -126,9 +126,9 @@ def test_a_master_with_other_keys_is_refused_at_once_even_as_a_standby(pg_url, t
         leader.close()
 
 
-def _appserver(tmp_path, db: str) -> subprocess.CompletedProcess:
+def _appserver(tmp_path, db: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "appserver.py", "--insecure", "--db", db, "--state-dir", str(tmp_path),
-                           "--bind", "tcp://127.0.0.1:0", "--admin-bind", "tcp://127.0.0.1:0"], cwd=ROOT,
+                           "--bind", "tcp://127.0.0.1:0", "--admin-bind", "tcp://127.0.0.1:0", *extra], cwd=ROOT,
                           capture_output=True, text=True, timeout=30)
 
 
@@ -159,3 +159,12 @@ def test_no_form_of_a_bad_database_url_prints_its_password(tmp_path, db):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mschedule: cannot open database postgresql://"), lines
     assert "hunter2" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("lease", ["nan", "inf", "1e7", "1.5"])
+def test_a_leader_lease_out_of_range_is_one_usage_line(tmp_path, lease):
+    # NaN passed the ">= 2" check and inf has no upper bound: both crashed with a traceback in int(lease * 1000)
+    proc = _appserver(tmp_path, "postgresql://ops@127.0.0.1:1/mschedule", "--leader-lease", lease)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("--leader-lease must be between 2 and 86400 seconds")
+    assert "Traceback" not in proc.stderr
