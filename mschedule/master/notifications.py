@@ -1,7 +1,8 @@
 """Webhooks: when a task ends, a signed POST of its summary to each ``notify`` URL that asked for its state.
 
 - The deliveries are made when the task ends, in the task's own record (``task.notifications``), so they are
-  committed with its end: a master that dies after is still owed them, and sends them after its restart.
+  committed with its end: a master that dies after is still owed them, and sends them after its restart. None
+  is started before everything saved so far is committed, so no receiver hears of an end that never was.
 - Each attempt is recorded (attempts, last status, last error); a failure (no answer within
   ``TIMEOUT``, a connection refused, a status other than 2xx: redirects are not followed) is retried after
   ``retry_base`` seconds, doubling up to ``MAX_BACKOFF``, until ``retry_for`` seconds after the first attempt;
@@ -38,7 +39,7 @@ from gevent.threadpool import ThreadPool
 
 from mschedule import __version__
 from mschedule.master import metrics
-from mschedule.master.storage import Storage, TaskRecord
+from mschedule.master.storage import Storage, StorageError, TaskRecord
 from mschedule.utils.statedir import tighten, write_private
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,8 @@ class Notifications:
         self._busy: Counter[str] = Counter()
         #: ids of the deliveries being attempted now
         self._sending: set[str] = set()
+        #: why the deliveries due wait (a commit failed), said once
+        self._held: str | None = None
 
     def task_ended(self, task: TaskRecord) -> None:
         """Make the deliveries the task's ``notify`` asks for its end state (saved with the task's end)."""
@@ -216,6 +219,7 @@ class Notifications:
     def _start_due(self) -> float:
         now = self.clock()
         soonest = float("inf")
+        due: list[tuple[TaskRecord, dict, str]] = []
         for task_id in list(self._owed):
             task = self.storage.tasks.get(task_id)
             pending = [n for n in task.notifications if n["state"] == Delivery.PENDING] if task else []
@@ -227,11 +231,28 @@ class Notifications:
                 if self._busy[receiver] >= PER_RECEIVER or delivery["id"] in self._sending:
                     continue
                 if delivery["next_attempt"] <= now:
-                    self._busy[receiver] += 1
-                    self._sending.add(delivery["id"])
-                    gevent.spawn(self._attempt, task, delivery, receiver)
+                    due.append((task, delivery, receiver))
+                    self._busy[receiver] += 1  # counted now: a receiver gets at most PER_RECEIVER of them
                 else:
                     soonest = min(soonest, delivery["next_attempt"] - now)
+        if not due:
+            return soonest
+        # a task's end is saved when it happens and committed a moment later: tell no receiver of an end that may
+        # never be committed (the database failing, or a master that no longer leads and whose successor has
+        # no such end: it ends the task again, with deliveries of other ids the receiver could not dedupe)
+        try:
+            self.storage.flush()
+        except StorageError as exc:
+            if str(exc) != self._held:  # once per cause, not every second
+                self._held = str(exc)
+                log.warning("notifications: deliveries wait until the ends they tell of are committed (%s)", exc)
+            for _, _, receiver in due:
+                self._busy[receiver] -= 1
+            return 1.0
+        self._held = None
+        for task, delivery, receiver in due:
+            self._sending.add(delivery["id"])
+            gevent.spawn(self._attempt, task, delivery, receiver)
         return soonest
 
     def body(self, task: TaskRecord, delivery: dict) -> bytes:
