@@ -59,12 +59,20 @@ class Cluster:
             entry = pwd.getpwnam(self.user)
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
         self._pg("initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-instructions")
-        settings = ["-c", f"port={self.port}", "-c", "listen_addresses=127.0.0.1",
-                    "-c", f"unix_socket_directories={self.dir}", "-c", "max_connections=200"]
+        self.settings = ["-c", f"port={self.port}", "-c", "listen_addresses=127.0.0.1",
+                         "-c", f"unix_socket_directories={self.dir}", "-c", "max_connections=200"]
         if not fsync:  # the tests kill masters, not the database: no need to wait for its disk
-            settings += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+            self.settings += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        self.start()
+
+    def start(self) -> None:
+        """Start the server (again, after :meth:`stop`), on the same port."""
         self._pg("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"), "-w", "-t", "60",
-                 "-o", " ".join(settings), "start")
+                 "-o", " ".join(self.settings), "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: every session is ended, as by a restart of PostgreSQL)."""
+        self._pg("pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60", "stop")
 
     def _pg(self, program: str, *args: str) -> None:
         subprocess.run([os.path.join(self.bin, program), *args], check=True, capture_output=True, timeout=120,

@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         identity = ({"master_key": keys.public.decode(), "admin_key": keys.admin_public.decode()} if keys
                     else {"master_key": "insecure", "admin_key": "insecure"})
-        storage = open_storage(db, lease=args.leader_lease, identity=identity)
+        storage = open_storage(db, lease=args.leader_lease, identity=identity,
+                               keys_dir=keys.directory if keys else None)
     except StorageError as exc:  # a database server that does not answer yet: the supervisor tries again
         fail(str(exc), code=EXIT_NOT_LEADING if exc.temporary else 2)
     except SchemaRefused as exc:

@@ -113,13 +113,16 @@ class PostgresStorage(SQLStorage):
     shared = True
     snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ"
 
-    def __init__(self, dsn: str, lease: float, identity: dict[str, str] | None = None) -> None:
+    def __init__(self, dsn: str, lease: float, identity: dict[str, str] | None = None,
+                 keys_dir: str | None = None) -> None:
         """``identity``: what every master of the cluster must share (CURVE public keys, IDENTITY_NAMES); the
         first to lead records it in table ``cluster``, and a master with other values is refused at once, as a
         standby too: after a failover to it no agent or web tier could talk to it."""
         self.dsn = dsn
         self.lease = lease
         self.identity = identity or {}
+        #: where this master's keys are (for the refusal: where to copy the cluster's)
+        self.keys_dir = keys_dir
         #: monotonic time at which the newest statement that succeeded was sent: the server cannot have ended
         #: the session for idleness before this plus the lease (mschedule/master/leadership.py)
         self.last_contact = 0.0
@@ -208,8 +211,8 @@ class PostgresStorage(SQLStorage):
             theirs = recorded.get(name)
             if theirs is not None and theirs != mine:
                 raise StorageError(f"database {self.path}: the masters of its cluster have {IDENTITY_NAMES[name]} "
-                                   f"{theirs}, this one has {mine}: copy keys/ from one of them to this master's "
-                                   "state directory (docs/ha.md), or give it another --db")
+                                   f"{theirs}, this one has {mine}: copy keys/ from one of them to "
+                                   f"{self.keys_dir or 'this master'} (docs/ha.md), or give it another --db")
 
     def _record_identity(self) -> None:
         """The first leader's keys become the cluster's (then checked, in case another master recorded first)."""

@@ -444,7 +444,7 @@ class SQLStorage(Storage):
 
 
 def open_storage(db: str, lease: float | None = None, waiting=None, wait: bool = True,
-                 identity: dict[str, str] | None = None) -> Storage:
+                 identity: dict[str, str] | None = None, keys_dir: str | None = None) -> Storage:
     """The master's storage for ``--db``, loaded: ``:memory:`` keeps everything in memory only; a
     ``postgresql://`` URL is shared by the masters of a cluster (this call returns once this master leads, with
     ``waiting(holder)`` told if it has to stand by first, or StorageError at once if ``wait`` is false; ``lease``:
@@ -461,7 +461,7 @@ def open_storage(db: str, lease: float | None = None, waiting=None, wait: bool =
     if db.startswith(("postgresql://", "postgres://")):
         from mschedule.master.postgres_storage import PostgresStorage  # psycopg only where it is used
 
-        storage = PostgresStorage(db, lease or DEFAULT_LEASE, identity)
+        storage = PostgresStorage(db, lease or DEFAULT_LEASE, identity, keys_dir)
     else:
         from mschedule.master.sqlite_storage import SQLiteStorage
 
