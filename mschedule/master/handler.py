@@ -233,7 +233,13 @@ class AgentHandler:
         task = self._storage.get_task(task_id)
         if task is None or agent_id not in task.targets:
             raise ValidationError(f"task {task_id}: agent {agent_id} is not one of its targets", field="task_id")
-        return self._scheduler.watch_cancel(task_id, _wait_seconds(wait, MAX_POLL_WAIT))
+        cancelled = self._scheduler.watch_cancel(task_id, _wait_seconds(wait, MAX_POLL_WAIT))
+        if cancelled:  # the agent kills its script on this answer: not before the cancel is durable
+            try:
+                self._storage.flush()
+            except StorageError as exc:
+                raise NotDurable(f"the cancel of {task_id} is not committed yet ({exc}); ask again") from exc
+        return cancelled
 
     def ping(self) -> dict:
         return {"ok": True, "master": self.boot}

@@ -20,6 +20,7 @@ from mschedule.master.scheduler import Scheduler
 from mschedule.master.sql_storage import open_storage
 from mschedule.master.sqlite_storage import SQLiteStorage
 from mschedule.master.storage import KeyState, Storage, TargetRecord
+from mschedule.utils.exceptions import NotDurable
 from mschedule.utils.messages import AgentInfo, ResultMessage
 from mschedule.utils.states import State
 from mschedule.utils.taskspec import TaskSpec
@@ -305,3 +306,20 @@ def test_a_read_only_method_leaves_nothing_to_commit(world, handler, method):
     """Guards the declared set: a method that saves something does not belong in it."""
     READ_CALLS[(handler, method)](world)
     assert not world.storage.dirty, f"{method} saved something: it changes state and needs @commits"
+
+
+def test_an_agent_is_told_of_a_cancel_only_once_it_is_committed(world, monkeypatch):
+    """watch_cancel wakes as soon as the cancel is made in memory; the agent kills its script on the answer, so
+    the answer waits for the cancel's commit (else a failover could keep the target RUNNING, its script dead)."""
+    world.scheduler.next_task("a0")
+    world.settle()
+    monkeypatch.setattr(world.storage, "_commit", lambda *batch: (_ for _ in ()).throw(OSError("disk")))
+    monkeypatch.setattr(world.storage, "driver_errors", (OSError,))
+    world.scheduler.cancel(world.live.id)
+    with pytest.raises(NotDurable, match="not committed yet"):
+        world.agent.watch_cancel("a0", world.live.id)
+    monkeypatch.undo()
+    assert world.agent.watch_cancel("a0", world.live.id) is True
+    again = world.reopened()
+    assert again.tasks[world.live.id].state.is_finished
+    again.close()
