@@ -14,7 +14,8 @@ statement that succeeded was *sent* (``PostgresStorage.last_contact``). So the l
 
     now < last_contact + lease - margin
 
-by the monotonic clock, which keeps counting while a process is stopped. This is checked on every message the
+by :func:`lease_clock` (Linux's CLOCK_BOOTTIME: it keeps counting while a process is stopped, and while its host
+is suspended, which the monotonic clock does not). This is checked on every message the
 endpoints receive and on every reply they send (:meth:`Leadership.serving` is their gate), so a leader resumed
 after a SIGSTOP longer than its lease answers nothing, not even what was queued for it, before a greenlet of
 its own has run; and its session's writes fail, the session being gone. A watchdog then exits the process
@@ -40,6 +41,14 @@ log = logging.getLogger(__name__)
 EXIT_NOT_LEADING = 75
 """The exit code of a master that stopped leading (EX_TEMPFAIL: its supervisor restarts it, as a standby)."""
 
+def lease_clock() -> float:
+    """Seconds on a clock that counts every second the database's clock counts: through a SIGSTOP and through a
+    suspend of the host (CLOCK_BOOTTIME), where the monotonic clock stops; the monotonic clock elsewhere."""
+    return time.clock_gettime(BOOTTIME) if BOOTTIME is not None else time.monotonic()
+
+
+BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
 CHECK_EVERY = 0.2
 """Seconds between two looks of the watchdog at the lease."""
 
@@ -59,7 +68,7 @@ class Leadership:
 
     def serving(self) -> bool:
         """Whether this master may still take a message or send a reply."""
-        return self.lost is None and time.monotonic() < self.storage.last_contact + self.lease - self.margin
+        return self.lost is None and lease_clock() < self.storage.last_contact + self.lease - self.margin
 
     def start(self) -> None:
         """Renew and watch the lease from now on, after one round trip: the last one may be old (loading a large
@@ -87,7 +96,7 @@ class Leadership:
     def _watch_forever(self) -> None:
         while self.lost is None:
             if not self.serving():
-                silent = time.monotonic() - self.storage.last_contact
+                silent = lease_clock() - self.storage.last_contact
                 self._lose(f"no round trip to the database for {silent:.1f}s, and PostgreSQL ends a session silent "
                            f"for {self.lease:g}s (--leader-lease), which frees the leader lock for a standby")
                 return

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import socket
-import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -25,6 +24,7 @@ import gevent
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from mschedule.master.leadership import lease_clock
 from mschedule.master.migrations import PostgresVersions, check_version, migrate
 from mschedule.master.sql_storage import SQLStorage
 from mschedule.master.storage import StorageError
@@ -123,8 +123,8 @@ class PostgresStorage(SQLStorage):
         self.identity = identity or {}
         #: where this master's keys are (for the refusal: where to copy the cluster's)
         self.keys_dir = keys_dir
-        #: monotonic time at which the newest statement that succeeded was sent: the server cannot have ended
-        #: the session for idleness before this plus the lease (mschedule/master/leadership.py)
+        #: when (leadership.lease_clock) the newest statement that succeeded was sent: the server cannot have
+        #: ended the session for idleness before this plus the lease (mschedule/master/leadership.py)
         self.last_contact = 0.0
         #: set once this master no longer leads: nothing more is sent on the session
         self.fenced = False
@@ -135,7 +135,7 @@ class PostgresStorage(SQLStorage):
             raise StorageError("this master no longer holds the leader lock: nothing more is written")
 
         def timed():
-            sent = time.monotonic()
+            sent = lease_clock()
             value = fn(*args)
             self.last_contact = max(self.last_contact, sent)
             return value

@@ -18,7 +18,7 @@ import zmq
 from mschedule.master.admission import ADMIN_DOMAIN, AGENTS_DOMAIN, Admission, ZapHandler, set_current_key
 from mschedule.master.handler import AdminHandler, AgentHandler
 from mschedule.master.housekeeping import Housekeeper, Retention
-from mschedule.master.leadership import EXIT_NOT_LEADING, Leadership
+from mschedule.master.leadership import EXIT_NOT_LEADING, Leadership, lease_clock
 from mschedule.master.liveness import HeartbeatPolicy
 from mschedule.master.metrics import MasterMetrics
 from mschedule.master.notifications import DEFAULT_RETRY_BASE, DEFAULT_RETRY_FOR, Notifications, load_secret
@@ -257,7 +257,7 @@ class MasterServer:
             # a standby does not listen: whoever answers leads, and says who it is
             database["leader"] = {"host": socket.gethostname(), "pid": os.getpid()}
             database["lease_s"] = self.leadership.lease
-            database["last_round_trip_s"] = round(time.monotonic() - self.leadership.storage.last_contact, 2)
+            database["last_round_trip_s"] = round(lease_clock() - self.leadership.storage.last_contact, 2)
         return {"agents": {**agents, **self._agents.stats.snapshot()},
                 "admin": {"ok": True, **self._admin.stats.snapshot()}, "database": database}
 
