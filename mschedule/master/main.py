@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -40,6 +41,10 @@ from mschedule.utils.defaults import (
 from mschedule.utils.statedir import StateDirError, resolve_state_dir
 
 KEY_ACTIONS = ("list", "accept", "reject", "delete")
+
+SECONDS_FLAGS = ("agent_timeout", "heartbeat_interval", "max_heartbeat_rate", "keep_days", "schedule_grace",
+                 "webhook_retry_base", "webhook_retry_for", "keep_audit_days", "leader_lease", "expires_in")
+"""The master's float flags (seconds, days, a rate): each must be a finite number."""
 
 MAX_LEASE = 86400.0
 """The longest --leader-lease (a day): a frozen leader holds off every standby that long."""
@@ -130,6 +135,10 @@ def parse_args(argv: list[str] | None = None):
                         help="with 'keys accept' or 'keys reject': every key waiting for a decision")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
+    for name in SECONDS_FLAGS:  # NaN passes every comparison below (all are false); inf: timers that never fire
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            parser.error(f"--{name.replace('_', '-')}: expected a finite number, got {value}")
     if args.agent_timeout <= 0 or args.heartbeat_interval <= 0 or args.max_heartbeat_rate <= 0:
         parser.error("--agent-timeout, --heartbeat-interval and --max-heartbeat-rate must be > 0")
     if args.agent_timeout < 2 * args.heartbeat_interval:
