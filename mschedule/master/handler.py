@@ -19,6 +19,7 @@ from typing import Any
 from mschedule.master import live, metrics
 from mschedule.master.admission import Admission, Unauthorized
 from mschedule.master.audit import AuditLog
+from mschedule.master.idempotency import RequestKeys, fingerprint, request_key
 from mschedule.master.jobs import Jobs
 from mschedule.master.metrics import MasterMetrics
 from mschedule.master.scheduler import Scheduler
@@ -97,11 +98,13 @@ def _result_wait(value: Any) -> float:
 
 
 def _actor(actor: Any) -> tuple[str | None, dict | None]:
-    """``(user, scope)`` of an ``actor`` the web tier sends: ``{"user": name, "selector": {...} or null}``
-    (None: a caller that is no user, such as the master's own ``keys`` command)."""
+    """``(user, scope)`` of an ``actor`` the web tier sends: ``{"user": name, "selector": {...} or null}``, and
+    an ``idempotency_key`` if the request has one (mschedule/master/idempotency.py). None, or a user None: a
+    caller that is no user (the master's own ``keys`` command, a web tier run --insecure)."""
     if actor is None:
         return None, None
-    if not isinstance(actor, dict) or not isinstance(actor.get("user"), str) or len(actor["user"]) > 256:
+    if not isinstance(actor, dict) or not (actor.get("user") is None or isinstance(actor["user"], str)) \
+            or len(actor.get("user") or "") > 256:
         raise ValidationError("actor: expected {user, selector}", field="actor")
     scope = actor.get("selector")
     return actor["user"], (validate_selector(scope, "actor.selector") if scope is not None else None)
@@ -268,6 +271,7 @@ class AdminHandler:
         self._max_targets = max_targets
         self._jobs = Jobs(self._storage, max_script_bytes, max_targets)
         self.tokens = Tokens(self._storage)
+        self._request_keys = RequestKeys(self._storage)
         #: the housekeeper prunes it (``--keep-audit-days``)
         self.audit = AuditLog(self._storage, audit_log)
         #: the server runs its firing loop (``schedules.run``)
@@ -284,15 +288,25 @@ class AdminHandler:
         spec = TaskSpec.from_request(task, max_script_bytes=self._max_script_bytes, max_targets=self._max_targets)
         return self._submit(spec, actor).id
 
-    def _submit(self, spec: TaskSpec, actor: Any = None) -> TaskRecord:
+    def _submit(self, spec: TaskSpec, actor: Any = None, job: tuple[str, int] | None = None,
+                retry_of: str | None = None) -> TaskRecord:
         """The task ``spec`` asks for, its targets checked: every task is made here (a request, a job run, a
-        retry, a schedule's tick)."""
+        retry, a schedule's tick). A request whose idempotency key made a task already gets that task."""
         user, scope = _actor(actor)
+        key = request_key(actor)
         spec = self._checked_targets(spec)
         if scope is not None:
             self._check_scope(spec, scope)
+        if key is not None:
+            digest = fingerprint(spec, job, retry_of)
+            made = self._request_keys.made(user, key, digest)
+            if made is not None:
+                log.info("task %s: the same request again (idempotency key %s): no new task", made.id, key)
+                return made
         task = self._scheduler.submit(spec)
         task.created_by = user
+        if key is not None:
+            self._request_keys.remember(task, user, key, digest)
         return task
 
     def _check_scope(self, spec: TaskSpec, scope: dict) -> None:
@@ -383,7 +397,7 @@ class AdminHandler:
                         fail_rate=old.fail_rate, fail_count=old.fail_count, batch_by=old.batch_by,
                         batch_order=order or None, env=self._retry_env(old, body), secrets=list(old.secrets),
                         params=list(old.params), notify=list(old.notify))
-        task = self._submit(spec, actor)
+        task = self._submit(spec, actor, retry_of=old.id)
         task.job, task.job_version, task.retry_of = old.job, old.job_version, old.id
         self._storage.save_task(task)
         log.info("task %s retries %d targets of task %s", task.id, len(targets), old.id)
@@ -546,7 +560,7 @@ class AdminHandler:
     @commits
     def job_run(self, name: Any, body: Any = None, actor: Any = None) -> dict:
         spec, version = self._jobs.spec_for_run(name, body)
-        task = self._submit(spec, actor)
+        task = self._submit(spec, actor, job=(name, version))
         task.job, task.job_version = name, version
         self._storage.save_task(task)
         return {"task_id": task.id, "job": name, "version": version}

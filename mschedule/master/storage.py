@@ -121,6 +121,8 @@ class TaskRecord:
     #: the user whose token made it (``schedule:ID`` for a schedule's tick), and who cancelled it
     created_by: str | None = None
     cancelled_by: str | None = None
+    #: the idempotency key that made it, ``{user, key, sha256}`` (mschedule/master/idempotency.py)
+    request_key: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.counts:
@@ -146,11 +148,13 @@ class TaskRecord:
                 "job": self.job, "job_version": self.job_version, "retry_of": self.retry_of, "env": env,
                 "secrets": self.secrets, "params": self.params, "notify": self.notify,
                 "notifications": self.notifications, "schedule_id": self.schedule_id,
-                "schedule_tick": self.schedule_tick, "created_by": self.created_by, "cancelled_by": self.cancelled_by}
+                "schedule_tick": self.schedule_tick, "created_by": self.created_by, "cancelled_by": self.cancelled_by,
+                "request_key": self.request_key}
 
     #: the :attr:`extra` keys a persistent backend gives back to the constructor as they are
     EXTRA_FIELDS = ("selector", "batch_by", "batch", "job", "job_version", "retry_of", "env", "secrets", "params",
-                    "notify", "notifications", "schedule_id", "schedule_tick", "created_by", "cancelled_by")
+                    "notify", "notifications", "schedule_id", "schedule_tick", "created_by", "cancelled_by",
+                    "request_key")
 
     @property
     def secret_values(self) -> list[str]:

@@ -134,9 +134,15 @@ def _file_identity(token: str, tokens: frozenset[str]) -> dict | None:
 
 
 def actor(request: web.Request) -> dict | None:
-    """What a route hands the master as the caller: ``{user, selector}`` (None with --insecure)."""
+    """What a route hands the master as the caller: ``{user, selector}`` (None with --insecure), and the
+    request's ``Idempotency-Key`` header as ``idempotency_key`` (the master checks it and keeps the rule:
+    mschedule/master/idempotency.py)."""
     identity = request.get(IDENTITY)
-    return None if identity is None else {"user": identity["user"], "selector": identity["selector"]}
+    key = request.headers.get("Idempotency-Key")
+    if identity is None:
+        return None if key is None else {"user": None, "selector": None, "idempotency_key": key}
+    who = {"user": identity["user"], "selector": identity["selector"]}
+    return who if key is None else {**who, "idempotency_key": key}
 
 
 async def _body(request: web.Request) -> Any:

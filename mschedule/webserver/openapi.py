@@ -32,6 +32,11 @@ def _op(summary: str, ok: dict, status: str = "200", body: str | None = None, pa
     return op
 
 
+_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                    "description": "1 to 128 printable ASCII characters: the same request sent again with the same "
+                                   "key answers the task it made (a 409 for another request)",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128}}
+
 _WAIT_SCHEMA = {"type": "number", "minimum": 0, "maximum": int(MAX_RESULT_WAIT), "default": 0}
 _OUTPUT_LIMIT_SCHEMA = {"type": "integer", "minimum": 0, "maximum": DEFAULT_MAX_RESULT_BYTES,
                         "description": "at most the master's --max-result-bytes"}
@@ -280,7 +285,7 @@ OPENAPI: dict = {
             "delete": _op("delete a group", _json("#/components/schemas/Any"), params=[_NAME]),
         },
         "/task": {"post": _op("submit a task", _json("#/components/schemas/TaskId", "created"), "201",
-                              "#/components/schemas/TaskRequest")},
+                              "#/components/schemas/TaskRequest", params=[_IDEMPOTENCY_KEY])},
         "/result": {"post": _op("one task with every target's result", _json("#/components/schemas/Task"),
                                 body="#/components/schemas/ResultQuery", params=[_WAIT, _OUTPUT_LIMIT])},
         "/task/{task_id}": {"get": _op("one task with every target's result", _json("#/components/schemas/Task"),
@@ -303,7 +308,7 @@ OPENAPI: dict = {
             "responses": {"200": _json("#/components/schemas/TaskSummary"), "409": _ERROR, **_ERRORS}}},
         "/task/{task_id}/retry": {"post": {**_op(
             "a new task with the same script and parameters on the targets that ended FAILED and/or CANCELLED",
-            _json("#/components/schemas/Retried", "created"), "201", params=[_TASK_ID]),
+            _json("#/components/schemas/Retried", "created"), "201", params=[_TASK_ID, _IDEMPOTENCY_KEY]),
             "requestBody": {"required": False, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/RetryRequest"}}}},
             "responses": {"201": _json("#/components/schemas/Retried", "created"), "409": _ERROR, **_ERRORS}}},
@@ -372,7 +377,7 @@ OPENAPI: dict = {
                                              "201", "#/components/schemas/Any", params=[_NAME])},
         "/job/{name}/run": {"post": _op("start a task from a version (latest by default), with overrides",
                                         _json("#/components/schemas/TaskId", "created"), "201",
-                                        "#/components/schemas/Any", params=[_NAME])},
+                                        "#/components/schemas/Any", params=[_NAME, _IDEMPOTENCY_KEY])},
         "/keys": {"get": _op("agent keys and their admission state", _json("#/components/schemas/KeyList"))},
         "/keys/{agent_id}/accept": {"post": _op("accept an agent's key", _json("#/components/schemas/Key"),
                                                 params=[_AGENT_ID])},

@@ -105,8 +105,10 @@ async def call_master(request: web.Request, method: str, *args: Any, timeout: fl
         if action is not None:
             # the request may have reached the master, which may have committed it and then lost its answer
             # (killed, fenced in a failover, slow to commit): the caller must not take it as not done
+            again = ("send it again with the same Idempotency-Key: it is done once" if
+                     request.headers.get("Idempotency-Key") else "check before retrying")
             raise ApiError(503, f"no answer from the master at {bridge.endpoint} ({type(exc).__name__}): this "
-                                f"{action} may have been done; check before retrying") from None
+                                f"{action} may have been done; {again}") from None
         raise ApiError(503, f"master unreachable at {bridge.endpoint} ({type(exc).__name__}); "
                             "is appserver.py running?") from None
 

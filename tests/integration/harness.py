@@ -109,9 +109,9 @@ class Api:
         self.token = token
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                timeout: float = 30) -> tuple[int, Any]:
+                timeout: float = 30, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(headers or {})}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)

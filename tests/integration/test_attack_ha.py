@@ -118,9 +118,10 @@ def test_a_submit_answered_503_that_the_master_did_commit_says_it_may_have_been_
             blocker.execute("BEGIN")
             blocker.execute("LOCK TABLE tasks IN EXCLUSIVE MODE")  # the leader's INSERT waits for it
             answer = {}
+            key = {"Idempotency-Key": "submit-once-1"}
             thread = threading.Thread(target=lambda: answer.update(
-                zip(("status", "body"), stack.api.post("/task", {"script": "echo once", "targets": agents}),
-                    strict=True)))
+                zip(("status", "body"), stack.api.post("/task", {"script": "echo once", "targets": agents},
+                                                       headers=key), strict=True)))
             thread.start()
             time.sleep(4.5)  # the submit's call has timed out (3 s); the audit record's has not (3 s more)
             blocker.execute("COMMIT")  # both commits go through, well within the lease
@@ -130,7 +131,14 @@ def test_a_submit_answered_503_that_the_master_did_commit_says_it_may_have_been_
         assert status == 200 and len(tasks) == 1, tasks  # it was committed after all
         assert stack.api.wait_task(tasks[0]["task_id"])["counts"]["SUCCEED"] == 1
         error = answer["body"]["error"]
-        assert "may have been done" in error and "check" in error and "is appserver.py running" not in error, error
+        assert "may have been done; send it again with the same Idempotency-Key" in error, error
+        assert "is appserver.py running" not in error
+        # sent again, as the answer says: the task the first one made, and no second one
+        again = stack.api.post("/task", {"script": "echo once", "targets": agents}, headers=key)
+        assert again == (201, {"task_id": tasks[0]["task_id"]}), again
+        assert len(stack.api.get("/tasks?limit=10")[1]) == 1
+        status, body = stack.api.post("/task", {"script": "echo twice", "targets": agents}, headers=key)
+        assert status == 409 and body["field"] == "idempotency_key", body
     finally:
         stack.close()
 

@@ -234,3 +234,21 @@ def test_scripts_as_operators_write_them(stack):
     missing = stack.api.run("#!/opt/nowhere/bin/ruby\nputs 1\n", ids)["targets"][ids[0]]
     assert missing["state"] == "FAILED" and missing["code"] == 127
     assert "its #! interpreter '/opt/nowhere/bin/ruby' does not exist" in missing["output"]
+
+
+def test_an_idempotency_key_makes_one_task_through_the_web_tier(stack):
+    ids = stack.up(1)
+    body = {"script": "true", "targets": ids}
+    key = {"Idempotency-Key": "deploy-2026-12-01-1"}
+    first = stack.api.post("/task", body, headers=key)
+    assert first[0] == 201, first
+    assert stack.api.post("/task", body, headers=key) == first  # the same answer, no second task
+    assert stack.api.post("/task", {**body, "script": "false"}, headers=key)[1]["field"] == "idempotency_key"
+    for bad in ("has space", "x" * 129):
+        status, answer = stack.api.post("/task", body, headers={"Idempotency-Key": bad})
+        assert status == 400 and answer["field"] == "idempotency_key", answer
+    assert stack.api.post("/job/j", {"script": "true", "targets": ids})[0] in (200, 201)
+    run = stack.api.post("/job/j/run", {}, headers={"Idempotency-Key": "run-1"})
+    assert run[0] == 201 and stack.api.post("/job/j/run", {}, headers={"Idempotency-Key": "run-1"}) == run
+    tasks = stack.api.get("/tasks?limit=10")[1]
+    assert len(tasks) == 2, tasks
