@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
+import time
 import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +40,16 @@ class ApiError(CliError):
         super().__init__(message)
         self.status = status
         self.field = field
+
+
+class Unreachable(CliError):
+    """The web tier could not be reached (refused, timed out, reset)."""
+
+
+CREATE_RETRY_FOR = 30.0
+"""Seconds a request that makes a task (:meth:`Client.create`) is sent again while the web tier answers 503 or
+cannot be reached: a master restarting, or a cluster failing over to another master (docs/ha.md). Every try
+carries the same Idempotency-Key, so the task is made once however many tries reach the master."""
 
 
 def config_path(env: dict[str, str] | None = None) -> str:
@@ -120,14 +133,14 @@ class Client:
         self.timeout = timeout
 
     def request(self, method: str, path: str, body: Any = None, query: dict | list | None = None,
-                timeout: float | None = None) -> Any:
+                timeout: float | None = None, headers: dict[str, str] | None = None) -> Any:
         """The answer's JSON. Raises ApiError for an HTTP error, CliError when the web tier cannot be reached."""
         target = self.url + path
         if query:
             pairs = query.items() if isinstance(query, dict) else query
             target += "?" + urllib.parse.urlencode([(k, v) for k, v in pairs if v is not None])
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(headers or {})}
         if data is not None:
             headers["Content-Type"] = "application/json"
         if self.token:
@@ -142,7 +155,7 @@ class Client:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, socket.timeout | TimeoutError):
                 reason = "timed out"
-            raise CliError(f"cannot reach the web tier at {self.url}: {reason}") from None
+            raise Unreachable(f"cannot reach the web tier at {self.url}: {reason}") from None
         try:
             return json.loads(raw) if raw else None
         except ValueError:
@@ -153,6 +166,24 @@ class Client:
 
     def post(self, path: str, body: Any = None, **kw: Any) -> Any:
         return self.request("POST", path, body, **kw)
+
+    def create(self, path: str, body: Any = None, retry_for: float = CREATE_RETRY_FOR) -> Any:
+        """POST a request that makes a task, with an Idempotency-Key, sent again with the same key while the
+        answer is a 503 or the web tier cannot be reached, for up to ``retry_for`` seconds (each wait said on
+        stderr): the master makes the task once (mschedule/master/idempotency.py)."""
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        deadline = time.monotonic() + retry_for
+        delay = 1.0
+        while True:
+            try:
+                return self.request("POST", path, body, headers=headers)
+            except (ApiError, Unreachable) as exc:
+                if (isinstance(exc, ApiError) and exc.status != 503) or time.monotonic() + delay > deadline:
+                    raise
+                sys.stderr.write(f"mschedule: {exc.message}; sending it again in {delay:g}s (the same request: "
+                                 "it is done once)\n")
+                time.sleep(delay)
+                delay = min(2 * delay, 8.0)
 
     def patch(self, path: str, body: Any = None, **kw: Any) -> Any:
         return self.request("PATCH", path, body, **kw)

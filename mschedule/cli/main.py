@@ -329,7 +329,7 @@ def submitted(client: Client, task_id: str, args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     client = make_client(args)
     body = task_body(args, client)
-    return submitted(client, client.post("/task", body)["task_id"], args)
+    return submitted(client, client.create("/task", body)["task_id"], args)
 
 
 def cmd_task(args: argparse.Namespace) -> int:
@@ -375,7 +375,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     client = make_client(args)
-    answer = client.post(f"/task/{client.quote(args.id)}/retry", retry_body(args))
+    answer = client.create(f"/task/{client.quote(args.id)}/retry", retry_body(args))
     return submitted(client, answer["task_id"], args)
 
 
@@ -521,7 +521,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             print(f"versions {diff['from']} and {diff['to']} are the same")
         return 0
     # run
-    answer = client.post(f"/job/{name}/run", job_run_body(args, client))
+    answer = client.create(f"/job/{name}/run", job_run_body(args, client))
     return submitted(client, answer["task_id"], args)
 
 

@@ -183,3 +183,24 @@ def test_a_standby_lives_through_sighup(cluster):
     assert "SIGHUP: nothing to read again yet" in standby.log()
     masters.procs["master1"].kill9()
     wait_until(lambda: masters.leads("master2") and _task_ok(stack), 30, interval=0.1, what="the standby leading")
+
+
+def test_the_cli_submits_through_a_failover_and_the_task_runs_once(cluster, tmp_path):
+    """`mschedule run` right after the leader's kill -9: the web tier holds the request until a master listens,
+    up to its call timeout, then answers 503, and the CLI sends the same request again with its Idempotency-Key
+    (tests/unit/test_cli.py checks that part): whichever way it went, the script runs once on each host."""
+    from tests.integration.test_cli import mschedule
+
+    stack, masters = cluster
+    stack.agents(2, master=masters.agents_endpoints())
+    agents = sorted(stack.online_agents())
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    time.sleep(1)  # the registrations committed (the periodic commit, every 0.2 s), as in a fleet running a while
+    masters.procs["master1"].kill9()
+    done = mschedule(stack, tmp_path, "run", f'echo once >> "{ran}/$MSCHEDULE_AGENT_ID"',
+                     *(f"--target={a}" for a in agents), timeout=90)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert sorted(p.read_text() for p in ran.iterdir()) == ["once\n", "once\n"]
+    status, tasks = stack.api.get("/tasks?limit=10")
+    assert status == 200 and len(tasks) == 1, tasks

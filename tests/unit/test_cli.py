@@ -750,3 +750,37 @@ def test_a_task_shows_who_submitted_and_who_cancelled_it():
     assert details(task) == []  # a task from before issue 16
     task.update(created_by="schedule:5c1d", cancelled_by="olga")
     assert details(task) == ["created by: schedule:5c1d", "cancelled by: olga"]
+
+
+def test_a_task_request_is_sent_again_with_the_same_key_while_the_master_fails_over(monkeypatch, capsys):
+    from mschedule.cli import client as cli_client
+    from mschedule.cli.client import ApiError, Unreachable
+
+    answers = [ApiError(503, "no answer from the master ...: this task.submit may have been done; send it again "
+                             "with the same Idempotency-Key: it is done once"),
+               Unreachable("cannot reach the web tier at http://sched:1: Connection refused"), {"task_id": "t1"}]
+    calls = []
+
+    def request(self, method, path, body=None, query=None, timeout=None, headers=None):
+        calls.append((method, path, headers))
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(Client, "request", request)
+    monkeypatch.setattr(cli_client.time, "sleep", lambda seconds: None)
+    assert Client("http://sched:1", "ms_x").create("/task", {"script": "true"}) == {"task_id": "t1"}
+    keys = {headers["Idempotency-Key"] for _, _, headers in calls}
+    assert len(calls) == 3 and len(keys) == 1 and len(keys.pop()) == 32  # one key for every try
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("; sending it again in 1s (the same request: it is done once)")
+    assert err[1].startswith("mschedule: cannot reach the web tier") and err[1].endswith("again in 2s (the same "
+                                                                                          "request: it is done once)")
+    # what retrying cannot mend is raised at once; and a 503 past the retry time too
+    answers[:] = [ApiError(400, "script: expected text", "script")]
+    with pytest.raises(ApiError):
+        Client("http://sched:1", "ms_x").create("/task", {})
+    answers[:] = [ApiError(503, "down")] * 3
+    with pytest.raises(ApiError, match="down"):
+        Client("http://sched:1", "ms_x").create("/task", {}, retry_for=0.5)
