@@ -75,15 +75,17 @@ class Scheduler:
         agent = self.storage.agents.get(agent_id)
         return agent.hostname if agent is not None else None
 
-    def restore(self) -> None:
+    def restore(self, reconnect: float = 0.0) -> None:
         """Rebuild what is derived from the stored records after a master restart.
 
         Every agent that was online gets a deadline of grace from now (grace_online_agents), so a quick restart fails
-        no running target; RUNNING targets wait for their agents' results; WAITING ones queue again.
+        no running target; RUNNING targets wait for their agents' results; WAITING ones queue again. ``reconnect``:
+        seconds more the agents may need to find this master at all (a new leader of a cluster: they try a master
+        that did not listen only every few seconds).
         """
         for agent in self.storage.agents.values():
             agent.current = None
-        self.grace_online_agents()
+        self.grace_online_agents(reconnect)
         lost_secrets = []
         for task in self.storage.tasks.values():
             if task.state.is_finished:
@@ -113,12 +115,13 @@ class Scheduler:
         or (not told yet, e.g. after a restart: the restart's grace covers the jitter) the fleet's."""
         return self.policy.deadline(self._told.get(agent_id) or self.policy.fleet_interval(self.online))
 
-    def grace_online_agents(self) -> None:
+    def grace_online_agents(self, reconnect: float = 0.0) -> None:
         """Every online agent counts as heard from now, plus the time the master needs to hear from all of
-        them (REGISTRATIONS_PER_SECOND): a full ``agent_timeout`` to show up after a restart or a stall of the
-        master, which could not read their heartbeats, stretched for a large fleet that all comes back at once."""
+        them (REGISTRATIONS_PER_SECOND) and ``reconnect``: a full ``agent_timeout`` to show up after a restart or a
+        stall of the master, which could not read their heartbeats, stretched for a large fleet that all comes
+        back at once."""
         online = [a for a in self.storage.agents.values() if a.online]
-        until = self.clock() + len(online) / REGISTRATIONS_PER_SECOND
+        until = self.clock() + reconnect + len(online) / REGISTRATIONS_PER_SECOND
         for agent in online:
             agent.heartbeat = until
 

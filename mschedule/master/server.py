@@ -26,6 +26,7 @@ from mschedule.master.scheduler import Scheduler
 from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock
 from mschedule.master.storage import Storage
 from mschedule.transport import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, RpcServer, make_curve_server
+from mschedule.transport.client import FOLLOW_RECONNECT_LATEST
 from mschedule.utils import messages
 from mschedule.utils.defaults import (
     DEFAULT_ADMIN_BIND,
@@ -178,7 +179,8 @@ class MasterServer:
                                            retry_base=settings.webhook_retry_base,
                                            retry_for=settings.webhook_retry_for)
         self.scheduler.on_finish = self.notifications.task_ended
-        self.scheduler.restore()
+        # a new leader of a cluster: its agents try a master that did not listen only every few seconds
+        self.scheduler.restore(FOLLOW_RECONNECT_LATEST if leadership is not None else 0.0)
         self.housekeeper = Housekeeper(self.scheduler, self.storage, Retention(settings.keep_tasks, settings.keep_days,
                                                                                 settings.keep_audit_days))
         self.admission = (Admission(self.storage, keys.admin_public, settings.auto_accept, settings.max_pending)

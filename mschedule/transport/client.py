@@ -114,7 +114,10 @@ FOLLOW_HEARTBEAT_TIMEOUT_MS = 3000
 a master that died or froze without closing its connections stops taking requests."""
 FOLLOW_RECONNECT_MS = (1000, 4000)
 """How often a client of several masters tries a master that does not listen (a standby): from 1 s, doubling up to
-4 s, so a fleet does not hammer a standby's port, and a new leader is reached at most 4 s after it listens."""
+4 s, so a fleet does not hammer a standby's port; zmq adds up to the first interval at random to each wait."""
+FOLLOW_RECONNECT_LATEST = (FOLLOW_RECONNECT_MS[0] + FOLLOW_RECONNECT_MS[1]) / 1000
+"""Seconds after a master starts listening by which every client of several masters has tried it (a new leader
+gives its agents this much more grace: mschedule/master/scheduler.py restore)."""
 
 
 def make_client(endpoint: str, timeout: float = RPC_TIMEOUT, heartbeat: int = RPC_HEARTBEAT,

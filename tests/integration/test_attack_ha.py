@@ -218,7 +218,7 @@ def test_kill9_while_results_are_reported_each_target_runs_once(cluster_of_two):
     wait_until(lambda: len(list(ran.iterdir())) >= 3, 30, interval=0.01, what="the first scripts ending")
     masters.procs["master1"].kill9()
     done = stack.api.wait_task(task_id, timeout=60)
-    assert done["counts"]["SUCCEED"] == 10, done["counts"]
+    assert done["counts"]["SUCCEED"] == 10, {a: (t["state"], t["output"][-200:]) for a, t in done["targets"].items()}
     assert all(t["output"] == "done\n" for t in done["targets"].values()), done["targets"]
     counts = {agent: (ran / agent).read_text().count("ran") for agent in agents}
     assert set(counts.values()) == {1}, counts
