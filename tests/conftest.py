@@ -14,10 +14,7 @@ def pg_cluster():
     """A throwaway PostgreSQL server for this test worker (tests/pg.py); skips, saying why, where there is none."""
     from tests import pg
 
-    why = pg.unavailable()
-    if why:
-        pytest.skip(why)
-    cluster = pg.Cluster()
+    cluster = pg.cluster_or_skip()
     yield cluster
     cluster.close()
 

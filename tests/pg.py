@@ -105,3 +105,13 @@ class Cluster:
         except (subprocess.SubprocessError, OSError):
             time.sleep(0.5)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cluster_or_skip(fsync: bool = False) -> Cluster:
+    """A new :class:`Cluster`, or the test skipped with the reason there is none (:func:`unavailable`)."""
+    import pytest
+
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    return Cluster(fsync=fsync)

@@ -12,20 +12,16 @@ import time
 
 import pytest
 
+from tests import pg
 from tests.integration import test_ha
-from tests.integration.harness import AGENT_INTERVAL, AGENT_TIMEOUT, Stack, scaled, wait_until
+from tests.integration.harness import Stack, wait_until
 from tests.integration.test_ha import Masters
 
 
 @pytest.fixture
 def own_pg():
     """A PostgreSQL server of this test alone, which it may stop and start (tests/pg.py)."""
-    from tests import pg
-
-    why = pg.unavailable()
-    if why:
-        pytest.skip(why)
-    cluster = pg.Cluster()
+    cluster = pg.cluster_or_skip()
     yield cluster
     cluster.close()
 
@@ -34,11 +30,7 @@ def test_postgres_down_then_back_every_master_exits_to_be_restarted_and_state_is
     stack = Stack(tmp_path)
     masters = Masters(stack, own_pg.database())
     try:
-        leader = masters.start("master1")
-        wait_until(lambda: masters.leads("master1") or not leader.alive(), 20, what="the first master leading")
-        standby = masters.start("master2")
-        wait_until(lambda: "standing by" in standby.log() or not standby.alive(), 20, what="a standby")
-        stack.web(master=masters.admin_endpoints())
+        leader, standby = masters.up()
         stack.agents(1, master=masters.agents_endpoints())
         agents = sorted(stack.online_agents())
         before = stack.api.run("echo before", agents, wait_for=30)
@@ -76,8 +68,7 @@ def test_a_master_with_keys_of_its_own_refuses_to_join_the_cluster(tmp_path, pg_
     stack = Stack(tmp_path)
     masters = Masters(stack, pg_url)
     try:
-        first = masters.start("master1")
-        wait_until(lambda: masters.leads("master1") or not first.alive(), 20, what="the first master leading")
+        first = masters.lead("master1")
         (tmp_path / "master2-state").mkdir()  # no copy of the keys: it creates a pair of its own
         stranger = masters.start("master2")
         stranger.popen.wait(20)
@@ -109,8 +100,7 @@ def test_a_submit_answered_503_that_the_master_did_commit_says_it_may_have_been_
     stack = Stack(tmp_path)
     masters = Masters(stack, pg_url, names=("master1",))
     try:
-        leader = masters.start("master1")
-        wait_until(lambda: masters.leads("master1") or not leader.alive(), 20, what="the master leading")
+        masters.lead("master1")
         stack.web("--rpc-timeout", "3", master=masters.admin_endpoints())
         stack.agents(1, master=masters.agents_endpoints())
         agents = sorted(stack.online_agents())
@@ -152,8 +142,7 @@ def test_a_master_whose_load_outlasts_the_lease_still_comes_up(tmp_path, pg_url)
     stack = Stack(tmp_path)
     masters = Masters(stack, pg_url, names=("master1",))
     try:
-        first = masters.start("master1")
-        wait_until(lambda: masters.leads("master1") or not first.alive(), 20, what="the master leading")
+        first = masters.lead("master1")
         first.stop()
         with psycopg.connect(pg_url, autocommit=True) as blocker:
             blocker.execute("BEGIN")
@@ -228,45 +217,18 @@ def test_kill9_while_results_are_reported_each_target_runs_once(cluster_of_two):
 def cluster_of_two(tmp_path, pg_url):
     stack = Stack(tmp_path)
     masters = Masters(stack, pg_url)
-    first = masters.start("master1")
-    wait_until(lambda: masters.leads("master1") or not first.alive(), 20, what="the first master leading")
-    second = masters.start("master2")
-    wait_until(lambda: "standing by" in second.log() or not second.alive(), 20, what="the second master standing by")
-    stack.web(master=masters.admin_endpoints())
-    yield stack, masters
-    stack.close()
-
-
-class ManualMasters(Masters):
-    """Masters that leave every new agent key pending (no --auto-accept), with ``extra`` flags."""
-
-    def __init__(self, stack: Stack, db: str, names=("master1", "master2"), extra: tuple[str, ...] = (),
-                 auto_accept: bool = False) -> None:
-        super().__init__(stack, db, names)
-        self.extra = (*extra, *(["--auto-accept"] if auto_accept else []))
-
-    def start(self, name: str):
-        bind, admin = self.ports[name]
-        state = self.stack.tmp / f"{name}-state"
-        if not state.exists():
-            shutil.copytree(self.stack.state / "keys", state / "keys")
-        self.procs[name] = self.stack._start(name, [
-            "appserver.py", "--bind", f"tcp://127.0.0.1:{bind}", "--admin-bind", f"tcp://127.0.0.1:{admin}",
-            "--state-dir", str(state), "--db", self.db, "--leader-lease", str(test_ha.LEASE),
-            "--agent-timeout", str(scaled(AGENT_TIMEOUT)), "--heartbeat-interval", str(scaled(AGENT_INTERVAL)),
-            *self.extra])
-        return self.procs[name]
+    try:
+        masters.up()
+        yield stack, masters
+    finally:
+        stack.close()
 
 
 def test_key_decisions_survive_a_failover(tmp_path, pg_url):
     stack = Stack(tmp_path)
-    masters = ManualMasters(stack, pg_url)
+    masters = Masters(stack, pg_url, auto_accept=False)  # every new key waits for a decision
     try:
-        first = masters.start("master1")
-        wait_until(lambda: masters.leads("master1") or not first.alive(), 20, what="the first master leading")
-        second = masters.start("master2")
-        wait_until(lambda: "standing by" in second.log() or not second.alive(), 20, what="a standby")
-        stack.web(master=masters.admin_endpoints())
+        first, second = masters.up()
         for _ in range(3):
             stack.agents(1, master=masters.agents_endpoints(), wait=False)
         pending = wait_until(lambda: [k["agent_id"] for k in stack.api.get("/keys")[1] if k["state"] == "pending"]
@@ -289,13 +251,9 @@ def test_key_decisions_survive_a_failover(tmp_path, pg_url):
 def test_a_schedule_fires_each_tick_at_most_once_across_failovers(tmp_path, pg_url):
     start, speed = time.time(), 30  # a minute in two seconds, the same clock on both masters
     stack = Stack(tmp_path)
-    masters = ManualMasters(stack, pg_url, extra=("--schedule-clock", f"{start:.3f}:{speed}"), auto_accept=True)
+    masters = Masters(stack, pg_url, extra=("--schedule-clock", f"{start:.3f}:{speed}"))
     try:
-        first = masters.start("master1")
-        wait_until(lambda: masters.leads("master1") or not first.alive(), 20, what="the first master leading")
-        second = masters.start("master2")
-        wait_until(lambda: "standing by" in second.log() or not second.alive(), 20, what="a standby")
-        stack.web(master=masters.admin_endpoints())
+        first, second = masters.up()
         stack.agents(1, master=masters.agents_endpoints())
         agents = stack.online_agents()
         assert stack.api.post("/job/tick", {"script": "true", "targets": agents})[0] == 201
@@ -337,11 +295,7 @@ def test_a_webhook_is_sent_only_for_an_end_that_is_committed(tmp_path, pg_url, m
     stack = Stack(tmp_path)
     masters = Masters(stack, pg_url)
     try:
-        first = masters.start("master1")
-        wait_until(lambda: masters.leads("master1") or not first.alive(), 20, what="the first master leading")
-        second = masters.start("master2")
-        wait_until(lambda: "standing by" in second.log() or not second.alive(), 20, what="a standby")
-        stack.web(master=masters.admin_endpoints())
+        first, second = masters.up()
         stack.agents(1, master=masters.agents_endpoints())
         agents = sorted(stack.online_agents())
         ran = tmp_path / "ran"

@@ -21,12 +21,15 @@ LEASE = 3.0
 
 class Masters:
     """Masters of one cluster, each with its own ports and state directory (holding a copy of the cluster's keys,
-    as an operator copies them: docs/ha.md)."""
+    as an operator copies them: docs/ha.md); ``extra``: more flags for each; ``auto_accept`` False leaves every
+    new agent key pending."""
 
-    def __init__(self, stack: Stack, db: str, names=("master1", "master2")) -> None:
+    def __init__(self, stack: Stack, db: str, names=("master1", "master2"), extra: tuple[str, ...] = (),
+                 auto_accept: bool = True) -> None:
         self.stack, self.db = stack, db
         self.ports = {name: (free_port(), free_port()) for name in names}
         self.procs = {}
+        self.extra = (*extra, *(["--auto-accept"] if auto_accept else []))
 
     def start(self, name: str):
         bind, admin = self.ports[name]
@@ -37,8 +40,28 @@ class Masters:
             "appserver.py", "--bind", f"tcp://127.0.0.1:{bind}", "--admin-bind", f"tcp://127.0.0.1:{admin}",
             "--state-dir", str(state), "--db", self.db, "--leader-lease", str(LEASE),
             "--agent-timeout", str(scaled(AGENT_TIMEOUT)), "--heartbeat-interval", str(scaled(AGENT_INTERVAL)),
-            "--auto-accept"])
+            *self.extra])
         return self.procs[name]
+
+    def lead(self, name: str = "master1"):
+        """Start ``name`` and wait until it leads (listens)."""
+        proc = self.start(name)
+        wait_until(lambda: self.leads(name) or not proc.alive(), 20, what=f"{name} leading")
+        assert proc.alive(), proc.log()
+        return proc
+
+    def stand_by(self, name: str = "master2"):
+        """Start ``name`` and wait until it says it stands by."""
+        proc = self.start(name)
+        wait_until(lambda: "standing by" in proc.log() or not proc.alive(), 20, what=f"{name} standing by")
+        assert proc.alive() and not self.leads(name), proc.log()
+        return proc
+
+    def up(self):
+        """The first master leading, the second standing by, a web tier knowing both: (leader, standby)."""
+        leader, standby = self.lead("master1"), self.stand_by("master2")
+        self.stack.web(master=self.admin_endpoints())
+        return leader, standby
 
     def leads(self, name: str) -> bool:
         """It listens: only the leader does."""
@@ -55,15 +78,11 @@ class Masters:
 def cluster(tmp_path, pg_url):
     stack = Stack(tmp_path)
     masters = Masters(stack, pg_url)
-    first = masters.start("master1")
-    wait_until(lambda: masters.leads("master1") or not first.alive(), 20, what="the first master leading")
-    assert first.alive(), first.log()
-    second = masters.start("master2")
-    wait_until(lambda: "standing by" in second.log() or not second.alive(), 20, what="the second master standing by")
-    assert second.alive() and not masters.leads("master2"), second.log()
-    stack.web(master=masters.admin_endpoints())
-    yield stack, masters
-    stack.close()
+    try:
+        masters.up()
+        yield stack, masters
+    finally:
+        stack.close()
 
 
 def _task(stack: Stack, task_id: str) -> dict | None:
@@ -148,17 +167,11 @@ def test_masters_exit_75_in_one_line_when_postgresql_goes_away(tmp_path):
     cannot wait for the lock); both say why in one line and exit 75, which systemd restarts."""
     from tests import pg
 
-    why = pg.unavailable()
-    if why:
-        pytest.skip(why)
-    server = pg.Cluster()
+    server = pg.cluster_or_skip()
     stack = Stack(tmp_path)
     try:
         masters = Masters(stack, server.database())
-        leader = masters.start("master1")
-        wait_until(lambda: masters.leads("master1") or not leader.alive(), 20, what="the first master leading")
-        standby = masters.start("master2")
-        wait_until(lambda: "standing by" in standby.log() or not standby.alive(), 20, what="a standby")
+        leader, standby = masters.lead("master1"), masters.stand_by("master2")
         server.close()
         for proc in (leader, standby):
             proc.popen.wait(scaled(LEASE * 3))
