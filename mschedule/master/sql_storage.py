@@ -42,6 +42,7 @@ from mschedule.utils.states import State
 
 log = logging.getLogger(__name__)
 
+
 def one_line(exc: BaseException) -> str:
     """A driver's error message on one line (PostgreSQL's span several)."""
     return " ".join(str(exc).split())
@@ -117,7 +118,8 @@ class SQLStorage(Storage):
         return unwrap(self._pool.apply(capture, (fn, *args)))
 
     def _open(self):
-        """Connect (on the database thread), in autocommit mode, with the schema migrated to the latest."""
+        """Connect (on the database thread), in autocommit mode, the schema's version checked (SQLite migrates it
+        here; on PostgreSQL the leader does, in ``lead``)."""
         raise NotImplementedError
 
     def _in_transaction(self) -> bool:
@@ -430,7 +432,7 @@ class SQLStorage(Storage):
         """Let the connection and its thread go without a last commit."""
         try:
             self._run(self._conn.close)
-        except BaseException:  # noqa: BLE001 - closing a broken connection may fail in any way; it is let go anyway
+        except BaseException:  # closing a broken connection may fail in any way; it is let go anyway
             log.debug("closing an abandoned connection failed", exc_info=True)
         self._pool.kill()
 
@@ -452,8 +454,8 @@ def open_storage(db: str, lease: float | None = None, waiting=None, wait: bool =
     mschedule/master/postgres_storage.py); anything else is an SQLite file.
 
     Raises:
-        StorageError: the database cannot be opened.
-        SchemaTooNew: it was written by a newer mschedule.
+        StorageError: the database cannot be opened, or the cluster refuses this master.
+        SchemaRefused: it was written by a newer mschedule, or belongs to another application.
     """
     if db == ":memory:":
         return Storage()
@@ -473,4 +475,7 @@ def open_storage(db: str, lease: float | None = None, waiting=None, wait: bool =
     except storage.driver_errors as exc:  # e.g. the database server went away while this master stood by
         storage.abandon()
         raise StorageError(f"database {storage.path}: {storage.describe(exc)}", storage.temporary(exc)) from exc
+    except BaseException:  # refused (another cluster's keys, a newer schema): the lock and thread go with it
+        storage.abandon()
+        raise
     return storage
