@@ -41,13 +41,15 @@ log = logging.getLogger(__name__)
 EXIT_NOT_LEADING = 75
 """The exit code of a master that stopped leading (EX_TEMPFAIL: its supervisor restarts it, as a standby)."""
 
+BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+"""Linux's clock that also counts the time the host was suspended (None elsewhere)."""
+
+
 def lease_clock() -> float:
     """Seconds on a clock that counts every second the database's clock counts: through a SIGSTOP and through a
     suspend of the host (CLOCK_BOOTTIME), where the monotonic clock stops; the monotonic clock elsewhere."""
     return time.clock_gettime(BOOTTIME) if BOOTTIME is not None else time.monotonic()
 
-
-BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
 
 CHECK_EVERY = 0.2
 """Seconds between two looks of the watchdog at the lease."""
