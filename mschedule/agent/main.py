@@ -7,7 +7,7 @@ import tomllib
 
 from mschedule import __version__
 from mschedule.agent.identity import StateDirError, resolve_state_dir
-from mschedule.agent.runner import build_workers, run_workers
+from mschedule.agent.runner import build_workers, ignore_sighup, run_workers
 from mschedule.transport.guard import exit_unless_pinned
 from mschedule.utils.config import add_logging_flags, env, fail, flag, new_parser, start_logging
 from mschedule.utils.defaults import (
@@ -134,6 +134,7 @@ def check_master(endpoint: str, master_key: bytes | None) -> int:
 def main(argv: list[str] | None = None) -> None:
     exit_unless_pinned()
     args = parse_args(argv)
+    ignore_sighup()
     start_logging("agent", args)
     master_key = None
     if args.insecure:

@@ -65,14 +65,19 @@ def build_workers(master: str, state_dir: str, instances: int, hostname_template
     return workers
 
 
+def ignore_sighup() -> None:
+    """SIGHUP's default is death, and systemd does not restart a process a SIGHUP ended; an agent reads nothing
+    at run time that could change, so it says so. Installed first thing: making a thousand instances' keys and
+    spools takes a while."""
+    gevent.signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP: nothing to read again; restart the agent to "
+                                                             "change its flags or config"))
+
+
 def run_workers(workers: list[AgentWorker]) -> None:
     """Start every worker and block until SIGINT or SIGTERM, then stop them cleanly."""
     stop = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
-    # was the default, death; an agent reads nothing at run time that could change, so it says so
-    gevent.signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP: nothing to read again; restart the agent to "
-                                                             "change its flags or config"))
     for worker in workers:
         worker.start()
     log.info("%d agent(s) started: %s%s", len(workers), ", ".join(w.id for w in workers[:5]),

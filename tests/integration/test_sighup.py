@@ -85,3 +85,24 @@ def test_sighup_while_the_web_tier_waits_for_its_master_does_not_kill_it(stack):
     stack.master()
     wait_until(lambda: _port_open(stack.web_port) and _status(stack.api) == 200, 30,
                what="the web tier serving once the master is up")
+
+
+def test_an_agent_starting_many_instances_lives_through_sighup(tmp_path):
+    """systemd does not restart a process a SIGHUP ended: an agent must take one from its first log line on,
+    while it is still making its instances' ids and spools."""
+    import subprocess
+
+    from tests.integration.harness import PYTHON, ROOT
+
+    proc = subprocess.Popen([PYTHON, "app.py", "--insecure", "--master", "tcp://127.0.0.1:1", "--instances", "3000",
+                             "--state-dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        first = proc.stdout.readline()  # its first line: the --insecure warning, before any instance is made
+        assert "insecure" in first, first
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert proc.poll() is None, f"the agent died of a SIGHUP while starting (rc {proc.returncode})"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
