@@ -339,6 +339,39 @@ def test_token_is_asked_once_per_session_and_a_wrong_one_is_refused(console_stac
     expect(page.locator("#token-dialog")).to_be_hidden()
 
 
+def test_a_run_sent_again_after_a_503_keeps_its_idempotency_key_and_makes_one_task(console_stack, page):
+    """The master failing over answers a 503 that says the task may have been made; the operator clicks Run again
+    and the console sends the same Idempotency-Key, so the master makes the task once."""
+    names = hosts(console_stack)
+    agent = sorted(names)[0]
+    before = len(console_stack.api.get("/tasks?limit=1000")[1])
+    keys: list[str] = []
+
+    def first_fails(route):
+        keys.append(route.request.headers.get("idempotency-key", ""))
+        if len(keys) == 1:  # the request goes through and makes the task, but its answer is lost
+            route.fetch()
+            route.fulfill(status=503, content_type="application/json",
+                          body=json.dumps({"error": "no answer from the master: this task.submit may have been "
+                                                    "done; send it again with the same Idempotency-Key",
+                                           "field": None}))
+        else:
+            route.continue_()
+
+    open_console(page, console_stack, "#/run")
+    page.route("**/task", first_fails)
+    page.fill("#run-form-targets", agent)
+    page.fill("#run-form-script", "echo once")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#view .error", has_text="may have been done")).to_be_visible()
+    page.click("#run-form button[type=submit]")  # again, the same form
+    page.wait_for_url(re.compile(r"#/task/"))
+    assert len(keys) == 2 and keys[0] == keys[1] and re.fullmatch(r"[0-9a-f]{32}", keys[0]), keys
+    tasks = console_stack.api.get("/tasks?limit=1000")[1]
+    assert len(tasks) == before + 1, tasks  # one task for the two requests
+    assert page.url.rsplit("/", 1)[1] == tasks[0]["task_id"]
+
+
 def test_jobs_versions_diff_run_and_history(console_stack, page):
     names = hosts(console_stack)
     sh = [a for a, h in names.items() if h.startswith("sh-")]

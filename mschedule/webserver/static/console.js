@@ -193,10 +193,30 @@ function lacking(role, what) {
 }
 
 /** JSON in, JSON out; a 4xx/5xx becomes an ApiError carrying the API's own error text. */
-async function api(method, path, body) {
+/**
+ * Idempotency keys for one form's task requests (docs/api.md): the same body sent again after a failure (a 503
+ * while a master fails over, say, and the operator clicks again) keeps its key, so the master makes one task;
+ * another body, or a request that succeeded, gets a new one.
+ */
+function requestKeys() {
+  let last = null;
+  return {
+    for(body) {
+      const text = JSON.stringify(body ?? null);
+      if (!last || last.text !== text) {
+        const bytes = crypto.getRandomValues(new Uint8Array(16));  // crypto.randomUUID needs https
+        last = { text, key: Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('') };
+      }
+      return { 'Idempotency-Key': last.key };
+    },
+    done() { last = null; },
+  };
+}
+
+async function api(method, path, body, headers = {}) {
   for (;;) {
     const token = sessionStorage.getItem(TOKEN_KEY);
-    const init = { method, headers: {} };
+    const init = { method, headers: { ...headers } };
     if (token) init.headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
@@ -925,10 +945,12 @@ function formValuesFrom(script, params, targetIds) {
 }
 
 function runView(main, args, query, ctx) {
+  const keys = requestKeys();
   const { form, fill } = taskForm({
     id: 'run-form', submitLabel: 'Run', draftKey: DRAFT_KEY,
     onSubmit: async (body) => {
-      const { task_id: taskId } = await api('POST', '/task', body);
+      const { task_id: taskId } = await api('POST', '/task', body, keys.for(body));
+      keys.done();
       location.hash = `#/task/${encodeURIComponent(taskId)}`;
     },
   });
@@ -1040,6 +1062,7 @@ function taskView(main, args, query, ctx) {
     }
   });
 
+  const retryKeys = requestKeys();
   retry.addEventListener('click', async () => {
     retry.disabled = true;
     clearErrors(secretsBox);
@@ -1047,7 +1070,8 @@ function taskView(main, args, query, ctx) {
     try {
       // a secret's value is not kept once a task ends: the retry sends them again, typed in secretsBox
       const body = retrySecrets ? { params: retrySecrets.values() } : undefined;
-      const made = await api('POST', `/task/${encodeURIComponent(taskId)}/retry`, body);
+      const made = await api('POST', `/task/${encodeURIComponent(taskId)}/retry`, body, retryKeys.for(body));
+      retryKeys.done();
       location.hash = `#/task/${encodeURIComponent(made.task_id)}`;
     } catch (err) {
       showFieldError(secretsBox, err, error);
@@ -1381,6 +1405,7 @@ function jobView(main, args, query, ctx) {
       inputs.fields.length ? h('fieldset', { id: 'run-params' }, h('legend', { text: 'Parameters' }), inputs.fields) : null,
       h('div', { class: 'actions' }, runButton, needs('operator', h('span', { class: 'muted', text: who })),
         lacking('operator', 'Running a job')), runError);
+    const runKeys = requestKeys();
     runForm.addEventListener('submit', async (event) => {
       event.preventDefault();
       clearErrors(runForm);
@@ -1390,7 +1415,8 @@ function jobView(main, args, query, ctx) {
       if (Object.keys(values).length) body.params = values;
       runButton.disabled = true;
       try {
-        const started = await api('POST', `${path}/run`, body);
+        const started = await api('POST', `${path}/run`, body, runKeys.for(body));
+        runKeys.done();
         location.hash = `#/task/${encodeURIComponent(started.task_id)}`;
       } catch (err) {
         showFieldError(runForm, err, runError);
