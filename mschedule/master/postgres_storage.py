@@ -221,6 +221,17 @@ class PostgresStorage(SQLStorage):
                                (name, value))
         self._check_identity(self._conn)
 
+    def cluster_value(self, name: str) -> str | None:
+        """What the cluster records under ``name`` (table ``cluster``), or None."""
+        row = self._run(lambda: self._conn.execute("SELECT value FROM cluster WHERE name = %s", (name,)).fetchone())
+        return row[0] if row else None
+
+    def set_cluster_value(self, name: str, value: str) -> None:
+        """Record ``value`` under ``name`` for the cluster, at once (the leader does: it holds the session)."""
+        self._run(lambda: self._conn.execute(
+            "INSERT INTO cluster (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value)))
+
     def _try_lock(self) -> bool:
         return self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()[0]
 

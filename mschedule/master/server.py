@@ -1,6 +1,7 @@
 """The master process: the agents' endpoint, the admin endpoint, the scheduler behind both, housekeeping."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -24,7 +25,7 @@ from mschedule.master.metrics import MasterMetrics
 from mschedule.master.notifications import DEFAULT_RETRY_BASE, DEFAULT_RETRY_FOR, Notifications, load_secret
 from mschedule.master.scheduler import Scheduler
 from mschedule.master.schedules import DEFAULT_GRACE, ScheduleClock
-from mschedule.master.storage import Storage
+from mschedule.master.storage import Storage, StorageError
 from mschedule.transport import TRANSPORT_ERRORS, CurveClientKeys, MasterLink, RpcServer, make_curve_server
 from mschedule.transport.client import FOLLOW_RECONNECT_LATEST
 from mschedule.utils import messages
@@ -57,6 +58,15 @@ AGENT_CALLS_PER_KEY = 16
 """Calls one agent key may have in progress on the agents' endpoint (an agent holds at most a long poll, a
 cancel watch and a result or stop notice): more are refused, so no key can pin the master's memory with
 thousands of open calls."""
+
+WEBHOOK_SECRET_NAME = "webhook_secret_sha256"
+"""Under this name the leader records its webhook secret's fingerprint in the cluster table."""
+
+
+def webhook_fingerprint(secret: bytes) -> str:
+    """What a cluster keeps of a webhook secret to compare: a SHA-256 of it, not the secret."""
+    return hashlib.sha256(b"mschedule webhook secret\0" + secret).hexdigest()
+
 
 PROBE_TIMEOUT = 1.0
 """Seconds the health check waits for its ping through the agents' endpoint."""
@@ -179,6 +189,8 @@ class MasterServer:
                                            retry_base=settings.webhook_retry_base,
                                            retry_for=settings.webhook_retry_for)
         self.scheduler.on_finish = self.notifications.task_ended
+        if leadership is not None:
+            self._share_webhook_secret(secret)
         # a new leader of a cluster: its agents try a master that did not listen only every few seconds
         self.scheduler.restore(FOLLOW_RECONNECT_LATEST if leadership is not None else 0.0)
         self.housekeeper = Housekeeper(self.scheduler, self.storage, Retention(settings.keep_tasks, settings.keep_days,
@@ -284,6 +296,18 @@ class MasterServer:
         finally:
             self.close()
 
+    def _share_webhook_secret(self, secret: bytes) -> None:
+        """A leader records its webhook secret's fingerprint for the cluster, and says so when the previous
+        leader signed with another: every receiver that checks signatures refuses this master's webhooks."""
+        mine = webhook_fingerprint(secret)
+        theirs = self.leadership.storage.cluster_value(WEBHOOK_SECRET_NAME)
+        if theirs is not None and theirs != mine:
+            log.warning("this master's webhook secret (%s) is not the one the cluster's previous leader signed "
+                        "with: receivers that check X-Mschedule-Signature refuse its webhooks; copy webhook.secret "
+                        "from the other masters (docs/ha.md), or give every receiver this one",
+                        self.settings.webhook_secret_file or "made at start")
+        self.leadership.storage.set_cluster_value(WEBHOOK_SECRET_NAME, mine)
+
     def reload(self) -> None:
         """SIGHUP: read again what can change without a restart (the webhook secret), and say so."""
         path = self.settings.webhook_secret_file
@@ -296,6 +320,12 @@ class MasterServer:
             log.error("SIGHUP: cannot read the webhook secret %s (%s); the one read before stays in force", path, exc)
             return
         log.warning("SIGHUP: webhook secret read again from %s; other flags need a restart", path)
+        if self.leadership is not None:  # rotated on purpose: the next leader compares with this one
+            try:
+                self.leadership.storage.set_cluster_value(WEBHOOK_SECRET_NAME,
+                                                          webhook_fingerprint(self.notifications.secret))
+            except StorageError as exc:
+                log.error("SIGHUP: the cluster could not record the new webhook secret's fingerprint (%s)", exc)
 
     def stop(self) -> None:
         """Stop serving; calls in progress (long polls included) are cut short."""

@@ -217,3 +217,29 @@ def test_the_cli_submits_through_a_failover_and_the_task_runs_once(cluster, tmp_
     assert sorted(p.read_text() for p in ran.iterdir()) == ["once\n", "once\n"]
     status, tasks = stack.api.get("/tasks?limit=10")
     assert status == 200 and len(tasks) == 1, tasks
+
+
+def test_a_new_leader_with_another_webhook_secret_says_so(tmp_path, pg_url):
+    """Receivers check X-Mschedule-Signature: a master that leads with a webhook secret other than the previous
+    leader's has every webhook refused. The cluster keeps a fingerprint of the leader's, and the next leader
+    compares (a SIGHUP that rotates the secret on purpose records the new one)."""
+    stack = Stack(tmp_path)
+    masters = Masters(stack, pg_url)
+    try:
+        first = masters.lead("master1")
+        second_state = tmp_path / "master2-state"
+        shutil.copytree(stack.state / "keys", second_state / "keys")
+        (second_state / "webhook.secret").write_text("not the cluster's\n")
+        masters.stand_by("master2")
+        first.kill9()
+        wait_until(lambda: masters.leads("master2"), 20, what="the standby leading")
+        log = masters.procs["master2"].log()
+        assert "webhook secret" in log and "is not the one the cluster's previous leader signed with" in log, log
+        # the first one, back as a standby with the file copied as docs/ha.md says, then leading: no warning
+        shutil.copy(second_state / "webhook.secret", tmp_path / "master1-state" / "webhook.secret")
+        again = masters.stand_by("master1")
+        masters.procs["master2"].kill9()
+        wait_until(lambda: masters.leads("master1"), 20, what="the first master leading again")
+        assert "previous leader signed with" not in again.log(), again.log()
+    finally:
+        stack.close()
