@@ -32,3 +32,18 @@ def module_stack(tmp_path_factory):
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def cluster(tmp_path, pg_url):
+    """Two masters on one PostgreSQL (the first leading, the second standing by) and a web tier knowing both
+    (tests/integration/masters.py): ``(stack, masters)``."""
+    from tests.integration.masters import Masters
+
+    stack = Stack(tmp_path)
+    masters = Masters(stack, pg_url)
+    try:
+        masters.up()
+        yield stack, masters
+    finally:
+        stack.close()

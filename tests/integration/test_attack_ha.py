@@ -13,9 +13,9 @@ import time
 import pytest
 
 from tests import pg
-from tests.integration import test_ha
+from tests.integration import masters as cluster_masters
 from tests.integration.harness import Stack, wait_until
-from tests.integration.test_ha import Masters
+from tests.integration.masters import Masters
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_a_submit_answered_503_that_the_master_did_commit_says_it_may_have_been_
 
     import psycopg
 
-    monkeypatch.setattr(test_ha, "LEASE", 10.0)  # a commit held 4.5 s keeps the lease (the gate shuts after 8 s)
+    monkeypatch.setattr(cluster_masters, "LEASE", 10.0)  # a commit held 4.5 s keeps the lease (the gate: 8 s)
     stack = Stack(tmp_path)
     masters = Masters(stack, pg_url, names=("master1",))
     try:
@@ -159,7 +159,7 @@ def test_a_master_whose_load_outlasts_the_lease_still_comes_up(tmp_path, pg_url)
         stack.close()
 
 
-LOAD_HELD = test_ha.LEASE + 1
+LOAD_HELD = cluster_masters.LEASE + 1
 
 
 def test_three_masters_started_at_once_on_an_empty_database_one_leads(tmp_path, pg_cluster, pg_url, monkeypatch):
@@ -168,7 +168,7 @@ def test_three_masters_started_at_once_on_an_empty_database_one_leads(tmp_path, 
     try:
         procs = []
         for name, lease in (("master1", 3.0), ("master2", 3.0), ("master3", 6.0)):  # one with another lease
-            monkeypatch.setattr(test_ha, "LEASE", lease)
+            monkeypatch.setattr(cluster_masters, "LEASE", lease)
             procs.append(masters.start(name))
         wait_until(lambda: sum(masters.leads(n) for n in masters.ports) == 1
                    and sum("standing by" in p.log() for p in procs) == 2, 30, what="one leader, two standbys")
@@ -181,8 +181,8 @@ def test_three_masters_started_at_once_on_an_empty_database_one_leads(tmp_path, 
         stack.close()
 
 
-def test_a_sigstop_shorter_than_the_lease_keeps_the_leader(cluster_of_two):
-    stack, masters = cluster_of_two
+def test_a_sigstop_shorter_than_the_lease_keeps_the_leader(cluster):
+    stack, masters = cluster
     stack.agents(1, master=masters.agents_endpoints())
     agents = sorted(stack.online_agents())
     leader = masters.procs["master1"]
@@ -190,14 +190,14 @@ def test_a_sigstop_shorter_than_the_lease_keeps_the_leader(cluster_of_two):
     time.sleep(1.0)  # lease 3 s, the gate shuts after 2.4 s
     os.kill(leader.pid, signal.SIGCONT)
     assert stack.api.run("echo still here", agents, wait_for=30)["counts"]["SUCCEED"] == 1
-    time.sleep(test_ha.LEASE)
+    time.sleep(cluster_masters.LEASE)
     assert leader.alive() and masters.leads("master1") and not masters.leads("master2")
     assert "no longer leads" not in leader.log() and "leading:" not in masters.procs["master2"].log()
 
 
-def test_kill9_while_results_are_reported_each_target_runs_once(cluster_of_two):
+def test_kill9_while_results_are_reported_each_target_runs_once(cluster):
     # 10 targets all ending at the same moment: their results reach the leader as it is killed
-    stack, masters = cluster_of_two
+    stack, masters = cluster
     stack.agents(10, master=masters.agents_endpoints())
     agents = sorted(stack.online_agents())
     ran = stack.tmp / "ran"
@@ -211,17 +211,6 @@ def test_kill9_while_results_are_reported_each_target_runs_once(cluster_of_two):
     assert all(t["output"] == "done\n" for t in done["targets"].values()), done["targets"]
     counts = {agent: (ran / agent).read_text().count("ran") for agent in agents}
     assert set(counts.values()) == {1}, counts
-
-
-@pytest.fixture
-def cluster_of_two(tmp_path, pg_url):
-    stack = Stack(tmp_path)
-    masters = Masters(stack, pg_url)
-    try:
-        masters.up()
-        yield stack, masters
-    finally:
-        stack.close()
 
 
 def test_key_decisions_survive_a_failover(tmp_path, pg_url):
@@ -290,7 +279,7 @@ def test_a_webhook_is_sent_only_for_an_end_that_is_committed(tmp_path, pg_url, m
 
     from tests.integration.receiver import Receiver
 
-    monkeypatch.setattr(test_ha, "LEASE", 10.0)  # the lock below is held well within the lease
+    monkeypatch.setattr(cluster_masters, "LEASE", 10.0)  # the lock below is held well within the lease
     receiver = Receiver()
     stack = Stack(tmp_path)
     masters = Masters(stack, pg_url)
@@ -320,11 +309,11 @@ def test_a_webhook_is_sent_only_for_an_end_that_is_committed(tmp_path, pg_url, m
         receiver.close()
 
 
-def test_a_standby_frozen_past_its_session_exits_75_in_one_line(cluster_of_two):
-    stack, masters = cluster_of_two
+def test_a_standby_frozen_past_its_session_exits_75_in_one_line(cluster):
+    stack, masters = cluster
     standby = masters.procs["master2"]
     os.kill(standby.pid, signal.SIGSTOP)
-    time.sleep(test_ha.LEASE + 1)  # PostgreSQL ends its silent session
+    time.sleep(cluster_masters.LEASE + 1)  # PostgreSQL ends its silent session
     os.kill(standby.pid, signal.SIGCONT)
     standby.popen.wait(15)
     assert standby.popen.returncode == 75, standby.log()
@@ -333,15 +322,15 @@ def test_a_standby_frozen_past_its_session_exits_75_in_one_line(cluster_of_two):
     assert masters.leads("master1") and masters.procs["master1"].alive()
 
 
-def test_a_sigstop_just_past_the_gate_but_within_the_session_hands_over_cleanly(cluster_of_two):
+def test_a_sigstop_just_past_the_gate_but_within_the_session_hands_over_cleanly(cluster):
     # stopped 2.7 s: the gate shut at 2.4 s but PostgreSQL keeps the session until 3 s of silence. The leader must
     # not serve on resuming; it exits, which ends its session, and the standby takes over
-    stack, masters = cluster_of_two
+    stack, masters = cluster
     stack.agents(1, master=masters.agents_endpoints())
     agents = sorted(stack.online_agents())
     leader = masters.procs["master1"]
     os.kill(leader.pid, signal.SIGSTOP)
-    time.sleep(test_ha.LEASE * 0.9)
+    time.sleep(cluster_masters.LEASE * 0.9)
     os.kill(leader.pid, signal.SIGCONT)
     leader.popen.wait(10)
     assert leader.popen.returncode == 75, leader.log()
