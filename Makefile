@@ -24,8 +24,8 @@ lint: venv
 unit: venv
 	$(PY) -m pytest tests/unit -q
 
-# three test files at a time (pytest-xdist; a file's tests stay together, in order, on one worker)
-TEST_WORKERS ?= 3
+# four test files at a time (pytest-xdist; a file's tests stay together, in order, on one worker)
+TEST_WORKERS ?= 4
 test: venv lint browser postgres
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
