@@ -30,6 +30,8 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -96,10 +98,38 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _attempt = threading.local()
 
 
-def _tracked_connection(*args, **kwargs) -> socket.socket:
-    sock = socket.create_connection(*args, **kwargs)
-    _attempt.sockets.append(sock)
-    return sock
+_LOOKUPS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns")
+"""Where receivers' names are looked up: a lookup is one blocking call that no socket timeout bounds (the
+resolver's own retries can take half a minute), so the attempt waits for it only until its deadline."""
+
+
+def _lookup(host: str, port: int) -> list[tuple]:
+    """The addresses of ``host``, looked up within what is left of the attempt's deadline.
+
+    Raises:
+        OSError: the name is unknown, or its lookup outlasted the deadline.
+    """
+    remaining = _attempt.deadline - time.monotonic()
+    lookup = _LOOKUPS.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+    try:
+        return lookup.result(timeout=max(0.0, remaining))
+    except FutureTimeout:
+        raise TimeoutError(f"the lookup of {host} took longer than the attempt's deadline") from None
+
+
+def _tracked_connection(address, timeout: float | None = None, source_address=None) -> socket.socket:
+    """http.client's connect, to the addresses of a bounded lookup (TLS still checks the name the URL has)."""
+    host, port = address
+    error: OSError | None = None
+    for *_, sockaddr in _lookup(host, port):
+        try:
+            sock = socket.create_connection(sockaddr[:2], timeout, source_address)
+        except OSError as exc:
+            error = exc
+            continue
+        _attempt.sockets.append(sock)
+        return sock
+    raise error or OSError(f"{host} has no address")
 
 
 class _HTTPConnection(http.client.HTTPConnection):
@@ -144,6 +174,7 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float = TIMEOU
     """
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     _attempt.sockets = sockets = []
+    _attempt.deadline = time.monotonic() + timeout
     expired = threading.Event()
     deadline = threading.Timer(timeout, _shut, (sockets, expired))
     deadline.daemon = True

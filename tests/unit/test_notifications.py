@@ -45,3 +45,26 @@ def test_a_quick_answer_is_delivered():
     url, server = _receiver(lambda conn: conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n"))
     with server:
         assert post(url, b"{}", {}, timeout=5) == (204, None)
+
+
+def test_a_name_lookup_that_hangs_is_bounded_by_the_attempts_deadline(monkeypatch):
+    """A lookup is one blocking call no socket timeout bounds (a resolver's retries take up to half a minute):
+    it must not hold the attempt, and its thread, past the deadline."""
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "slow.example":
+            time.sleep(4)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    begun = time.monotonic()
+    status, error = post("http://slow.example:9/hook", b"{}", {}, timeout=1)
+    assert time.monotonic() - begun < 2.5, "the attempt waited for the name's lookup past its deadline"
+    assert status is None and "lookup of slow.example" in error, error
+
+
+def test_a_name_is_looked_up_and_every_address_tried():
+    url, server = _receiver(lambda conn: conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    with server:
+        assert post(url.replace("127.0.0.1", "localhost"), b"{}", {}, timeout=5) == (204, None)
