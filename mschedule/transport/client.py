@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import msgpack
 import zerorpc
 import zmq
 from zerorpc.channel import BufferedChannel
@@ -75,8 +76,10 @@ class CurveClientKeys:
 class BoundedSender:
     """Sends a client's message within ``wait`` seconds or never (replaces zerorpc's sending greenlet, which holds
     a message until the socket can take it, however late): while no connection is complete (no master listens
-    yet, or the handshake is under way) it looks again every SEND_RETRY seconds, then drops the message. The call
-    it belonged to has timed out by then, and its request must not reach a master that comes later."""
+    yet, or the handshake is under way) it looks again every SEND_RETRY seconds, then drops the message and
+    raises TimeoutExpired in the sending greenlet, so its call fails then, not a reply timeout later (an agent
+    registering with a new leader tries again at once), and its request never reaches a master that comes
+    later."""
 
     def __init__(self, sock: zmq.Socket, wait: float) -> None:
         self._sock = sock
@@ -93,8 +96,10 @@ class BoundedSender:
                 break
             except zmq.Again:
                 if time.monotonic() >= deadline:
-                    log.debug("request not sent within %.1fs: no master connection is complete", self._wait)
-                    break
+                    sock._on_state_changed()
+                    if _is_request(parts):  # a call's heartbeat or credit is dropped quietly: its call ends anyway
+                        raise zerorpc.TimeoutExpired(self._wait, "sending: no master connection is complete") from None
+                    return
                 gevent.sleep(SEND_RETRY)
             except zmq.ZMQError as exc:  # the socket is closing
                 log.debug("request not sent: %s", exc)
@@ -103,6 +108,15 @@ class BoundedSender:
 
     def close(self) -> None:
         pass
+
+
+def _is_request(parts) -> bool:
+    """Whether a client's message is a call's request, not zerorpc's own (``_zpc_hb``, ``_zpc_more``)."""
+    try:
+        name = msgpack.unpackb(parts[-1], raw=False)[1]
+    except Exception:  # not ours to judge: treat it as a request
+        return True
+    return not (isinstance(name, str) and name.startswith("_zpc_"))
 
 
 SEND_RETRY = 0.05
