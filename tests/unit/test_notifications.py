@@ -61,7 +61,9 @@ def test_a_name_lookup_that_hangs_is_bounded_by_the_attempts_deadline(monkeypatc
     begun = time.monotonic()
     status, error = post("http://slow.example:9/hook", b"{}", {}, timeout=1)
     assert time.monotonic() - begun < 2.5, "the attempt waited for the name's lookup past its deadline"
-    assert status is None and "lookup of slow.example" in error, error
+    # the lookup's own wait and the attempt's deadline end together: either may say so
+    assert status is None and ("lookup of slow.example took longer" in error
+                               or error == "TimeoutError: no complete answer within 1s"), error
 
 
 def test_a_name_is_looked_up_and_every_address_tried():
