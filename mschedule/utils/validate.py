@@ -55,11 +55,17 @@ def integer(value: Any, name: str, minimum: int, maximum: int, default: Any = _M
     return whole
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be UTF-8 encoded (no lone surrogate, as aiohttp and msgpack leave bad bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def utf8(value: str, name: str) -> str:
     """``value`` if it is UTF-8 text; a ValidationError naming the field if it holds a lone surrogate."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError(f"{name}: not valid UTF-8 text (a lone surrogate such as \\ud800)",
-                              field=name) from None
+    if not is_utf8(value):
+        raise ValidationError(f"{name}: not valid UTF-8 text (a lone surrogate such as \\ud800)", field=name)
     return value

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from mschedule.transport import TRANSPORT_ERRORS
 from mschedule.utils.defaults import MAX_AUDIT_TEXT, TOKEN_PREFIX
+from mschedule.utils.validate import is_utf8
 from mschedule.webserver.auth import TOKENS, is_public
 
 log = logging.getLogger(__name__)
@@ -115,14 +116,6 @@ def action_of(request: web.Request) -> str | None:
     resource = request.match_info.route.resource
     rule = POLICY.get((request.method, resource.canonical if resource is not None else request.path))
     return rule.action if rule is not None else None
-
-
-def _is_text(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _file_identity(token: str, tokens: frozenset[str]) -> dict | None:
@@ -237,7 +230,7 @@ async def _access(request: web.Request, handler) -> web.StreamResponse:
 
     header = request.headers.get("Authorization") or ""
     token = header[len("Bearer "):].strip() if header.startswith("Bearer ") else ""
-    if not _is_text(token):  # bytes that are not UTF-8 (aiohttp keeps them as surrogates): no token of ours
+    if not is_utf8(token):  # bytes that are not UTF-8 (aiohttp keeps them as surrogates): no token of ours
         return _refused(request, "authorization: missing or wrong bearer token")
     identity = _file_identity(token, tokens) if token else None
     bridge = request.app[BRIDGE]

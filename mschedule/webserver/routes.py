@@ -27,6 +27,7 @@ from mschedule.transport import TRANSPORT_ERRORS
 from mschedule.utils.defaults import DEFAULT_MAX_SCRIPT_BYTES, MAX_RESULT_WAIT
 from mschedule.utils.exceptions import MScheduleError, ValidationError
 from mschedule.utils.selectors import matches, parse_label_filters
+from mschedule.utils.validate import is_utf8
 from mschedule.webserver.access import IDENTITY, access, action_of, actor, revoked
 from mschedule.webserver.auth import TOKENS, TokenFile
 from mschedule.webserver.metrics import METRICS, WebMetrics, measure
@@ -141,7 +142,7 @@ def wire_check(value: Any, field: str = "") -> None:
     ``field`` is the path so far: ``selector.labels.dc``, ``targets[0]``; empty for the body itself.
     """
     if isinstance(value, str):
-        if not _is_utf8(value):
+        if not is_utf8(value):
             raise ApiError(400, f"{field or 'body'}: not valid UTF-8 text (a lone surrogate such as \\ud800)",
                            field or "body")
     elif isinstance(value, bool) or value is None or isinstance(value, float):
@@ -152,7 +153,7 @@ def wire_check(value: Any, field: str = "") -> None:
     elif isinstance(value, dict):
         for key, item in value.items():
             path = f"{field}.{key}" if field else key
-            if not _is_utf8(key):
+            if not is_utf8(key):
                 shown = path.encode("utf-8", "backslashreplace").decode()
                 raise ApiError(400, f"{shown}: field name not valid UTF-8 text (a lone surrogate such as \\ud800)",
                                shown)
@@ -160,14 +161,6 @@ def wire_check(value: Any, field: str = "") -> None:
     elif isinstance(value, list):
         for i, item in enumerate(value):
             wire_check(item, f"{field or 'body'}[{i}]")
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def query_number(value: Any) -> Any:
